@@ -1,0 +1,121 @@
+"""The model card (``model/model.json``): the single source of channel order, label meaning, output
+type, spacing, orientation, normalisation and sliding-window settings.
+
+Code reads these values from the card instead of repeating constants.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelError
+from .types import MODALITIES
+
+OUTPUT_TYPES = ("regions_sigmoid", "classes_softmax")
+
+
+@dataclass
+class ModelCard:
+    """What a model expects and produces, and what is known about it.
+
+    Attributes:
+        name: Model name.
+        files: Exported learner file names inside the model folder (several = an ensemble).
+        sha256: sha256 of each file in ``files``; a pickle that does not match is refused.
+        channels: Modalities in network-channel order, e.g. ``["T1", "T1CE", "T2", "FLAIR"]``.
+        output: ``{"type": "regions_sigmoid", "regions": ["TC", "WT", "ET"], "threshold": 0.5}`` or
+            ``{"type": "classes_softmax", "classes": [0, 1, 2, 4]}``.
+        labels: Meaning of each output label value.
+        spacing: Voxel size in mm the network works at; inputs are resampled to it and back.
+        orientation: Axis codes (nibabel convention) the network was trained in, e.g. ``"LPS"``.
+        roi_size: Sliding-window size in voxels at ``spacing``.
+        overlap: Default sliding-window overlap.
+        sw_batch_size: Default sliding-window batch size.
+        mode: Default blending mode (``"gaussian"`` or ``"constant"``).
+        normalisation: ``{"method": "zscore_nonzero", "clip_percentiles": [0.5, 99.5]}``.
+        crop_margin: Margin in voxels (at the input spacing) around the brain bounding box.
+        tta_flips: Default test-time flip augmentation.
+        extra: Everything else in the JSON (architecture, versions, training data, scores, use).
+    """
+
+    name: str
+    files: list[str]
+    sha256: dict[str, str]
+    channels: list[str]
+    output: dict[str, Any]
+    labels: dict[str, str] = field(default_factory=lambda: {"0": "background", "1": "NCR", "2": "ED", "4": "ET"})
+    spacing: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    orientation: str = "LPS"
+    roi_size: list[int] = field(default_factory=lambda: [128, 128, 128])
+    overlap: float = 0.5
+    sw_batch_size: int = 1
+    mode: str = "gaussian"
+    normalisation: dict[str, Any] = field(
+        default_factory=lambda: {"method": "zscore_nonzero", "clip_percentiles": [0.5, 99.5]}
+    )
+    crop_margin: int = 8
+    tta_flips: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if sorted(self.channels) != sorted(MODALITIES):
+            raise ModelError(
+                f"model card {self.name!r}: channels must be a permutation of {list(MODALITIES)}, found {self.channels}"
+            )
+        kind = self.output.get("type")
+        if kind not in OUTPUT_TYPES:
+            raise ModelError(f"model card {self.name!r}: output type must be one of {OUTPUT_TYPES}, found {kind!r}")
+        if kind == "regions_sigmoid" and sorted(self.output.get("regions", [])) != ["ET", "TC", "WT"]:
+            raise ModelError(
+                f"model card {self.name!r}: regions_sigmoid needs regions TC, WT, ET; found {self.output.get('regions')}"
+            )
+        if kind == "classes_softmax" and sorted(self.output.get("classes", [])) != [0, 1, 2, 4]:
+            raise ModelError(
+                f"model card {self.name!r}: classes_softmax needs classes [0, 1, 2, 4]; found {self.output.get('classes')}"
+            )
+        if len(self.spacing) != 3 or len(self.roi_size) != 3:
+            raise ModelError(f"model card {self.name!r}: spacing and roi_size need 3 values each")
+        missing = [f for f in self.files if f not in self.sha256]
+        if missing:
+            raise ModelError(f"model card {self.name!r}: no sha256 recorded for {missing}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card as a JSON-ready dict (``extra`` keys merged at the top level)."""
+        d = asdict(self)
+        extra = d.pop("extra")
+        return {**d, **extra}
+
+    def save(self, path: str | Path) -> None:
+        """Write the card as indented JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelCard:
+        """Build a card from a dict; unknown keys are kept in ``extra``."""
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        required = {"name", "files", "sha256", "channels", "output"}
+        missing = sorted(required - set(d))
+        if missing:
+            raise ModelError(f"model card is missing required keys {missing}")
+        kwargs = {k: v for k, v in d.items() if k in known}
+        extra = {k: v for k, v in d.items() if k not in known}
+        return cls(**kwargs, extra=extra)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelCard:
+        """Read ``model.json``.
+
+        Raises:
+            ModelError: if the file is missing, not JSON, or lacks required keys.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"no model card at {path}: expected a model.json beside the exported learner")
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ModelError(f"model card {path} is not valid JSON: {e}") from e
+        return cls.from_dict(d)

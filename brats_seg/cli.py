@@ -1,0 +1,342 @@
+"""The ``brats-seg`` command line: ``predict``, ``evaluate``, ``train`` and ``info``.
+
+Exit codes: 0 done, 2 bad input (a one-line message on stderr, no traceback), 1 internal error.
+Every default is stated in ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelError, StudyError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _add_window_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, default=None, help="model folder with model.json and the exported learner(s) "
+                   "(default: $BRATS_SEG_MODEL, else the bundled model/)")
+    p.add_argument("--roi-size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                   help="sliding-window size in voxels (default: the model card's roi_size)")
+    p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the model card's)")
+    p.add_argument("--sw-batch-size", type=int, default=None, help="windows per forward pass (default: the model card's)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average test-time flips along each axis (default: the model card's tta_flips)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(
+        prog="brats-seg",
+        description="Brain-tumour segmentation (BraTS labels 1 NCR, 2 ED, 4 ET) of MRI studies with T1, T1CE, T2 "
+        "and FLAIR. For research only, not for clinical use.",
+        formatter_class=_Formatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", formatter_class=_Formatter,
+                       help="segment one study (folder, zip or four files) or a folder of study folders",
+                       description="Writes OUT_DIR/<study>_seg.nii.gz (BraTS labels with the input's affine and header) "
+                       "and OUT_DIR/<study>_report.json (input files and sha256, model, settings, volumes, timings).")
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                   help="a study folder, a .zip of one, four NIfTI files, or a folder of study folders")
+    p.add_argument("--output", "-o", type=Path, required=True, help="output folder (created if needed)")
+    p.add_argument("--name", default=None, help="study name for a single study (default: folder name or common file prefix)")
+    _add_window_args(p)
+
+    p = sub.add_parser("evaluate", formatter_class=_Formatter,
+                       help="predict (or read predictions) for every case with a *_seg ground truth and score them",
+                       description="Writes OUT_DIR/scores.csv (Dice and HD95 per region and case) and OUT_DIR/summary.json "
+                       "(mean, median, std per metric), and prints the summary.")
+    p.add_argument("data_dir", type=Path, help="folder of study folders, each with a *_seg.nii.gz ground truth")
+    p.add_argument("--output", "-o", type=Path, required=True, help="output folder (created if needed)")
+    p.add_argument("--predictions", type=Path, default=None,
+                   help="read <case>_seg.nii.gz predictions from this folder instead of predicting (default: predict)")
+    p.add_argument("--cases", default=None,
+                   help="comma-separated case names, or @FILE with one per line, or @model.json for its held-out cases "
+                   "(default: every case with a ground truth)")
+    p.add_argument("--save-predictions", action="store_true", help="also write each predicted label map to OUT_DIR")
+    _add_window_args(p)
+
+    from .train import TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("train", formatter_class=_Formatter,
+                       help="train the fastai + MONAI UNet recipe and export a learner with its model card")
+    p.add_argument("data_dir", type=Path, help="folder of BraTS case folders with *_seg ground truth")
+    p.add_argument("--output", "-o", type=Path, required=True, help="run folder (model.pkl, model.json, splits, logs)")
+    p.add_argument("--folds", type=int, default=d.folds, help="number of cross-validation folds")
+    p.add_argument("--fold", type=int, default=d.fold, help="fold to hold out (-1: train on every case)")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (splits, sampling, augmentation)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="epochs of fit_flat_cos")
+    p.add_argument("--samples-per-epoch", type=int, default=d.samples_per_epoch, help="random patches per epoch")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="patches per batch")
+    p.add_argument("--patch-size", type=int, nargs=3, default=list(d.patch_size), help="training patch size in voxels")
+    p.add_argument("--spacing", type=float, nargs=3, default=list(d.spacing), help="voxel spacing (mm) the network works at")
+    p.add_argument("--channels", type=int, nargs="+", default=list(d.channels), help="UNet feature channels per level")
+    p.add_argument("--num-res-units", type=int, default=d.num_res_units, help="residual units per UNet block")
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate (default: from lr_find)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="Ranger weight decay")
+    p.add_argument("--pct-start", type=float, default=d.pct_start, help="fraction of fit_flat_cos at the flat learning rate")
+    p.add_argument("--val-patches", type=int, default=d.val_patches, help="validation patches per held-out case")
+    p.add_argument("--device", default=d.device, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--resume", action="store_true", help="resume from the run folder's last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="one log line per epoch instead of progress bars")
+
+    p = sub.add_parser("info", formatter_class=_Formatter, help="print the model card")
+    p.add_argument("--model", type=Path, default=None, help="model folder (default: $BRATS_SEG_MODEL, else the bundled model/)")
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------------
+
+
+def _progress_bar(enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=100, desc=desc, unit="%", disable=not enabled, leave=False, file=sys.stderr)
+
+    def update(fraction: float) -> None:
+        bar.n = round(100 * fraction)
+        bar.refresh()
+
+    return bar, update
+
+
+def _window_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "roi_size": args.roi_size,
+        "overlap": args.overlap,
+        "sw_batch_size": args.sw_batch_size,
+        "tta_flips": args.tta,
+        "device": args.device,
+    }
+
+
+def _resolve_inputs(inputs: Sequence[Path]) -> list[Any]:
+    """A list of study sources: folders, zips, or one list of files."""
+    from . import io
+
+    for p in inputs:
+        if not p.exists():
+            raise StudyError(f"{p}: no such file or folder")
+    if len(inputs) == 1:
+        src = inputs[0]
+        if src.is_dir():
+            studies = io.find_studies(src)
+            if not studies:
+                raise StudyError(f"{src}: expected NIfTI files or study folders, found none")
+            return studies
+        if src.suffix.lower() == ".zip":
+            return [src]
+        raise StudyError(f"{src}: expected a study folder, a .zip or four NIfTI files, found a single file")
+    return [list(inputs)]
+
+
+def study_report(study, seg, model, vols: dict[str, Any], scores: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON report of one prediction."""
+    from . import __version__
+
+    card = model.card
+    report: dict[str, Any] = {
+        "study": study.name,
+        "inputs": {m: {"file": study.sources.get(m), "sha256": study.sha256.get(m)} for m in study.sources},
+        "shape": list(study.shape),
+        "spacing_mm": list(study.spacing),
+        "model": {"name": card.name, "files": {f: card.sha256[f] for f in card.files}, "directory": str(model.directory)},
+        "settings": seg.settings,
+        "volumes": vols,
+        "timings_s": seg.timings,
+        "brats_seg": __version__,
+        "intended_use": "Research only, not for clinical use.",
+    }
+    if scores is not None:
+        report["scores"] = scores
+    return report
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from . import io, report
+    from .model import load_model
+    from .pipeline import segment
+
+    sources = _resolve_inputs(args.inputs)
+    args.output.mkdir(parents=True, exist_ok=True)
+    model = load_model(args.model, device=args.device)
+    failures = 0
+    for src in sources:
+        t0 = time.perf_counter()
+        try:
+            study = io.load_study(src, name=args.name if len(sources) == 1 else None)
+        except StudyError as e:
+            if len(sources) == 1:
+                raise
+            print(f"skipping {src}: {e}", file=sys.stderr)
+            failures += 1
+            continue
+        t_load = time.perf_counter() - t0
+        bar, update = _progress_bar(not args.no_progress, study.name)
+        try:
+            seg = segment(study, model, progress=update, **_window_kwargs(args))
+        finally:
+            bar.close()
+        seg.timings["load"] = round(t_load, 3)
+        out_seg = io.save_labels(seg.labels, args.output / f"{study.name}_seg.nii.gz")
+        vols = report.volumes(seg.labels)
+        scores = None
+        if study.truth is not None:
+            from .metrics import score
+
+            scores = score(seg.labels, study.truth_map)
+        seg.timings["wall"] = round(time.perf_counter() - t0, 3)
+        rep = study_report(study, seg, model, vols, scores)
+        (args.output / f"{study.name}_report.json").write_text(json.dumps(rep, indent=2) + "\n")
+        wt = vols["regions"]["WT"]["mL"]
+        print(f"{study.name}: {out_seg} (WT {wt:.1f} mL, {seg.timings['wall']:.1f} s)")
+    if failures == len(sources):
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def _select_cases(spec: str | None) -> set[str] | None:
+    if spec is None:
+        return None
+    if spec.startswith("@"):
+        path = Path(spec[1:])
+        if not path.is_file():
+            raise StudyError(f"--cases {spec}: no such file")
+        if path.suffix == ".json":
+            d = json.loads(path.read_text())
+            names = d.get("training", {}).get("held_out_cases") or d.get("held_out") or []
+            if not names:
+                raise StudyError(f"--cases {spec}: the JSON lists no held-out cases")
+            return set(names)
+        return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    return {s.strip() for s in spec.split(",") if s.strip()}
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from . import io, metrics
+    from .types import LabelMap
+
+    if not args.data_dir.is_dir():
+        raise StudyError(f"{args.data_dir}: expected a folder of cases, found no such folder")
+    wanted = _select_cases(args.cases)
+    from .train import has_truth
+
+    folders = [f for f in io.find_studies(args.data_dir) if has_truth(f)]
+    if wanted is not None:
+        unknown = wanted - {f.name for f in folders}
+        if unknown:
+            raise StudyError(f"--cases: no case with ground truth named {sorted(unknown)} under {args.data_dir}")
+        folders = [f for f in folders if f.name in wanted]
+    if not folders:
+        raise StudyError(f"{args.data_dir}: expected case folders with a *_seg ground truth, found none")
+    args.output.mkdir(parents=True, exist_ok=True)
+    model = None
+    if args.predictions is None:
+        from .model import load_model
+
+        model = load_model(args.model, device=args.device)
+    rows = []
+    from tqdm.auto import tqdm
+
+    for folder in tqdm(folders, desc="evaluate", disable=args.no_progress, file=sys.stderr):
+        study = io.load_study(folder)
+        t0 = time.perf_counter()
+        if model is not None:
+            from .pipeline import segment
+
+            seg = segment(study, model, **_window_kwargs(args))
+            pred = seg.labels
+            if args.save_predictions:
+                io.save_labels(pred, args.output / f"{study.name}_seg.nii.gz")
+        else:
+            path = args.predictions / f"{study.name}_seg.nii.gz"
+            loaded = io.load_label_file(path, like=study)
+            pred = LabelMap(loaded, study.affine, study.header)
+        seconds = time.perf_counter() - t0
+        row: dict[str, Any] = {"case": study.name}
+        row.update(metrics.flatten_scores(metrics.score(pred, study.truth_map)))
+        row["seconds"] = round(seconds, 2)
+        rows.append(row)
+    keys = list(rows[0])
+    with open(args.output / "scores.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = metrics.summarise([{k: v for k, v in r.items() if k not in ("case", "seconds")} for r in rows])
+    meta = {"cases": [r["case"] for r in rows], "model": None if model is None else model.card.name}
+    (args.output / "summary.json").write_text(json.dumps({**meta, "summary": summary}, indent=2) + "\n")
+    print(format_summary(summary))
+    return EXIT_OK
+
+
+def format_summary(summary: dict[str, dict[str, float]]) -> str:
+    """A plain-text table of the summary: one row per metric."""
+    lines = [f"{'metric':<10} {'mean':>8} {'median':>8} {'std':>8} {'n':>4}"]
+    for key in sorted(summary, key=lambda k: (k.split("_")[0], ["ET", "TC", "WT"].index(k.split("_")[1]) if k.split("_")[1] in ("ET", "TC", "WT") else 9)):
+        s = summary[key]
+        lines.append(f"{key:<10} {s['mean']:>8.3f} {s['median']:>8.3f} {s['std']:>8.3f} {int(s['n']):>4}")
+    return "\n".join(lines)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    config = TrainConfig(
+        folds=args.folds, fold=args.fold, seed=args.seed, epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,
+        batch_size=args.batch_size, patch_size=tuple(args.patch_size), spacing=tuple(args.spacing),
+        channels=tuple(args.channels), num_res_units=args.num_res_units, lr=args.lr, weight_decay=args.weight_decay,
+        pct_start=args.pct_start, val_patches=args.val_patches, device=args.device, resume=args.resume, progress=not args.no_progress,
+    )
+    train(args.data_dir, args.output, config)
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .card import ModelCard
+    from .model import default_model_dir
+
+    directory = args.model or default_model_dir()
+    card = ModelCard.load(Path(directory) / "model.json")
+    print(json.dumps(card.to_dict(), indent=2))
+    return EXIT_OK
+
+
+COMMANDS = {"predict": cmd_predict, "evaluate": cmd_evaluate, "train": cmd_train, "info": cmd_info}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``brats-seg`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (StudyError, ModelError) as e:
+        print(f"brats-seg {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001
+        traceback.print_exc(file=sys.stderr)
+        print(f"brats-seg {args.command}: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Sliding-window inference with MONAI, in MONAI's vocabulary.
+
+``predict`` runs ``monai.inferers.sliding_window_inference`` under ``torch.inference_mode()`` on the
+GPU when there is one, averages an ensemble of networks, optionally averages test-time flips, and
+reports progress (fraction done) through a callback.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from monai.inferers import sliding_window_inference
+
+ProgressCallback = Callable[[float], None]
+
+
+def count_windows(shape: Sequence[int], roi_size: Sequence[int], overlap: float) -> int:
+    """Number of windows MONAI's sliding window visits for one image of ``shape``."""
+    n = 1
+    for size, roi in zip(shape, roi_size, strict=True):
+        size = max(size, roi)
+        interval = max(int(roi * (1 - overlap)), 1)
+        n *= int(math.ceil((size - roi) / interval)) + 1 if size > roi else 1
+    return n
+
+
+FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (4,))
+
+
+def predict(
+    volume: torch.Tensor,
+    networks: torch.nn.Module | Sequence[torch.nn.Module],
+    *,
+    roi_size: Sequence[int] = (128, 128, 128),
+    sw_batch_size: int = 1,
+    overlap: float = 0.5,
+    mode: str = "gaussian",
+    activation: str = "sigmoid",
+    tta_flips: bool = False,
+    device: str | torch.device | None = None,
+    progress: ProgressCallback | None = None,
+) -> torch.Tensor:
+    """Probabilities for one volume.
+
+    Args:
+        volume: Input (C, X, Y, Z) or (1, C, X, Y, Z).
+        networks: One network or several (an ensemble; probabilities are averaged).
+        roi_size: Window size in voxels.
+        sw_batch_size: Windows per forward pass.
+        overlap: Fraction of overlap between windows.
+        mode: Blending of overlapping windows, ``"gaussian"`` or ``"constant"``.
+        activation: ``"sigmoid"`` (region outputs), ``"softmax"`` (class outputs) or ``"none"``.
+        tta_flips: Also predict on the volume flipped along each spatial axis and average.
+        device: Default CUDA when available, else CPU.
+        progress: Called with the fraction done (0..1) after each batch of windows.
+
+    Returns:
+        Float32 probabilities (K, X, Y, Z) on the CPU.
+    """
+    nets = [networks] if isinstance(networks, torch.nn.Module) else list(networks)
+    if not nets:
+        raise ValueError("predict needs at least one network")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    x = volume if volume.ndim == 5 else volume[None]
+    flips = FLIPS if tta_flips else ((),)
+    total = count_windows(x.shape[2:], roi_size, overlap) * len(nets) * len(flips) * x.shape[0]
+    done = 0
+
+    def tracked(net: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            nonlocal done
+            out = net(batch)
+            done += batch.shape[0]
+            if progress is not None:
+                progress(min(done / total, 1.0))
+            return out
+
+        return run
+
+    acc = None
+    use_amp = device.type == "cuda"
+    with torch.inference_mode(), torch.autocast(device_type=device.type, enabled=use_amp):
+        for net in nets:
+            net.to(device).eval()
+            for dims in flips:
+                inp = torch.flip(x, dims) if dims else x
+                logits = sliding_window_inference(
+                    inp.to(device),
+                    roi_size=tuple(roi_size),
+                    sw_batch_size=sw_batch_size,
+                    predictor=tracked(net),
+                    overlap=overlap,
+                    mode=mode,
+                    sw_device=device,
+                    device=torch.device("cpu"),
+                )
+                logits = logits.float()
+                if activation == "sigmoid":
+                    probs = torch.sigmoid(logits)
+                elif activation == "softmax":
+                    probs = torch.softmax(logits, dim=1)
+                else:
+                    probs = logits
+                if dims:
+                    probs = torch.flip(probs, dims)
+                acc = probs if acc is None else acc + probs
+    if progress is not None:
+        progress(1.0)
+    return (acc / (len(nets) * len(flips)))[0].float().cpu()

@@ -1,0 +1,582 @@
+"""The training recipe of the original fastai + MONAI work, as ``brats-seg train``.
+
+- Data: a folder of BraTS cases (2018-2021 or 2023+ naming, see :mod:`brats_seg.io`), a seeded
+  k-fold split written to the run folder, each case preprocessed once (reorient, brain crop,
+  z-score, resample to the card's spacing) and cached; random patches biased towards tumour; random
+  flips, zoom, affine, intensity scale/shift (MONAI transforms) in fastai ``DataLoaders``.
+- Model: MONAI ``UNet(spatial_dims=3, in_channels=4, out_channels=3, channels=(16, 32, 64, 128, 256),
+  strides=(2, 2, 2, 2), num_res_units=2, act=PRELU)``.
+- Target: the nested BraTS regions TC, WT, ET as sigmoid outputs; loss Dice + BCE; Dice per
+  region as metrics.
+- Training: fastai ``Learner`` with the Ranger optimiser, ``lr_find``, ``fit_flat_cos``; mixed
+  precision on a GPU; a checkpoint each epoch (resumable); a CSV log.
+- Output: ``learn.export()`` plus the model card ``model.json``.
+
+Everything the exported pickle refers to lives in this importable module (cloudpickle stores
+``__main__`` definitions by value, tied to one Python version).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from fastai.callback.core import Callback
+
+from . import io, postprocess, preprocess
+from .card import ModelCard
+from .types import MODALITIES, Study
+
+REGION_ORDER = ("TC", "WT", "ET")
+DEFAULT_CHANNELS = ("T1", "T1CE", "T2", "FLAIR")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Model, loss and metrics (module-level so the exported learner pickles them by reference)
+# ----------------------------------------------------------------------------------------------------
+
+
+def build_unet(
+    *,
+    channels: Sequence[int] = (16, 32, 64, 128, 256),
+    strides: Sequence[int] | None = None,
+    num_res_units: int = 2,
+    in_channels: int = 4,
+    out_channels: int = 3,
+    dropout: float = 0.0,
+) -> nn.Module:
+    """The original work's 5-level residual MONAI UNet with PReLU activations.
+
+    ``strides`` defaults to 2 between every pair of levels (``len(channels) - 1`` values).
+    """
+    from monai.networks.layers import Norm
+    from monai.networks.nets import UNet
+
+    return UNet(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=tuple(channels),
+        strides=tuple(strides) if strides is not None else (2,) * (len(channels) - 1),
+        num_res_units=num_res_units,
+        act="PRELU",
+        norm=Norm.INSTANCE,
+        dropout=dropout,
+    )
+
+
+class DiceBCELoss(nn.Module):
+    """Soft Dice (per region, batch-averaged) plus binary cross-entropy on region logits."""
+
+    def __init__(self, *, dice_weight: float = 1.0, bce_weight: float = 1.0) -> None:
+        super().__init__()
+        from monai.losses import DiceLoss
+
+        self.dice = DiceLoss(sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5)
+        self.bce = nn.BCEWithLogitsLoss()
+        self.dice_weight = dice_weight
+        self.bce_weight = bce_weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        target = target.float()
+        return self.dice_weight * self.dice(logits, target) + self.bce_weight * self.bce(logits, target)
+
+
+def _region_dice(logits: torch.Tensor, target: torch.Tensor, channel: int) -> torch.Tensor:
+    pred = logits[:, channel] > 0
+    truth = target[:, channel] > 0.5
+    inter = (pred & truth).sum().float()
+    total = pred.sum().float() + truth.sum().float()
+    return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
+
+
+def dice_tc(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Hard Dice of the tumour core over a batch of patches."""
+    return _region_dice(logits, target, REGION_ORDER.index("TC"))
+
+
+def dice_wt(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Hard Dice of the whole tumour over a batch of patches."""
+    return _region_dice(logits, target, REGION_ORDER.index("WT"))
+
+
+def dice_et(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Hard Dice of the enhancing tumour over a batch of patches."""
+    return _region_dice(logits, target, REGION_ORDER.index("ET"))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    """One preprocessed training case at the network's spacing."""
+
+    name: str
+    image: torch.Tensor  # (4, x, y, z) float32, z-scored
+    target: torch.Tensor  # (3, x, y, z) float32 in [0, 1], TC/WT/ET
+    fg: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))  # tumour voxels
+    brain: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
+
+
+def preprocess_case(study: Study, card: ModelCard) -> Case:
+    """Preprocess a study with ground truth exactly as inference will, plus its region targets."""
+    if study.truth is None:
+        raise ValueError(f"{study.name}: training needs a ground-truth *_seg file")
+    prepared = preprocess.prepare(study, card)
+    regions = postprocess.labels_to_regions(study.truth, regions=REGION_ORDER).astype(np.float32)
+    regions = preprocess.reorient(regions, prepared.ornt)
+    sl = tuple(slice(a, b) for a, b in prepared.box)
+    target = torch.from_numpy(np.ascontiguousarray(regions[(slice(None), *sl)]))
+    target = preprocess.resample(target, tuple(prepared.tensor.shape[1:])).clamp(0, 1)
+    return make_case(study.name, prepared.tensor, target)
+
+
+def has_truth(folder: Path) -> bool:
+    """Whether a study folder holds a ground-truth label map (``*_seg`` / ``-seg``)."""
+    return any(io.detect_modality(p.name) == "SEG" for p in Path(folder).iterdir() if p.is_file())
+
+
+def make_case(name: str, image: torch.Tensor, target: torch.Tensor) -> Case:
+    """Wrap tensors as a ``Case`` with the index lists used for tumour-biased sampling."""
+    fg = np.argwhere(target[REGION_ORDER.index("WT")].numpy() > 0.5)
+    brain = np.argwhere((image != 0).any(0).numpy())
+    return Case(name=name, image=image, target=target, fg=fg, brain=brain)
+
+
+def load_cases(
+    folders: Sequence[Path], card: ModelCard, *, cache_dir: Path | None = None, log=print
+) -> list[Case]:
+    """Load and preprocess cases, caching the tensors in ``cache_dir``."""
+    cases = []
+    tag = "sp" + "x".join(f"{s:g}" for s in card.spacing) + "_" + card.orientation + "_" + "".join(c[:2] for c in card.channels)
+    for folder in folders:
+        cached = cache_dir / f"{folder.name}_{tag}.pt" if cache_dir else None
+        if cached is not None and cached.is_file():
+            d = torch.load(cached, weights_only=True)
+            cases.append(make_case(folder.name, d["image"], d["target"]))
+            continue
+        t = time.time()
+        case = preprocess_case(io.load_study(folder), card)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"image": case.image, "target": case.target}, cached)
+        log(f"preprocessed {folder.name} -> {tuple(case.image.shape)} in {time.time() - t:.1f}s")
+        cases.append(case)
+    return cases
+
+
+def crop_patch(case: Case, center: Sequence[int], size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A patch of ``size`` around ``center``, zero-padded where it leaves the volume."""
+    shape = case.image.shape[1:]
+    starts = [int(c) - s // 2 for c, s in zip(center, size, strict=True)]
+    starts = [min(max(st, min(0, n - s)), max(n - s, 0)) for st, n, s in zip(starts, shape, size, strict=True)]
+    img = torch.zeros((case.image.shape[0], *size), dtype=case.image.dtype)
+    tgt = torch.zeros((case.target.shape[0], *size), dtype=case.target.dtype)
+    src = tuple(slice(max(st, 0), min(st + s, n)) for st, s, n in zip(starts, size, shape, strict=True))
+    dst = tuple(slice(sl.start - st, sl.stop - st) for sl, st in zip(src, starts, strict=True))
+    img[(slice(None), *dst)] = case.image[(slice(None), *src)]
+    tgt[(slice(None), *dst)] = case.target[(slice(None), *src)]
+    return img, tgt
+
+
+def augmentations(*, flip: bool = True, zoom: bool = True, affine: bool = True, intensity: bool = True):
+    """MONAI dictionary transforms on ``{"image", "label"}`` patches: flips, zoom, affine, intensity."""
+    from monai import transforms as T
+
+    keys = ["image", "label"]
+    tfms: list[Any] = []
+    if flip:
+        tfms += [T.RandFlipd(keys, prob=0.5, spatial_axis=a) for a in range(3)]
+    if zoom:
+        tfms.append(T.RandZoomd(keys, prob=0.2, min_zoom=0.9, max_zoom=1.15, mode=("trilinear", "trilinear"), keep_size=True))
+    if affine:
+        tfms.append(
+            T.RandAffined(
+                keys, prob=0.25, rotate_range=(0.26, 0.26, 0.26), scale_range=(0.1, 0.1, 0.1),
+                mode=("bilinear", "bilinear"), padding_mode="zeros",
+            )
+        )
+    if intensity:
+        tfms += [T.RandScaleIntensityd("image", factors=0.1, prob=0.5), T.RandShiftIntensityd("image", offsets=0.1, prob=0.5)]
+    return T.Compose(tfms)
+
+
+class PatchDataset(torch.utils.data.Dataset):
+    """Random training patches: a centre in the tumour with probability ``pos_fraction``, else in the brain.
+
+    ``length`` patches make one epoch. ``new_empty`` keeps ``learn.export()`` small (no cases).
+    """
+
+    def __init__(
+        self,
+        cases: list[Case],
+        *,
+        patch_size: Sequence[int] = (64, 64, 64),
+        length: int = 200,
+        pos_fraction: float = 0.67,
+        augment: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.cases = cases
+        self.patch_size = tuple(patch_size)
+        self.length = length
+        self.pos_fraction = pos_fraction
+        self.rng = np.random.default_rng(seed)
+        self.tfms = augmentations() if augment else None
+        if self.tfms is not None:
+            self.tfms.set_random_state(seed=seed)
+
+    def __len__(self) -> int:
+        return self.length if self.cases else 0
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        case = self.cases[int(self.rng.integers(len(self.cases)))]
+        pool = case.fg if (len(case.fg) and self.rng.random() < self.pos_fraction) else case.brain
+        center = pool[int(self.rng.integers(len(pool)))] if len(pool) else [n // 2 for n in case.image.shape[1:]]
+        img, tgt = crop_patch(case, center, self.patch_size)
+        if self.tfms is not None:
+            from monai.data import set_track_meta
+
+            set_track_meta(False)
+            out = self.tfms({"image": img, "label": tgt})
+            img, tgt = torch.as_tensor(out["image"]), torch.as_tensor(out["label"]).clamp(0, 1)
+        return img.float().contiguous(), tgt.float().contiguous()
+
+    def new_empty(self) -> PatchDataset:
+        return PatchDataset([], patch_size=self.patch_size, length=0, augment=False)
+
+
+class FixedPatchDataset(torch.utils.data.Dataset):
+    """Deterministic validation patches: ``per_case`` centres per case (tumour first, then brain)."""
+
+    def __init__(self, cases: list[Case], *, patch_size: Sequence[int] = (64, 64, 64), per_case: int = 2, seed: int = 1) -> None:
+        rng = np.random.default_rng(seed)
+        self.items = []
+        for case in cases:
+            for k in range(per_case):
+                pool = case.fg if (len(case.fg) and k % 2 == 0) else case.brain
+                center = pool[int(rng.integers(len(pool)))] if len(pool) else [n // 2 for n in case.image.shape[1:]]
+                self.items.append(crop_patch(case, center, patch_size))
+        self.patch_size = tuple(patch_size)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.items[i]
+
+    def new_empty(self) -> FixedPatchDataset:
+        return FixedPatchDataset([], patch_size=self.patch_size)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Splits
+# ----------------------------------------------------------------------------------------------------
+
+
+def make_folds(names: Sequence[str], *, k: int = 5, seed: int = 0) -> list[list[str]]:
+    """Split case names into ``k`` seeded folds of near-equal size."""
+    if k < 2:
+        raise ValueError(f"k-fold needs k >= 2, got {k}")
+    if len(names) < k:
+        raise ValueError(f"{len(names)} cases cannot make {k} folds")
+    order = sorted(names)
+    random.Random(seed).shuffle(order)
+    return [sorted(order[i::k]) for i in range(k)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Callbacks
+# ----------------------------------------------------------------------------------------------------
+
+
+class Checkpoint(Callback):
+    """Save weights and optimiser state after every epoch, for resuming."""
+
+    order = 60
+
+    def __init__(self, fname: str = "last") -> None:
+        self.fname = fname
+
+    def after_epoch(self) -> None:
+        self.learn.save(self.fname, with_opt=True)
+        (self.learn.path / self.learn.model_dir / f"{self.fname}.json").write_text(
+            json.dumps({"epoch": self.epoch, "n_epoch": self.n_epoch})
+        )
+
+
+class EpochLog(Callback):
+    """One log line per epoch (for background runs without a progress bar)."""
+
+    order = 70
+
+    def __init__(self, log=print) -> None:
+        self.log = log
+
+    def before_epoch(self) -> None:
+        self.t0 = time.time()
+
+    def after_epoch(self) -> None:
+        names = ["train_loss", "valid_loss", *[m.name for m in self.learn.metrics]]
+        values = self.learn.recorder.log[1:-1] if self.learn.recorder.log else []
+        pairs = " ".join(f"{n}={v:.4f}" for n, v in zip(names, values, strict=False) if isinstance(v, float))
+        self.log(f"epoch {self.epoch + 1}/{self.n_epoch} {pairs} ({time.time() - self.t0:.0f}s)")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The recipe
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of ``brats-seg train`` (defaults are the shipped model's, see ``--help``)."""
+
+    folds: int = 5
+    fold: int = 0
+    seed: int = 0
+    epochs: int = 30
+    samples_per_epoch: int = 200
+    batch_size: int = 2
+    patch_size: tuple[int, int, int] = (64, 64, 64)
+    spacing: tuple[float, float, float] = (2.0, 2.0, 2.0)
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    num_res_units: int = 2
+    lr: float | None = None
+    lr_find: bool = True
+    weight_decay: float = 1e-4
+    pct_start: float = 0.6
+    val_patches: int = 4
+    overlap: float = 0.5
+    num_workers: int = 0
+    device: str | None = None
+    resume: bool = False
+    progress: bool = True
+
+
+def _card_for(config: TrainConfig, name: str) -> ModelCard:
+    return ModelCard(
+        name=name,
+        files=[],
+        sha256={},
+        channels=list(DEFAULT_CHANNELS),
+        output={"type": "regions_sigmoid", "regions": list(REGION_ORDER), "threshold": 0.5},
+        spacing=[float(s) for s in config.spacing],
+        orientation="LPS",
+        roi_size=[int(s) for s in config.patch_size],
+        overlap=config.overlap,
+        sw_batch_size=2,
+        mode="gaussian",
+        crop_margin=8,
+    )
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries a learner depends on."""
+    import fastai
+    import monai
+
+    from . import __version__
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "fastai": fastai.__version__,
+        "numpy": np.__version__,
+        "brats_seg": __version__,
+    }
+
+
+def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None = None, *, log=print) -> Path:
+    """Train one fold (or all cases with ``fold=-1``) and export the learner with its card.
+
+    Returns:
+        The run folder, holding ``model.pkl``, ``model.json``, ``splits.json``, ``history.csv`` and
+        checkpoints under ``models/``.
+    """
+    import fastai.callback.schedule  # noqa: F401  (patches Learner with fit_flat_cos and lr_find)
+    from fastai.callback.progress import CSVLogger
+    from fastai.data.core import DataLoaders
+    from fastai.learner import Learner
+    from fastai.optimizer import ranger
+
+    config = config or TrainConfig()
+    data_dir, out = Path(data_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    random.seed(config.seed)
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    folders = [f for f in io.find_studies(data_dir) if has_truth(f)]
+    if not folders:
+        raise ValueError(f"no cases with a *_seg ground truth under {data_dir}")
+    names = [f.name for f in folders]
+    split_path = out / "splits.json"
+    if config.resume and split_path.is_file():
+        folds = json.loads(split_path.read_text())["folds"]
+    else:
+        folds = make_folds(names, k=config.folds, seed=config.seed)
+        split_path.write_text(json.dumps({"k": config.folds, "seed": config.seed, "folds": folds}, indent=2) + "\n")
+    held_out = [] if config.fold < 0 else folds[config.fold]
+    train_names = [n for n in names if n not in held_out]
+    log(f"{len(train_names)} training cases, {len(held_out)} held out (fold {config.fold} of {config.folds})")
+
+    card = _card_for(config, name=f"brats-seg-unet-{'x'.join(f'{s:g}' for s in config.spacing)}mm")
+    cache = out.parent / "cache"
+    by_name = dict(zip(names, folders, strict=True))
+    t0 = time.time()
+    train_cases = load_cases([by_name[n] for n in train_names], card, cache_dir=cache, log=log)
+    val_cases = load_cases([by_name[n] for n in held_out], card, cache_dir=cache, log=log) if held_out else train_cases[:2]
+    log(f"data ready in {time.time() - t0:.0f}s")
+
+    train_ds = PatchDataset(train_cases, patch_size=config.patch_size, length=config.samples_per_epoch, seed=config.seed)
+    valid_ds = FixedPatchDataset(val_cases, patch_size=config.patch_size, per_case=config.val_patches, seed=config.seed + 1)
+    dls = DataLoaders.from_dsets(
+        train_ds, valid_ds, bs=config.batch_size, num_workers=config.num_workers, device=device, shuffle=False
+    )
+    net = build_unet(channels=config.channels, num_res_units=config.num_res_units)
+    learn = Learner(
+        dls,
+        net,
+        loss_func=DiceBCELoss(),
+        opt_func=ranger,
+        metrics=[dice_tc, dice_wt, dice_et],
+        wd=config.weight_decay,
+        path=out,
+        model_dir="models",
+        cbs=[CSVLogger(fname="history.csv", append=config.resume), Checkpoint("last")],
+    )
+    if device.type == "cuda":
+        learn.to_fp16()
+    if not config.progress:
+        from fastai.callback.progress import ProgressCallback
+        from fastcore.basics import noop
+
+        learn.remove_cb(ProgressCallback)
+        learn.logger = noop
+        learn.add_cb(EpochLog(log))
+
+    start_epoch = 0
+    state_file = out / "models" / "last.json"
+    lr = config.lr
+    meta_path = out / "train_meta.json"
+    meta: dict[str, Any] = json.loads(meta_path.read_text()) if (config.resume and meta_path.is_file()) else {}
+    if config.resume and state_file.is_file():
+        learn.load("last", with_opt=True)
+        start_epoch = json.loads(state_file.read_text())["epoch"] + 1
+        lr = lr or meta.get("lr")
+        log(f"resuming at epoch {start_epoch} with lr {lr}")
+    if lr is None and config.lr_find:
+        t = time.time()
+        suggestion = learn.lr_find(num_it=60, show_plot=False)
+        meta["lr_find_valley"] = float(suggestion.valley)
+        lr = float(np.clip(suggestion.valley, 3e-4, 1e-2))
+        log(f"lr_find valley {suggestion.valley:.2e} in {time.time() - t:.0f}s; using lr {lr:.2e}")
+    lr = float(lr or 3e-3)
+    meta.update({"lr": lr, "config": _jsonable(config.__dict__), "train_cases": train_names, "held_out": held_out})
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+
+    t = time.time()
+    if start_epoch < config.epochs:
+        learn.fit_flat_cos(config.epochs, lr=lr, pct_start=config.pct_start, start_epoch=start_epoch)
+    train_seconds = time.time() - t + float(meta.get("train_seconds", 0.0))
+    meta["train_seconds"] = train_seconds
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+
+    export_with_card(learn, out, card, config=config, meta=meta, device=device)
+    log(f"exported {out / 'model.pkl'} after {train_seconds / 60:.1f} min of training")
+    return out
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def export_with_card(learn, out: Path, card: ModelCard, *, config: TrainConfig, meta: dict[str, Any], device) -> ModelCard:
+    """``learn.export()`` to ``out/model.pkl`` and write ``out/model.json`` filled from the run."""
+    from .model import sha256_of
+
+    learn.remove_cbs([cb for cb in learn.cbs if type(cb).__name__ in ("Checkpoint", "CSVLogger", "EpochLog")])
+    if device.type == "cuda":
+        learn.to_fp32()
+    learn.model.cpu()
+    learn.dls.cpu()
+    learn.export("model.pkl")
+    pkl = out / "model.pkl"
+    card.files = ["model.pkl"]
+    card.sha256 = {"model.pkl": sha256_of(pkl)}
+    n_params = sum(p.numel() for p in learn.model.parameters())
+    iterations = config.epochs * (config.samples_per_epoch // config.batch_size)
+    card.extra = {
+        "intended_use": "Research only. Not a medical device; not for clinical use or diagnosis.",
+        "architecture": {
+            "class": "monai.networks.nets.UNet",
+            "spatial_dims": 3,
+            "in_channels": 4,
+            "out_channels": 3,
+            "channels": list(config.channels),
+            "strides": [2] * (len(config.channels) - 1),
+            "num_res_units": config.num_res_units,
+            "act": "PRELU",
+            "norm": "INSTANCE",
+            "parameters": n_params,
+        },
+        "versions": versions(),
+        "training": {
+            "recipe": "brats_seg.train (fastai Learner, Ranger, lr_find, fit_flat_cos, Dice+BCE on TC/WT/ET)",
+            "data": "BraTS 2018 training cases (expert labels) from ../shared/data/brats",
+            "train_cases": meta.get("train_cases", []),
+            "held_out_cases": meta.get("held_out", []),
+            "folds": config.folds,
+            "fold": config.fold,
+            "epochs": config.epochs,
+            "iterations": iterations,
+            "batch_size": config.batch_size,
+            "patch_size": list(config.patch_size),
+            "lr": meta.get("lr"),
+            "lr_find_valley": meta.get("lr_find_valley"),
+            "wall_time_minutes": round(float(meta.get("train_seconds", 0.0)) / 60, 1),
+            "hardware": _hardware(device),
+        },
+        "scores": {},
+    }
+    card.save(out / "model.json")
+    return card
+
+
+def _hardware(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(0)
+    import os
+
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+__all__ = [
+    "MODALITIES",
+    "DiceBCELoss",
+    "FixedPatchDataset",
+    "PatchDataset",
+    "TrainConfig",
+    "build_unet",
+    "dice_et",
+    "dice_tc",
+    "dice_wt",
+    "make_folds",
+    "train",
+]

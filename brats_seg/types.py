@@ -1,0 +1,91 @@
+"""Data types that carry their own geometry: a ``Study`` and a ``LabelMap``.
+
+No function takes "the affine" as a loose argument: each volume travels with the affine and header
+of the file it came from, so outputs keep the input's geometry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import nibabel as nib
+import numpy as np
+
+#: The four MRI sequences of a study, in the package's canonical order. The model card decides the
+#: order in which they are stacked as network channels.
+MODALITIES: tuple[str, ...] = ("T1", "T1CE", "T2", "FLAIR")
+
+#: BraTS label values and their meaning.
+LABEL_NAMES: dict[int, str] = {1: "NCR", 2: "ED", 4: "ET"}
+
+#: The evaluated BraTS regions as sets of labels.
+REGIONS: dict[str, tuple[int, ...]] = {"ET": (4,), "TC": (1, 4), "WT": (1, 2, 4)}
+
+
+def _spacing(header: nib.Nifti1Header) -> tuple[float, float, float]:
+    zooms = header.get_zooms()[:3]
+    return tuple(float(z) for z in zooms)  # type: ignore[return-value]
+
+
+@dataclass
+class Study:
+    """Four co-registered 3-D MRI sequences of one study.
+
+    Attributes:
+        name: Study identifier (folder name or the common prefix of the file names).
+        images: Arrays keyed by modality (``T1``, ``T1CE``, ``T2``, ``FLAIR``), all of one shape.
+        affine: The voxel-to-world affine shared by the four files (that of the T1 file).
+        header: The NIfTI header of the T1 file; outputs are written with a copy of it.
+        sources: File name of each modality (and ``SEG`` for a ground truth, when present).
+        truth: Optional ground-truth BraTS label map (values 0, 1, 2, 4) on the same grid.
+        sha256: sha256 of each source file, keyed like ``sources``.
+    """
+
+    name: str
+    images: dict[str, np.ndarray]
+    affine: np.ndarray
+    header: nib.Nifti1Header
+    sources: dict[str, str] = field(default_factory=dict)
+    truth: np.ndarray | None = None
+    sha256: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Voxel grid shape shared by the four sequences."""
+        return tuple(next(iter(self.images.values())).shape)  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along the three array axes."""
+        return _spacing(self.header)
+
+    @property
+    def truth_map(self) -> LabelMap | None:
+        """The ground truth as a ``LabelMap`` on the study's grid, or None."""
+        if self.truth is None:
+            return None
+        return LabelMap(self.truth.astype(np.uint8), self.affine, self.header)
+
+
+@dataclass
+class LabelMap:
+    """A BraTS label map (0 background, 1 NCR, 2 ED, 4 ET) with the geometry of its study."""
+
+    array: np.ndarray
+    affine: np.ndarray
+    header: nib.Nifti1Header
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Voxel grid shape."""
+        return tuple(self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along the three array axes."""
+        return _spacing(self.header)
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        """Volume of one voxel in mm^3."""
+        return float(np.prod(self.spacing))

@@ -1,0 +1,252 @@
+"""Tests for brats_seg.metrics: Dice, HD95, per-region scores and summaries."""
+
+from __future__ import annotations
+
+import math
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist
+
+from brats_seg.metrics import HD95_EMPTY_PENALTY, dice, flatten_scores, hd95, score, summarise
+from brats_seg.types import LabelMap
+
+
+def _labelmap(array: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> LabelMap:
+    header = nib.Nifti1Header()
+    header.set_data_shape(array.shape)
+    header.set_zooms(spacing)
+    return LabelMap(array, np.diag([*spacing, 1.0]), header)
+
+
+def _cube(shape, start, size) -> np.ndarray:
+    m = np.zeros(shape, dtype=bool)
+    m[tuple(slice(s, s + n) for s, n in zip(start, size, strict=True))] = True
+    return m
+
+
+def _hd95_reference(pred: np.ndarray, truth: np.ndarray, spacing) -> float:
+    """Brute force: face-connected surface by neighbour checks, all pairwise distances."""
+
+    def surface_points(m):
+        padded = np.pad(m, 1)
+        inner = np.ones_like(m)
+        for axis in range(m.ndim):
+            for step in (-1, 1):
+                inner &= np.roll(padded, step, axis=axis)[1:-1, 1:-1, 1:-1]
+        return np.argwhere(m & ~inner) * np.asarray(spacing)
+
+    d = cdist(surface_points(pred), surface_points(truth))
+    return max(np.percentile(d.min(axis=1), 95), np.percentile(d.min(axis=0), 95))
+
+
+# --- dice ---------------------------------------------------------------------------------------
+
+
+def test_dice_two_cubes_overlapping_by_half():
+    a = _cube((10, 10, 10), (2, 2, 2), (4, 4, 4))
+    b = _cube((10, 10, 10), (4, 2, 2), (4, 4, 4))  # shifted by 2 of 4 voxels: 32 shared of 64 each
+    assert dice(a, b) == pytest.approx(0.5)
+
+
+def test_dice_identical_disjoint_and_empty_conventions():
+    a = _cube((6, 6, 6), (0, 0, 0), (2, 2, 2))
+    b = _cube((6, 6, 6), (3, 3, 3), (2, 2, 2))
+    empty = np.zeros((6, 6, 6), dtype=bool)
+    assert dice(a, a) == 1.0
+    assert dice(a, b) == 0.0
+    assert dice(empty, empty) == 1.0
+    assert dice(a, empty) == 0.0
+    assert dice(empty, a) == 0.0
+
+
+def test_dice_accepts_label_valued_masks():
+    a = _cube((6, 6, 6), (0, 0, 0), (2, 2, 2)).astype(np.uint8) * 4
+    assert dice(a, a > 0) == 1.0
+
+
+def test_dice_shape_mismatch():
+    with pytest.raises(ValueError, match=r"same shape, found \(2, 2, 2\) and \(2, 2, 3\)"):
+        dice(np.zeros((2, 2, 2)), np.zeros((2, 2, 3)))
+
+
+# --- hd95 ---------------------------------------------------------------------------------------
+
+
+def test_hd95_plates_shifted_along_anisotropic_axis():
+    # Two one-voxel-thick 10 x 10 plates, 3 voxels apart along z with 2 mm voxels: every surface voxel
+    # is 3 x 2 = 6 mm from the other plate.
+    a = _cube((20, 20, 20), (5, 5, 5), (10, 10, 1))
+    b = _cube((20, 20, 20), (5, 5, 8), (10, 10, 1))
+    assert hd95(a, b, spacing=(1.0, 1.0, 2.0)) == pytest.approx(6.0)
+    # The same plates 3 voxels apart along z with 1 mm voxels: 3 mm.
+    assert hd95(a, b, spacing=(1.0, 1.0, 1.0)) == pytest.approx(3.0)
+
+
+def test_hd95_cubes_shifted_match_brute_force():
+    a = _cube((30, 30, 30), (5, 5, 5), (10, 10, 10))
+    b = _cube((30, 30, 30), (5, 5, 8), (10, 10, 10))
+    spacing = (1.0, 1.0, 2.0)
+    assert hd95(a, b, spacing=spacing) == pytest.approx(_hd95_reference(a, b, spacing))
+
+
+def test_hd95_identical_masks_is_zero():
+    a = _cube((10, 10, 10), (2, 3, 4), (5, 4, 3))
+    assert hd95(a, a) == 0.0
+
+
+def test_hd95_empty_conventions():
+    a = _cube((10, 10, 10), (2, 2, 2), (3, 3, 3))
+    empty = np.zeros((10, 10, 10), dtype=bool)
+    assert hd95(empty, empty) == 0.0
+    assert hd95(a, empty) == HD95_EMPTY_PENALTY
+    assert hd95(empty, a) == HD95_EMPTY_PENALTY
+    assert hd95(a, empty, empty_penalty=99.0) == 99.0
+    assert HD95_EMPTY_PENALTY == pytest.approx(math.sqrt(240**2 + 240**2 + 155**2), abs=0.01)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hd95_random_blobs_match_brute_force(seed):
+    # Random blobs, some touching the array border, with anisotropic spacing: checks the crop, the
+    # face-connected surface, the border handling and the symmetric 95th percentile.
+    rng = np.random.default_rng(seed)
+    from scipy import ndimage
+
+    def blob():
+        return ndimage.gaussian_filter(rng.random((16, 18, 14)), 2) > 0.52
+
+    a, b = blob(), blob()
+    assert a.any() and b.any()
+    spacing = (0.9, 1.2, 2.5)
+    assert hd95(a, b, spacing=spacing) == pytest.approx(_hd95_reference(a, b, spacing))
+
+
+def test_hd95_matches_monai():
+    monai_metrics = pytest.importorskip("monai.metrics")
+    torch = pytest.importorskip("torch")
+    a = _cube((40, 40, 30), (5, 6, 7), (20, 12, 9))
+    b = _cube((40, 40, 30), (9, 4, 10), (14, 18, 8))
+    b[20:30, 20:30, 20:25] = True
+    spacing = (1.0, 1.5, 2.0)
+    expected = monai_metrics.compute_hausdorff_distance(
+        torch.from_numpy(a)[None, None], torch.from_numpy(b)[None, None], percentile=95, spacing=spacing
+    ).item()
+    assert hd95(a, b, spacing=spacing) == pytest.approx(expected, rel=1e-5)
+
+
+def test_hd95_full_size_volume_runs():
+    shape = (240, 240, 155)
+    grid = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    sphere_a = (grid[0] - 120) ** 2 + (grid[1] - 110) ** 2 + (grid[2] - 70) ** 2 <= 30**2
+    sphere_b = (grid[0] - 124) ** 2 + (grid[1] - 110) ** 2 + (grid[2] - 70) ** 2 <= 28**2
+    value = hd95(sphere_a, sphere_b)
+    assert 2.0 <= value <= 6.5
+
+
+def test_hd95_shape_and_spacing_errors():
+    with pytest.raises(ValueError, match=r"same shape, found \(2, 2, 2\) and \(3, 2, 2\)"):
+        hd95(np.ones((2, 2, 2)), np.ones((3, 2, 2)))
+    with pytest.raises(ValueError, match=r"expected 3 positive voxel sizes in mm, found \(1.0, 0.0, 1.0\)"):
+        hd95(np.ones((2, 2, 2)), np.ones((2, 2, 2)), spacing=(1.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match=r"expected 3 positive voxel sizes"):
+        hd95(np.ones((2, 2, 2)), np.ones((2, 2, 2)), spacing=(1.0, 1.0))
+
+
+# --- score --------------------------------------------------------------------------------------
+
+
+def _plates_labels():
+    """Truth: ET plate at z=5 inside an ED slab; prediction: ET plate 3 voxels higher, same ED slab."""
+    truth = np.zeros((20, 20, 20), dtype=np.uint8)
+    truth[5:15, 5:15, 3:12] = 2
+    pred = truth.copy()
+    truth[5:15, 5:15, 5] = 4
+    pred[5:15, 5:15, 8] = 4
+    return pred, truth
+
+
+def test_score_golden_values_with_labelmap_spacing():
+    pred, truth = _plates_labels()
+    result = score(_labelmap(pred, (1.0, 1.0, 2.0)), _labelmap(truth, (1.0, 1.0, 2.0)))
+    assert list(result) == ["ET", "TC", "WT"]
+    assert result["ET"] == {"dice": 0.0, "hd95": pytest.approx(6.0)}
+    assert result["TC"] == {"dice": 0.0, "hd95": pytest.approx(6.0)}  # TC is the ET plate here
+    assert result["WT"] == {"dice": 1.0, "hd95": 0.0}
+
+
+def test_score_spacing_from_either_labelmap_or_explicit():
+    pred, truth = _plates_labels()
+    assert score(pred, _labelmap(truth, (1.0, 1.0, 2.0)))["ET"]["hd95"] == pytest.approx(6.0)
+    assert score(pred, truth)["ET"]["hd95"] == pytest.approx(3.0)
+    explicit = score(_labelmap(pred, (1.0, 1.0, 2.0)), truth, spacing=(1.0, 1.0, 0.5))
+    assert explicit["ET"]["hd95"] == pytest.approx(1.5)
+
+
+def test_score_empty_regions():
+    truth = np.zeros((8, 8, 8), dtype=np.uint8)
+    truth[2:5, 2:5, 2:5] = 2
+    pred = np.zeros_like(truth)
+    result = score(pred, truth)
+    assert result["ET"] == {"dice": 1.0, "hd95": 0.0}  # no ET in either
+    assert result["WT"] == {"dice": 0.0, "hd95": HD95_EMPTY_PENALTY}
+
+
+def test_score_shape_mismatch_states_both_shapes():
+    with pytest.raises(ValueError, match=r"prediction \(4, 4, 4\) and ground truth \(4, 4, 5\)"):
+        score(np.zeros((4, 4, 4), np.uint8), _labelmap(np.zeros((4, 4, 5), np.uint8)))
+
+
+def test_score_spacing_mismatch_between_labelmaps():
+    a = np.zeros((4, 4, 4), np.uint8)
+    with pytest.raises(
+        ValueError,
+        match=r"same voxel spacing, found prediction \(1.0, 1.0, 1.0\) and ground truth \(1.0, 1.0, 2.0\)",
+    ):
+        score(_labelmap(a), _labelmap(a, (1.0, 1.0, 2.0)))
+
+
+def test_score_rejects_invalid_labels():
+    a = np.zeros((4, 4, 4), np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 3
+    with pytest.raises(ValueError, match=r"ground truth: .*unexpected value\(s\) 3"):
+        score(a, b)
+    with pytest.raises(ValueError, match=r"prediction: .*unexpected value\(s\) 3"):
+        score(b, a)
+
+
+# --- flatten_scores / summarise -----------------------------------------------------------------
+
+
+def test_flatten_scores():
+    pred, truth = _plates_labels()
+    row = flatten_scores(score(pred, truth))
+    assert list(row) == ["dice_ET", "hd95_ET", "dice_TC", "hd95_TC", "dice_WT", "hd95_WT"]
+    assert row["hd95_ET"] == pytest.approx(3.0)
+
+
+def test_summarise_population_std_and_order():
+    rows = [
+        {"case": "a", "dice_ET": 1.0, "hd95_WT": 2.0},
+        {"dice_ET": 2.0},
+        {"dice_ET": 3.0},
+        {"dice_ET": 4.0},
+    ]
+    s = summarise(rows)
+    assert list(s) == ["dice_ET", "hd95_WT"]  # "case" is not numeric: ignored
+    assert s["dice_ET"] == {
+        "mean": 2.5,
+        "median": 2.5,
+        "std": pytest.approx(math.sqrt(1.25)),  # ddof=0; ddof=1 would be 1.29
+        "min": 1.0,
+        "max": 4.0,
+        "n": 4,
+    }
+    assert s["hd95_WT"] == {"mean": 2.0, "median": 2.0, "std": 0.0, "min": 2.0, "max": 2.0, "n": 1}
+
+
+def test_summarise_skips_nan_and_empty():
+    s = summarise([{"dice_TC": float("nan")}, {"dice_TC": 0.5, "hd95_TC": float("nan")}])
+    assert s == {"dice_TC": {"mean": 0.5, "median": 0.5, "std": 0.0, "min": 0.5, "max": 0.5, "n": 1}}
+    assert summarise([]) == {}

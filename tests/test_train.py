@@ -1,0 +1,126 @@
+"""The training recipe end to end on tiny generated data: train, export, load, predict."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from brats_seg import train
+from brats_seg.card import ModelCard
+from brats_seg.cli import main
+from brats_seg.model import load_model, pickle_modules
+
+
+def test_train_exports_learner_and_card(tiny_model_dir: Path) -> None:
+    card = ModelCard.load(tiny_model_dir / "model.json")
+    assert card.files == ["model.pkl"]
+    assert (tiny_model_dir / "model.pkl").is_file()
+    assert card.output == {"type": "regions_sigmoid", "regions": ["TC", "WT", "ET"], "threshold": 0.5}
+    assert card.spacing == [2.0, 2.0, 2.0]
+    assert card.roi_size == [16, 16, 16]
+    assert "not for clinical use" in card.extra["intended_use"]
+    training = card.extra["training"]
+    assert training["epochs"] == 2 and training["fold"] == 0
+    assert len(training["held_out_cases"]) == 1 and len(training["train_cases"]) == 2
+    assert set(card.extra["versions"]) >= {"python", "torch", "monai", "fastai"}
+    splits = json.loads((tiny_model_dir / "splits.json").read_text())
+    assert splits["k"] == 3 and sorted(sum(splits["folds"], [])) == ["Tiny-003", "Tiny_001", "Tiny_002"]
+    rows = list(csv.DictReader(open(tiny_model_dir / "history.csv")))
+    assert len(rows) == 2 and {"train_loss", "valid_loss", "dice_tc", "dice_wt", "dice_et"} <= set(rows[0])
+    assert (tiny_model_dir / "models" / "last.pth").is_file()
+
+
+def test_exported_pickle_refers_only_to_importable_modules(tiny_model_dir: Path) -> None:
+    modules = pickle_modules(tiny_model_dir / "model.pkl")
+    assert "__main__" not in modules
+    assert "brats_seg.train" in modules
+    assert any(m.startswith("monai.") for m in modules) and any(m.startswith("fastai.") for m in modules)
+
+
+def test_predict_uses_the_trained_learner(tiny_model_dir: Path, tiny_study_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["predict", str(tiny_study_dir), "--output", str(out), "--model", str(tiny_model_dir), "--no-progress"]) == 0
+    report = json.loads((out / "Tiny_001_report.json").read_text())
+    card = ModelCard.load(tiny_model_dir / "model.json")
+    assert report["model"]["files"]["model.pkl"] == card.sha256["model.pkl"]
+
+
+def test_resume_continues_from_checkpoint(tiny_data_dir: Path, tmp_path: Path) -> None:
+    from conftest import TINY_TRAIN_ARGS
+
+    out = tmp_path / "run"
+    args = ["train", str(tiny_data_dir), "--output", str(out), *TINY_TRAIN_ARGS]
+    assert main(args) == 0
+    epochs = args.index("--epochs") + 1
+    args[epochs] = "3"
+    assert main([*args, "--resume"]) == 0
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert [r["epoch"] for r in rows][-1] == "2"  # epochs 0, 1, then only 2 after resuming
+    assert json.loads((out / "models" / "last.json").read_text())["epoch"] == 2
+
+
+def test_make_folds_is_seeded_and_partitions() -> None:
+    names = [f"case{i:02d}" for i in range(23)]
+    folds = train.make_folds(names, k=5, seed=0)
+    assert folds == train.make_folds(names, k=5, seed=0)
+    assert folds != train.make_folds(names, k=5, seed=1)
+    assert sorted(sum(folds, [])) == names
+    assert sorted(len(f) for f in folds) == [4, 4, 5, 5, 5]
+    with pytest.raises(ValueError, match="3 cases cannot make 5 folds"):
+        train.make_folds(names[:3], k=5)
+
+
+def test_patch_dataset_shapes_and_tumour_bias() -> None:
+    image = torch.randn(4, 40, 40, 40)
+    target = torch.zeros(3, 40, 40, 40)
+    target[:, 5:10, 5:10, 5:10] = 1
+    case = train.make_case("c", image, target)
+    ds = train.PatchDataset([case], patch_size=(16, 16, 16), length=20, pos_fraction=1.0, augment=False, seed=0)
+    hits = 0
+    for i in range(len(ds)):
+        img, tgt = ds[i]
+        assert img.shape == (4, 16, 16, 16) and tgt.shape == (3, 16, 16, 16)
+        hits += int(tgt.sum() > 0)
+    assert hits == 20  # every centre drawn from the tumour
+    assert len(ds.new_empty()) == 0
+
+
+def test_crop_patch_pads_outside_the_volume() -> None:
+    image = torch.ones(4, 10, 10, 10)
+    case = train.make_case("c", image, torch.zeros(3, 10, 10, 10))
+    img, _ = train.crop_patch(case, (0, 0, 0), (16, 16, 16))
+    assert img.shape == (4, 16, 16, 16)
+    assert float(img.sum()) == 4 * 10 * 10 * 10  # every voxel of the volume, the rest zero padding
+
+
+def test_loss_and_metrics_on_perfect_prediction() -> None:
+    target = torch.zeros(1, 3, 8, 8, 8)
+    target[:, :, 2:6, 2:6, 2:6] = 1
+    logits = (target * 2 - 1) * 20
+    assert float(train.DiceBCELoss()(logits, target)) < 1e-3
+    for fn in (train.dice_tc, train.dice_wt, train.dice_et):
+        assert float(fn(logits, target)) == pytest.approx(1.0)
+    assert float(train.dice_et(-logits, target)) == 0.0
+    empty = torch.zeros_like(target)
+    assert float(train.dice_wt(-20 * torch.ones_like(target), empty)) == 1.0  # both empty: a match
+
+
+def test_build_unet_default_is_the_original_architecture() -> None:
+    net = train.build_unet()
+    n = sum(p.numel() for p in net.parameters())
+    assert 4_000_000 < n < 6_000_000
+    out = net(torch.zeros(1, 4, 32, 32, 32))
+    assert out.shape == (1, 3, 32, 32, 32)
+    assert any(isinstance(m, torch.nn.PReLU) for m in net.modules())
+    assert np.isfinite(out.detach().numpy()).all()
+
+
+def test_loaded_model_is_cached(tiny_model_dir: Path) -> None:
+    a = load_model(tiny_model_dir, device="cpu")
+    b = load_model(tiny_model_dir, device="cpu")
+    assert a is b and len(a.networks) == 1
