@@ -119,3 +119,33 @@ class ModelCard:
         except json.JSONDecodeError as e:
             raise ModelError(f"model card {path} is not valid JSON: {e}") from e
         return cls.from_dict(d)
+
+
+def record_scores(
+    card_path: str | Path,
+    summary: dict[str, dict[str, float]],
+    *,
+    cases: list[str],
+    command: str,
+    key: str = "held_out",
+) -> ModelCard:
+    """Write measured scores into a model card under ``scores[key]``.
+
+    Args:
+        card_path: The ``model.json`` to update (the pickle's sha256 is unaffected).
+        summary: What :func:`brats_seg.metrics.summarise` returned (per metric: mean, median, std, ...).
+        cases: The cases the scores were measured on.
+        command: The exact command that measured them.
+        key: Name of this set of scores (e.g. ``"held_out"``, ``"held_out_tta"``).
+    """
+    card = ModelCard.load(card_path)
+    scores = dict(card.extra.get("scores") or {})
+    scores[key] = {
+        "cases": list(cases),
+        "n": len(cases),
+        "command": command,
+        "metrics": {k: {s: round(float(v), 4) for s, v in stats.items()} for k, stats in summary.items()},
+    }
+    card.extra["scores"] = scores
+    card.save(card_path)
+    return card

@@ -1,7 +1,7 @@
 """The ``brats-seg`` command line: ``predict``, ``evaluate``, ``train`` and ``info``.
 
-Exit codes: 0 done, 2 bad input (a one-line message on stderr, no traceback), 1 internal error.
-Every default is stated in ``--help``.
+Exit codes: 0 done, 2 bad input (a one-line message on stderr, no traceback; also when any study of
+a folder of studies was skipped), 1 internal error. Every default is stated in ``--help``.
 """
 
 from __future__ import annotations
@@ -14,27 +14,90 @@ import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ModelError, StudyError
+
+if TYPE_CHECKING:
+    from .model import Model
+    from .pipeline import Segmentation
+    from .types import LabelMap, Study
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """States the default of every optional argument whose help text does not already say it.
+
+    Unlike ``argparse.ArgumentDefaultsHelpFormatter`` it neither repeats a default the help text
+    explains (``(default: the model card's roi_size)``) nor adds ``(default: None)`` to a required
+    option.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text
+            or action.required
+            or not action.option_strings
+            or action.default is argparse.SUPPRESS
+        ):
+            return text
+        default = action.default
+        if isinstance(action, argparse._StoreTrueAction):
+            shown = "off"
+        elif isinstance(default, list | tuple):
+            shown = " ".join(str(v) for v in default)
+        else:
+            shown = str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+def _overlap(value: str) -> float:
+    """``--overlap``: a fraction in [0, 1)."""
+    try:
+        x = float(value)
+    except ValueError:
+        x = float("nan")
+    if not 0.0 <= x < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), found {value!r}")
+    return x
+
+
+def _positive_int(value: str) -> int:
+    """A whole number of at least 1 (window sizes, batch sizes)."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, found {value!r}")
+    return n
+
+
+def _device(value: str) -> str:
+    """``--device``: a torch device string that exists on this machine."""
+    import torch
+
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"expected a torch device such as cpu, cuda or cuda:0, found {value!r}") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"expected a device this machine has, found {value!r} (no CUDA GPU is available)")
+    return value
 
 
 def _add_window_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, default=None, help="model folder with model.json and the exported learner(s) "
                    "(default: $BRATS_SEG_MODEL, else the bundled model/)")
-    p.add_argument("--roi-size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+    p.add_argument("--roi-size", type=_positive_int, nargs=3, default=None, metavar=("X", "Y", "Z"),
                    help="sliding-window size in voxels (default: the model card's roi_size)")
-    p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the model card's)")
-    p.add_argument("--sw-batch-size", type=int, default=None, help="windows per forward pass (default: the model card's)")
+    p.add_argument("--overlap", type=_overlap, default=None, help="sliding-window overlap (default: the model card's)")
+    p.add_argument("--sw-batch-size", type=_positive_int, default=None, help="windows per forward pass (default: the model card's)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average test-time flips along each axis (default: the model card's tta_flips)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--device", type=_device, default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -85,15 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=d.epochs, help="epochs of fit_flat_cos")
     p.add_argument("--samples-per-epoch", type=int, default=d.samples_per_epoch, help="random patches per epoch")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="patches per batch")
-    p.add_argument("--patch-size", type=int, nargs=3, default=list(d.patch_size), help="training patch size in voxels")
-    p.add_argument("--spacing", type=float, nargs=3, default=list(d.spacing), help="voxel spacing (mm) the network works at")
+    p.add_argument("--patch-size", type=int, nargs=3, default=list(d.patch_size), metavar=("X", "Y", "Z"), help="training patch size in voxels")
+    p.add_argument("--spacing", type=float, nargs=3, default=list(d.spacing), metavar=("X", "Y", "Z"), help="voxel spacing (mm) the network works at")
     p.add_argument("--channels", type=int, nargs="+", default=list(d.channels), help="UNet feature channels per level")
     p.add_argument("--num-res-units", type=int, default=d.num_res_units, help="residual units per UNet block")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate (default: from lr_find)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="Ranger weight decay")
     p.add_argument("--pct-start", type=float, default=d.pct_start, help="fraction of fit_flat_cos at the flat learning rate")
     p.add_argument("--val-patches", type=int, default=d.val_patches, help="validation patches per held-out case")
-    p.add_argument("--device", default=d.device, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--device", type=_device, default=d.device, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--resume", action="store_true", help="resume from the run folder's last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="one log line per epoch instead of progress bars")
 
@@ -147,8 +210,18 @@ def _resolve_inputs(inputs: Sequence[Path]) -> list[Any]:
     return [list(inputs)]
 
 
-def study_report(study, seg, model, vols: dict[str, Any], scores: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON report of one prediction."""
+def study_report(
+    study: Study, seg: Segmentation, model: Model, vols: dict[str, Any], scores: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The JSON report of one prediction.
+
+    Args:
+        study: The segmented study (its source file names and sha256 are listed under ``inputs``).
+        seg: What :func:`brats_seg.pipeline.segment` returned.
+        model: The model used (name, file sha256 and folder are recorded).
+        vols: :func:`brats_seg.report.volumes` of the labels.
+        scores: :func:`brats_seg.metrics.score` against the ground truth, when there is one.
+    """
     from . import __version__
 
     card = model.card
@@ -175,7 +248,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .pipeline import segment
 
     sources = _resolve_inputs(args.inputs)
-    args.output.mkdir(parents=True, exist_ok=True)
+    _make_output_dir(args.output)
     model = load_model(args.model, device=args.device)
     failures = 0
     for src in sources:
@@ -207,7 +280,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         (args.output / f"{study.name}_report.json").write_text(json.dumps(rep, indent=2) + "\n")
         wt = vols["regions"]["WT"]["mL"]
         print(f"{study.name}: {out_seg} (WT {wt:.1f} mL, {seg.timings['wall']:.1f} s)")
-    if failures == len(sources):
+    if failures:
+        print(f"brats-seg predict: {failures} of {len(sources)} studies skipped (bad input)", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK
 
@@ -220,25 +294,93 @@ def _select_cases(spec: str | None) -> set[str] | None:
         if not path.is_file():
             raise StudyError(f"--cases {spec}: no such file")
         if path.suffix == ".json":
-            d = json.loads(path.read_text())
-            names = d.get("training", {}).get("held_out_cases") or d.get("held_out") or []
+            try:
+                d = json.loads(path.read_text())
+            except json.JSONDecodeError as e:
+                raise StudyError(f"--cases {spec}: {path.name} is not valid JSON ({e}); expected a model card") from e
+            training = d.get("training") if isinstance(d, dict) else None
+            names = (training or {}).get("held_out_cases") or (d.get("held_out") if isinstance(d, dict) else None)
             if not names:
-                raise StudyError(f"--cases {spec}: the JSON lists no held-out cases")
+                raise StudyError(
+                    f"--cases {spec}: expected a model card listing training.held_out_cases, found no held-out cases"
+                )
             return set(names)
         return {line.strip() for line in path.read_text().splitlines() if line.strip()}
     return {s.strip() for s in spec.split(",") if s.strip()}
 
 
+def _has_truth(folder: Path) -> bool:
+    """Whether a study folder holds a ground-truth label map (``*_seg`` / ``-seg``)."""
+    from . import io
+
+    return any(io.detect_modality(p.name) == io.SEG for p in folder.iterdir() if p.is_file())
+
+
+def load_prediction(path: Path, study: Study) -> LabelMap:
+    """Read a predicted label map for ``study`` and check it lies on the study's grid.
+
+    Args:
+        path: A NIfTI label map (``<case>_seg.nii.gz``).
+        study: The study it predicts; its shape and affine must match.
+
+    Returns:
+        The labels as a ``LabelMap`` with the study's affine and header.
+
+    Raises:
+        StudyError: naming the file, when it is missing or unreadable, not on the study's grid, or
+            holds values other than the BraTS labels 0, 1, 2, 4.
+    """
+    import gzip
+    import zlib
+
+    import nibabel as nib
+    import numpy as np
+    from nibabel.filebasedimages import ImageFileError
+
+    from . import io
+    from .postprocess import check_labels
+    from .types import LabelMap
+
+    if not path.is_file():
+        raise StudyError(f"{path.name}: no prediction for case {study.name} at {path}; expected <case>_seg.nii.gz")
+    try:
+        image = nib.load(path)
+        data = np.asanyarray(image.dataobj)
+    except (ImageFileError, OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile) as e:
+        raise StudyError(f"{path.name}: cannot be read as a NIfTI label map ({e}); expected a .nii or .nii.gz file") from e
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if tuple(data.shape) != tuple(study.shape):
+        raise StudyError(
+            f"{path.name}: expected the shape {tuple(study.shape)} of study {study.name}, found {tuple(data.shape)}"
+        )
+    diff = float(np.max(np.abs(np.asarray(image.affine) - study.affine)))
+    if not diff <= io.AFFINE_ATOL:
+        raise StudyError(
+            f"{path.name}: affine differs from that of study {study.name} by up to {diff:.4g} mm; expected the "
+            f"study's affine within {io.AFFINE_ATOL:g} mm"
+        )
+    try:
+        check_labels(data, name=path.name)
+    except ValueError as e:
+        raise StudyError(str(e)) from e
+    return LabelMap(np.asarray(data).astype(np.uint8), study.affine.copy(), study.header.copy())
+
+
+def _make_output_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StudyError(f"{path}: cannot create the output folder ({e}); expected a writable folder path") from e
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from . import io, metrics
-    from .types import LabelMap
 
     if not args.data_dir.is_dir():
         raise StudyError(f"{args.data_dir}: expected a folder of cases, found no such folder")
     wanted = _select_cases(args.cases)
-    from .train import has_truth
-
-    folders = [f for f in io.find_studies(args.data_dir) if has_truth(f)]
+    folders = [f for f in io.find_studies(args.data_dir) if _has_truth(f)]
     if wanted is not None:
         unknown = wanted - {f.name for f in folders}
         if unknown:
@@ -246,7 +388,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         folders = [f for f in folders if f.name in wanted]
     if not folders:
         raise StudyError(f"{args.data_dir}: expected case folders with a *_seg ground truth, found none")
-    args.output.mkdir(parents=True, exist_ok=True)
+    if args.predictions is not None and not args.predictions.is_dir():
+        raise StudyError(f"--predictions {args.predictions}: expected a folder of <case>_seg.nii.gz files, found no such folder")
+    _make_output_dir(args.output)
     model = None
     if args.predictions is None:
         from .model import load_model
@@ -266,9 +410,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             if args.save_predictions:
                 io.save_labels(pred, args.output / f"{study.name}_seg.nii.gz")
         else:
-            path = args.predictions / f"{study.name}_seg.nii.gz"
-            loaded = io.load_label_file(path, like=study)
-            pred = LabelMap(loaded, study.affine, study.header)
+            pred = load_prediction(args.predictions / f"{study.name}_seg.nii.gz", study)
         seconds = time.perf_counter() - t0
         row: dict[str, Any] = {"case": study.name}
         row.update(metrics.flatten_scores(metrics.score(pred, study.truth_map)))
@@ -327,7 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (StudyError, ModelError) as e:
-        print(f"brats-seg {args.command}: error: {e}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())  # one line
+        print(f"brats-seg {args.command}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -45,7 +45,7 @@ def predict(
     """Probabilities for one volume.
 
     Args:
-        volume: Input (C, X, Y, Z) or (1, C, X, Y, Z).
+        volume: Input (C, X, Y, Z) or (1, C, X, Y, Z); cast to float32.
         networks: One network or several (an ensemble; probabilities are averaged).
         roi_size: Window size in voxels.
         sw_batch_size: Windows per forward pass.
@@ -58,12 +58,19 @@ def predict(
 
     Returns:
         Float32 probabilities (K, X, Y, Z) on the CPU.
+
+    Raises:
+        ValueError: for no network, a volume that is not one 4-D image, or an unknown activation.
     """
     nets = [networks] if isinstance(networks, torch.nn.Module) else list(networks)
     if not nets:
         raise ValueError("predict needs at least one network")
+    if volume.ndim not in (4, 5) or (volume.ndim == 5 and volume.shape[0] != 1):
+        raise ValueError(f"predict: expected a volume of shape (C, X, Y, Z) or (1, C, X, Y, Z), found {tuple(volume.shape)}")
+    if activation not in ("sigmoid", "softmax", "none"):
+        raise ValueError(f"predict: expected activation 'sigmoid', 'softmax' or 'none', found {activation!r}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    x = volume if volume.ndim == 5 else volume[None]
+    x = (volume if volume.ndim == 5 else volume[None]).float()
     flips = FLIPS if tta_flips else ((),)
     total = count_windows(x.shape[2:], roi_size, overlap) * len(nets) * len(flips) * x.shape[0]
     done = 0

@@ -7,6 +7,7 @@ uploaded bytes.
 
 from __future__ import annotations
 
+import _compat_pickle
 import hashlib
 import importlib.util
 import os
@@ -16,6 +17,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -59,23 +61,79 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def pickle_modules(path: Path) -> set[str]:
-    """Names of the modules a torch-saved pickle refers to (read without unpickling)."""
-    modules: set[str] = set()
+_STRING_OPS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"})
+_GET_OPS = frozenset({"GET", "BINGET", "LONG_BINGET"})
+_PUT_OPS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+
+
+def _compat_module(module: str, name: str, proto: int) -> str:
+    """The module the unpickler imports for ``module.name`` (Python 2 names are mapped, as
+    ``pickle.Unpickler(fix_imports=True)`` does for protocols below 3)."""
+    if proto < 3:
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            return _compat_pickle.NAME_MAPPING[(module, name)][0]
+        return _compat_pickle.IMPORT_MAPPING.get(module, module)
+    return module
+
+
+def _pickle_bytes(path: Path) -> bytes | None:
+    """The ``data.pkl`` record of a torch zip file, or None when ``path`` is not one."""
     try:
         with zipfile.ZipFile(path) as zf:
             name = next(n for n in zf.namelist() if n.endswith("data.pkl"))
-            data = zf.read(name)
-    except (zipfile.BadZipFile, StopIteration):
+            return zf.read(name)
+    except (zipfile.BadZipFile, StopIteration, OSError):
+        return None
+
+
+def pickle_modules(path: Path) -> set[str]:
+    """Names of the modules a torch-saved pickle refers to (read without unpickling).
+
+    The opcodes are walked with :mod:`pickletools`; module names that reach ``STACK_GLOBAL`` through
+    the memo (``BINGET``) are resolved, and Python 2 names written by protocol 2 pickles (e.g.
+    ``__builtin__``) are mapped to the modules the unpickler actually imports (``builtins``).
+
+    Args:
+        path: An exported learner (a torch zip file).
+
+    Returns:
+        The module names; empty when ``path`` is not a torch zip file or cannot be parsed.
+    """
+    data = _pickle_bytes(path)
+    if data is None:
+        return set()
+    modules: set[str] = set()
+    memo: dict[int, object] = {}
+    pushed: list[object] = []  # what each opcode pushed (None: something other than a string)
+    proto = 0
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            kind = op.name
+            if kind == "PROTO":
+                proto = int(arg)
+            elif kind == "GLOBAL":
+                module, _, name = str(arg).partition(" ")
+                modules.add(_compat_module(module, name, proto))
+                pushed.append(None)
+            elif kind == "STACK_GLOBAL":
+                module, name = (pushed[-2], pushed[-1]) if len(pushed) >= 2 else (None, None)
+                if isinstance(module, str) and isinstance(name, str):
+                    modules.add(_compat_module(module, name, proto))
+                pushed.append(None)
+            elif kind in _STRING_OPS:
+                pushed.append(arg.decode("latin-1") if isinstance(arg, bytes) else str(arg))
+            elif kind in _GET_OPS:
+                pushed.append(memo.get(int(arg)))
+            elif kind in _PUT_OPS:
+                memo[int(arg)] = pushed[-1] if pushed else None
+            elif kind == "MEMOIZE":
+                memo[len(memo)] = pushed[-1] if pushed else None
+            elif kind in ("FRAME", "STOP"):  # framing may fall between a module name and its attribute
+                continue
+            else:
+                pushed.append(None)
+    except (ValueError, IndexError):  # not a pickle: let the loader report what it finds
         return modules
-    strings: list[str] = []
-    for op, arg, _ in pickletools.genops(data):
-        if op.name == "GLOBAL":
-            modules.add(str(arg).split(" ")[0])
-        elif op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
-            strings.append(str(arg))
-        elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-            modules.add(strings[-2])
     return modules
 
 
@@ -91,33 +149,71 @@ def missing_modules(path: Path) -> list[str]:
     return missing
 
 
-def load_learner_checked(path: Path, expected_sha256: str, *, cpu: bool = True):
-    """Load one exported learner after checking its sha256.
+def _unimportable(path: Path, missing: list[str]) -> ModelError:
+    return ModelError(
+        f"cannot load {path}: it refers to modules that cannot be imported here: {', '.join(missing)}; "
+        "expected every class or function the learner uses to live in an importable module "
+        "(e.g. brats_seg.train), not in __main__ or a notebook"
+    )
+
+
+def load_learner_checked(path: Path, expected_sha256: str, *, cpu: bool = True) -> Any:
+    """Load one exported learner after checking its sha256 and the modules it refers to.
+
+    Nothing is unpickled unless the file's sha256 matches the card and every module the pickle
+    names can be imported.
+
+    Args:
+        path: The exported learner (``learn.export()`` output).
+        expected_sha256: Its sha256 as recorded in the model card.
+        cpu: Map the learner to the CPU.
+
+    Returns:
+        The fastai ``Learner``.
 
     Raises:
-        ModelError: on a sha256 mismatch, or when the pickle refers to a module that is not
-            importable (fastai surfaces that as a misleading ``UnboundLocalError: 'res'``).
+        ModelError: when the file is missing, on a sha256 mismatch, or when the pickle refers to a
+            module that is not importable (fastai surfaces that as a misleading
+            ``UnboundLocalError: 'res'``).
     """
     from fastai.learner import load_learner
 
     if not path.is_file():
-        raise ModelError(f"exported learner {path} not found")
+        raise ModelError(f"exported learner {path} not found; expected the file the model card lists")
     actual = sha256_of(path)
     if actual != expected_sha256:
         raise ModelError(
-            f"refusing to unpickle {path.name}: sha256 {actual} does not match {expected_sha256} recorded in the model card"
+            f"refusing to unpickle {path}: expected sha256 {expected_sha256} (recorded in the model card), "
+            f"found {actual}"
         )
+    missing = missing_modules(path)
+    if missing:
+        raise _unimportable(path, missing)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return load_learner(path, cpu=cpu)
-    except (UnboundLocalError, ModuleNotFoundError, AttributeError) as e:
+    except (UnboundLocalError, ImportError, AttributeError) as e:
         missing = missing_modules(path)
-        detail = f"it refers to modules that cannot be imported here: {', '.join(missing)}" if missing else str(e)
+        if missing:
+            raise _unimportable(path, missing) from e
         raise ModelError(
-            f"cannot load {path.name}: {detail}. Every class or function the learner uses must live in an "
-            f"importable module (e.g. brats_seg.train), not in __main__ or a notebook"
+            f"cannot load {path}: {type(e).__name__}: {e}. Every class or function the learner uses must "
+            "live in an importable module (e.g. brats_seg.train), not in __main__ or a notebook"
         ) from e
+
+
+def _load_card(path: Path) -> ModelCard:
+    """``ModelCard.load`` with every problem reported as a ``ModelError`` that names ``path``."""
+    try:
+        card = ModelCard.load(path)
+    except ModelError as e:
+        if str(path) in str(e):
+            raise
+        raise ModelError(f"{path}: {e}") from e
+    except (TypeError, AttributeError, ValueError) as e:
+        raise ModelError(f"{path}: invalid model card ({type(e).__name__}: {e}); expected the keys of ModelCard") from e
+    return card
 
 
 _CACHE: dict[tuple[str, str], Model] = {}
@@ -131,6 +227,13 @@ def load_model(directory: str | Path | None = None, *, device: str | torch.devic
         directory: Folder with ``model.json`` and the exported learner(s); default
             :func:`default_model_dir`.
         device: Where the networks live; default CUDA when available, else CPU.
+
+    Returns:
+        The card and the networks in eval mode (cached per folder and device).
+
+    Raises:
+        ModelError: naming the file, for a missing or invalid ``model.json``, a missing learner file,
+            a sha256 that does not match the card, or a learner that refers to unimportable modules.
     """
     directory = Path(directory) if directory is not None else default_model_dir()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -138,9 +241,9 @@ def load_model(directory: str | Path | None = None, *, device: str | torch.devic
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
-        card = ModelCard.load(directory / "model.json")
+        card = _load_card(directory / "model.json")
         if not card.files:
-            raise ModelError(f"model card {directory / 'model.json'} lists no learner files")
+            raise ModelError(f"model card {directory / 'model.json'}: expected at least one learner file, found none")
         networks = []
         for name in card.files:
             learn = load_learner_checked(directory / name, card.sha256[name], cpu=device.type == "cpu")

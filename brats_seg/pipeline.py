@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from . import inference, postprocess, preprocess
 from .inference import ProgressCallback
@@ -43,8 +44,28 @@ def segment(
     device: str | None = None,
     progress: ProgressCallback | None = None,
 ) -> Segmentation:
-    """Segment one study; every knob left as None takes the model card's value."""
+    """Segment one study; every knob left as None takes the model card's value.
+
+    Args:
+        study: The validated study.
+        model: Networks and card from :func:`brats_seg.model.load_model`.
+        roi_size: Sliding-window size in voxels at the card's spacing.
+        sw_batch_size: Windows per forward pass.
+        overlap: Sliding-window overlap in [0, 1).
+        mode: Blending, ``"gaussian"`` or ``"constant"``.
+        tta_flips: Average test-time flips along each axis.
+        device: Torch device; default CUDA when available, else CPU.
+        progress: Called with the fraction done (0..1).
+
+    Returns:
+        The label map on the study's grid (with a copy of its affine and header), the settings used
+        and the seconds spent in each step.
+
+    Raises:
+        StudyError: when every sequence is zero (no brain to crop to).
+    """
     card = model.card
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = {
         "roi_size": list(roi_size or card.roi_size),
         "sw_batch_size": int(sw_batch_size or card.sw_batch_size),
@@ -53,6 +74,7 @@ def segment(
         "tta_flips": bool(card.tta_flips if tta_flips is None else tta_flips),
         "ensemble": len(model.networks),
         "spacing": list(card.spacing),
+        "device": str(device),
     }
     t0 = time.perf_counter()
     prepared = preprocess.prepare(study, card)
@@ -77,6 +99,8 @@ def segment(
         background[list(card.output["classes"]).index(0)] = 1.0
     full = preprocess.restore(probs, prepared, background=background)
     labels = postprocess.to_labels(full, card).astype(np.uint8)
+    # No tumour where every sequence is zero (outside the skull-stripped brain).
+    labels[~preprocess.brain_mask(study)] = 0
     t3 = time.perf_counter()
     label_map = LabelMap(labels, study.affine.copy(), study.header.copy())
     timings = {

@@ -1,0 +1,279 @@
+"""Tests for ``brats_seg.model``: loading learners safely, with messages that name the file."""
+
+from __future__ import annotations
+
+import collections
+import fractions
+import importlib
+import json
+import pathlib
+import pickle
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from brats_seg import model as model_mod
+from brats_seg.card import ModelCard
+from brats_seg.errors import ModelError
+from brats_seg.model import load_model, missing_modules, pickle_modules, sha256_of
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One intra-op thread: on a busy 2-core machine OpenMP threads otherwise spin against each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def copy_model(src: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True)
+    for name in ("model.json", "model.pkl"):
+        shutil.copy(src / name, dst / name)
+    return dst
+
+
+def edit_card(folder: Path, **changes) -> None:
+    card = json.loads((folder / "model.json").read_text())
+    card.update(changes)
+    (folder / "model.json").write_text(json.dumps(card))
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if anything tries to unpickle a learner."""
+    import fastai.learner
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a learner was unpickled")
+
+    monkeypatch.setattr(fastai.learner, "load_learner", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+
+
+# --------------------------------------------------------------------------------------------------
+# sha256
+# --------------------------------------------------------------------------------------------------
+
+
+def test_card_sha256_mismatch_is_refused_without_unpickling(tiny_model_dir: Path, tmp_path: Path, no_unpickling) -> None:
+    folder = copy_model(tiny_model_dir, tmp_path / "model")
+    edit_card(folder, sha256={"model.pkl": "0" * 64})
+    with pytest.raises(ModelError, match=r"refusing to unpickle .*model\.pkl: expected sha256 0{64} .*found [0-9a-f]{64}"):
+        load_model(folder, device="cpu")
+
+
+def test_changed_pickle_is_refused_without_unpickling(tiny_model_dir: Path, tmp_path: Path, no_unpickling) -> None:
+    folder = copy_model(tiny_model_dir, tmp_path / "model")
+    with open(folder / "model.pkl", "ab") as f:
+        f.write(b"\0")
+    expected = json.loads((folder / "model.json").read_text())["sha256"]["model.pkl"]
+    with pytest.raises(ModelError, match=rf"{folder / 'model.pkl'}: expected sha256 {expected}"):
+        load_model(folder, device="cpu")
+
+
+# --------------------------------------------------------------------------------------------------
+# Modules the pickle refers to
+# --------------------------------------------------------------------------------------------------
+
+
+def test_tiny_learner_refers_only_to_importable_modules(tiny_model_dir: Path) -> None:
+    modules = pickle_modules(tiny_model_dir / "model.pkl")
+    assert "brats_seg.train" in modules
+    assert "__builtin__" not in modules  # protocol-2 names are mapped as the unpickler maps them
+    assert missing_modules(tiny_model_dir / "model.pkl") == []
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_pickle_modules_reads_memoised_and_python2_names(tmp_path: Path, protocol: int) -> None:
+    # several classes from one module: with protocol 4 the module name comes back through the memo;
+    # with protocol 2 builtins are written as __builtin__ (range as __builtin__.xrange)
+    values = [
+        collections.OrderedDict(a=1), collections.Counter("abc"), collections.deque([1]),
+        fractions.Fraction(1, 3), pathlib.PurePosixPath("x/y"), range(3), slice(1, 2),
+    ]
+    path = tmp_path / "obj.pt"
+    torch.save({"values": values}, path, pickle_protocol=protocol)
+    assert pickle_modules(path) == {type(v).__module__ for v in values}
+    assert missing_modules(path) == []
+
+
+def _unicode(text: str) -> bytes:
+    raw = text.encode()
+    return pickle.SHORT_BINUNICODE + bytes([len(raw)]) + raw
+
+
+def _frame(body: bytes) -> bytes:
+    return pickle.FRAME + len(body).to_bytes(8, "little") + body
+
+
+def test_pickle_modules_with_a_frame_between_module_and_name(tmp_path: Path) -> None:
+    # (fractions.Fraction, collections.OrderedDict, collections.Counter): a new frame starts between
+    # the first module name and its attribute name, and the last module name comes from the memo
+    data = (
+        pickle.PROTO + bytes([4])
+        + _frame(_unicode("fractions") + pickle.MEMOIZE)
+        + _frame(
+            _unicode("Fraction") + pickle.MEMOIZE + pickle.STACK_GLOBAL + pickle.MEMOIZE
+            + _unicode("collections") + pickle.MEMOIZE + _unicode("OrderedDict") + pickle.MEMOIZE
+            + pickle.STACK_GLOBAL + pickle.MEMOIZE
+            + pickle.BINGET + bytes([3]) + _unicode("Counter") + pickle.MEMOIZE + pickle.STACK_GLOBAL
+            + pickle.MEMOIZE + pickle.TUPLE3 + pickle.STOP
+        )
+    )
+    classes = pickle.loads(data)  # a valid pickle of three classes
+    assert classes == (fractions.Fraction, collections.OrderedDict, collections.Counter)
+    with zipfile.ZipFile(tmp_path / "hand.pt", "w") as zf:
+        zf.writestr("hand/data.pkl", data)
+    assert pickle_modules(tmp_path / "hand.pt") == {c.__module__ for c in classes}
+
+
+def test_pickle_modules_of_a_file_that_is_not_a_torch_zip(tmp_path: Path) -> None:
+    (tmp_path / "junk.pkl").write_bytes(b"not a zip")
+    assert pickle_modules(tmp_path / "junk.pkl") == set()
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as zf:
+        zf.writestr("archive/data.pkl", b"\x80\x02garbage")
+    assert pickle_modules(tmp_path / "other.zip") == set()
+
+
+FAKE_MODULE = '''
+import torch
+
+
+class FakeLoss(torch.nn.Module):
+    """A loss that lives in a module the loading process will not have."""
+
+    def forward(self, pred, target):
+        return ((pred - target) ** 2).mean()
+'''
+
+
+def test_learner_referring_to_an_unimportable_module(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from fastai.learner import load_learner
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "fake_loss_mod_xyz.py").write_text(FAKE_MODULE)
+    folder = copy_model(tiny_model_dir, tmp_path / "model")
+    sys.path.insert(0, str(src))
+    importlib.invalidate_caches()
+    try:
+        fake = importlib.import_module("fake_loss_mod_xyz")
+        learn = load_learner(folder / "model.pkl", cpu=True)
+        learn.loss_func = fake.FakeLoss()
+        learn.path = folder
+        learn.export("model.pkl")
+    finally:
+        sys.path.remove(str(src))
+        sys.modules.pop("fake_loss_mod_xyz", None)
+        importlib.invalidate_caches()
+    edit_card(folder, sha256={"model.pkl": sha256_of(folder / "model.pkl")})
+    assert "fake_loss_mod_xyz" in pickle_modules(folder / "model.pkl")
+
+    with pytest.raises(ModelError, match=r"model\.pkl: it refers to modules that cannot be imported here: fake_loss_mod_xyz;") as info:
+        load_model(folder, device="cpu")
+    assert "__main__ or a notebook" in str(info.value)
+    assert "builtin" not in str(info.value)  # only the module that is really missing is named
+    # the same file loads once the module is importable again
+    sys.path.insert(0, str(src))
+    try:
+        loaded = load_model(folder, device="cpu")
+    finally:
+        sys.path.remove(str(src))
+        sys.modules.pop("fake_loss_mod_xyz", None)
+        importlib.invalidate_caches()
+    assert len(loaded.networks) == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# The model card
+# --------------------------------------------------------------------------------------------------
+
+
+def test_missing_model_folder_or_card(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=rf"no model card at {tmp_path / 'absent' / 'model.json'}"):
+        load_model(tmp_path / "absent", device="cpu")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match=r"empty/model\.json: expected a model\.json beside the exported learner"):
+        load_model(tmp_path / "empty", device="cpu")
+
+
+def test_card_that_is_not_json(tmp_path: Path) -> None:
+    (tmp_path / "model.json").write_text('{"name": "x", ')
+    with pytest.raises(ModelError, match=rf"model card {tmp_path / 'model.json'} is not valid JSON"):
+        load_model(tmp_path, device="cpu")
+
+
+CARD = {
+    "name": "card-test",
+    "files": ["model.pkl"],
+    "sha256": {"model.pkl": "0" * 64},
+    "channels": ["T1", "T1CE", "T2", "FLAIR"],
+    "output": {"type": "regions_sigmoid", "regions": ["TC", "WT", "ET"], "threshold": 0.5},
+}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"channels": ["T1", "T1", "T2", "FLAIR"]}, r"channels must be a permutation of \['T1', 'T1CE', 'T2', 'FLAIR'\], found \['T1', 'T1', 'T2', 'FLAIR'\]"),
+        ({"channels": ["T1", "T1CE", "T2"]}, r"channels must be a permutation of .*, found \['T1', 'T1CE', 'T2'\]"),
+        ({"output": {"type": "logits"}}, r"output type must be one of \('regions_sigmoid', 'classes_softmax'\), found 'logits'"),
+        ({"output": {"type": "regions_sigmoid", "regions": ["TC", "WT"]}}, r"regions_sigmoid needs regions TC, WT, ET; found \['TC', 'WT'\]"),
+        ({"output": {"type": "classes_softmax", "classes": [0, 1, 2, 3]}}, r"classes_softmax needs classes \[0, 1, 2, 4\]; found \[0, 1, 2, 3\]"),
+        ({"spacing": [1.0, 1.0]}, r"spacing and roi_size need 3 values each"),
+        ({"sha256": {}}, r"no sha256 recorded for \['model\.pkl'\]"),
+        ({"files": []}, r"expected at least one learner file, found none"),
+        ({"channels": None}, r"invalid model card \(TypeError"),
+    ],
+)
+def test_invalid_card_is_refused_naming_the_file(tmp_path: Path, changes: dict, message: str) -> None:
+    (tmp_path / "model.json").write_text(json.dumps({**CARD, **changes}))
+    with pytest.raises(ModelError, match=rf"{tmp_path / 'model.json'}.*{message}"):
+        load_model(tmp_path, device="cpu")
+
+
+def test_card_missing_required_keys(tmp_path: Path) -> None:
+    card = {k: v for k, v in CARD.items() if k not in ("sha256", "output")}
+    (tmp_path / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=rf"{tmp_path / 'model.json'}: model card is missing required keys \['output', 'sha256'\]"):
+        load_model(tmp_path, device="cpu")
+
+
+def test_card_listing_a_missing_learner(tmp_path: Path) -> None:
+    (tmp_path / "model.json").write_text(json.dumps(CARD))
+    with pytest.raises(ModelError, match=rf"exported learner {tmp_path / 'model.pkl'} not found"):
+        load_model(tmp_path, device="cpu")
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+
+def test_ensemble_loads_every_listed_learner(tiny_model_dir: Path, tmp_path: Path) -> None:
+    folder = copy_model(tiny_model_dir, tmp_path / "ensemble")
+    shutil.copy(folder / "model.pkl", folder / "second.pkl")
+    card = ModelCard.load(folder / "model.json")
+    card.files = ["model.pkl", "second.pkl"]
+    card.sha256 = {name: sha256_of(folder / name) for name in card.files}
+    card.save(folder / "model.json")
+    loaded = load_model(folder, device="cpu")
+    assert len(loaded.networks) == 2 and loaded.networks[0] is not loaded.networks[1]
+    assert all(not net.training for net in loaded.networks)
+    assert all(p.device.type == "cpu" for net in loaded.networks for p in net.parameters())
+    assert loaded.card.files == ["model.pkl", "second.pkl"] and loaded.directory == folder
+
+
+def test_default_model_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(model_mod.MODEL_ENV, str(tmp_path))
+    assert model_mod.default_model_dir() == tmp_path
+    with pytest.raises(ModelError, match=rf"no model card at {tmp_path / 'model.json'}"):
+        load_model(device="cpu")
+    monkeypatch.delenv(model_mod.MODEL_ENV)
+    assert model_mod.default_model_dir() == model_mod.BUNDLED_MODEL_DIR

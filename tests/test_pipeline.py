@@ -1,0 +1,207 @@
+"""Tests for ``brats_seg.pipeline.segment``: one study through the model, in any storage orientation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from helpers import brats_affine, tiny_volumes, write_nifti
+from nibabel.orientations import apply_orientation, inv_ornt_aff
+from torch import nn
+
+from brats_seg import io, pipeline, preprocess
+from brats_seg.card import ModelCard
+from brats_seg.model import Model, load_model
+from brats_seg.types import MODALITIES, Study
+
+SHAPE = (32, 32, 24)
+SPACING = (1.0, 1.5, 2.0)  # anisotropic, so a permutation that forgets the spacing shows
+
+#: How the same anatomy is stored: nibabel orientation transforms from the BraTS (LPS) layout.
+STORAGE = {
+    "LPS (as BraTS)": [[0, 1], [1, 1], [2, 1]],
+    "RAS (x and y flipped)": [[0, -1], [1, -1], [2, 1]],
+    "LPI (z flipped)": [[0, 1], [1, 1], [2, -1]],
+    "PSL (permuted)": [[2, 1], [0, 1], [1, 1]],
+    "IRA (permuted and flipped)": [[1, -1], [2, -1], [0, -1]],
+    "SAL (permuted and flipped)": [[2, 1], [1, -1], [0, 1]],
+}
+
+
+def write_stored_study(folder: Path, ornt: np.ndarray) -> tuple[dict[str, Path], np.ndarray]:
+    """Write the tiny anatomy stored as ``apply_orientation(data, ornt)`` with the matching affine."""
+    images, labels = tiny_volumes(SHAPE, seed=6)
+    affine = brats_affine(SHAPE, SPACING) @ inv_ornt_aff(ornt, SHAPE)
+    folder.mkdir(parents=True)
+    paths = {
+        m: write_nifti(folder / f"Stored_{m.lower()}.nii.gz", apply_orientation(images[m], ornt), affine)
+        for m in MODALITIES
+    }
+    return paths, labels
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One intra-op thread: on a busy 2-core machine OpenMP threads otherwise spin against each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_model_dir: Path) -> Model:
+    return load_model(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model: Model, tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    """Labels of the anatomy stored in the BraTS orientation."""
+    folder = tmp_path_factory.mktemp("reference") / "Stored"
+    write_stored_study(folder, np.array(STORAGE["LPS (as BraTS)"], dtype=float))
+    labels = pipeline.segment(io.load_study(folder), tiny_model).labels.array
+    assert len(np.unique(labels)) >= 2, "the tiny model should label some voxels, else the comparison is empty"
+    return labels
+
+
+@pytest.mark.parametrize("storage", list(STORAGE))
+def test_same_anatomy_in_any_orientation_gets_the_same_labels(
+    storage: str, tiny_model: Model, reference: np.ndarray, tmp_path: Path
+) -> None:
+    ornt = np.array(STORAGE[storage], dtype=float)
+    write_stored_study(tmp_path / "Stored", ornt)
+    study = io.load_study(tmp_path / "Stored")
+    seg = pipeline.segment(study, tiny_model)
+    # the output lies on the input's grid, with its geometry ...
+    assert seg.labels.shape == study.shape
+    np.testing.assert_array_equal(seg.labels.affine, study.affine)
+    assert seg.labels.header.binaryblock == study.header.binaryblock
+    assert seg.labels.spacing == study.spacing
+    assert seg.labels.array.dtype == np.uint8
+    # ... and labels the same anatomy the same way
+    np.testing.assert_array_equal(seg.labels.array, apply_orientation(reference, ornt))
+
+
+def test_label_map_is_not_tied_to_the_study(tiny_model: Model, tiny_study_dir: Path) -> None:
+    study = io.load_study(tiny_study_dir)
+    seg = pipeline.segment(study, tiny_model)
+    seg.labels.affine[0, 3] += 100
+    seg.labels.header.set_sform(np.eye(4))
+    assert study.affine[0, 3] != seg.labels.affine[0, 3]
+    assert not np.allclose(study.header.get_sform(), np.eye(4))
+
+
+def test_settings_come_from_the_card_unless_given(tiny_model: Model, tiny_study_dir: Path) -> None:
+    study = io.load_study(tiny_study_dir)
+    card = tiny_model.card
+    seen: list[float] = []
+    seg = pipeline.segment(study, tiny_model, progress=seen.append, device="cpu")
+    assert seg.settings["roi_size"] == card.roi_size and seg.settings["overlap"] == card.overlap
+    assert seg.settings["sw_batch_size"] == card.sw_batch_size and seg.settings["mode"] == card.mode
+    assert seg.settings["tta_flips"] == card.tta_flips and seg.settings["ensemble"] == 1
+    assert seg.settings["device"] == "cpu"
+    assert set(seg.timings) >= {"prepare", "predict", "postprocess", "total"}
+    assert seen and seen[-1] == 1.0 and seen == sorted(seen)
+    seg2 = pipeline.segment(study, tiny_model, roi_size=[8, 8, 8], overlap=0.25, sw_batch_size=3, tta_flips=True, mode="constant")
+    assert seg2.settings["roi_size"] == [8, 8, 8] and seg2.settings["overlap"] == 0.25
+    assert seg2.settings["sw_batch_size"] == 3 and seg2.settings["tta_flips"] is True and seg2.settings["mode"] == "constant"
+    assert seg2.labels.shape == study.shape
+
+
+class ConstantNet(nn.Module):
+    """Outputs the same logits everywhere (``value`` on channel ``hot``, ``-value`` elsewhere)."""
+
+    def __init__(self, channels: int, hot: int | None, value: float = 6.0) -> None:
+        super().__init__()
+        self.channels, self.hot, self.value = channels, hot, value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.full((x.shape[0], self.channels, *x.shape[2:]), -self.value)
+        if self.hot is None:
+            out[:] = self.value
+        else:
+            out[:, self.hot] = self.value
+        return out
+
+
+def padded_study() -> tuple[Study, np.ndarray]:
+    """A small brain inside a larger zero volume; returns the study and the brain voxels inside its bounding box."""
+    images, _ = tiny_volumes((16, 16, 12), seed=8)
+    shape = (30, 28, 20)
+    sl = (slice(7, 23), slice(4, 20), slice(5, 17))
+    full = {}
+    for m in MODALITIES:
+        full[m] = np.zeros(shape, dtype=np.float32)
+        full[m][sl] = images[m]
+    brain = np.any([full[m] != 0 for m in MODALITIES], axis=0)
+    box = np.zeros(shape, dtype=bool)
+    idx = np.argwhere(brain)
+    box[tuple(slice(lo, hi + 1) for lo, hi in zip(idx.min(0), idx.max(0), strict=True))] = True
+    affine = brats_affine(shape)
+    header = nib.Nifti1Image(full["T1"], affine).header
+    # the pipeline also clears voxels where every sequence is zero
+    return Study(name="Padded", images=full, affine=affine, header=header), box & brain
+
+
+def dummy_model(output: dict, net: nn.Module, tmp_path: Path) -> Model:
+    card = ModelCard(
+        name="dummy", files=[], sha256={}, channels=list(MODALITIES), output=output,
+        spacing=[1.0, 1.0, 1.0], roi_size=[8, 8, 8], crop_margin=0, sw_batch_size=4,
+    )
+    return Model(card=card, networks=[net], directory=tmp_path)
+
+
+def test_classes_softmax_fills_outside_the_crop_with_background(tmp_path: Path) -> None:
+    study, box = padded_study()
+    assert not box.all()
+    output = {"type": "classes_softmax", "classes": [0, 2, 1, 4]}
+    model = dummy_model(output, ConstantNet(4, hot=2), tmp_path)  # channel 2 is label 1 (NCR)
+    labels = pipeline.segment(study, model, device="cpu").labels.array
+    assert np.all(labels[box] == 1) and np.all(labels[~box] == 0)
+
+
+def test_regions_sigmoid_is_background_outside_the_crop(tmp_path: Path) -> None:
+    study, box = padded_study()
+    output = {"type": "regions_sigmoid", "regions": ["TC", "WT", "ET"], "threshold": 0.5}
+    model = dummy_model(output, ConstantNet(3, hot=None), tmp_path)  # every region on
+    labels = pipeline.segment(study, model, device="cpu").labels.array
+    assert np.all(labels[box] == 4) and np.all(labels[~box] == 0)
+
+
+def test_prepared_input_is_what_the_network_sees(tmp_path: Path) -> None:
+    study, _ = padded_study()
+    seen: list[torch.Tensor] = []
+
+    class Recorder(ConstantNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.clone())
+            return super().forward(x)
+
+    output = {"type": "regions_sigmoid", "regions": ["TC", "WT", "ET"]}
+    model = dummy_model(output, Recorder(3, hot=0), tmp_path)
+    model.card.roi_size = [64, 64, 64]  # one window holding the whole (padded) input
+    pipeline.segment(study, model, device="cpu")
+    prepared = preprocess.prepare(study, model.card)
+    window = seen[0][0]
+    # MONAI pads an input smaller than the window evenly on both sides
+    x, y, z = ((64 - n) // 2 for n in prepared.tensor.shape[1:])
+    inner = window[:, x : x + prepared.tensor.shape[1], y : y + prepared.tensor.shape[2], z : z + prepared.tensor.shape[3]]
+    np.testing.assert_allclose(inner.numpy(), prepared.tensor.numpy(), atol=1e-6)
+    assert float(window.abs().sum()) == pytest.approx(float(prepared.tensor.abs().sum()), rel=1e-5)  # zeros around
+
+
+def test_no_tumour_outside_the_brain(tiny_model_dir, tiny_study_dir) -> None:
+    """Voxels where all four sequences are zero are background, whatever the network says."""
+    from brats_seg import io
+    from brats_seg.model import load_model
+    from brats_seg.pipeline import segment
+    from brats_seg.preprocess import brain_mask
+
+    study = io.load_study(tiny_study_dir)
+    seg = segment(study, load_model(tiny_model_dir, device="cpu"))
+    outside = ~brain_mask(study)
+    assert outside.any()
+    assert not seg.labels.array[outside].any()
