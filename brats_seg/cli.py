@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import sys
 import time
 import traceback
@@ -133,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated case names, or @FILE with one per line, or @model.json for its held-out cases "
                    "(default: every case with a ground truth)")
     p.add_argument("--save-predictions", action="store_true", help="also write each predicted label map to OUT_DIR")
+    p.add_argument("--record-as", default=None, metavar="KEY",
+                   help="also write the summary into the model card's scores under KEY, with this command "
+                   "(default: the card is not changed)")
     _add_window_args(p)
 
     from .train import TrainConfig
@@ -145,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=d.folds, help="number of cross-validation folds")
     p.add_argument("--fold", type=int, default=d.fold, help="fold to hold out (-1: train on every case)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (splits, sampling, augmentation)")
+    p.add_argument("--splits", type=Path, default=None,
+                   help="reuse the folds of an earlier run's splits.json (default: make seeded folds from --seed)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="epochs of fit_flat_cos")
     p.add_argument("--samples-per-epoch", type=int, default=d.samples_per_epoch, help="random patches per epoch")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="patches per batch")
@@ -159,6 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=_device, default=d.device, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--resume", action="store_true", help="resume from the run folder's last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="one log line per epoch instead of progress bars")
+
+    p = sub.add_parser("bundle", formatter_class=_Formatter,
+                       help="gather trained runs into one model folder (several runs = an ensemble)",
+                       description="Copies each run's model.pkl as <run>.pkl into OUTPUT and writes one model.json listing "
+                       "every file with its sha256; the card's other fields come from the first run.")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run folders written by brats-seg train")
+    p.add_argument("--output", "-o", type=Path, required=True, help="model folder to write (e.g. model/)")
+    p.add_argument("--name", default=None, help="model name (default: the first run's card name, + -ensemble)")
 
     p = sub.add_parser("info", formatter_class=_Formatter, help="print the model card")
     p.add_argument("--model", type=Path, default=None, help="model folder (default: $BRATS_SEG_MODEL, else the bundled model/)")
@@ -299,7 +313,7 @@ def _select_cases(spec: str | None) -> set[str] | None:
             except json.JSONDecodeError as e:
                 raise StudyError(f"--cases {spec}: {path.name} is not valid JSON ({e}); expected a model card") from e
             training = d.get("training") if isinstance(d, dict) else None
-            names = (training or {}).get("held_out_cases") or (d.get("held_out") if isinstance(d, dict) else None)
+            names = (training or {}).get("held_out_cases") or (d.get("held_out_cases") if isinstance(d, dict) else None)
             if not names:
                 raise StudyError(
                     f"--cases {spec}: expected a model card listing training.held_out_cases, found no held-out cases"
@@ -309,11 +323,6 @@ def _select_cases(spec: str | None) -> set[str] | None:
     return {s.strip() for s in spec.split(",") if s.strip()}
 
 
-def _has_truth(folder: Path) -> bool:
-    """Whether a study folder holds a ground-truth label map (``*_seg`` / ``-seg``)."""
-    from . import io
-
-    return any(io.detect_modality(p.name) == io.SEG for p in folder.iterdir() if p.is_file())
 
 
 def load_prediction(path: Path, study: Study) -> LabelMap:
@@ -380,7 +389,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not args.data_dir.is_dir():
         raise StudyError(f"{args.data_dir}: expected a folder of cases, found no such folder")
     wanted = _select_cases(args.cases)
-    folders = [f for f in io.find_studies(args.data_dir) if _has_truth(f)]
+    folders = [f for f in io.find_studies(args.data_dir) if io.has_truth(f)]
     if wanted is not None:
         unknown = wanted - {f.name for f in folders}
         if unknown:
@@ -425,6 +434,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     meta = {"cases": [r["case"] for r in rows], "model": None if model is None else model.card.name}
     (args.output / "summary.json").write_text(json.dumps({**meta, "summary": summary}, indent=2) + "\n")
     print(format_summary(summary))
+    if args.record_as:
+        if model is None:
+            raise StudyError("--record-as needs predictions made by a model, not read with --predictions")
+        from .card import record_scores
+
+        command = "brats-seg " + shlex.join(args.argv)
+        record_scores(model.directory / "model.json", summary, cases=meta["cases"], command=command, key=args.record_as)
+        print(f"recorded as scores.{args.record_as} in {model.directory / 'model.json'}")
     return EXIT_OK
 
 
@@ -444,7 +461,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         folds=args.folds, fold=args.fold, seed=args.seed, epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,
         batch_size=args.batch_size, patch_size=tuple(args.patch_size), spacing=tuple(args.spacing),
         channels=tuple(args.channels), num_res_units=args.num_res_units, lr=args.lr, weight_decay=args.weight_decay,
-        pct_start=args.pct_start, val_patches=args.val_patches, device=args.device, resume=args.resume, progress=not args.no_progress,
+        pct_start=args.pct_start, val_patches=args.val_patches, device=args.device, resume=args.resume, splits=args.splits, progress=not args.no_progress,
     )
     train(args.data_dir, args.output, config)
     return EXIT_OK
@@ -460,12 +477,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"predict": cmd_predict, "evaluate": cmd_evaluate, "train": cmd_train, "info": cmd_info}
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from .train import bundle
+
+    card = bundle(args.runs, args.output, name=args.name)
+    print(f"wrote {args.output / 'model.json'} with {len(card.files)} learner(s): {', '.join(card.files)}")
+    return EXIT_OK
+
+
+COMMANDS = {"predict": cmd_predict, "evaluate": cmd_evaluate, "train": cmd_train, "bundle": cmd_bundle, "info": cmd_info}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``brats-seg`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return COMMANDS[args.command](args)
     except (StudyError, ModelError) as e:

@@ -302,6 +302,11 @@ def _nifti_files(folder: Path) -> list[Path]:
     )
 
 
+def has_truth(folder: str | Path) -> bool:
+    """Whether a study folder holds a ground-truth label map (``*_seg`` / ``-seg``)."""
+    return any(detect_modality(p.name) == SEG for p in Path(folder).iterdir() if p.is_file())
+
+
 def find_studies(folder: StrPath) -> list[Path]:
     """List the study folders in a folder of studies.
 

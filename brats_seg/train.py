@@ -144,11 +144,6 @@ def preprocess_case(study: Study, card: ModelCard) -> Case:
     return make_case(study.name, prepared.tensor, target)
 
 
-def has_truth(folder: Path) -> bool:
-    """Whether a study folder holds a ground-truth label map (``*_seg`` / ``-seg``)."""
-    return any(io.detect_modality(p.name) == "SEG" for p in Path(folder).iterdir() if p.is_file())
-
-
 def make_case(name: str, image: torch.Tensor, target: torch.Tensor) -> Case:
     """Wrap tensors as a ``Case`` with the index lists used for tumour-biased sampling."""
     fg = np.argwhere(target[REGION_ORDER.index("WT")].numpy() > 0.5)
@@ -365,6 +360,7 @@ class TrainConfig:
     device: str | None = None
     resume: bool = False
     progress: bool = True
+    splits: Path | None = None
 
 
 def _card_for(config: TrainConfig, name: str) -> ModelCard:
@@ -422,12 +418,15 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
     random.seed(config.seed)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-    folders = [f for f in io.find_studies(data_dir) if has_truth(f)]
+    folders = [f for f in io.find_studies(data_dir) if io.has_truth(f)]
     if not folders:
         raise ValueError(f"no cases with a *_seg ground truth under {data_dir}")
     names = [f.name for f in folders]
     split_path = out / "splits.json"
-    if config.resume and split_path.is_file():
+    if config.splits is not None:
+        folds = json.loads(Path(config.splits).read_text())["folds"]
+        split_path.write_text(json.dumps({"k": len(folds), "from": str(config.splits), "folds": folds}, indent=2) + "\n")
+    elif config.resume and split_path.is_file():
         folds = json.loads(split_path.read_text())["folds"]
     else:
         folds = make_folds(names, k=config.folds, seed=config.seed)
@@ -504,7 +503,7 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+    return {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 
 def export_with_card(learn, out: Path, card: ModelCard, *, config: TrainConfig, meta: dict[str, Any], device) -> ModelCard:
@@ -557,6 +556,61 @@ def export_with_card(learn, out: Path, card: ModelCard, *, config: TrainConfig, 
     }
     card.save(out / "model.json")
     return card
+
+
+def bundle(runs: Sequence[str | Path], out_dir: str | Path, *, name: str | None = None) -> ModelCard:
+    """Gather trained runs into one model folder: ``<run>.pkl`` per run and one card listing them all.
+
+    Runs must agree on everything that changes how the input is read and the output is decoded
+    (channels, output, spacing, orientation, normalisation, roi_size).
+    """
+    import shutil
+
+    from .errors import ModelError
+
+    runs = [Path(r) for r in runs]
+    cards = [ModelCard.load(r / "model.json") for r in runs]
+    first = cards[0]
+    must_match = ("channels", "output", "spacing", "orientation", "normalisation", "roi_size")
+    for run, card in zip(runs[1:], cards[1:], strict=True):
+        for key in must_match:
+            if getattr(card, key) != getattr(first, key):
+                raise ModelError(f"cannot bundle {run}: its {key} {getattr(card, key)} differs from {getattr(first, key)} of {runs[0]}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files, sha, members = [], {}, []
+    for run, card in zip(runs, cards, strict=True):
+        fname = f"{run.name}.pkl"
+        shutil.copyfile(run / card.files[0], out / fname)
+        files.append(fname)
+        sha[fname] = card.sha256[card.files[0]]
+        members.append({"file": fname, "training": card.extra.get("training", {})})
+    extra = dict(first.extra)
+    extra["members"] = members
+    extra.pop("training", None)
+    held = [set(m["training"].get("held_out_cases", [])) for m in members]
+    extra["held_out_cases"] = sorted(set.intersection(*held)) if held else []
+    extra["scores"] = {}
+    merged = ModelCard(
+        name=name or (first.name + ("-ensemble" if len(runs) > 1 else "")),
+        files=files,
+        sha256=sha,
+        channels=first.channels,
+        output=first.output,
+        labels=first.labels,
+        spacing=first.spacing,
+        orientation=first.orientation,
+        roi_size=first.roi_size,
+        overlap=first.overlap,
+        sw_batch_size=first.sw_batch_size,
+        mode=first.mode,
+        normalisation=first.normalisation,
+        crop_margin=first.crop_margin,
+        tta_flips=first.tta_flips,
+        extra=extra,
+    )
+    merged.save(out / "model.json")
+    return merged
 
 
 def _hardware(device) -> str:

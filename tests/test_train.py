@@ -124,3 +124,54 @@ def test_loaded_model_is_cached(tiny_model_dir: Path) -> None:
     a = load_model(tiny_model_dir, device="cpu")
     b = load_model(tiny_model_dir, device="cpu")
     assert a is b and len(a.networks) == 1
+
+
+def test_seed_ensemble_on_the_same_split_bundles_and_records_scores(
+    tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A second run on the first run's folds, bundled into one model folder: both learners are
+    loaded and averaged, and evaluate records its held-out scores in the bundled card."""
+    from conftest import TINY_TRAIN_ARGS
+
+    second = tmp_path / "seed1"
+    args = ["train", str(tiny_data_dir), "--output", str(second), *TINY_TRAIN_ARGS]
+    args[args.index("--fold") + 1] = "0"
+    assert main([*args, "--seed", "1", "--splits", str(tiny_model_dir / "splits.json")]) == 0
+    first_held = ModelCard.load(tiny_model_dir / "model.json").extra["training"]["held_out_cases"]
+    assert ModelCard.load(second / "model.json").extra["training"]["held_out_cases"] == first_held
+
+    bundled = tmp_path / "model"
+    assert main(["bundle", str(tiny_model_dir), str(second), "--output", str(bundled)]) == 0
+    card = ModelCard.load(bundled / "model.json")
+    assert card.files == ["run.pkl", "seed1.pkl"] and card.extra["held_out_cases"] == first_held
+    model = load_model(bundled, device="cpu")
+    assert len(model.networks) == 2
+
+    out = tmp_path / "eval"
+    code = main(["evaluate", str(tiny_data_dir), "--output", str(out), "--model", str(bundled),
+                 "--cases", f"@{bundled / 'model.json'}", "--record-as", "held_out", "--no-progress"])
+    assert code == 0
+    scores = ModelCard.load(bundled / "model.json").extra["scores"]["held_out"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert scores["cases"] == first_held == summary["cases"]
+    assert scores["metrics"]["dice_WT"]["mean"] == pytest.approx(summary["summary"]["dice_WT"]["mean"], abs=1e-4)
+    assert scores["command"].startswith("brats-seg evaluate") and "--record-as held_out" in scores["command"]
+    # the pickles are untouched by recording scores
+    assert load_model(bundled, device="cpu") is model
+    for name in card.files:
+        from brats_seg.model import sha256_of
+
+        assert sha256_of(bundled / name) == card.sha256[name]
+
+
+def test_bundle_refuses_runs_that_read_inputs_differently(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model_dir, other)
+    d = json.loads((other / "model.json").read_text())
+    d["spacing"] = [1.0, 1.0, 1.0]
+    (other / "model.json").write_text(json.dumps(d))
+    assert main(["bundle", str(tiny_model_dir), str(other), "--output", str(tmp_path / "m")]) == 2
+    with pytest.raises(Exception, match=r"its spacing \[1.0, 1.0, 1.0\] differs"):
+        train.bundle([tiny_model_dir, other], tmp_path / "m2")
