@@ -1,0 +1,1235 @@
+"""The Voilà dashboard: upload one study, predict, review the labels over the scan, download.
+
+``app.ipynb`` holds only ``App().widget``; everything here is testable without a browser::
+
+    app = App(model_dir="model/", synchronous=True)
+    app.upload.value = (...)            # as the browser sends files (ipywidgets 8 format)
+    app.predict_button.click()          # runs the prediction (in a thread unless synchronous)
+    app.volumes_shown()["WT"]           # {"prediction": mL, ...} as displayed
+
+Widgets only: loading and validating files is :mod:`brats_seg.io`, the prediction
+:func:`brats_seg.pipeline.segment`, the numbers :mod:`brats_seg.report` and :mod:`brats_seg.metrics`,
+the images :mod:`brats_seg.viz`. Torch is imported only when the model is loaded (in the background),
+so the page opens fast.
+
+Configuration (keyword arguments win over environment variables):
+
+* ``BRATS_SEG_MODEL``: model folder (``model.json`` + exported learner); default the bundled ``model/``.
+* ``BRATS_SEG_EXAMPLE_DIR``: a local study folder loaded by "Load example" (no download).
+* ``BRATS_SEG_EXAMPLE_URL``: base address of the example's files (default: the DeepBrainSeg
+  repository's copy of ``Brats18_CBICA_ABM_1``); each file is checked against its pinned sha256.
+* ``BRATS_SEG_CACHE``: where downloaded examples are kept (default ``~/.cache/brats_seg``).
+
+Stable CSS classes for browser tests: ``brats-app``, ``brats-model-status``, ``brats-upload``,
+``brats-example``, ``brats-files``, ``brats-file-row``, ``brats-modality``, ``brats-predict``,
+``brats-progress``, ``brats-progress-label``, ``brats-message``, ``brats-review``, ``brats-background``,
+``brats-overlay-mode``, ``brats-opacity``, ``brats-contrast``, ``brats-crosshair``,
+``brats-toggle-ncr`` / ``-ed`` / ``-et``, ``brats-legend-errors``, ``brats-view-axial`` /
+``-coronal`` / ``-sagittal``, ``brats-slider-axial`` / ``-coronal`` / ``-sagittal``,
+``brats-volumes``, ``brats-metrics``, ``brats-downloads``, ``brats-refresh-png``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io as _io
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import ipywidgets as widgets
+
+from . import io, report, viz
+from .errors import ModelError, StudyError
+from .types import LABEL_NAMES, MODALITIES, Study
+
+__all__ = [
+    "CACHE_ENV",
+    "EXAMPLE_CASE",
+    "EXAMPLE_DIR_ENV",
+    "EXAMPLE_FILES",
+    "EXAMPLE_URL",
+    "EXAMPLE_URL_ENV",
+    "App",
+    "Entry",
+    "ExampleError",
+    "data_uri_link",
+    "default_cache_dir",
+    "fetch_example",
+    "list_entries",
+    "parse_links",
+    "parse_table",
+    "read_study_folder",
+    "scores_html",
+    "upload_files",
+    "volumes_html",
+]
+
+log = logging.getLogger("brats_seg.app")
+
+#: The example study and where it can be downloaded (a public copy of a BraTS 2018 training case).
+EXAMPLE_CASE = "Brats18_CBICA_ABM_1"
+EXAMPLE_URL = (
+    "https://raw.githubusercontent.com/koriavinash1/DeepBrainSeg/master/sample_volume/brats/" + EXAMPLE_CASE
+)
+#: File name -> pinned sha256 of the example's files (four sequences and the expert segmentation).
+EXAMPLE_FILES: dict[str, str] = {
+    f"{EXAMPLE_CASE}_flair.nii.gz": "f85db3a4614dffc4e03e97d7d18d1ecb7d4522a4a5cf3c9bbca7bd428ce97e4c",
+    f"{EXAMPLE_CASE}_t1.nii.gz": "771df355c26e002ce5fbcc6d0beeca6ca61d645ae02b718d153a9a3e2c108914",
+    f"{EXAMPLE_CASE}_t1ce.nii.gz": "e738fc627825b7a57ea5869419cd345bc7b4fcaf6dbba50ba392ac17dc34e31f",
+    f"{EXAMPLE_CASE}_t2.nii.gz": "602f1afbed3871fe866b2ff5cdb0f5758ad99c55f1e97c60579aa5aaa03d7c4c",
+    f"{EXAMPLE_CASE}_seg.nii.gz": "e44e0c587f473b47af44503a3fff8d455776c55e8c466419bd130759bde05d32",
+}
+EXAMPLE_DIR_ENV = "BRATS_SEG_EXAMPLE_DIR"
+EXAMPLE_URL_ENV = "BRATS_SEG_EXAMPLE_URL"
+CACHE_ENV = "BRATS_SEG_CACHE"
+
+#: Largest example file accepted from a download (bytes).
+MAX_DOWNLOAD_BYTES = 200 * 1024**2
+
+#: Dropdown choices for a file's sequence: (label, value). "" means "not chosen yet".
+MODALITY_CHOICES: tuple[tuple[str, str], ...] = (
+    ("choose...", ""),
+    ("T1", "T1"),
+    ("T1CE (T1 + contrast)", "T1CE"),
+    ("T2", "T2"),
+    ("FLAIR", "FLAIR"),
+    ("ground truth (seg)", io.SEG),
+    ("ignore", "IGNORE"),
+)
+
+OVERLAY_CHOICES: dict[str, str] = {
+    "prediction": "prediction",
+    "truth": "ground truth",
+    "errors": "errors (FP red, FN blue)",
+    "none": "none",
+}
+
+_CSS = """
+<style>
+.brats-app { max-width: 1400px; }
+.brats-app h2, .brats-app h3 { margin: 0.4em 0 0.2em 0; }
+.brats-msg { padding: 6px 10px; border-radius: 4px; white-space: pre-wrap; font-family: inherit; }
+.brats-msg-error { background: #fde8e8; border: 1px solid #e0a0a0; color: #7a1010; }
+.brats-msg-info { background: #eef5ff; border: 1px solid #a8c4e8; color: #123; }
+.brats-table { border-collapse: collapse; margin: 4px 12px 4px 0; }
+.brats-table th, .brats-table td { border: 1px solid #ccc; padding: 2px 8px; text-align: left; }
+.brats-table td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.brats-swatch { display: inline-block; width: 14px; height: 14px; border: 1px solid #333;
+                vertical-align: middle; margin-right: 4px; }
+.brats-view-axial, .brats-view-coronal, .brats-view-sagittal { width: 100%; height: auto; }
+.brats-download { margin-right: 24px; white-space: nowrap; }
+</style>
+"""
+
+
+class ExampleError(RuntimeError):
+    """The example study could not be fetched or read (network, address, or sha256 mismatch)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Pure helpers (no widgets)
+# --------------------------------------------------------------------------------------------------
+
+
+def upload_files(value: Any) -> dict[str, memoryview | bytes]:
+    """File name -> content of a ``FileUpload.value``.
+
+    Accepts the ipywidgets 8 format (a tuple of dicts with ``name`` and ``content``) and the
+    ipywidgets 7 one (a dict keyed by name whose values hold ``content``).
+    """
+    if not value:
+        return {}
+    if isinstance(value, Mapping):
+        items = [{"name": name, **dict(entry)} for name, entry in value.items()]
+    else:
+        items = [dict(entry) for entry in value]
+    return {str(item["name"]): item["content"] for item in items}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file the user gave, as shown in the file list.
+
+    Attributes:
+        name: Base name (the key of the mapping passed to :func:`brats_seg.io.load_study_from_bytes`).
+        detected: Sequence detected from the name (``T1``, ``T1CE``, ``T2``, ``FLAIR``, ``SEG``) or None.
+        source: The uploaded file it comes from (the zip's name for a zip member).
+        nifti: Whether it is a NIfTI file that can be assigned a sequence.
+        size: Size in bytes (0 when unknown).
+    """
+
+    name: str
+    detected: str | None
+    source: str
+    nifti: bool
+    size: int = 0
+
+
+def _basename(name: str) -> str:
+    return PurePosixPath(str(name).replace("\\", "/")).name
+
+
+def _is_nifti(name: str) -> bool:
+    return name.lower().endswith(io.NIFTI_SUFFIXES) and len(name) > 7
+
+
+def _hidden(part: str) -> bool:
+    return part.startswith(".") or part == "__MACOSX"
+
+
+def list_entries(files: Mapping[str, bytes | memoryview]) -> list[Entry]:
+    """The files of an upload, zip members listed one by one, with their detected sequence.
+
+    Hidden files and ``__MACOSX`` are left out, as :mod:`brats_seg.io` ignores them. A zip that
+    cannot be read is listed as one non-NIfTI entry (loading it then says what is wrong).
+    """
+    entries: list[Entry] = []
+    for raw_name, data in files.items():
+        name = _basename(raw_name)
+        if not name or _hidden(name):
+            continue
+        if name.lower().endswith(".zip"):
+            try:
+                with zipfile.ZipFile(_io.BytesIO(bytes(data))) as archive:
+                    for info in archive.infolist():
+                        parts = [p for p in re.split(r"[\\/]+", info.filename) if p not in ("", ".")]
+                        if info.is_dir() or not parts or any(_hidden(p) for p in parts):
+                            continue
+                        if _is_nifti(parts[-1]):
+                            entries.append(
+                                Entry(parts[-1], io.detect_modality(parts[-1]), name, True, info.file_size)
+                            )
+            except (zipfile.BadZipFile, OSError, ValueError):
+                entries.append(Entry(name, None, name, False, len(data)))
+            continue
+        nifti = _is_nifti(name)
+        entries.append(Entry(name, io.detect_modality(name) if nifti else None, name, nifti, len(data)))
+    return entries
+
+
+def default_cache_dir() -> Path:
+    """``$BRATS_SEG_CACHE``, else ``$XDG_CACHE_HOME/brats_seg``, else ``~/.cache/brats_seg``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "brats_seg"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_example(
+    base_url: str = EXAMPLE_URL,
+    *,
+    files: Mapping[str, str] = EXAMPLE_FILES,
+    cache_dir: str | Path | None = None,
+    timeout: float = 60.0,
+) -> dict[str, Path]:
+    """Download the example study's files (once: they are cached) and check their sha256.
+
+    Args:
+        base_url: Address of the folder holding the files; ``{base_url}/{name}`` is fetched with
+            urllib (``https://``, ``http://`` or ``file://``).
+        files: File name -> expected sha256.
+        cache_dir: Folder for the cached files (default :func:`default_cache_dir`); they are kept in
+            its ``examples/`` subfolder and reused while their sha256 matches.
+        timeout: Seconds to wait for the server.
+
+    Returns:
+        File name -> path of the verified file.
+
+    Raises:
+        ExampleError: When a file cannot be downloaded, is too large, or its sha256 differs from the
+            pinned one (the downloaded file is then discarded).
+    """
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = folder / "examples"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExampleError(f"cannot create the cache folder {folder} ({exc})") from exc
+    out: dict[str, Path] = {}
+    for name, expected in files.items():
+        target = folder / name
+        if target.is_file() and _sha256(target) == expected:
+            out[name] = target
+            continue
+        url = f"{base_url.rstrip('/')}/{name}"
+        tmp = folder / f".{name}.{os.getpid()}.{threading.get_ident()}.part"
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, tmp.open("wb") as dst:
+                for chunk in iter(lambda response=response: response.read(1 << 20), b""):
+                    size += len(chunk)
+                    if size > MAX_DOWNLOAD_BYTES:
+                        raise ExampleError(
+                            f"{name}: the download from {url} exceeds {MAX_DOWNLOAD_BYTES:,} bytes; refused"
+                        )
+                    digest.update(chunk)
+                    dst.write(chunk)
+        except ExampleError:
+            tmp.unlink(missing_ok=True)
+            raise
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            tmp.unlink(missing_ok=True)
+            reason = getattr(exc, "reason", None) or exc
+            raise ExampleError(
+                f"could not download the example file {name} from {url} ({reason}). Check the network "
+                f"connection, or set {EXAMPLE_DIR_ENV} to a local copy of the example study."
+            ) from exc
+        actual = digest.hexdigest()
+        if actual != expected:
+            tmp.unlink(missing_ok=True)
+            raise ExampleError(
+                f"{name}: the file downloaded from {url} has sha256 {actual}, expected {expected}; "
+                "it was discarded (the address may serve a different or damaged file)."
+            )
+        os.replace(tmp, target)
+        out[name] = target
+    return out
+
+
+def read_study_folder(folder: str | Path) -> dict[str, bytes]:
+    """The NIfTI files of one study folder (or of the single study folder inside it), as bytes.
+
+    Raises:
+        ExampleError: When the folder is missing or does not hold exactly one study.
+    """
+    root = Path(folder)
+    try:
+        studies = io.find_studies(root)
+    except StudyError as exc:
+        raise ExampleError(f"example folder {root}: {exc}") from exc
+    if len(studies) != 1:
+        raise ExampleError(
+            f"example folder {root}: expected one study folder with NIfTI files, found {len(studies)}"
+        )
+    paths = sorted(
+        p for p in studies[0].iterdir() if p.is_file() and not _hidden(p.name) and _is_nifti(p.name)
+    )
+    return {p.name: p.read_bytes() for p in paths}
+
+
+def _cell(value: float, text: str, col: str) -> str:
+    return f'<td class="num" data-col="{col}" data-value="{value!r}">{text}</td>'
+
+
+def volumes_html(vols: Mapping[str, Any], truth_vols: Mapping[str, Any] | None = None) -> str:
+    """HTML table of the NCR, ED, ET, TC and WT volumes in mL (:func:`brats_seg.report.volumes_table`).
+
+    Each number cell carries its full-precision value in ``data-value`` (see :func:`parse_table`).
+    """
+    head = "<tr><th>label / region</th><th>meaning</th><th>prediction (mL)</th>"
+    head += "<th>ground truth (mL)</th></tr>" if truth_vols is not None else "</tr>"
+    truth_rows = {n: ml for n, _, ml in report.volumes_table(truth_vols)} if truth_vols is not None else {}
+    rows = []
+    for name, desc, ml in report.volumes_table(vols):
+        cells = f"<td>{name}</td><td>{html.escape(desc)}</td>" + _cell(ml, f"{ml:.2f}", "prediction")
+        if truth_vols is not None:
+            cells += _cell(truth_rows[name], f"{truth_rows[name]:.2f}", "truth")
+        rows.append(f'<tr data-row="{name}">{cells}</tr>')
+    return f'<table class="brats-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def scores_html(scores: Mapping[str, Mapping[str, float]]) -> str:
+    """HTML table of Dice and HD95 (mm) per region (ET, TC, WT)."""
+    rows = []
+    for region, s in scores.items():
+        rows.append(
+            f'<tr data-row="{region}"><td>{region}</td>'
+            + _cell(float(s["dice"]), f"{s['dice']:.3f}", "dice")
+            + _cell(float(s["hd95"]), f"{s['hd95']:.1f}", "hd95")
+            + "</tr>"
+        )
+    head = "<tr><th>region</th><th>Dice</th><th>HD95 (mm)</th></tr>"
+    return f'<table class="brats-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def parse_table(text: str) -> dict[str, dict[str, float]]:
+    """Read back a table of :func:`volumes_html` or :func:`scores_html`: row -> column -> value."""
+    out: dict[str, dict[str, float]] = {}
+    for row, body in re.findall(r'<tr data-row="([^"]+)">(.*?)</tr>', text, flags=re.S):
+        out[row] = {c: float(v) for c, v in re.findall(r'data-col="([^"]+)" data-value="([^"]+)"', body)}
+    return out
+
+
+def data_uri_link(filename: str, data: bytes, mime: str, text: str, *, css: str = "") -> str:
+    """An ``<a download>`` link carrying ``data`` as a base64 ``data:`` URI (works in Voilà, no server route)."""
+    payload = base64.b64encode(data).decode("ascii")
+    return (
+        f'<span class="brats-download"><a class="{css}" download="{html.escape(filename)}" '
+        f'href="data:{mime};base64,{payload}">{html.escape(text)}</a> '
+        f"<small>({_size(len(data))})</small></span>"
+    )
+
+
+def _size(n: int) -> str:
+    """``1536`` -> ``"1.5 KiB"``; ``3 * 2**20`` -> ``"3.0 MiB"``."""
+    return f"{n / 1024**2:.1f} MiB" if n >= 1024**2 else f"{n / 1024:.1f} KiB"
+
+
+def parse_links(text: str) -> dict[str, bytes]:
+    """Decode the ``data:`` links of an HTML fragment: download name -> bytes."""
+    links = re.findall(r'download="([^"]+)" href="data:[^;"]+;base64,([^"]+)"', text)
+    return {html.unescape(name): base64.b64decode(payload) for name, payload in links}
+
+
+def _message_html(text: str, kind: str) -> str:
+    if not text:
+        return ""
+    return f'<div class="brats-msg brats-msg-{kind}">{html.escape(text)}</div>'
+
+
+def _wait_for_page_request() -> None:
+    """In a Voilà pre-heated kernel, wait until a visitor's page request takes the kernel.
+
+    Voilà (``preheat_kernel``) runs the notebook in spare kernels before anyone asks for the page.
+    Loading the model there would keep about 1 GB per spare kernel; instead the model starts
+    loading when the page is opened, while the visitor picks files. Elsewhere this returns at once.
+    """
+    if os.environ.get("VOILA_PREHEAT") != "True":
+        return
+    try:
+        from voila.utils import wait_for_request
+
+        wait_for_request()
+    except Exception:  # then the model simply loads now
+        log.warning("could not wait for the Voila page request; loading the model now", exc_info=True)
+
+
+def _setup_logging() -> None:
+    """Send the app's log (details of unexpected errors) to the server's terminal."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.__stderr__)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+# --------------------------------------------------------------------------------------------------
+# The dashboard
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """One prediction and what is shown and offered for download about it."""
+
+    study: Study
+    segmentation: Any
+    volumes: dict[str, Any]
+    truth_volumes: dict[str, Any] | None
+    scores: dict[str, dict[str, float]] | None
+    report: dict[str, Any]
+    downloads: dict[str, tuple[str, bytes]]
+
+
+class App:
+    """The dashboard: widgets wired to :mod:`brats_seg.io`, :func:`brats_seg.pipeline.segment`,
+    :mod:`brats_seg.report`, :mod:`brats_seg.metrics` and :mod:`brats_seg.viz`.
+
+    Args:
+        model_dir: Model folder; default ``$BRATS_SEG_MODEL``, else the bundled ``model/``.
+        example_dir: Local example study folder; default ``$BRATS_SEG_EXAMPLE_DIR``.
+        example_url: Base address of the example files; default ``$BRATS_SEG_EXAMPLE_URL``, else
+            :data:`EXAMPLE_URL`. Used when there is no ``example_dir``.
+        cache_dir: Cache of downloaded examples (default :func:`default_cache_dir`).
+        synchronous: Run predictions and example loading in the caller's thread (tests). Otherwise
+            they run in a background thread so the page stays responsive and the progress bar moves.
+        preload_model: Load the model in a background thread as soon as the app is built (in a
+            Voilà pre-heated kernel: as soon as a visitor opens the page). Default: when not
+            ``synchronous``; otherwise the model loads at the first prediction.
+
+    Attributes:
+        widget: The root widget to display.
+        study: The loaded study, or None.
+        result: The last prediction, or None.
+        viewer: The :class:`~brats_seg.viz.SliceViewer` of the study, or None.
+        run_count: Number of predictions started (a second click while running starts none).
+        last_redraw_s: Seconds the last slider move took to redraw.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        example_dir: str | Path | None = None,
+        example_url: str | None = None,
+        *,
+        cache_dir: str | Path | None = None,
+        synchronous: bool = False,
+        preload_model: bool | None = None,
+    ) -> None:
+        _setup_logging()
+        self.model_dir = Path(model_dir) if model_dir is not None else None
+        env_dir = os.environ.get(EXAMPLE_DIR_ENV)
+        self.example_dir = (
+            Path(example_dir) if example_dir is not None else (Path(env_dir) if env_dir else None)
+        )
+        self.example_url = example_url or os.environ.get(EXAMPLE_URL_ENV) or EXAMPLE_URL
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.synchronous = synchronous
+
+        self.files: dict[str, bytes | memoryview] = {}
+        self.entries: list[Entry] = []
+        self.study: Study | None = None
+        self.result: Result | None = None
+        self.viewer: viz.SliceViewer | None = None
+        self.run_count = 0
+        self.last_redraw_s = 0.0
+        self.message_kind = ""
+        self._model: Any = None
+        self._busy = False
+        self._syncing = False
+        self._state_lock = threading.Lock()
+        self._render_lock = threading.RLock()
+        self._thread: threading.Thread | None = None
+        self._model_thread: threading.Thread | None = None
+
+        self._build()
+        preload = not synchronous if preload_model is None else preload_model
+        if preload:
+            self._model_thread = threading.Thread(target=self._preload_model, name="brats-model", daemon=True)
+            self._model_thread.start()
+
+    # ---------------------------------------------------------------------------------------------
+    # Layout
+    # ---------------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        W = widgets
+        self.model_status = W.HTML("Model: not loaded yet (it loads on the first prediction).")
+        self.model_status.add_class("brats-model-status")
+
+        self.upload = W.FileUpload(
+            accept=".nii,.gz,.zip",
+            multiple=True,
+            description="Upload files",
+            icon="",
+            tooltip="The four NIfTI sequences of one study (T1, T1CE, T2, FLAIR), optionally a fifth "
+            "file with the ground truth, or one .zip of the study folder",
+        )
+        self.upload.add_class("brats-upload")
+        self.example_button = W.Button(description="Load example", tooltip="Load a real BraTS example study")
+        self.example_button.add_class("brats-example")
+        self.files_box = W.VBox([])
+        self.files_box.add_class("brats-files")
+        self.modality_dropdowns: dict[str, widgets.Dropdown] = {}
+
+        self.predict_button = W.Button(
+            description="Predict",
+            button_style="primary",
+            disabled=True,
+            tooltip="Segment the loaded study with the model",
+        )
+        self.predict_button.add_class("brats-predict")
+        self.progress = W.IntProgress(value=0, min=0, max=100, layout=W.Layout(width="320px"))
+        self.progress.add_class("brats-progress")
+        self.progress_label = W.Label("")
+        self.progress_label.add_class("brats-progress-label")
+        self.message = W.HTML("")
+        self.message.add_class("brats-message")
+
+        # Review
+        self.background = W.Dropdown(
+            options=[(m, m) for m in MODALITIES], value="T1CE", description="Background"
+        )
+        self.background.add_class("brats-background")
+        self.overlay = W.Dropdown(options=[("none", "none")], value="none", description="Overlay")
+        self.overlay.add_class("brats-overlay-mode")
+        self.opacity = W.FloatSlider(
+            value=0.4,
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            description="Opacity",
+            continuous_update=True,
+            readout_format=".2f",
+        )
+        self.opacity.add_class("brats-opacity")
+        self.contrast = W.FloatRangeSlider(
+            value=(1.0, 99.0),
+            min=0.0,
+            max=100.0,
+            step=0.5,
+            description="Contrast %",
+            continuous_update=False,
+            tooltip="Percentiles of the brain's intensities shown black and white",
+        )
+        self.contrast.add_class("brats-contrast")
+        self.crosshair = W.Checkbox(value=True, description="Crosshair", indent=False)
+        self.crosshair.add_class("brats-crosshair")
+        self.toggles: dict[int, widgets.Checkbox] = {}
+        legend_items = []
+        for value, name in LABEL_NAMES.items():
+            box = W.Checkbox(
+                value=True,
+                description=f"{name} ({value}): {report.DESCRIPTIONS[name]}",
+                indent=False,
+                layout=W.Layout(width="auto"),
+            )
+            box.add_class(f"brats-toggle-{name.lower()}")
+            self.toggles[value] = box
+            swatch = W.HTML(
+                f'<span class="brats-swatch" style="background:{viz.colour_hex(viz.LABEL_COLOURS[value])}"></span>'
+            )
+            legend_items.append(W.HBox([swatch, box], layout=W.Layout(margin="0 12px 0 0")))
+        fp, fn = viz.ERROR_COLOURS["FP"], viz.ERROR_COLOURS["FN"]
+        self.error_legend = W.HTML(
+            f'<span class="brats-swatch" style="background:{viz.colour_hex(fp)}"></span>FP: predicted, not in the ground truth '
+            f'&nbsp; <span class="brats-swatch" style="background:{viz.colour_hex(fn)}"></span>FN: in the ground truth, missed '
+            "(of the region made of the ticked labels)",
+            layout=W.Layout(display="none"),
+        )
+        self.error_legend.add_class("brats-legend-errors")
+
+        self.images: dict[str, widgets.Image] = {}
+        self.sliders: dict[str, widgets.IntSlider] = {}
+        view_boxes = []
+        directions = {"axial": "I \u2192 S", "coronal": "P \u2192 A", "sagittal": "L \u2192 R"}
+        for view in viz.VIEWS:
+            image = W.Image(format="png", layout=W.Layout(width="100%"))
+            image.add_class(f"brats-view-{view}")
+            slider = W.IntSlider(
+                value=0,
+                min=0,
+                max=1,
+                description=directions[view],
+                continuous_update=True,
+                layout=W.Layout(width="100%"),
+            )
+            slider.add_class(f"brats-slider-{view}")
+            slider.observe(self._guard(lambda change, view=view: self._on_slider(view, change)), "value")
+            self.images[view], self.sliders[view] = image, slider
+            view_boxes.append(
+                W.VBox(
+                    [W.HTML(f"<b>{view.capitalize()}</b>"), image, slider],
+                    layout=W.Layout(width="33%", padding="0 4px"),
+                )
+            )
+        controls = W.HBox(
+            [self.background, self.overlay, self.opacity, self.contrast, self.crosshair],
+            layout=W.Layout(flex_flow="row wrap"),
+        )
+        self.review_box = W.VBox(
+            [
+                W.HTML("<h3>3. Review</h3>"),
+                controls,
+                W.HBox(legend_items, layout=W.Layout(flex_flow="row wrap")),
+                self.error_legend,
+                W.HBox(view_boxes),
+            ],
+            layout=W.Layout(display="none"),
+        )
+        self.review_box.add_class("brats-review")
+
+        # Numbers and downloads
+        self.volumes_table = W.HTML("")
+        self.volumes_table.add_class("brats-volumes")
+        self.metrics_table = W.HTML("")
+        self.metrics_table.add_class("brats-metrics")
+        self.numbers_box = W.VBox(
+            [W.HTML("<h3>4. Numbers</h3>"), W.HBox([self.volumes_table, self.metrics_table])],
+            layout=W.Layout(display="none"),
+        )
+        self.downloads_html = W.HTML("")
+        self.downloads_html.add_class("brats-downloads")
+        self.refresh_png_button = W.Button(
+            description="Figure of the current view",
+            tooltip="Rebuild the PNG figure with the current slices and settings",
+            layout=W.Layout(width="auto"),
+        )
+        self.refresh_png_button.add_class("brats-refresh-png")
+        self.downloads_box = W.VBox(
+            [W.HTML("<h3>5. Downloads</h3>"), self.downloads_html, self.refresh_png_button],
+            layout=W.Layout(display="none"),
+        )
+
+        header = W.HTML(
+            _CSS + "<h2>brats-seg: brain-tumour segmentation of one MRI study</h2>"
+            "<p>Upload the four sequences of one study (T1, T1CE, T2, FLAIR as NIfTI, or one .zip of the "
+            "study folder; optionally a ground-truth label map), press <b>Predict</b>, then review the "
+            "tumour sub-regions over the scan. <b>Research use only; not for clinical use.</b></p>"
+        )
+        self.widget = W.VBox(
+            [
+                header,
+                self.model_status,
+                W.HTML("<h3>1. Study</h3>"),
+                W.HBox([self.upload, self.example_button]),
+                self.files_box,
+                W.HTML("<h3>2. Predict</h3>"),
+                W.HBox([self.predict_button, self.progress, self.progress_label]),
+                self.message,
+                self.review_box,
+                self.numbers_box,
+                self.downloads_box,
+            ]
+        )
+        self.widget.add_class("brats-app")
+
+        self.upload.observe(self._guard(self._on_upload), "value")
+        self.example_button.on_click(self._guard(self._on_example_click))
+        self.predict_button.on_click(self._guard(self._on_predict_click))
+        self.refresh_png_button.on_click(self._guard(self._on_refresh_png))
+        for control in (
+            self.background,
+            self.overlay,
+            self.opacity,
+            self.contrast,
+            self.crosshair,
+            *self.toggles.values(),
+        ):
+            control.observe(self._guard(self._on_display_setting), "value")
+
+    # ---------------------------------------------------------------------------------------------
+    # Messages and errors
+    # ---------------------------------------------------------------------------------------------
+
+    @property
+    def message_text(self) -> str:
+        """The message shown in the page, as plain text."""
+        return html.unescape(re.sub(r"<[^>]+>", "", self.message.value))
+
+    def show_error(self, text: str) -> None:
+        """Show a readable error in the page."""
+        self.message_kind = "error"
+        self.message.value = _message_html(text, "error")
+
+    def show_info(self, text: str) -> None:
+        """Show an information line in the page."""
+        self.message_kind = "info"
+        self.message.value = _message_html(text, "info")
+
+    def clear_message(self) -> None:
+        """Remove the message."""
+        self.message_kind = ""
+        self.message.value = ""
+
+    def _report_exception(self, exc: BaseException) -> None:
+        if isinstance(exc, StudyError | ModelError | ExampleError):
+            self.show_error(str(exc))
+            return
+        log.exception("unexpected error in the dashboard")
+        text = str(exc).splitlines()[0][:300] if str(exc) else ""
+        self.show_error(
+            f"Unexpected error ({type(exc).__name__}{': ' + text if text else ''}). The details are in the "
+            "server log; the app is still usable: try again, or load another study."
+        )
+
+    def _guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap a widget callback so no exception escapes to the page as a traceback."""
+
+        def wrapped(*args: Any) -> Any:
+            try:
+                return fn(*args)
+            except Exception as exc:  # shown as a message, details logged
+                self._report_exception(exc)
+                return None
+
+        return wrapped
+
+    # ---------------------------------------------------------------------------------------------
+    # Busy state and background work
+    # ---------------------------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """Whether a prediction or an example download is running."""
+        return self._busy
+
+    def _claim(self) -> bool:
+        with self._state_lock:
+            if self._busy:
+                return False
+            self._busy = True
+        self._update_controls()
+        return True
+
+    def _release(self) -> None:
+        with self._state_lock:
+            self._busy = False
+        self._update_controls()
+
+    def _update_controls(self) -> None:
+        busy = self._busy
+        self.predict_button.disabled = busy or self.study is None
+        self.example_button.disabled = busy
+        self.upload.disabled = busy
+        for dropdown in self.modality_dropdowns.values():
+            dropdown.disabled = busy
+        self.refresh_png_button.disabled = busy or self.result is None
+
+    def _start(self, job: Callable[[], None]) -> None:
+        """Run a claimed job here (synchronous) or in a background thread; it releases the claim."""
+
+        def run() -> None:
+            try:
+                job()
+            except Exception as exc:
+                self._report_exception(exc)
+            finally:
+                self._release()
+
+        if self.synchronous:
+            run()
+        else:
+            self._thread = threading.Thread(target=run, name="brats-job", daemon=True)
+            self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for the background job (prediction or example download) to finish."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # ---------------------------------------------------------------------------------------------
+    # Model
+    # ---------------------------------------------------------------------------------------------
+
+    def _preload_model(self) -> None:
+        self.model_status.value = "Model: loading in the background..."
+        try:
+            _wait_for_page_request()
+            self.model()
+        except Exception as exc:  # shown in the status line
+            if not isinstance(exc, ModelError):
+                log.exception("the model could not be loaded")
+
+    def model(self) -> Any:
+        """The model, loaded once per kernel (:func:`brats_seg.model.load_model` caches it).
+
+        Raises:
+            ModelError: When the model folder or card cannot be used (also shown in the status line).
+        """
+        if self._model is not None:
+            return self._model
+        self.model_status.value = "Model: loading..."
+        try:
+            from .model import default_model_dir, load_model
+
+            directory = self.model_dir or default_model_dir()
+            model = load_model(directory)
+        except ModelError as exc:
+            self.model_status.value = (
+                f'<span style="color:#a00">Model not available: {html.escape(str(exc))}</span>'
+            )
+            raise
+        except Exception as exc:
+            self.model_status.value = (
+                f'<span style="color:#a00">Model not available ({html.escape(type(exc).__name__)}: '
+                f"{html.escape(str(exc)[:200])})</span>"
+            )
+            raise ModelError(
+                f"the model in {directory} could not be loaded ({type(exc).__name__}: {exc})"
+            ) from exc
+        card = model.card
+        spacing = "x".join(f"{s:g}" for s in card.spacing)
+        roi = "x".join(str(r) for r in card.roi_size)
+        self.model_status.value = (
+            f"Model: <b>{html.escape(card.name)}</b> ready ({len(model.networks)} network(s), "
+            f"{spacing} mm, window {roi} voxels) from {html.escape(str(model.directory))}"
+        )
+        self._model = model
+        return model
+
+    # ---------------------------------------------------------------------------------------------
+    # Files
+    # ---------------------------------------------------------------------------------------------
+
+    def _on_upload(self, change: Mapping[str, Any]) -> None:
+        files = upload_files(change["new"])
+        if not files:
+            return
+        if self._busy:
+            self.show_error("Busy: wait for the current run to finish, then upload again.")
+            return
+        self.set_files(files)
+
+    def set_files(self, files: Mapping[str, bytes | memoryview], *, origin: str = "upload") -> Study | None:
+        """Show the given files with their detected sequences and load the study if it is complete.
+
+        Args:
+            files: File name -> content (four or five NIfTI files, or one .zip).
+            origin: Where they come from, for the information line.
+
+        Returns:
+            The loaded study, or None (the reason is shown in the message area).
+        """
+        self._reset_results()
+        self.files = dict(files)
+        self.entries = list_entries(self.files)
+        self._build_file_rows()
+        return self._load_study(origin=origin)
+
+    def _build_file_rows(self) -> None:
+        rows = []
+        self.modality_dropdowns = {}
+        for entry in self.entries:
+            where = f" (in {entry.source})" if entry.source != entry.name else ""
+            size = f", {_size(entry.size)}" if entry.size else ""
+            label = widgets.HTML(
+                f"<code>{html.escape(entry.name)}</code>{html.escape(where + size)}",
+                layout=widgets.Layout(width="420px"),
+            )
+            if entry.nifti:
+                detected = entry.detected or ""
+                note = f"detected: {detected}" if detected else "not recognised from the name: choose"
+                dropdown = widgets.Dropdown(
+                    options=list(MODALITY_CHOICES), value=detected, layout=widgets.Layout(width="200px")
+                )
+                dropdown.add_class("brats-modality")
+                dropdown.observe(self._guard(self._on_modality_change), "value")
+                self.modality_dropdowns[entry.name] = dropdown
+                row = widgets.HBox([label, dropdown, widgets.Label(note)])
+            else:
+                reason = (
+                    "not a NIfTI file" if not entry.name.lower().endswith(".zip") else "not a readable zip"
+                )
+                row = widgets.HBox([label, widgets.Label(reason)])
+            row.add_class("brats-file-row")
+            rows.append(row)
+        self.files_box.children = rows
+
+    def mapping(self) -> dict[str, str]:
+        """File name -> sequence as chosen in the dropdowns (the explicit mapping given to io)."""
+        return {name: dropdown.value for name, dropdown in self.modality_dropdowns.items() if dropdown.value}
+
+    def _on_modality_change(self, change: Mapping[str, Any]) -> None:
+        if self._syncing or self._busy:
+            return
+        self._reset_results()
+        self._load_study(origin="upload")
+
+    def _load_study(self, *, origin: str) -> Study | None:
+        self.study = None
+        self.viewer = None
+        self.review_box.layout.display = "none"
+        self._update_controls()
+        unchosen = [name for name, dropdown in self.modality_dropdowns.items() if not dropdown.value]
+        if unchosen:
+            self.show_error(
+                f"{', '.join(unchosen)}: cannot tell which sequence the file holds from its name; choose it "
+                "in the list next to the file (T1, T1CE, T2, FLAIR, ground truth or ignore)."
+            )
+            return None
+        study = io.load_study_from_bytes(self.files, mapping=self.mapping() or None)
+        self.study = study
+        self._show_study(study)
+        found = ", ".join(f"{m} {study.sources[m]}" for m in MODALITIES)
+        truth = f"; ground truth {study.sources[io.SEG]}" if study.truth is not None else ""
+        spacing = " x ".join(f"{s:g}" for s in study.spacing)
+        shape = " x ".join(str(n) for n in study.shape)
+        self.show_info(
+            f"Loaded {study.name} ({origin}): {shape} voxels of {spacing} mm; {found}{truth}. Press Predict."
+        )
+        self._update_controls()
+        return study
+
+    # ---------------------------------------------------------------------------------------------
+    # Example
+    # ---------------------------------------------------------------------------------------------
+
+    def _on_example_click(self, _button: Any) -> None:
+        if not self._claim():
+            return
+        self._start(self._example_job)
+
+    def load_example(self) -> Study | None:
+        """Load the example study now (in this thread); returns it, or None after showing why not."""
+        if not self._claim():
+            return None
+        try:
+            return self._example_job()
+        except Exception as exc:
+            self._report_exception(exc)
+            return None
+        finally:
+            self._release()
+
+    def _example_job(self) -> Study | None:
+        if self.example_dir is not None:
+            self.show_info(f"Loading the example study from {self.example_dir} ...")
+            files = read_study_folder(self.example_dir)
+            origin = f"example from {self.example_dir}"
+        else:
+            self.show_info(f"Downloading the example study {EXAMPLE_CASE} from {self.example_url} ...")
+            paths = fetch_example(self.example_url, cache_dir=self.cache_dir)
+            files = {name: path.read_bytes() for name, path in paths.items()}
+            origin = f"example {EXAMPLE_CASE}"
+        return self.set_files(files, origin=origin)
+
+    # ---------------------------------------------------------------------------------------------
+    # Prediction
+    # ---------------------------------------------------------------------------------------------
+
+    def _on_predict_click(self, _button: Any) -> None:
+        if self.study is None or not self._claim():
+            return
+        self._start(self._predict_job)
+
+    def predict(self) -> Result | None:
+        """Run the prediction now, in this thread; returns the result, or None (reason shown)."""
+        if self.study is None or not self._claim():
+            return None
+        try:
+            return self._predict_job()
+        except Exception as exc:
+            self._report_exception(exc)
+            return None
+        finally:
+            self._release()
+
+    def _predict_job(self) -> Result | None:
+        study = self.study
+        if study is None:
+            return None
+        self.run_count += 1
+        start = time.perf_counter()
+        self.progress.value = 0
+        self.progress.bar_style = ""
+        self.progress_label.value = "Loading the model..." if self._model is None else "Preparing..."
+        try:
+            model = self.model()
+            from .pipeline import segment
+
+            self.progress_label.value = "Preparing..."
+            seg = segment(study, model, progress=self._progress_callback(start))
+            self.progress_label.value = f"Computing volumes and scores... {time.perf_counter() - start:.1f} s"
+            result = self._make_result(study, seg, model)
+        except BaseException:
+            self.progress.bar_style = "danger"
+            self.progress_label.value = f"Failed after {time.perf_counter() - start:.1f} s"
+            raise
+        self.result = result
+        self._show_result(result)
+        t = seg.timings
+        self.progress.value = 100
+        self.progress.bar_style = "success"
+        self.progress_label.value = (
+            f"Done in {time.perf_counter() - start:.1f} s (prepare {t.get('prepare', 0):.1f} s, "
+            f"network {t.get('predict', 0):.1f} s, labels {t.get('postprocess', 0):.1f} s)"
+        )
+        wt = result.volumes["regions"]["WT"]["mL"]
+        self.show_info(
+            f"{study.name}: whole tumour {wt:.1f} mL. Review the labels below; downloads at the bottom."
+        )
+        return result
+
+    def _progress_callback(self, start: float) -> Callable[[float], None]:
+        last = {"pct": -1, "t": 0.0}
+
+        def update(fraction: float) -> None:
+            pct = int(max(0.0, min(1.0, float(fraction))) * 100)
+            now = time.perf_counter()
+            if pct != last["pct"] and (now - last["t"] >= 0.1 or pct >= 100):
+                last["pct"], last["t"] = pct, now
+                self.progress.value = pct
+                self.progress_label.value = f"Predicting: {pct}% - {now - start:.1f} s"
+
+        return update
+
+    def _make_result(self, study: Study, seg: Any, model: Any) -> Result:
+        from .cli import study_report
+
+        vols = report.volumes(seg.labels)
+        truth_vols = scores = None
+        if study.truth is not None:
+            from .metrics import score
+
+            truth_vols = report.volumes(study.truth_map)
+            scores = score(seg.labels, study.truth_map)
+        rep = study_report(study, seg, model, vols, scores)
+        with tempfile.TemporaryDirectory(prefix="brats_seg_app_") as tmp:
+            nifti = io.save_labels(seg.labels, Path(tmp) / f"{study.name}_seg.nii.gz").read_bytes()
+        downloads = {
+            f"{study.name}_seg.nii.gz": ("application/gzip", nifti),
+            f"{study.name}_report.json": ("application/json", (json.dumps(rep, indent=2) + "\n").encode()),
+        }
+        return Result(study, seg, vols, truth_vols, scores, rep, downloads)
+
+    def _show_result(self, result: Result) -> None:
+        viewer = self.viewer
+        if viewer is not None:
+            with self._render_lock:
+                viewer.set_labels("prediction", result.segmentation.labels.array)
+                viewer.centre_on(viewer.focus())
+            self._set_overlay_options(
+                ["prediction", *(["truth", "errors"] if result.study.truth is not None else []), "none"],
+                "prediction",
+            )
+            self._sync_sliders()
+            self._render(viz.VIEWS)
+        self.volumes_table.value = volumes_html(result.volumes, result.truth_volumes)
+        self.metrics_table.value = scores_html(result.scores) if result.scores is not None else ""
+        self.numbers_box.layout.display = "flex"
+        self._build_png(result)
+
+    def _build_png(self, result: Result) -> None:
+        viewer = self.viewer
+        kwargs: dict[str, Any] = {}
+        if viewer is not None:
+            s = viewer.settings
+            kwargs = {
+                "background": s.background,
+                "position": list(viewer.position),
+                "mode": s.mode,
+                "opacity": s.opacity,
+                "percentiles": s.percentiles,
+                "visible_labels": sorted(s.visible),
+            }
+        png = viz.export_png(
+            result.study, result.segmentation.labels, result.volumes, scores=result.scores, **kwargs
+        )
+        result.downloads[f"{result.study.name}_views.png"] = ("image/png", png)
+        texts = {
+            ".nii.gz": ("Label map (NIfTI)", "brats-download-nifti"),
+            ".json": ("Report (JSON)", "brats-download-json"),
+            ".png": ("Figure (PNG)", "brats-download-png"),
+        }
+        links = []
+        for name, (mime, data) in result.downloads.items():
+            text, css = next(v for k, v in texts.items() if name.endswith(k))
+            links.append(data_uri_link(name, data, mime, text, css=css))
+        self.downloads_html.value = " ".join(links)
+        self.downloads_box.layout.display = "flex"
+        self._update_controls()
+
+    def _on_refresh_png(self, _button: Any) -> None:
+        if self.result is not None and not self._busy:
+            self._build_png(self.result)
+
+    def downloads(self) -> dict[str, bytes]:
+        """File name -> bytes of the download links shown in the page."""
+        return parse_links(self.downloads_html.value)
+
+    def volumes_shown(self) -> dict[str, dict[str, float]]:
+        """The volumes table as displayed: name (NCR, ED, ET, TC, WT) -> column -> mL."""
+        return parse_table(self.volumes_table.value)
+
+    def scores_shown(self) -> dict[str, dict[str, float]]:
+        """The Dice / HD95 table as displayed: region -> ``{"dice", "hd95"}`` (empty without truth)."""
+        return parse_table(self.metrics_table.value)
+
+    def _reset_results(self) -> None:
+        self.result = None
+        self.volumes_table.value = ""
+        self.metrics_table.value = ""
+        self.downloads_html.value = ""
+        self.numbers_box.layout.display = "none"
+        self.downloads_box.layout.display = "none"
+        self.progress.value = 0
+        self.progress.bar_style = ""
+        self.progress_label.value = ""
+        if self.viewer is not None:
+            with self._render_lock:
+                self.viewer.set_labels("prediction", None)
+        self._update_controls()
+
+    # ---------------------------------------------------------------------------------------------
+    # Review
+    # ---------------------------------------------------------------------------------------------
+
+    def _show_study(self, study: Study) -> None:
+        with self._render_lock:
+            viewer = viz.SliceViewer.from_study(study, background=self.background.value)
+            viewer.update(
+                opacity=float(self.opacity.value),
+                percentiles=tuple(self.contrast.value),
+                visible=self._visible(),
+                crosshair=bool(self.crosshair.value),
+            )
+            viewer.centre_on(viewer.focus())
+            self.viewer = viewer
+        modes = ["truth", "none"] if study.truth is not None else ["none"]
+        self._set_overlay_options(modes, modes[0])
+        self._sync_sliders()
+        self._render(viz.VIEWS)
+        self.review_box.layout.display = "flex"
+
+    def _visible(self) -> list[int]:
+        return [value for value, box in self.toggles.items() if box.value]
+
+    def _set_overlay_options(self, modes: list[str], value: str) -> None:
+        self._syncing = True
+        try:
+            self.overlay.options = [(OVERLAY_CHOICES[m], m) for m in modes]
+            self.overlay.value = value
+        finally:
+            self._syncing = False
+        if self.viewer is not None:
+            with self._render_lock:
+                self.viewer.update(mode=value)
+        self.error_legend.layout.display = "block" if value == "errors" else "none"
+
+    def _sync_sliders(self) -> None:
+        viewer = self.viewer
+        if viewer is None:
+            return
+        self._syncing = True
+        try:
+            for view, slider in self.sliders.items():
+                axis = viz.VIEW_AXIS[view]
+                slider.max = max(viewer.shape[axis] - 1, 1)
+                slider.value = int(viewer.position[axis])
+        finally:
+            self._syncing = False
+
+    def _render(self, views: list[str] | tuple[str, ...]) -> None:
+        viewer = self.viewer
+        if viewer is None:
+            return
+        with self._render_lock:
+            for view in views:
+                self.images[view].value = viewer.png(view)
+
+    def _on_slider(self, view: str, change: Mapping[str, Any]) -> None:
+        if self._syncing or self.viewer is None:
+            return
+        start = time.perf_counter()
+        with self._render_lock:
+            changed = self.viewer.move(view, int(change["new"]))
+            self._render(changed)
+        self.last_redraw_s = time.perf_counter() - start
+
+    def _on_display_setting(self, change: Mapping[str, Any]) -> None:
+        if self._syncing or self.viewer is None:
+            return
+        mode = self.overlay.value
+        self.error_legend.layout.display = "block" if mode == "errors" else "none"
+        with self._render_lock:
+            changed = self.viewer.update(
+                background=self.background.value,
+                mode=mode,
+                opacity=float(self.opacity.value),
+                percentiles=tuple(self.contrast.value),
+                visible=self._visible(),
+                crosshair=bool(self.crosshair.value),
+            )
+            if changed:
+                self._render(viz.VIEWS)
+
+    def move(self, view: str, index: int) -> float:
+        """Move a view's slider as a user would; returns the seconds the redraw took."""
+        self.sliders[view].value = int(index)
+        return self.last_redraw_s

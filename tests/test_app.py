@@ -1,0 +1,678 @@
+"""Tests for the dashboard (``brats_seg.app``) without a browser: real uploaded bytes, real clicks,
+the tiny exported model (``tiny_model_dir``) and, marked ``data``, the real BraTS case."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import io as _io
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import ipywidgets as widgets
+import nibabel as nib
+import numpy as np
+import pytest
+from helpers import brats_affine, tiny_volumes, write_nifti
+from PIL import Image
+
+from brats_seg import app as app_module
+from brats_seg import metrics, report, viz
+from brats_seg.app import App, ExampleError, fetch_example, list_entries, parse_table, upload_files
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def upload_value(files: Mapping[str, bytes | Path] | list[Path]) -> tuple[dict, ...]:
+    """A ``FileUpload.value`` as ipywidgets 8 makes it from the browser's files."""
+    if not isinstance(files, Mapping):
+        files = {Path(p).name: Path(p) for p in files}
+    now = dt.datetime.now(dt.UTC)
+    value = []
+    for name, data in files.items():
+        content = data.read_bytes() if isinstance(data, Path) else bytes(data)
+        value.append(
+            {
+                "name": name,
+                "type": "application/octet-stream",
+                "size": len(content),
+                "content": memoryview(content),
+                "last_modified": now,
+            }
+        )
+    return tuple(value)
+
+
+def study_files(paths: Mapping[str, Path], *, seg: bool = True) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for m, p in paths.items() if seg or m != "SEG"}
+
+
+def make_app(model_dir: Path, tmp_path: Path, **kwargs) -> App:
+    return App(model_dir=model_dir, cache_dir=tmp_path / "cache", synchronous=True, **kwargs)
+
+
+def check_downloads(app: App, study_shape: tuple[int, ...], affine: np.ndarray) -> dict[str, bytes]:
+    """The three download links decode to a NIfTI with the study's geometry, a JSON report and a PNG."""
+    files = app.downloads()
+    name = app.study.name
+    assert set(files) == {f"{name}_seg.nii.gz", f"{name}_report.json", f"{name}_views.png"}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}_seg.nii.gz"
+        path.write_bytes(files[f"{name}_seg.nii.gz"])
+        image = nib.load(path)
+        assert image.shape == study_shape
+        np.testing.assert_allclose(image.affine, affine, atol=1e-5)
+        data = np.asarray(image.dataobj)
+        np.testing.assert_array_equal(data, app.result.segmentation.labels.array)
+        assert set(np.unique(data).tolist()) <= {0, 1, 2, 4}
+    rep = json.loads(files[f"{name}_report.json"])
+    assert rep["study"] == name and rep["shape"] == list(study_shape)
+    assert rep["volumes"] == json.loads(json.dumps(app.result.volumes))
+    png = Image.open(_io.BytesIO(files[f"{name}_views.png"]))
+    assert png.format == "PNG" and png.size[0] > 600
+    return files
+
+
+def check_numbers(app: App, *, rescore: bool = True) -> None:
+    """The tables show exactly report.volumes / metrics.score of the label map (``rescore=False``:
+    compare the scores with those the app computed, to save an HD95 on a big volume)."""
+    labels = app.result.segmentation.labels
+    vols = report.volumes(labels)
+    shown = app.volumes_shown()
+    assert list(shown) == ["NCR", "ED", "ET", "TC", "WT"]
+    for name, _, ml in report.volumes_table(vols):
+        assert shown[name]["prediction"] == ml
+    if app.study.truth is not None:
+        truth_vols = report.volumes(app.study.truth_map)
+        for name, _, ml in report.volumes_table(truth_vols):
+            assert shown[name]["truth"] == ml
+        scores = metrics.score(labels, app.study.truth_map) if rescore else app.result.scores
+        assert app.scores_shown() == {r: {"dice": s["dice"], "hd95": s["hd95"]} for r, s in scores.items()}
+    else:
+        assert app.scores_shown() == {}
+
+
+def predict_ok(app: App) -> None:
+    """Predict is enabled, a click runs it, and the result has the input's shape."""
+    assert not app.predict_button.disabled, app.message_text
+    app.predict_button.click()
+    assert app.message_kind == "info", app.message_text
+    assert app.result is not None
+    assert app.result.segmentation.labels.shape == app.study.shape
+    assert app.progress.value == 100 and app.progress_label.value.startswith("Done")
+
+
+def all_widgets(root: widgets.Widget) -> list[widgets.Widget]:
+    out, stack = [], [root]
+    while stack:
+        w = stack.pop()
+        out.append(w)
+        stack.extend(getattr(w, "children", ()))
+    return out
+
+
+@pytest.fixture
+def tiny_paths(tiny_study) -> dict[str, Path]:
+    return tiny_study()
+
+
+@pytest.fixture
+def app(tiny_model_dir: Path, tmp_path: Path) -> App:
+    return make_app(tiny_model_dir, tmp_path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Structure
+# --------------------------------------------------------------------------------------------------
+
+
+def test_importing_the_app_does_not_import_torch() -> None:
+    code = "import sys, brats_seg.app; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "False"
+
+
+def test_stable_css_classes_and_no_icons(tmp_path: Path) -> None:
+    app = App(model_dir=tmp_path, synchronous=True)
+    classes = {c for w in all_widgets(app.widget) for c in getattr(w, "_dom_classes", ())}
+    expected = {
+        "brats-app",
+        "brats-model-status",
+        "brats-upload",
+        "brats-example",
+        "brats-files",
+        "brats-predict",
+        "brats-progress",
+        "brats-progress-label",
+        "brats-message",
+        "brats-review",
+        "brats-background",
+        "brats-overlay-mode",
+        "brats-opacity",
+        "brats-contrast",
+        "brats-crosshair",
+        "brats-toggle-ncr",
+        "brats-toggle-ed",
+        "brats-toggle-et",
+        "brats-legend-errors",
+        "brats-volumes",
+        "brats-metrics",
+        "brats-downloads",
+        "brats-refresh-png",
+        *(f"brats-view-{v}" for v in viz.VIEWS),
+        *(f"brats-slider-{v}" for v in viz.VIEWS),
+    }
+    assert expected <= classes, expected - classes
+    for w in all_widgets(app.widget):
+        assert getattr(w, "icon", "") == "", f"{type(w).__name__} uses an icon (icon fonts need a CDN)"
+    assert app.predict_button.disabled
+
+
+def test_notebook_only_wires_the_app_and_has_no_outputs() -> None:
+    nb = json.loads((ROOT / "app.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert 1 <= len(code) <= 3
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    source = "".join("".join(c["source"]) for c in code)
+    assert "from brats_seg.app import App" in source and "App()" in source
+
+
+def test_voila_configuration() -> None:
+    config = json.loads((ROOT / "voila.json").read_text())
+    assert config["VoilaConfiguration"] == {"preheat_kernel": True, "default_pool_size": 1}
+    assert config["Voila"]["tornado_settings"]["websocket_max_message_size"] >= 200 * 1024**2
+    assert config["MappingKernelManager"] == {"cull_idle_timeout": 1800, "cull_interval": 300}
+    procfile = (ROOT / "Procfile").read_text().strip()
+    assert procfile == "web: voila --port=$PORT --no-browser --Voila.ip=0.0.0.0 app.ipynb"
+    assert "requirements.txt" in (ROOT / "binder" / "requirements.txt").read_text()
+
+
+def test_upload_files_accepts_both_ipywidgets_formats() -> None:
+    assert upload_files(upload_value({"a_t1.nii.gz": b"x"})) == {"a_t1.nii.gz": memoryview(b"x")}
+    assert upload_files({"a.nii": {"content": b"y"}}) == {"a.nii": b"y"}
+    assert upload_files(()) == {}
+
+
+def test_list_entries_reads_zip_members_like_io(tiny_paths: dict[str, Path]) -> None:
+    buffer = _io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for p in tiny_paths.values():
+            z.write(p, f"Tiny_001/{p.name}")
+        z.writestr("__MACOSX/Tiny_001/._Tiny_001_t1.nii.gz", b"junk")
+        z.writestr("Tiny_001/.DS_Store", b"junk")
+        z.writestr("Tiny_001/notes.txt", b"hello")
+    entries = list_entries({"study.zip": buffer.getvalue()})
+    assert sorted((e.name, e.detected) for e in entries) == sorted((p.name, m) for m, p in tiny_paths.items())
+    assert all(e.source == "study.zip" and e.nifti for e in entries)
+    assert list_entries({"broken.zip": b"PK nonsense"})[0].nifti is False
+
+
+# --------------------------------------------------------------------------------------------------
+# Upload, predict, numbers, downloads (tiny study)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_upload_predict_review_and_download(app: App, tiny_paths: dict[str, Path]) -> None:
+    assert app.predict_button.disabled
+    app.upload.value = upload_value(list(tiny_paths.values()))
+    assert app.message_kind == "info", app.message_text
+    assert "Loaded Tiny_001" in app.message_text and "ground truth" in app.message_text
+    rows = {row.children[0].value for row in app.files_box.children}
+    assert len(rows) == 5
+    assert {d.value for d in app.modality_dropdowns.values()} == {"T1", "T1CE", "T2", "FLAIR", "SEG"}
+    # the scan is shown (with the ground truth) before any prediction
+    assert app.review_box.layout.display == "flex"
+    assert all(bytes(app.images[v].value).startswith(b"\x89PNG") for v in viz.VIEWS)
+
+    progress: list[int] = []
+    app.progress.observe(lambda change: progress.append(change["new"]), "value")
+    predict_ok(app)
+    assert progress and progress[-1] == 100 and progress == sorted(progress)
+    assert "ready" in app.model_status.value
+    check_numbers(app)
+    shape = app.study.shape
+    check_downloads(app, shape, app.study.affine)
+    assert [o[1] for o in app.overlay.options] == ["prediction", "truth", "errors", "none"]
+    assert app.overlay.value == "prediction"
+
+
+def test_views_open_on_the_largest_tumour_and_sliders_redraw_only_the_moved_view(
+    app: App, tiny_paths: dict[str, Path]
+) -> None:
+    app.upload.value = upload_value(list(tiny_paths.values()))
+    predict_ok(app)
+    viewer = app.viewer
+    canon = viz.to_canonical(app.result.segmentation.labels.array, app.study.affine)
+    expected = (
+        viz.largest_tumour_slices(canon)
+        if canon.any()
+        else viz.largest_tumour_slices(viz.to_canonical(app.study.truth, app.study.affine))
+    )
+    assert tuple(viewer.position) == expected
+    assert [app.sliders[v].value for v in viz.VIEWS] == [expected[viz.VIEW_AXIS[v]] for v in viz.VIEWS]
+
+    before = {v: app.images[v].value for v in viz.VIEWS}
+    composed = dict(viewer.composed)
+    app.move("axial", app.sliders["axial"].value - 1)
+    assert viewer.composed == {**composed, "axial": composed["axial"] + 1}
+    assert all(app.images[v].value != before[v] for v in viz.VIEWS)  # crosshair lines moved
+
+    app.crosshair.value = False
+    before = {v: app.images[v].value for v in viz.VIEWS}
+    encoded = dict(viewer.encoded)
+    app.move("sagittal", app.sliders["sagittal"].value + 1)
+    assert viewer.encoded == {**encoded, "sagittal": encoded["sagittal"] + 1}
+    assert app.images["axial"].value == before["axial"] and app.images["coronal"].value == before["coronal"]
+    assert app.images["sagittal"].value != before["sagittal"]
+
+
+def test_display_controls_redraw(app: App, tiny_paths: dict[str, Path]) -> None:
+    app.upload.value = upload_value(list(tiny_paths.values()))
+    predict_ok(app)
+    for control, value in [
+        (app.opacity, 0.9),
+        (app.contrast, (5.0, 95.0)),
+        (app.background, "FLAIR"),
+        (app.toggles[2], False),
+        (app.overlay, "truth"),
+    ]:
+        before = app.images["axial"].value
+        control.value = value
+        assert app.images["axial"].value != before, control.description
+    app.overlay.value = "errors"
+    assert app.error_legend.layout.display == "block"
+    app.overlay.value = "prediction"
+    assert app.error_legend.layout.display == "none"
+    before = app.downloads()[f"{app.study.name}_views.png"]
+    app.refresh_png_button.click()
+    assert app.downloads()[f"{app.study.name}_views.png"] != before
+
+
+def test_zip_upload(app: App, tiny_paths: dict[str, Path]) -> None:
+    buffer = _io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for m, p in tiny_paths.items():
+            if m != "SEG":
+                z.write(p, f"Tiny_001/{p.name}")
+    app.upload.value = upload_value({"Tiny_001.zip": buffer.getvalue()})
+    assert app.study is not None and app.study.name == "Tiny_001" and app.study.truth is None
+    predict_ok(app)
+    check_numbers(app)
+    assert [o[1] for o in app.overlay.options] == ["prediction", "none"]
+
+
+def test_predict_is_disabled_until_four_sequences_are_assigned(app: App, tiny_paths: dict[str, Path]) -> None:
+    three = {p.name: p.read_bytes() for m, p in tiny_paths.items() if m in ("T1", "T1CE", "T2")}
+    app.upload.value = upload_value(three)
+    assert app.predict_button.disabled and app.study is None
+    assert app.message_kind == "error" and "missing FLAIR" in app.message_text
+    app.predict_button.click()
+    assert app.result is None and app.run_count == 0
+    app.upload.value = upload_value(study_files(tiny_paths, seg=False))
+    assert not app.predict_button.disabled
+    predict_ok(app)
+
+
+def test_dropdown_corrects_an_unrecognised_name(app: App, tiny_paths: dict[str, Path]) -> None:
+    files = study_files(tiny_paths, seg=False)
+    files["scan_003.nii.gz"] = files.pop(tiny_paths["T2"].name)
+    app.upload.value = upload_value(files)
+    assert app.predict_button.disabled
+    assert "scan_003.nii.gz" in app.message_text and "choose" in app.message_text
+    assert app.modality_dropdowns["scan_003.nii.gz"].value == ""
+    app.modality_dropdowns["scan_003.nii.gz"].value = "T2"
+    assert app.study is not None and app.study.sources["T2"] == "scan_003.nii.gz"
+    predict_ok(app)
+
+
+def test_dropdown_corrects_swapped_names(app: App, tiny_paths: dict[str, Path]) -> None:
+    files = study_files(tiny_paths, seg=False)
+    t1, t1ce = tiny_paths["T1"].name, tiny_paths["T1CE"].name
+    files[t1], files[t1ce] = files[t1ce], files[t1]  # T1 content behind the T1CE name and vice versa
+    app.upload.value = upload_value(files)
+    wrong = app.study.images["T1"].copy()
+    app.modality_dropdowns[t1].value = "T1CE"  # intermediate state: two files for T1CE
+    assert app.predict_button.disabled and "T1CE" in app.message_text
+    app.modality_dropdowns[t1ce].value = "T1"
+    assert not app.predict_button.disabled
+    truth_t1 = np.asarray(nib.load(tiny_paths["T1"]).dataobj, dtype=np.float32)
+    np.testing.assert_array_equal(app.study.images["T1"], truth_t1)
+    assert not np.array_equal(app.study.images["T1"], wrong)
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad uploads: a readable message, and the app stays usable
+# --------------------------------------------------------------------------------------------------
+
+
+def _corrupt_gzip(paths: dict[str, Path], tmp: Path) -> dict[str, bytes]:
+    files = study_files(paths, seg=False)
+    name = paths["T1"].name
+    files[name] = files[name][: len(files[name]) // 2]
+    return files
+
+
+def _three_files(paths: dict[str, Path], tmp: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for m, p in paths.items() if m in ("T1", "T2", "FLAIR")}
+
+
+def _mismatched_shapes(paths: dict[str, Path], tmp: Path) -> dict[str, bytes]:
+    files = study_files(paths, seg=False)
+    images, _ = tiny_volumes((30, 32, 24), seed=5)
+    other = write_nifti(tmp / paths["FLAIR"].name, images["FLAIR"], brats_affine((30, 32, 24)))
+    files[other.name] = other.read_bytes()
+    return files
+
+
+def _not_nifti_content(paths: dict[str, Path], tmp: Path) -> dict[str, bytes]:
+    files = study_files(paths, seg=False)
+    png = _io.BytesIO()
+    Image.new("RGB", (8, 8)).save(png, format="PNG")
+    files[paths["T2"].name] = gzip.compress(png.getvalue())
+    return files
+
+
+def _not_nifti_name(paths: dict[str, Path], tmp: Path) -> dict[str, bytes]:
+    return {**study_files(paths, seg=False), "notes.txt": b"some notes"}
+
+
+def _seg_label_3(paths: dict[str, Path], tmp: Path) -> dict[str, bytes]:
+    files = study_files(paths, seg=False)
+    seg = np.asarray(nib.load(paths["SEG"]).dataobj).copy()
+    seg[seg == 4] = 3
+    bad = write_nifti(tmp / paths["SEG"].name, seg.astype(np.uint8), brats_affine(seg.shape))
+    files[bad.name] = bad.read_bytes()
+    return files
+
+
+def _zip_escaping(paths: dict[str, Path], tmp: Path) -> dict[str, bytes]:
+    buffer = _io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for m, p in paths.items():
+            z.write(p, f"Tiny_001/{p.name}" if m != "T1" else f"../{p.name}")
+    return {"Tiny_001.zip": buffer.getvalue()}
+
+
+BAD_UPLOADS = {
+    "corrupt_gzip": (_corrupt_gzip, "corrupt or truncated gzip"),
+    "three_files": (_three_files, "missing T1CE"),
+    "mismatched_shapes": (_mismatched_shapes, r"shape \(30, 32, 24\) differs"),
+    "not_nifti_content": (_not_nifti_content, "not a NIfTI file"),
+    "not_nifti_name": (_not_nifti_name, "notes.txt: not a NIfTI file name"),
+    "seg_label_3": (_seg_label_3, "unexpected label values 3"),
+    "zip_escaping": (_zip_escaping, "outside the archive folder"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_UPLOADS))
+def test_bad_upload_shows_a_message_and_the_app_stays_usable(
+    kind: str, app: App, tiny_paths: dict[str, Path], tmp_path: Path
+) -> None:
+    make, expected = BAD_UPLOADS[kind]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    app.upload.value = upload_value(make(tiny_paths, bad))
+    assert app.message_kind == "error"
+    assert re.search(expected, app.message_text), app.message_text
+    assert "Traceback" not in app.message_text and "Unexpected" not in app.message_text
+    assert app.predict_button.disabled and app.study is None
+    app.upload.value = upload_value(list(tiny_paths.values()))
+    predict_ok(app)
+
+
+def test_unexpected_error_is_a_short_message_and_the_app_recovers(
+    app: App, tiny_paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import brats_seg.pipeline
+
+    app.upload.value = upload_value(list(tiny_paths.values()))
+    real = brats_seg.pipeline.segment
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)\nwith a second line")
+
+    monkeypatch.setattr(brats_seg.pipeline, "segment", broken)
+    app.predict_button.click()
+    assert app.message_kind == "error"
+    assert app.message_text.startswith("Unexpected error (RuntimeError: CUDA out of memory (simulated))")
+    assert "second line" not in app.message_text and "Traceback" not in app.message_text
+    assert app.progress.bar_style == "danger" and not app.busy
+    monkeypatch.setattr(brats_seg.pipeline, "segment", real)
+    predict_ok(app)
+
+
+def test_model_error_is_shown_and_the_app_stays_usable(
+    tiny_model_dir: Path, tiny_paths: dict[str, Path], tmp_path: Path
+) -> None:
+    app = make_app(tmp_path / "no_model", tmp_path)
+    app.upload.value = upload_value(list(tiny_paths.values()))
+    app.predict_button.click()
+    assert app.message_kind == "error" and "model.json" in app.message_text
+    assert "Model not available" in app.model_status.value
+    assert not app.predict_button.disabled
+    app.model_dir = tiny_model_dir  # the folder is fixed: the next click works
+    predict_ok(app)
+
+
+# --------------------------------------------------------------------------------------------------
+# One run at a time
+# --------------------------------------------------------------------------------------------------
+
+
+def test_a_second_click_while_running_starts_nothing(app: App, tiny_paths: dict[str, Path]) -> None:
+    app.upload.value = upload_value(list(tiny_paths.values()))
+    states: list[bool] = []
+
+    def click_again(change) -> None:
+        states.append(app.predict_button.disabled)
+        app.predict_button.click()
+
+    app.progress.observe(click_again, "value")
+    predict_ok(app)
+    assert app.run_count == 1
+    assert states and all(states)  # disabled while running
+    assert not app.predict_button.disabled
+
+
+def test_background_thread_run_updates_progress_and_runs_once(
+    tiny_model_dir: Path, tiny_paths: dict[str, Path], tmp_path: Path
+) -> None:
+    app = App(model_dir=tiny_model_dir, cache_dir=tmp_path, synchronous=False)
+    assert app._model_thread is not None
+    app._model_thread.join(60)
+    assert "ready" in app.model_status.value
+    app.upload.value = upload_value(list(tiny_paths.values()))
+    app.predict_button.click()
+    app.predict_button.click()
+    assert app.predict_button.disabled or app.result is not None
+    app.wait(60)
+    assert app.run_count == 1
+    assert app.result is not None and app.progress.value == 100 and not app.busy
+    assert not app.predict_button.disabled
+
+
+# --------------------------------------------------------------------------------------------------
+# The example study
+# --------------------------------------------------------------------------------------------------
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_fetch_example_downloads_checks_and_caches(tiny_paths: dict[str, Path], tmp_path: Path) -> None:
+    folder = tiny_paths["T1"].parent
+    pinned = {p.name: _sha(p) for p in tiny_paths.values()}
+    got = fetch_example(folder.as_uri(), files=pinned, cache_dir=tmp_path, timeout=5)
+    assert {n: _sha(p) for n, p in got.items()} == pinned
+    assert all(p.parent == tmp_path / "examples" for p in got.values())
+    # cached: a broken address is not even asked
+    again = fetch_example("file:///nonexistent/folder", files=pinned, cache_dir=tmp_path)
+    assert again == got
+
+
+def test_fetch_example_failures(tiny_paths: dict[str, Path], tmp_path: Path) -> None:
+    folder = tiny_paths["T1"].parent
+    name = tiny_paths["T1"].name
+    with pytest.raises(ExampleError, match="could not download the example file"):
+        fetch_example((tmp_path / "missing").as_uri(), files={name: "0" * 64}, cache_dir=tmp_path)
+    with pytest.raises(ExampleError, match="could not download"):
+        fetch_example("http://127.0.0.1:9/nothing", files={name: "0" * 64}, cache_dir=tmp_path, timeout=2)
+    with pytest.raises(
+        ExampleError, match=f"{name}: the file downloaded from .* has sha256 .*expected 0+; it was discarded"
+    ):
+        fetch_example(folder.as_uri(), files={name: "0" * 64}, cache_dir=tmp_path)
+    assert not list((tmp_path / "examples").iterdir())  # nothing half-written or unverified is kept
+
+
+def test_example_button_failures_leave_the_app_usable(
+    tiny_model_dir: Path, tiny_paths: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(app_module.EXAMPLE_DIR_ENV, raising=False)
+    app = make_app(tiny_model_dir, tmp_path, example_url=(tmp_path / "nowhere").as_uri())
+    app.example_button.click()
+    assert app.message_kind == "error" and "could not download the example file" in app.message_text
+    assert not app.example_button.disabled and not app.busy
+    # a server that sends other bytes than the pinned ones
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    for name in app_module.EXAMPLE_FILES:
+        (wrong / name).write_bytes(b"not the example")
+    app.example_url = wrong.as_uri()
+    app.example_button.click()
+    assert app.message_kind == "error" and "sha256" in app.message_text and "discarded" in app.message_text
+    # a configured example folder that is not there
+    app.example_dir = tmp_path / "no_such_study"
+    app.example_button.click()
+    assert app.message_kind == "error" and "example folder" in app.message_text
+    app.upload.value = upload_value(list(tiny_paths.values()))
+    predict_ok(app)
+
+
+def test_example_url_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(app_module.EXAMPLE_DIR_ENV, raising=False)
+    monkeypatch.setenv(app_module.EXAMPLE_URL_ENV, "file:///somewhere")
+    assert App(model_dir=tmp_path, synchronous=True).example_url == "file:///somewhere"
+    monkeypatch.delenv(app_module.EXAMPLE_URL_ENV)
+    assert App(model_dir=tmp_path, synchronous=True).example_url == app_module.EXAMPLE_URL
+
+
+@pytest.mark.data
+def test_load_example_from_a_local_folder(
+    demo_case: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(app_module.EXAMPLE_DIR_ENV, str(demo_case))
+    app = make_app(tiny_model_dir, tmp_path)
+    assert app.example_dir == demo_case
+    app.example_button.click()
+    assert app.message_kind == "info", app.message_text
+    assert app.study.name == "BraTS-GLI-00001-000" and app.study.truth is None
+    assert {d.value for d in app.modality_dropdowns.values()} == {"T1", "T1CE", "T2", "FLAIR"}
+    assert not app.predict_button.disabled
+
+
+@pytest.mark.data
+def test_load_example_from_a_file_url(
+    brats_case: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(app_module.EXAMPLE_DIR_ENV, raising=False)
+    app = make_app(tiny_model_dir, tmp_path, example_url=brats_case.as_uri())
+    app.example_button.click()
+    assert app.message_kind == "info", app.message_text
+    assert app.study.name == "Brats18_CBICA_ABM_1" and app.study.truth is not None
+    cached = sorted(p.name for p in (tmp_path / "cache" / "examples").iterdir())
+    assert cached == sorted(app_module.EXAMPLE_FILES)
+    assert not app.predict_button.disabled
+
+
+# --------------------------------------------------------------------------------------------------
+# The real case, end to end (one prediction shared by the tests below)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_app(brats_case: Path, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> App:
+    app = make_app(tiny_model_dir, tmp_path_factory.mktemp("real_app"))
+    app.upload.value = upload_value(sorted(brats_case.iterdir()))
+    assert app.message_kind == "info", app.message_text
+    start = time.perf_counter()
+    # One torch thread: with another process busy on this 2-core machine, two OpenMP threads on the
+    # tiny model's 16^3 windows thrash (about 90 s instead of 1 s). The app's behaviour is the same.
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        predict_ok(app)
+    finally:
+        torch.set_num_threads(threads)
+    print(
+        f"\nreal case: predict + volumes + scores + downloads {time.perf_counter() - start:.1f} s "
+        f"(segment timings {app.result.segmentation.timings})"
+    )
+    return app
+
+
+@pytest.mark.data
+def test_real_case_labels_numbers_and_downloads(real_app: App) -> None:
+    assert real_app.study.shape == (240, 240, 155)
+    assert real_app.result.segmentation.labels.shape == (240, 240, 155)
+    check_numbers(real_app, rescore=False)
+    assert set(real_app.scores_shown()) == {"ET", "TC", "WT"}
+    check_downloads(real_app, (240, 240, 155), real_app.study.affine)
+
+
+@pytest.mark.data
+def test_real_case_slider_redraw_time(real_app: App) -> None:
+    viewer = real_app.viewer
+    real_app.crosshair.value = True
+    for view in viz.VIEWS:
+        composed = dict(viewer.composed)
+        start = real_app.sliders[view].value
+        times = []
+        for step in range(1, 21):
+            index = (start + (step if step % 2 else -step)) % viewer.shape[viz.VIEW_AXIS[view]]
+            times.append(real_app.move(view, index))
+        assert viewer.composed[view] == composed[view] + 20
+        assert all(viewer.composed[v] == composed[v] for v in viz.VIEWS if v != view)
+        ms = np.array(times) * 1000
+        print(
+            f"\nredraw per {view} slider move (240x240x155, crosshair on, 3 PNGs): "
+            f"mean {ms.mean():.1f} ms, median {np.median(ms):.1f} ms, max {ms.max():.1f} ms"
+        )
+
+
+def test_parse_table_round_trip() -> None:
+    html = app_module.volumes_html(
+        {
+            "labels": {n: {"mL": 1.0 / 3} for n in ("NCR", "ED", "ET")},
+            "regions": {n: {"mL": 2.5} for n in ("ET", "TC", "WT")},
+        }
+    )
+    assert parse_table(html)["NCR"]["prediction"] == 1.0 / 3
+    assert ">0.33<" in html
+
+
+@pytest.fixture(autouse=True)
+def _no_network_example(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may reach the public example address."""
+    real = app_module.urllib.request.urlopen
+
+    def guarded(url, *args, **kwargs):
+        assert not str(url).startswith("https://raw.githubusercontent.com"), "tests must not download"
+        return real(url, *args, **kwargs)
+
+    monkeypatch.setattr(app_module.urllib.request, "urlopen", guarded)
