@@ -1,0 +1,123 @@
+"""The dashboard in a real browser: ``voila app.ipynb`` on a loopback port, driven by Playwright with
+Debian's chromium (never ``playwright install``). Screenshots go to ``artifacts/browser/``.
+
+Skipped with a reason when chromium, Playwright or the real data are missing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "artifacts" / "browser"
+
+pytestmark = [pytest.mark.browser, pytest.mark.data]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def voila_url(tmp_path_factory: pytest.TempPathFactory):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api")
+    if not (ROOT / "model" / "model.json").is_file():
+        pytest.skip("no bundled model in model/")
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("voila") / "voila.log", "w")
+    voila = shutil.which("voila") or str(Path(sys.executable).with_name("voila"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [voila, "app.ipynb", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    files = sorted(str(p) for p in brats_case.glob("*.nii.gz") if not p.name.endswith("_seg.nii.gz"))
+    assert len(files) == 4
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        t0 = time.perf_counter()
+        page.goto(voila_url, timeout=120_000)
+        page.wait_for_selector(".brats-upload", timeout=120_000)
+        print(f"\npage to usable widgets: {time.perf_counter() - t0:.1f} s")
+
+        with page.expect_file_chooser() as fc:
+            page.click(".brats-upload")
+        fc.value.set_files(files)
+        predict = page.locator(".brats-predict button, button.brats-predict").first
+        page.wait_for_function(
+            "() => { const b = document.querySelector('.brats-predict button, button.brats-predict');"
+            " return b && !b.disabled; }", timeout=120_000,
+        )
+        t1 = time.perf_counter()
+        predict.click()
+        page.wait_for_selector(".brats-volumes table", timeout=300_000)
+        page.wait_for_selector(".brats-view-axial", timeout=60_000)
+        print(f"Predict to overlay: {time.perf_counter() - t1:.1f} s")
+        page.screenshot(path=str(ARTIFACTS / "predicted.png"), full_page=True)
+        table = page.inner_text(".brats-volumes")
+        assert "WT" in table and "mL" in table
+        numbers = [float(x) for x in re.findall(r"\d+\.\d+", table)]
+        assert numbers and max(numbers) > 1.0  # a real tumour of several mL
+
+        axial = page.locator(".brats-view-axial").first
+        before = axial.get_attribute("src")
+        slider = page.locator(".brats-slider-axial .ui-slider-handle, .brats-slider-axial [role=slider]").first
+        slider.focus()
+        page.keyboard.press("ArrowUp")
+        page.wait_for_function(
+            "(b) => { const i = document.querySelector('.brats-view-axial');"
+            " return i && i.getAttribute('src') !== b; }", arg=before, timeout=30_000,
+        )
+        page.screenshot(path=str(ARTIFACTS / "slider_moved.png"), full_page=True)
+
+        broken = tmp_path / "broken_t1.nii.gz"
+        broken.write_bytes(Path(files[0]).read_bytes()[:5000])
+        with page.expect_file_chooser() as fc:
+            page.click(".brats-upload")
+        fc.value.set_files([str(broken), *files[1:]])
+        page.wait_for_selector(".brats-message .brats-msg-error", timeout=60_000)
+        message = page.inner_text(".brats-message")
+        page.screenshot(path=str(ARTIFACTS / "bad_upload.png"), full_page=True)
+        assert "broken_t1.nii.gz" in message
+        assert "Traceback" not in page.content()
+        browser.close()
