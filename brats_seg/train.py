@@ -18,6 +18,7 @@ Everything the exported pickle refers to lives in this importable module (cloudp
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import random
@@ -591,23 +592,8 @@ def bundle(runs: Sequence[str | Path], out_dir: str | Path, *, name: str | None 
     held = [set(m["training"].get("held_out_cases", [])) for m in members]
     extra["held_out_cases"] = sorted(set.intersection(*held)) if held else []
     extra["scores"] = {}
-    merged = ModelCard(
-        name=name or (first.name + ("-ensemble" if len(runs) > 1 else "")),
-        files=files,
-        sha256=sha,
-        channels=first.channels,
-        output=first.output,
-        labels=first.labels,
-        spacing=first.spacing,
-        orientation=first.orientation,
-        roi_size=first.roi_size,
-        overlap=first.overlap,
-        sw_batch_size=first.sw_batch_size,
-        mode=first.mode,
-        normalisation=first.normalisation,
-        crop_margin=first.crop_margin,
-        tta_flips=first.tta_flips,
-        extra=extra,
+    merged = dataclasses.replace(
+        first, name=name or (first.name + ("-ensemble" if len(runs) > 1 else "")), files=files, sha256=sha, extra=extra
     )
     merged.save(out / "model.json")
     return merged

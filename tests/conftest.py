@@ -99,3 +99,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_data_dir: Path
     code = main(["train", str(tiny_data_dir), "--output", str(out), *TINY_TRAIN_ARGS])
     assert code == 0
     return out
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One intra-op thread per test module: on a busy 2-core machine OpenMP threads otherwise spin
+    against each other (a tiny prediction took 11.6 s with 2 threads and 0.05 s with 1)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

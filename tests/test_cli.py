@@ -23,15 +23,6 @@ from brats_seg.cli import main
 from brats_seg.types import MODALITIES
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a busy 2-core machine OpenMP threads otherwise spin against each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
     """Run ``brats-seg ARGS`` in this process; returns (exit code, stdout, stderr)."""
     code = main([str(a) for a in args])

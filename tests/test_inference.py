@@ -9,15 +9,6 @@ from torch import nn
 from brats_seg import inference
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a busy 2-core machine OpenMP threads otherwise spin against each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class CountingNet(nn.Module):
     """Wraps a network and counts the windows (batch items) MONAI passes through it."""
 

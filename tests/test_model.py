@@ -22,15 +22,6 @@ from brats_seg.errors import ModelError
 from brats_seg.model import load_model, missing_modules, pickle_modules, sha256_of
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a busy 2-core machine OpenMP threads otherwise spin against each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def copy_model(src: Path, dst: Path) -> Path:
     dst.mkdir(parents=True)
     for name in ("model.json", "model.pkl"):

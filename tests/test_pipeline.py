@@ -43,13 +43,6 @@ def write_stored_study(folder: Path, ornt: np.ndarray) -> tuple[dict[str, Path],
     return paths, labels
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a busy 2-core machine OpenMP threads otherwise spin against each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
