@@ -1050,7 +1050,6 @@ class App:
         return update
 
     def _make_result(self, study: Study, seg: Any, model: Any) -> Result:
-        from .cli import study_report
 
         vols = report.volumes(seg.labels)
         truth_vols = scores = None
@@ -1059,7 +1058,7 @@ class App:
 
             truth_vols = report.volumes(study.truth_map)
             scores = score(seg.labels, study.truth_map)
-        rep = study_report(study, seg, model, vols, scores)
+        rep = report.study_report(study, seg, model, vols, scores)
         with tempfile.TemporaryDirectory(prefix="brats_seg_app_") as tmp:
             nifti = io.save_labels(seg.labels, Path(tmp) / f"{study.name}_seg.nii.gz").read_bytes()
         downloads = {

@@ -20,8 +20,6 @@ from typing import TYPE_CHECKING, Any
 from .errors import ModelError, StudyError
 
 if TYPE_CHECKING:
-    from .model import Model
-    from .pipeline import Segmentation
     from .types import LabelMap, Study
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
@@ -224,38 +222,6 @@ def _resolve_inputs(inputs: Sequence[Path]) -> list[Any]:
     return [list(inputs)]
 
 
-def study_report(
-    study: Study, seg: Segmentation, model: Model, vols: dict[str, Any], scores: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The JSON report of one prediction.
-
-    Args:
-        study: The segmented study (its source file names and sha256 are listed under ``inputs``).
-        seg: What :func:`brats_seg.pipeline.segment` returned.
-        model: The model used (name, file sha256 and folder are recorded).
-        vols: :func:`brats_seg.report.volumes` of the labels.
-        scores: :func:`brats_seg.metrics.score` against the ground truth, when there is one.
-    """
-    from . import __version__
-
-    card = model.card
-    report: dict[str, Any] = {
-        "study": study.name,
-        "inputs": {m: {"file": study.sources.get(m), "sha256": study.sha256.get(m)} for m in study.sources},
-        "shape": list(study.shape),
-        "spacing_mm": list(study.spacing),
-        "model": {"name": card.name, "files": {f: card.sha256[f] for f in card.files}, "directory": str(model.directory)},
-        "settings": seg.settings,
-        "volumes": vols,
-        "timings_s": seg.timings,
-        "brats_seg": __version__,
-        "intended_use": "Research only, not for clinical use.",
-    }
-    if scores is not None:
-        report["scores"] = scores
-    return report
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     from . import io, report
     from .model import load_model
@@ -290,7 +256,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
             scores = score(seg.labels, study.truth_map)
         seg.timings["wall"] = round(time.perf_counter() - t0, 3)
-        rep = study_report(study, seg, model, vols, scores)
+        rep = report.study_report(study, seg, model, vols, scores)
         (args.output / f"{study.name}_report.json").write_text(json.dumps(rep, indent=2) + "\n")
         wt = vols["regions"]["WT"]["mL"]
         print(f"{study.name}: {out_seg} (WT {wt:.1f} mL, {seg.timings['wall']:.1f} s)")

@@ -7,11 +7,16 @@ from voxel counts alone. Pure functions; no I/O.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .postprocess import VALID_LABELS, check_labels
-from .types import LABEL_NAMES, REGIONS, LabelMap
+from .types import LABEL_NAMES, REGIONS, LabelMap, Study
+
+if TYPE_CHECKING:
+    from .model import Model
+    from .pipeline import Segmentation
 
 __all__ = ["DESCRIPTIONS", "TABLE_ROWS", "volumes", "volumes_table"]
 
@@ -76,3 +81,35 @@ def volumes_table(vols: Mapping[str, Mapping[str, Mapping[str, float]]]) -> list
         ``[(name, description, mL), ...]``, e.g. ``("WT", "whole tumour", 12.3)``.
     """
     return [(name, DESCRIPTIONS[name], float(vols[section][name]["mL"])) for section, name in TABLE_ROWS]
+
+
+def study_report(
+    study: Study, seg: Segmentation, model: Model, vols: dict[str, Any], scores: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The JSON report of one prediction.
+
+    Args:
+        study: The segmented study (its source file names and sha256 are listed under ``inputs``).
+        seg: What :func:`brats_seg.pipeline.segment` returned.
+        model: The model used (name, file sha256 and folder are recorded).
+        vols: :func:`brats_seg.report.volumes` of the labels.
+        scores: :func:`brats_seg.metrics.score` against the ground truth, when there is one.
+    """
+    from . import __version__
+
+    card = model.card
+    report: dict[str, Any] = {
+        "study": study.name,
+        "inputs": {m: {"file": study.sources.get(m), "sha256": study.sha256.get(m)} for m in study.sources},
+        "shape": list(study.shape),
+        "spacing_mm": list(study.spacing),
+        "model": {"name": card.name, "files": {f: card.sha256[f] for f in card.files}, "directory": str(model.directory)},
+        "settings": seg.settings,
+        "volumes": vols,
+        "timings_s": seg.timings,
+        "brats_seg": __version__,
+        "intended_use": "Research only, not for clinical use.",
+    }
+    if scores is not None:
+        report["scores"] = scores
+    return report
