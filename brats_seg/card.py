@@ -16,6 +16,9 @@ from .types import MODALITIES
 
 OUTPUT_TYPES = ("regions_sigmoid", "classes_softmax")
 
+#: The settings a card's ``postprocess`` entry may hold (see :func:`brats_seg.postprocess.clean_labels`).
+POSTPROCESS_KEYS: tuple[str, ...] = ("min_component_mm3", "min_component_fraction", "et_min_mm3")
+
 
 @dataclass
 class ModelCard:
@@ -38,6 +41,8 @@ class ModelCard:
         normalisation: ``{"method": "zscore_nonzero", "clip_percentiles": [0.5, 99.5]}``.
         crop_margin: Margin in voxels (at the input spacing) around the brain bounding box.
         tta_flips: Default test-time flip augmentation.
+        postprocess: Settings of :func:`brats_seg.postprocess.clean_labels` (``min_component_mm3``,
+            ``min_component_fraction``, ``et_min_mm3``); empty means none.
         extra: Everything else in the JSON (architecture, versions, training data, scores, use).
     """
 
@@ -58,6 +63,7 @@ class ModelCard:
     )
     crop_margin: int = 8
     tta_flips: bool = False
+    postprocess: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -78,6 +84,16 @@ class ModelCard:
             )
         if len(self.spacing) != 3 or len(self.roi_size) != 3:
             raise ModelError(f"model card {self.name!r}: spacing and roi_size need 3 values each")
+        unknown = sorted(set(self.postprocess) - set(POSTPROCESS_KEYS))
+        if unknown:
+            raise ModelError(
+                f"model card {self.name!r}: postprocess expects keys from {list(POSTPROCESS_KEYS)}, found {unknown}"
+            )
+        for key, value in self.postprocess.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ModelError(
+                    f"model card {self.name!r}: postprocess {key} must be a number >= 0, found {value!r}"
+                )
         missing = [f for f in self.files if f not in self.sha256]
         if missing:
             raise ModelError(f"model card {self.name!r}: no sha256 recorded for {missing}")

@@ -63,6 +63,25 @@ def _overlap(value: str) -> float:
     return x
 
 
+def _non_negative(value: str) -> float:
+    """A number >= 0 (a volume threshold)."""
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, found {value!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, found {value}")
+    return v
+
+
+def _fraction(value: str) -> float:
+    """A fraction in [0, 1]."""
+    v = _non_negative(value)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], found {value}")
+    return v
+
+
 def _positive_int(value: str) -> int:
     """A whole number of at least 1 (window sizes, batch sizes)."""
     try:
@@ -96,6 +115,8 @@ def _add_window_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sw-batch-size", type=_positive_int, default=None, help="windows per forward pass (default: the model card's)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average test-time flips along each axis (default: the model card's tta_flips)")
+    p.add_argument("--postprocess", action=argparse.BooleanOptionalAction, default=True,
+                   help="apply the model card's postprocess rules: drop small tumour islands, tiny ET to NCR (default: on)")
     p.add_argument("--device", type=_device, default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -137,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the card is not changed)")
     _add_window_args(p)
 
-    from .train import TrainConfig
+    from .train import INTENSITY_AUGMENTS, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", formatter_class=_Formatter,
@@ -159,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate (default: from lr_find)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="Ranger weight decay")
     p.add_argument("--pct-start", type=float, default=d.pct_start, help="fraction of fit_flat_cos at the flat learning rate")
+    p.add_argument("--intensity-augment", choices=INTENSITY_AUGMENTS, default=d.intensity_augment,
+                   help="intensity augmentation: mild = joint scale/shift 10%%; strong = per-channel scale/shift, "
+                   "gamma, noise, blur, low resolution; none")
     p.add_argument("--val-patches", type=int, default=d.val_patches, help="validation patches per held-out case")
     p.add_argument("--device", type=_device, default=d.device, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--resume", action="store_true", help="resume from the run folder's last checkpoint")
@@ -171,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run folders written by brats-seg train")
     p.add_argument("--output", "-o", type=Path, required=True, help="model folder to write (e.g. model/)")
     p.add_argument("--name", default=None, help="model name (default: the first run's card name, + -ensemble)")
+    p.add_argument("--min-component-mm3", type=_non_negative, default=0.0, metavar="MM3",
+                   help="card post-processing: drop tumour islands smaller than this (0 = off)")
+    p.add_argument("--min-component-fraction", type=_fraction, default=0.0, metavar="F",
+                   help="card post-processing: drop tumour islands smaller than F x the largest (0 = off)")
+    p.add_argument("--et-min-mm3", type=_non_negative, default=0.0, metavar="MM3",
+                   help="card post-processing: relabel ET as NCR when all ET is smaller than this (0 = off)")
 
     p = sub.add_parser("info", formatter_class=_Formatter, help="print the model card")
     p.add_argument("--model", type=Path, default=None, help="model folder (default: $BRATS_SEG_MODEL, else the bundled model/)")
@@ -199,6 +229,7 @@ def _window_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "sw_batch_size": args.sw_batch_size,
         "tta_flips": args.tta,
         "device": args.device,
+        "postprocessing": args.postprocess,
     }
 
 
@@ -427,7 +458,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         folds=args.folds, fold=args.fold, seed=args.seed, epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,
         batch_size=args.batch_size, patch_size=tuple(args.patch_size), spacing=tuple(args.spacing),
         channels=tuple(args.channels), num_res_units=args.num_res_units, lr=args.lr, weight_decay=args.weight_decay,
-        pct_start=args.pct_start, val_patches=args.val_patches, device=args.device, resume=args.resume, splits=args.splits, progress=not args.no_progress,
+        pct_start=args.pct_start, intensity_augment=args.intensity_augment, val_patches=args.val_patches, device=args.device, resume=args.resume, splits=args.splits, progress=not args.no_progress,
     )
     train(args.data_dir, args.output, config)
     return EXIT_OK
@@ -446,7 +477,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_bundle(args: argparse.Namespace) -> int:
     from .train import bundle
 
-    card = bundle(args.runs, args.output, name=args.name)
+    postprocess = {
+        "min_component_mm3": args.min_component_mm3,
+        "min_component_fraction": args.min_component_fraction,
+        "et_min_mm3": args.et_min_mm3,
+    }
+    card = bundle(args.runs, args.output, name=args.name, postprocess=postprocess)
     print(f"wrote {args.output / 'model.json'} with {len(card.files)} learner(s): {', '.join(card.files)}")
     return EXIT_OK
 

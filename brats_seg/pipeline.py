@@ -42,6 +42,7 @@ def segment(
     mode: str | None = None,
     tta_flips: bool | None = None,
     device: str | None = None,
+    postprocessing: bool = True,
     progress: ProgressCallback | None = None,
 ) -> Segmentation:
     """Segment one study; every knob left as None takes the model card's value.
@@ -55,6 +56,8 @@ def segment(
         mode: Blending, ``"gaussian"`` or ``"constant"``.
         tta_flips: Average test-time flips along each axis.
         device: Torch device; default CUDA when available, else CPU.
+        postprocessing: Apply the card's ``postprocess`` rules (small islands, tiny ET); see
+            :func:`brats_seg.postprocess.clean_labels`.
         progress: Called with the fraction done (0..1).
 
     Returns:
@@ -101,6 +104,11 @@ def segment(
     labels = postprocess.to_labels(full, card).astype(np.uint8)
     # No tumour where every sequence is zero (outside the skull-stripped brain).
     labels[~preprocess.brain_mask(study)] = 0
+    if postprocessing:
+        settings["postprocess"] = postprocess.postprocess_settings(card)
+        labels = postprocess.clean_labels(
+            labels, voxel_volume_mm3=float(np.prod(study.spacing)), **settings["postprocess"]
+        )
     t3 = time.perf_counter()
     label_map = LabelMap(labels, study.affine.copy(), study.header.copy())
     timings = {

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy import ndimage
 
 from .types import LABEL_NAMES, REGIONS
 
@@ -24,7 +25,9 @@ __all__ = [
     "VALID_LABELS",
     "check_labels",
     "classes_to_labels",
+    "clean_labels",
     "labels_to_regions",
+    "postprocess_settings",
     "regions_to_labels",
     "to_labels",
 ]
@@ -215,3 +218,70 @@ def to_labels(probs: np.ndarray, card: ModelCard) -> np.ndarray:
     raise ValueError(
         f"model card {card.name!r}: expected output type 'regions_sigmoid' or 'classes_softmax', found {kind!r}"
     )
+
+
+def clean_labels(
+    labels: np.ndarray,
+    *,
+    voxel_volume_mm3: float,
+    min_component_mm3: float = 0.0,
+    min_component_fraction: float = 0.0,
+    et_min_mm3: float = 0.0,
+) -> np.ndarray:
+    """Remove small, isolated tumour islands and implausibly small enhancing tumour.
+
+    Two rules, each off at its default of 0:
+
+    1. Connected components of the whole tumour (labels 1, 2, 4; 26-connectivity) are removed when
+       smaller than ``min_component_mm3`` or smaller than ``min_component_fraction`` times the largest
+       component. The largest component is always kept, so a prediction never becomes empty here.
+    2. When the total enhancing tumour (label 4) is below ``et_min_mm3``, it is relabelled as NCR
+       (label 1): in BraTS an empty ET is scored as perfect only if the prediction is empty too, and
+       a few scattered ET voxels are more often noise than a real enhancing rim.
+
+    Args:
+        labels: BraTS label map (0, 1, 2, 4).
+        voxel_volume_mm3: Volume of one voxel in mm³ (from the study's header), so that the
+            thresholds mean the same at any resolution.
+        min_component_mm3: Absolute size below which a tumour component is removed.
+        min_component_fraction: Size, relative to the largest component, below which a component is
+            removed (0 to 1).
+        et_min_mm3: Total ET volume below which ET becomes NCR.
+
+    Returns:
+        A new ``uint8`` label map of the same shape.
+
+    Raises:
+        ValueError: for labels outside {0, 1, 2, 4}, a non-positive voxel volume, or negative
+            thresholds or a fraction above 1.
+    """
+    a = np.asarray(labels)
+    check_labels(a, name="clean_labels(labels)")
+    if not voxel_volume_mm3 > 0:
+        raise ValueError(f"clean_labels: expected a positive voxel volume, found {voxel_volume_mm3}")
+    for key, value in (("min_component_mm3", min_component_mm3), ("et_min_mm3", et_min_mm3)):
+        if value < 0:
+            raise ValueError(f"clean_labels: expected {key} >= 0, found {value}")
+    if not 0.0 <= min_component_fraction <= 1.0:
+        raise ValueError(f"clean_labels: expected min_component_fraction in [0, 1], found {min_component_fraction}")
+    out = a.astype(np.uint8, copy=True)
+    if min_component_mm3 > 0 or min_component_fraction > 0:
+        components, n = ndimage.label(out > 0, structure=np.ones((3, 3, 3), dtype=bool))
+        if n > 1:
+            sizes = np.bincount(components.ravel())[1:] * voxel_volume_mm3
+            keep = (sizes >= min_component_mm3) & (sizes >= min_component_fraction * sizes.max())
+            keep[np.argmax(sizes)] = True
+            lut = np.concatenate([[False], ~keep])
+            out[lut[components]] = 0
+    if et_min_mm3 > 0:
+        et = out == 4
+        if 0 < np.count_nonzero(et) * voxel_volume_mm3 < et_min_mm3:
+            out[et] = 1
+    return out
+
+
+def postprocess_settings(card: ModelCard) -> dict[str, float]:
+    """The card's ``postprocess`` settings with every known key filled in (0 = off)."""
+    from .card import POSTPROCESS_KEYS
+
+    return {key: float(card.postprocess.get(key, 0.0)) for key in POSTPROCESS_KEYS}

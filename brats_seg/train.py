@@ -188,10 +188,33 @@ def crop_patch(case: Case, center: Sequence[int], size: Sequence[int]) -> tuple[
     return img, tgt
 
 
-def augmentations(*, flip: bool = True, zoom: bool = True, affine: bool = True, intensity: bool = True):
-    """MONAI dictionary transforms on ``{"image", "label"}`` patches: flips, zoom, affine, intensity."""
+#: Intensity augmentation presets (``--intensity-augment``).
+INTENSITY_AUGMENTS: tuple[str, ...] = ("mild", "strong", "none")
+
+
+def augmentations(
+    *, flip: bool = True, zoom: bool = True, affine: bool = True, intensity: bool | str = True
+):
+    """MONAI dictionary transforms on ``{"image", "label"}`` patches: flips, zoom, affine, intensity.
+
+    Args:
+        flip: Random flips along each axis.
+        zoom: Random zoom.
+        affine: Random rotation and scaling.
+        intensity: ``"mild"`` (or True): scale and shift all channels together by up to 10 %.
+            ``"strong"``: in the spirit of nnU-Net, each channel scaled (±25 %) and shifted (±0.2) on
+            its own, so the tumour's contrast in one sequence varies against the others, plus gamma,
+            Gaussian noise, blur and simulated low resolution, for scanners and protocols the
+            training cases do not cover. ``"none"`` (or False): no intensity augmentation.
+    """
     from monai import transforms as T
 
+    if intensity is True:
+        intensity = "mild"
+    elif intensity is False:
+        intensity = "none"
+    if intensity not in INTENSITY_AUGMENTS:
+        raise ValueError(f"intensity augmentation: expected one of {INTENSITY_AUGMENTS}, found {intensity!r}")
     keys = ["image", "label"]
     tfms: list[Any] = []
     if flip:
@@ -205,8 +228,17 @@ def augmentations(*, flip: bool = True, zoom: bool = True, affine: bool = True, 
                 mode=("bilinear", "bilinear"), padding_mode="zeros",
             )
         )
-    if intensity:
+    if intensity == "mild":
         tfms += [T.RandScaleIntensityd("image", factors=0.1, prob=0.5), T.RandShiftIntensityd("image", offsets=0.1, prob=0.5)]
+    elif intensity == "strong":
+        tfms += [
+            T.RandScaleIntensityd("image", factors=0.25, prob=0.5, channel_wise=True),
+            T.RandShiftIntensityd("image", offsets=0.2, prob=0.5, channel_wise=True),
+            T.RandAdjustContrastd("image", gamma=(0.7, 1.5), prob=0.3, retain_stats=True),
+            T.RandGaussianNoised("image", std=0.1, prob=0.15),
+            T.RandGaussianSmoothd("image", sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0), prob=0.2),
+            T.RandSimulateLowResolutiond("image", zoom_range=(0.5, 1.0), prob=0.15),
+        ]
     return T.Compose(tfms)
 
 
@@ -224,6 +256,7 @@ class PatchDataset(torch.utils.data.Dataset):
         length: int = 200,
         pos_fraction: float = 0.67,
         augment: bool = True,
+        intensity_augment: str = "mild",
         seed: int = 0,
     ) -> None:
         self.cases = cases
@@ -231,7 +264,7 @@ class PatchDataset(torch.utils.data.Dataset):
         self.length = length
         self.pos_fraction = pos_fraction
         self.rng = np.random.default_rng(seed)
-        self.tfms = augmentations() if augment else None
+        self.tfms = augmentations(intensity=intensity_augment) if augment else None
         if self.tfms is not None:
             self.tfms.set_random_state(seed=seed)
 
@@ -355,6 +388,7 @@ class TrainConfig:
     lr_find: bool = True
     weight_decay: float = 1e-4
     pct_start: float = 0.6
+    intensity_augment: str = "mild"
     val_patches: int = 4
     overlap: float = 0.5
     num_workers: int = 0
@@ -444,7 +478,8 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
     val_cases = load_cases([by_name[n] for n in held_out], card, cache_dir=cache, log=log) if held_out else train_cases[:2]
     log(f"data ready in {time.time() - t0:.0f}s")
 
-    train_ds = PatchDataset(train_cases, patch_size=config.patch_size, length=config.samples_per_epoch, seed=config.seed)
+    train_ds = PatchDataset(train_cases, patch_size=config.patch_size, length=config.samples_per_epoch,
+                            intensity_augment=config.intensity_augment, seed=config.seed)
     valid_ds = FixedPatchDataset(val_cases, patch_size=config.patch_size, per_case=config.val_patches, seed=config.seed + 1)
     dls = DataLoaders.from_dsets(
         train_ds, valid_ds, bs=config.batch_size, num_workers=config.num_workers, device=device, shuffle=False
@@ -548,6 +583,7 @@ def export_with_card(learn, out: Path, card: ModelCard, *, config: TrainConfig, 
             "iterations": iterations,
             "batch_size": config.batch_size,
             "patch_size": list(config.patch_size),
+            "intensity_augment": config.intensity_augment,
             "lr": meta.get("lr"),
             "lr_find_valley": meta.get("lr_find_valley"),
             "wall_time_minutes": round(float(meta.get("train_seconds", 0.0)) / 60, 1),
@@ -559,11 +595,24 @@ def export_with_card(learn, out: Path, card: ModelCard, *, config: TrainConfig, 
     return card
 
 
-def bundle(runs: Sequence[str | Path], out_dir: str | Path, *, name: str | None = None) -> ModelCard:
+def bundle(
+    runs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    name: str | None = None,
+    postprocess: dict[str, float] | None = None,
+) -> ModelCard:
     """Gather trained runs into one model folder: ``<run>.pkl`` per run and one card listing them all.
 
     Runs must agree on everything that changes how the input is read and the output is decoded
     (channels, output, spacing, orientation, normalisation, roi_size).
+
+    Args:
+        runs: Run folders written by :func:`train`.
+        out_dir: Model folder to write.
+        name: Model name; default the first run's, with ``-ensemble`` for several runs.
+        postprocess: The card's post-processing settings (see
+            :func:`brats_seg.postprocess.clean_labels`); settings of 0 are left out. Default none.
     """
     import shutil
 
@@ -593,7 +642,12 @@ def bundle(runs: Sequence[str | Path], out_dir: str | Path, *, name: str | None 
     extra["held_out_cases"] = sorted(set.intersection(*held)) if held else []
     extra["scores"] = {}
     merged = dataclasses.replace(
-        first, name=name or (first.name + ("-ensemble" if len(runs) > 1 else "")), files=files, sha256=sha, extra=extra
+        first,
+        name=name or (first.name + ("-ensemble" if len(runs) > 1 else "")),
+        files=files,
+        sha256=sha,
+        postprocess={k: float(v) for k, v in (postprocess or {}).items() if v},
+        extra=extra,
     )
     merged.save(out / "model.json")
     return merged

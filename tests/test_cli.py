@@ -173,7 +173,7 @@ def option_blocks(help_text: str, parser: argparse.ArgumentParser) -> dict[str, 
     return blocks
 
 
-@pytest.mark.parametrize("command", ["predict", "evaluate", "train", "info"])
+@pytest.mark.parametrize("command", ["predict", "evaluate", "train", "bundle", "info"])
 def test_help_states_every_default(command: str, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "100")
     with pytest.raises(SystemExit) as exit_info:

@@ -198,3 +198,27 @@ def test_no_tumour_outside_the_brain(tiny_model_dir, tiny_study_dir) -> None:
     outside = ~brain_mask(study)
     assert outside.any()
     assert not seg.labels.array[outside].any()
+
+
+def test_card_postprocess_rules_apply_and_can_be_turned_off(tiny_model: Model, reference: np.ndarray, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from scipy import ndimage
+
+    folder = tmp_path / "Stored"
+    write_stored_study(folder, np.array(STORAGE["LPS (as BraTS)"], dtype=float))
+    study = io.load_study(folder)
+    strict = replace(tiny_model.card, postprocess={"min_component_fraction": 1.0, "et_min_mm3": 1e9})
+    model = Model(card=strict, networks=tiny_model.networks, directory=tiny_model.directory)
+
+    seg = pipeline.segment(study, model)
+    labels = seg.labels.array
+    assert seg.settings["postprocess"] == {"min_component_mm3": 0.0, "min_component_fraction": 1.0, "et_min_mm3": 1e9}
+    assert ndimage.label(labels > 0, structure=np.ones((3, 3, 3)))[1] == 1, "only the largest component is kept"
+    assert not np.any(labels == 4), "ET below et_min_mm3 becomes NCR"
+    assert np.all(reference[labels > 0] > 0), "post-processing only removes tumour, never adds it"
+    assert np.any(reference == 4), "the reference should hold ET, else the ET rule is untested"
+
+    raw = pipeline.segment(study, model, postprocessing=False)
+    np.testing.assert_array_equal(raw.labels.array, reference)
+    assert "postprocess" not in raw.settings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,48 @@ def test_patch_dataset_shapes_and_tumour_bias() -> None:
     assert len(ds.new_empty()) == 0
 
 
+@pytest.mark.parametrize("intensity", ["mild", "strong", "none"])
+def test_augmentations_keep_shapes_labels_and_finite_values(intensity: str) -> None:
+    tfms = train.augmentations(intensity=intensity)
+    tfms.set_random_state(seed=0)
+    image = torch.randn(4, 24, 24, 24)
+    label = torch.zeros(3, 24, 24, 24)
+    label[:, 8:16, 8:16, 8:16] = 1
+    changed = 0
+    for _ in range(8):
+        out = tfms({"image": image.clone(), "label": label.clone()})
+        img = torch.as_tensor(out["image"])
+        assert img.shape == image.shape and torch.isfinite(img).all()
+        assert torch.as_tensor(out["label"]).shape == label.shape
+        changed += int(not torch.allclose(img, image))
+    assert changed > 0
+
+
+def test_strong_intensity_augmentation_changes_channels_independently() -> None:
+    tfms = train.augmentations(flip=False, zoom=False, affine=False, intensity="strong")
+    tfms.set_random_state(seed=1)
+    image = torch.randn(1, 16, 16, 16).repeat(4, 1, 1, 1)  # four identical channels
+    differs = 0
+    for _ in range(10):
+        img = torch.as_tensor(tfms({"image": image.clone(), "label": torch.zeros(3, 16, 16, 16)})["image"])
+        differs += int(not torch.allclose(img[0], img[1]))
+    assert differs > 0, "per-channel scaling should make identical channels differ"
+    # "mild" scales and shifts every channel together.
+    mild = train.augmentations(flip=False, zoom=False, affine=False, intensity="mild")
+    mild.set_random_state(seed=1)
+    for _ in range(5):
+        img = torch.as_tensor(mild({"image": image.clone(), "label": torch.zeros(3, 16, 16, 16)})["image"])
+        assert torch.allclose(img[0], img[3])
+
+
+def test_unknown_intensity_augmentation_is_refused(capsys) -> None:
+    with pytest.raises(ValueError, match=r"expected one of \('mild', 'strong', 'none'\), found 'wild'"):
+        train.augmentations(intensity="wild")
+    with pytest.raises(SystemExit):
+        main(["train", "data", "--output", "out", "--intensity-augment", "wild"])
+    assert "invalid choice: 'wild'" in capsys.readouterr().err
+
+
 def test_crop_patch_pads_outside_the_volume() -> None:
     image = torch.ones(4, 10, 10, 10)
     case = train.make_case("c", image, torch.zeros(3, 10, 10, 10))
@@ -129,15 +172,18 @@ def test_loaded_model_is_cached(tiny_model_dir: Path) -> None:
 def test_seed_ensemble_on_the_same_split_bundles_and_records_scores(
     tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    """A second run on the first run's folds, bundled into one model folder: both learners are
-    loaded and averaged, and evaluate records its held-out scores in the bundled card."""
+    """A second run on the first run's folds (other seed, strong intensity augmentation), bundled into
+    one model folder: both learners are loaded and averaged, and evaluate records its held-out scores
+    in the bundled card."""
     from conftest import TINY_TRAIN_ARGS
 
     second = tmp_path / "seed1"
     args = ["train", str(tiny_data_dir), "--output", str(second), *TINY_TRAIN_ARGS]
     args[args.index("--fold") + 1] = "0"
-    assert main([*args, "--seed", "1", "--splits", str(tiny_model_dir / "splits.json")]) == 0
+    assert main([*args, "--seed", "1", "--splits", str(tiny_model_dir / "splits.json"), "--intensity-augment", "strong"]) == 0
     first_held = ModelCard.load(tiny_model_dir / "model.json").extra["training"]["held_out_cases"]
+    assert ModelCard.load(tiny_model_dir / "model.json").extra["training"]["intensity_augment"] == "mild"
+    assert ModelCard.load(second / "model.json").extra["training"]["intensity_augment"] == "strong"
     assert ModelCard.load(second / "model.json").extra["training"]["held_out_cases"] == first_held
 
     bundled = tmp_path / "model"
@@ -175,3 +221,30 @@ def test_bundle_refuses_runs_that_read_inputs_differently(tiny_model_dir: Path, 
     assert main(["bundle", str(tiny_model_dir), str(other), "--output", str(tmp_path / "m")]) == 2
     with pytest.raises(Exception, match=r"its spacing \[1.0, 1.0, 1.0\] differs"):
         train.bundle([tiny_model_dir, other], tmp_path / "m2")
+
+
+def test_bundle_writes_post_processing_settings_into_the_card(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "m"
+    assert main(["bundle", str(tiny_model_dir), "--output", str(out),
+                 "--min-component-mm3", "500", "--et-min-mm3", "200"]) == 0
+    card = ModelCard.load(out / "model.json")
+    assert card.postprocess == {"min_component_mm3": 500.0, "et_min_mm3": 200.0}
+    assert load_model(out, device="cpu").card.postprocess == card.postprocess
+    assert main(["bundle", str(tiny_model_dir), "--output", str(tmp_path / "n")]) == 0
+    assert ModelCard.load(tmp_path / "n" / "model.json").postprocess == {}
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--min-component-mm3", "-1"], "expected a number >= 0, found -1"),
+        (["--et-min-mm3", "lots"], "expected a number >= 0, found 'lots'"),
+        (["--min-component-fraction", "2"], r"expected a fraction in \[0, 1\], found 2"),
+    ],
+)
+def test_bundle_refuses_bad_post_processing_settings(option: list[str], message: str, tiny_model_dir: Path,
+                                                      tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["bundle", str(tiny_model_dir), "--output", str(tmp_path / "m"), *option])
+    assert exc.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
