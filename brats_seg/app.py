@@ -843,12 +843,19 @@ class App:
             raise ModelError(
                 f"the model in {directory} could not be loaded ({type(exc).__name__}: {exc})"
             ) from exc
+        from .inference import configure_threads
+
         card = model.card
         spacing = "x".join(f"{s:g}" for s in card.spacing)
         roi = "x".join(str(r) for r in card.roi_size)
+        try:
+            threads = f"{configure_threads()} CPU thread(s)"
+        except ValueError as exc:  # a server setting, not the user's fault: say so and go on
+            log.warning("%s", exc)
+            threads = f'<span style="color:#a00">{html.escape(str(exc))}; using the default threads</span>'
         self.model_status.value = (
             f"Model: <b>{html.escape(card.name)}</b> ready ({len(model.networks)} network(s), "
-            f"{spacing} mm, window {roi} voxels) from {html.escape(str(model.directory))}"
+            f"{spacing} mm, window {roi} voxels, {threads}) from {html.escape(str(model.directory))}"
         )
         self._model = model
         return model

@@ -8,12 +8,45 @@ reports progress (fraction done) through a callback.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 
 import torch
 from monai.inferers import sliding_window_inference
 
 ProgressCallback = Callable[[float], None]
+
+#: Environment variable with the number of CPU threads torch may use for inference.
+THREADS_ENV = "BRATS_SEG_TORCH_THREADS"
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """Set how many CPU threads torch uses, and return the number in force.
+
+    Several dashboard kernels on one small server (Binder, Heroku) each default to every core and
+    then slow each other down; set ``BRATS_SEG_TORCH_THREADS=1`` there.
+
+    Args:
+        threads: Threads to use; None reads ``$BRATS_SEG_TORCH_THREADS`` and, when that is unset or
+            empty, leaves torch's default (one per core) unchanged.
+
+    Raises:
+        ValueError: when the number (or the variable) is not a positive integer; the message names it.
+    """
+    source = "threads"
+    if threads is None:
+        raw = os.environ.get(THREADS_ENV, "").strip()
+        if not raw:
+            return torch.get_num_threads()
+        source = f"${THREADS_ENV}"
+        try:
+            threads = int(raw)
+        except ValueError:
+            raise ValueError(f"{source}: expected a positive integer, found {raw!r}") from None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"{source}: expected a positive integer, found {threads!r}")
+    torch.set_num_threads(threads)
+    return threads
 
 
 def count_windows(shape: Sequence[int], roi_size: Sequence[int], overlap: float) -> int:

@@ -21,6 +21,7 @@ import ipywidgets as widgets
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from helpers import brats_affine, tiny_volumes, write_nifti
 from PIL import Image
 
@@ -494,6 +495,7 @@ def test_background_thread_run_updates_progress_and_runs_once(
     assert app._model_thread is not None
     app._model_thread.join(60)
     assert "ready" in app.model_status.value
+    assert f"{torch.get_num_threads()} CPU thread(s)" in app.model_status.value
     app.upload.value = upload_value(list(tiny_paths.values()))
     app.predict_button.click()
     app.predict_button.click()
@@ -676,3 +678,17 @@ def _no_network_example(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(url, *args, **kwargs)
 
     monkeypatch.setattr(app_module.urllib.request, "urlopen", guarded)
+
+
+def test_bad_thread_setting_is_reported_and_the_model_still_loads(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from brats_seg.inference import THREADS_ENV
+
+    monkeypatch.setenv(THREADS_ENV, "lots")
+    before = torch.get_num_threads()
+    app = App(model_dir=tiny_model_dir, cache_dir=tmp_path, synchronous=True)
+    app.model()
+    assert "ready" in app.model_status.value
+    assert "BRATS_SEG_TORCH_THREADS: expected a positive integer, found &#x27;lots&#x27;" in app.model_status.value
+    assert torch.get_num_threads() == before

@@ -166,3 +166,26 @@ def test_predict_leaves_the_input_untouched() -> None:
     before = x.clone()
     inference.predict(x, pointwise_net(), roi_size=(8, 8, 8), tta_flips=True, device="cpu")
     assert torch.equal(x, before)
+
+
+def test_configure_threads_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv(inference.THREADS_ENV, raising=False)
+        assert inference.configure_threads() == before  # unset: torch's default is left alone
+        monkeypatch.setenv(inference.THREADS_ENV, "2")
+        assert inference.configure_threads() == 2 and torch.get_num_threads() == 2
+        assert inference.configure_threads(1) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_configure_threads_refuses_bad_values(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = torch.get_num_threads()
+    monkeypatch.setenv(inference.THREADS_ENV, value)
+    with pytest.raises(ValueError, match=r"\$BRATS_SEG_TORCH_THREADS: expected a positive integer, found "):
+        inference.configure_threads()
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads: expected a positive integer, found 0"):
+        inference.configure_threads(0)
