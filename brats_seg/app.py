@@ -19,11 +19,12 @@ Configuration (keyword arguments win over environment variables):
 * ``BRATS_SEG_EXAMPLE_URL``: base address of the example's files (default: the DeepBrainSeg
   repository's copy of ``Brats18_CBICA_ABM_1``); each file is checked against its pinned sha256.
 * ``BRATS_SEG_CACHE``: where downloaded examples are kept (default ``~/.cache/brats_seg``).
+* ``BRATS_SEG_TORCH_THREADS``: CPU threads torch uses in this kernel (default: one per core).
 
 Stable CSS classes for browser tests: ``brats-app``, ``brats-model-status``, ``brats-upload``,
 ``brats-example``, ``brats-files``, ``brats-file-row``, ``brats-modality``, ``brats-predict``,
 ``brats-progress``, ``brats-progress-label``, ``brats-message``, ``brats-review``, ``brats-background``,
-``brats-overlay-mode``, ``brats-opacity``, ``brats-contrast``, ``brats-crosshair``,
+``brats-overlay-mode``, ``brats-opacity``, ``brats-contrast``, ``brats-window``, ``brats-crosshair``,
 ``brats-toggle-ncr`` / ``-ed`` / ``-et``, ``brats-legend-errors``, ``brats-view-axial`` /
 ``-coronal`` / ``-sagittal``, ``brats-slider-axial`` / ``-coronal`` / ``-sagittal``,
 ``brats-volumes``, ``brats-metrics``, ``brats-downloads``, ``brats-refresh-png``.
@@ -578,6 +579,8 @@ class App:
             tooltip="Percentiles of the brain's intensities shown black and white",
         )
         self.contrast.add_class("brats-contrast")
+        self.window_label = W.HTML("", tooltip="Intensities of the background sequence shown black and white")
+        self.window_label.add_class("brats-window")
         self.crosshair = W.Checkbox(value=True, description="Crosshair", indent=False)
         self.crosshair.add_class("brats-crosshair")
         self.toggles: dict[int, widgets.Checkbox] = {}
@@ -629,7 +632,7 @@ class App:
                 )
             )
         controls = W.HBox(
-            [self.background, self.overlay, self.opacity, self.contrast, self.crosshair],
+            [self.background, self.overlay, self.opacity, self.contrast, self.window_label, self.crosshair],
             layout=W.Layout(flex_flow="row wrap"),
         )
         self.review_box = W.VBox(
@@ -1167,6 +1170,7 @@ class App:
             )
             viewer.centre_on(viewer.focus())
             self.viewer = viewer
+            self._show_window()
         modes = ["truth", "none"] if study.truth is not None else ["none"]
         self._set_overlay_options(modes, modes[0])
         self._sync_sliders()
@@ -1232,8 +1236,16 @@ class App:
                 visible=self._visible(),
                 crosshair=bool(self.crosshair.value),
             )
+            self._show_window()
             if changed:
                 self._render(viz.VIEWS)
+
+    def _show_window(self) -> None:
+        """Show the intensity window that the contrast percentiles give, in the file's units."""
+        if self.viewer is None:
+            return
+        low, high = self.viewer.window_limits()
+        self.window_label.value = f"window <b>{low:.4g}</b> – <b>{high:.4g}</b>"
 
     def move(self, view: str, index: int) -> float:
         """Move a view's slider as a user would; returns the seconds the redraw took."""

@@ -612,6 +612,7 @@ class SliceViewer:
     composed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(VIEWS, 0))
     encoded: dict[str, int] = field(default_factory=lambda: dict.fromkeys(VIEWS, 0))
     _u8: dict[tuple[str, tuple[float, float]], np.ndarray] = field(default_factory=dict, repr=False)
+    _limits: dict[tuple[str, tuple[float, float]], tuple[float, float]] = field(default_factory=dict, repr=False)
     _base: dict[str, tuple[Any, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     _version: int = 0
 
@@ -675,8 +676,15 @@ class SliceViewer:
         if key not in self._u8:
             if len(self._u8) >= 4:
                 self._u8.pop(next(iter(self._u8)))
-            self._u8[key] = window(self.images[key[0]], percentiles=key[1])
+            self._u8[key] = window(self.images[key[0]], limits=self.window_limits())
         return self._u8[key]
+
+    def window_limits(self) -> tuple[float, float]:
+        """The current background's intensities shown black and white (in the file's units)."""
+        key = (self.settings.background, self.settings.percentiles)
+        if key not in self._limits:
+            self._limits[key] = window_limits(self.images[key[0]], percentiles=key[1])
+        return self._limits[key]
 
     def letters(self, view: str) -> dict[str, str]:
         """Orientation letters of a view (from the canonical affine)."""

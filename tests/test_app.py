@@ -164,6 +164,7 @@ def test_stable_css_classes_and_no_icons(tmp_path: Path) -> None:
         "brats-overlay-mode",
         "brats-opacity",
         "brats-contrast",
+        "brats-window",
         "brats-crosshair",
         "brats-toggle-ncr",
         "brats-toggle-ed",
@@ -278,6 +279,23 @@ def test_views_open_on_the_largest_tumour_and_sliders_redraw_only_the_moved_view
     assert viewer.encoded == {**encoded, "sagittal": encoded["sagittal"] + 1}
     assert app.images["axial"].value == before["axial"] and app.images["coronal"].value == before["coronal"]
     assert app.images["sagittal"].value != before["sagittal"]
+
+
+def test_window_label_gives_the_contrast_in_the_files_units(app: App, tiny_paths: dict[str, Path]) -> None:
+    app.upload.value = upload_value(list(tiny_paths.values()))
+    predict_ok(app)
+
+    def expected() -> str:
+        volume = app.study.images[app.background.value]
+        low, high = viz.window_limits(volume, percentiles=app.contrast.value)
+        return f"window <b>{low:.4g}</b> – <b>{high:.4g}</b>"
+
+    assert app.window_label.value == expected()
+    first = app.window_label.value
+    app.contrast.value = (20.0, 80.0)
+    assert app.window_label.value == expected() != first
+    app.background.value = "FLAIR"
+    assert app.window_label.value == expected()
 
 
 def test_display_controls_redraw(app: App, tiny_paths: dict[str, Path]) -> None:
