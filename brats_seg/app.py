@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import ipyevents
 import ipywidgets as widgets
 
 from . import io, report, viz
@@ -609,6 +610,7 @@ class App:
 
         self.images: dict[str, widgets.Image] = {}
         self.sliders: dict[str, widgets.IntSlider] = {}
+        self._click_events: dict[str, Any] = {}
         view_boxes = []
         directions = {"axial": "I \u2192 S", "coronal": "P \u2192 A", "sagittal": "L \u2192 R"}
         for view in viz.VIEWS:
@@ -625,6 +627,9 @@ class App:
             slider.add_class(f"brats-slider-{view}")
             slider.observe(self._guard(lambda change, view=view: self._on_slider(view, change)), "value")
             self.images[view], self.sliders[view] = image, slider
+            clicks = ipyevents.Event(source=image, watched_events=["click"], prevent_default_action=True)
+            clicks.on_dom_event(self._guard(lambda event, view=view: self._on_click(view, event)))
+            self._click_events[view] = clicks
             view_boxes.append(
                 W.VBox(
                     [W.HTML(f"<b>{view.capitalize()}</b>"), image, slider],
@@ -1221,6 +1226,27 @@ class App:
             changed = self.viewer.move(view, int(change["new"]))
             self._render(changed)
         self.last_redraw_s = time.perf_counter() - start
+
+    def _on_click(self, view: str, event: Mapping[str, Any]) -> None:
+        if "dataX" not in event or "dataY" not in event:
+            return
+        self.click(view, float(event["dataX"]), float(event["dataY"]))
+
+    def click(self, view: str, x: float, y: float) -> list[str]:
+        """Move the crosshair to the voxel under pixel ``(x, y)`` of a view, as a click does.
+
+        The other two views jump to the clicked voxel's slices and the sliders follow.
+
+        Returns:
+            The views that were redrawn.
+        """
+        if self.viewer is None:
+            return []
+        with self._render_lock:
+            changed = self.viewer.click(view, x, y)
+            self._sync_sliders()
+            self._render(changed)
+        return changed
 
     def _on_display_setting(self, change: Mapping[str, Any]) -> None:
         if self._syncing or self.viewer is None:

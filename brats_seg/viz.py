@@ -750,6 +750,31 @@ class SliceViewer:
             return [view]
         return [view, *(v for v in VIEWS if v != view)]
 
+    def click(self, view: str, x: float, y: float) -> list[str]:
+        """Move the crosshair to the voxel under pixel ``(x, y)`` of a view's image.
+
+        Args:
+            view: ``"axial"``, ``"coronal"`` or ``"sagittal"``.
+            x: Column of the clicked pixel in the view's PNG (0 = left edge); clamped to the image.
+            y: Row of the clicked pixel (0 = top edge); clamped to the image.
+
+        Returns:
+            The views whose image changed: the two views whose slice moved, and the clicked view
+            itself when the crosshair is shown (its lines move); empty when the voxel is unchanged.
+        """
+        _, rows, cols = self._composed(view)
+        row = int(rows[min(max(int(y), 0), rows.size - 1)])
+        col = int(cols[min(max(int(x), 0), cols.size - 1)])
+        col_axis, row_axis = _in_plane(VIEW_AXIS[view])
+        target = list(self.position)
+        target[row_axis] = self.shape[row_axis] - 1 - row
+        target[col_axis] = self.shape[col_axis] - 1 - col
+        if target == self.position:
+            return []
+        moved = [v for v in VIEWS if target[VIEW_AXIS[v]] != self.position[VIEW_AXIS[v]]]
+        self.position = target
+        return [*moved, view] if self.settings.crosshair else moved
+
     def centre_on(self, position: Sequence[int]) -> None:
         """Set the crosshair voxel (canonical grid)."""
         self.position = [int(min(max(int(p), 0), n - 1)) for p, n in zip(position, self.shape, strict=True)]

@@ -298,6 +298,28 @@ def test_window_label_gives_the_contrast_in_the_files_units(app: App, tiny_paths
     assert app.window_label.value == expected()
 
 
+def test_clicking_a_view_moves_the_other_views_and_the_sliders(app: App, tiny_paths: dict[str, Path]) -> None:
+    app.upload.value = upload_value(list(tiny_paths.values()))
+    predict_ok(app)
+    viewer = app.viewer
+    start = list(viewer.position)
+    before = {v: app.images[v].value for v in viz.VIEWS}
+    app._on_click("axial", {"type": "click"})  # an event without image coordinates is ignored
+    assert viewer.position == start
+    # Click the axial image's top-left pixel, as the browser event reports it (dataX/dataY are
+    # pixels of the PNG): the patient's right-anterior corner of this axial slice.
+    app._on_click("axial", {"type": "click", "dataX": 0, "dataY": 0, "relativeX": 0, "relativeY": 0})
+    shape = viewer.shape
+    assert viewer.position == [shape[0] - 1, shape[1] - 1, start[2]]
+    assert app.sliders["sagittal"].value == shape[0] - 1
+    assert app.sliders["coronal"].value == shape[1] - 1
+    assert app.sliders["axial"].value == start[2]
+    assert all(app.images[v].value != before[v] for v in viz.VIEWS)
+    assert app.message_kind != "error"
+    assert set(app._click_events) == set(viz.VIEWS)
+    assert all(e.source is app.images[v] and "click" in e.watched_events for v, e in app._click_events.items())
+
+
 def test_display_controls_redraw(app: App, tiny_paths: dict[str, Path]) -> None:
     app.upload.value = upload_value(list(tiny_paths.values()))
     predict_ok(app)

@@ -110,6 +110,25 @@ def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tm
         )
         page.screenshot(path=str(ARTIFACTS / "slider_moved.png"), full_page=True)
 
+        # A click on the axial image moves the crosshair there: the sagittal and coronal slices
+        # (and their slider readouts) jump to the clicked voxel.
+        sagittal = page.locator(".brats-view-sagittal").first
+        before = sagittal.get_attribute("src")
+        readout = page.locator(".brats-slider-sagittal .widget-readout").first
+        value_before = readout.inner_text()
+        box = axial.bounding_box()
+        assert box is not None
+        axial.click(position={"x": box["width"] * 0.3, "y": box["height"] * 0.3})
+        page.wait_for_function(
+            "(b) => { const i = document.querySelector('.brats-view-sagittal');"
+            " return i && i.getAttribute('src') !== b; }", arg=before, timeout=30_000,
+        )
+        page.wait_for_function(
+            "(v) => { const r = document.querySelector('.brats-slider-sagittal .widget-readout');"
+            " return r && r.innerText !== v; }", arg=value_before, timeout=30_000,
+        )
+        page.screenshot(path=str(ARTIFACTS / "clicked.png"), full_page=True)
+
         broken = tmp_path / "broken_t1.nii.gz"
         broken.write_bytes(Path(files[0]).read_bytes()[:5000])
         with page.expect_file_chooser() as fc:

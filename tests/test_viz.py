@@ -235,6 +235,47 @@ def test_viewer_move_recomposes_only_the_moved_view() -> None:
     assert viewer.move("axial", viewer.position[2]) == []  # no move, no redraw
 
 
+def pixel_of_voxel(viewer: viz.SliceViewer, view: str, voxel: list[int]) -> tuple[int, int]:
+    """(x, y) of the middle pixel that shows ``voxel`` in a view's image."""
+    _, rows, cols = viewer._composed(view)
+    row, col = viz.display_position(viewer.shape, viz.VIEW_AXIS[view], voxel)
+    return int(np.flatnonzero(cols == col).mean()), int(np.flatnonzero(rows == row).mean())
+
+
+@pytest.mark.parametrize("view", viz.VIEWS)
+def test_click_moves_the_crosshair_to_the_clicked_voxel(view: str) -> None:
+    viewer = make_viewer()
+    axis = viz.VIEW_AXIS[view]
+    start = list(viewer.position)
+    target = [3, 5, 4]
+    target[axis] = start[axis]  # a click cannot leave the shown slice
+    x, y = pixel_of_voxel(viewer, view, target)
+    changed = viewer.click(view, x, y)
+    assert viewer.position == target
+    moved = [v for v in viz.VIEWS if start[viz.VIEW_AXIS[v]] != target[viz.VIEW_AXIS[v]]]
+    assert changed == [*moved, view]
+    assert viewer.click(view, x, y) == []  # same voxel again: nothing to redraw
+
+
+def test_click_follows_the_radiological_display() -> None:
+    viewer = make_viewer()
+    assert viewer.letters("axial") == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
+    viewer.click("axial", 0, 0)  # top-left corner: the patient's right and anterior (RAS: high x, high y)
+    assert viewer.position[:2] == [SHAPE_RAS[0] - 1, SHAPE_RAS[1] - 1]
+    viewer.click("axial", 10_000, 10_000)  # beyond the image: clamped to left and posterior
+    assert viewer.position[:2] == [0, 0]
+    viewer.click("coronal", 0, 10_000)  # bottom-left: right and inferior
+    assert (viewer.position[0], viewer.position[2]) == (SHAPE_RAS[0] - 1, 0)
+
+
+def test_click_without_crosshair_redraws_only_the_moved_slices() -> None:
+    viewer = make_viewer(crosshair=False)
+    target = list(viewer.position)
+    target[0] = 2  # move x only: only the sagittal slice changes
+    x, y = pixel_of_voxel(viewer, "axial", target)
+    assert viewer.click("axial", x, y) == ["sagittal"]
+
+
 def test_viewer_without_crosshair_redraws_one_view_per_move() -> None:
     viewer = make_viewer(crosshair=False)
     before = {view: viewer.png(view) for view in viz.VIEWS}
