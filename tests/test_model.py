@@ -268,3 +268,45 @@ def test_default_model_dir_follows_the_environment(monkeypatch: pytest.MonkeyPat
         load_model(device="cpu")
     monkeypatch.delenv(model_mod.MODEL_ENV)
     assert model_mod.default_model_dir() == model_mod.BUNDLED_MODEL_DIR
+
+
+# --------------------------------------------------------------------------------------------------
+# The bundled model
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bundled_card() -> ModelCard:
+    path = model_mod.BUNDLED_MODEL_DIR / "model.json"
+    if not path.is_file():
+        pytest.skip("no bundled model in model/")
+    return ModelCard.load(path)
+
+
+def test_bundled_model_files_match_the_card(bundled_card: ModelCard) -> None:
+    folder = model_mod.BUNDLED_MODEL_DIR
+    total = 0
+    for name in bundled_card.files:
+        assert sha256_of(folder / name) == bundled_card.sha256[name], name
+        total += (folder / name).stat().st_size
+    assert total < 100 * 2**20, f"model/ learners total {total / 2**20:.1f} MiB, the limit is 100 MiB"
+    assert "not for clinical use" in bundled_card.extra["intended_use"]
+    assert bundled_card.channels == ["T1", "T1CE", "T2", "FLAIR"]
+    model = load_model(folder, device="cpu")
+    assert len(model.networks) == len(bundled_card.files)
+
+
+def test_bundled_model_scores_come_from_cases_no_member_saw(bundled_card: ModelCard) -> None:
+    held_out = set(bundled_card.extra["held_out_cases"])
+    assert len(held_out) >= 5
+    members = bundled_card.extra["members"]
+    assert [m["file"] for m in members] == bundled_card.files
+    for member in members:
+        training = member["training"]
+        assert "BraTS" in training["data"]
+        assert not held_out & set(training["train_cases"]), member["file"]
+        assert held_out <= set(training["held_out_cases"])
+    scores = bundled_card.extra["scores"]["held_out"]
+    assert set(scores["cases"]) == held_out and scores["n"] == len(held_out)
+    assert "brats-seg evaluate" in scores["command"]
+    assert {"dice_WT", "dice_TC", "dice_ET", "hd95_WT"} <= set(scores["metrics"])
