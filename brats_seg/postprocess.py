@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
+from .card import POSTPROCESS_KEYS
 from .types import LABEL_NAMES, REGIONS
 
 if TYPE_CHECKING:
@@ -282,6 +283,4 @@ def clean_labels(
 
 def postprocess_settings(card: ModelCard) -> dict[str, float]:
     """The card's ``postprocess`` settings with every known key filled in (0 = off)."""
-    from .card import POSTPROCESS_KEYS
-
     return {key: float(card.postprocess.get(key, 0.0)) for key in POSTPROCESS_KEYS}
