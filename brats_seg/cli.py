@@ -152,18 +152,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", default=None,
                    help="comma-separated case names, or @FILE with one per line, or @model.json for its held-out cases "
                    "(default: every case with a ground truth)")
+    p.add_argument("--cross-validation", action="store_true",
+                   help="score each case with only the ensemble member(s) whose training held it out (the card's "
+                   "members[].training.held_out_cases): k-fold cross-validation of a bundle of fold models "
+                   "(default: every case with the whole model)")
     p.add_argument("--save-predictions", action="store_true", help="also write each predicted label map to OUT_DIR")
     p.add_argument("--record-as", default=None, metavar="KEY",
                    help="also write the summary into the model card's scores under KEY, with this command "
                    "(default: the card is not changed)")
     _add_window_args(p)
 
-    from .train import INTENSITY_AUGMENTS, TrainConfig
+    from .train import EXPORT_DTYPES, INTENSITY_AUGMENTS, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", formatter_class=_Formatter,
                        help="train the fastai + MONAI UNet recipe and export a learner with its model card")
-    p.add_argument("data_dir", type=Path, help="folder of BraTS case folders with *_seg ground truth")
+    p.add_argument("data_dir", type=Path, help="folder of BraTS case folders with *_seg ground truth, or a .npz from brats-seg pack")
     p.add_argument("--output", "-o", type=Path, required=True, help="run folder (model.pkl, model.json, splits, logs)")
     p.add_argument("--folds", type=int, default=d.folds, help="number of cross-validation folds")
     p.add_argument("--fold", type=int, default=d.fold, help="fold to hold out (-1: train on every case)")
@@ -184,9 +188,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="intensity augmentation: mild = joint scale/shift 10%%; strong = per-channel scale/shift, "
                    "gamma, noise, blur, low resolution; none")
     p.add_argument("--val-patches", type=int, default=d.val_patches, help="validation patches per held-out case")
+    p.add_argument("--num-workers", type=int, default=d.num_workers, help="data-loader worker processes (0: load in the main process)")
+    p.add_argument("--time-budget", type=float, default=d.time_budget_minutes, metavar="MINUTES",
+                   help="fit the epoch length to this many minutes of training, timed during lr_find "
+                   "(default: --samples-per-epoch as given)")
+    p.add_argument("--export-dtype", choices=EXPORT_DTYPES, default=d.export_dtype,
+                   help="how the exported weights are stored (float16 halves the file; inference computes in float32)")
+    p.add_argument("--init-from", type=Path, default=d.init_from, metavar="MODEL_DIR",
+                   help="start from the weights of a trained run or model folder (its first learner, sha256-checked) "
+                   "and fine-tune them (default: random initialisation)")
     p.add_argument("--device", type=_device, default=d.device, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--resume", action="store_true", help="resume from the run folder's last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="one log line per epoch instead of progress bars")
+
+    p = sub.add_parser("pack", formatter_class=_Formatter,
+                       help="preprocess a folder of training cases into one compact .npz (to train elsewhere, e.g. on a GPU)",
+                       description="Each case with ground truth is preprocessed as training does (reorient, brain crop, "
+                       "z-score, resample to SPACING) and stored with 8-bit intensities and targets; "
+                       "brats-seg train PACK.npz then trains from it.")
+    p.add_argument("data_dir", type=Path, help="folder of BraTS case folders with *_seg ground truth")
+    p.add_argument("--output", "-o", type=Path, required=True, help="the .npz file to write")
+    p.add_argument("--spacing", type=float, nargs=3, default=list(d.spacing), metavar=("X", "Y", "Z"), help="voxel spacing (mm) the network works at")
 
     p = sub.add_parser("bundle", formatter_class=_Formatter,
                        help="gather trained runs into one model folder (several runs = an ensemble)",
@@ -386,6 +408,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not args.data_dir.is_dir():
         raise StudyError(f"{args.data_dir}: expected a folder of cases, found no such folder")
     wanted = _select_cases(args.cases)
+    model = None
+    members: dict[str, Any] = {}
+    if args.cross_validation:
+        if args.predictions is not None:
+            raise StudyError("--cross-validation predicts with the model's members; it cannot read --predictions")
+        from .model import load_model
+
+        model = load_model(args.model, device=args.device)
+        members = cross_validation_members(model)
+        wanted = set(members) if wanted is None else wanted
+        unseen = sorted(wanted - set(members))
+        if unseen:
+            raise StudyError(
+                f"--cross-validation: no member of {model.card.name} held out {unseen}; "
+                f"expected cases among {sorted(members)}"
+            )
     folders = [f for f in io.find_studies(args.data_dir) if io.has_truth(f)]
     if wanted is not None:
         unknown = wanted - {f.name for f in folders}
@@ -397,8 +435,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.predictions is not None and not args.predictions.is_dir():
         raise StudyError(f"--predictions {args.predictions}: expected a folder of <case>_seg.nii.gz files, found no such folder")
     _make_output_dir(args.output)
-    model = None
-    if args.predictions is None:
+    if args.predictions is None and model is None:
         from .model import load_model
 
         model = load_model(args.model, device=args.device)
@@ -411,7 +448,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if model is not None:
             from .pipeline import segment
 
-            seg = segment(study, model, **_window_kwargs(args))
+            seg = segment(study, members.get(study.name, model), **_window_kwargs(args))
             pred = seg.labels
             if args.save_predictions:
                 io.save_labels(pred, args.output / f"{study.name}_seg.nii.gz")
@@ -428,7 +465,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         writer.writeheader()
         writer.writerows(rows)
     summary = metrics.summarise([{k: v for k, v in r.items() if k not in ("case", "seconds")} for r in rows])
-    meta = {"cases": [r["case"] for r in rows], "model": None if model is None else model.card.name}
+    meta = {"cases": [r["case"] for r in rows], "model": None if model is None else model.card.name,
+            "cross_validation": bool(args.cross_validation)}
     (args.output / "summary.json").write_text(json.dumps({**meta, "summary": summary}, indent=2) + "\n")
     print(format_summary(summary))
     if args.record_as:
@@ -440,6 +478,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         record_scores(model.directory / "model.json", summary, cases=meta["cases"], command=command, key=args.record_as)
         print(f"recorded as scores.{args.record_as} in {model.directory / 'model.json'}")
     return EXIT_OK
+
+
+def cross_validation_members(model: Any) -> dict[str, Any]:
+    """For each case some member of the ensemble held out, a ``Model`` of only those members.
+
+    Raises:
+        StudyError: when the card lists no members with held-out cases (not a bundle of fold runs).
+    """
+    import dataclasses
+
+    listed = model.card.extra.get("members") or []
+    if len(listed) != len(model.networks):
+        raise StudyError(
+            f"--cross-validation: model {model.card.name} lists {len(listed)} members in its card for "
+            f"{len(model.networks)} networks; expected a bundle of fold runs (brats-seg bundle)"
+        )
+    by_case: dict[str, list[int]] = {}
+    for i, member in enumerate(listed):
+        for case in (member.get("training") or {}).get("held_out_cases") or []:
+            by_case.setdefault(case, []).append(i)
+    if not by_case:
+        raise StudyError(f"--cross-validation: no member of {model.card.name} records held-out cases")
+    return {
+        case: dataclasses.replace(model, networks=[model.networks[i] for i in idx]) for case, idx in by_case.items()
+    }
 
 
 def format_summary(summary: dict[str, dict[str, float]]) -> str:
@@ -459,8 +522,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, patch_size=tuple(args.patch_size), spacing=tuple(args.spacing),
         channels=tuple(args.channels), num_res_units=args.num_res_units, lr=args.lr, weight_decay=args.weight_decay,
         pct_start=args.pct_start, intensity_augment=args.intensity_augment, val_patches=args.val_patches, device=args.device, resume=args.resume, splits=args.splits, progress=not args.no_progress,
+        num_workers=args.num_workers, time_budget_minutes=args.time_budget, export_dtype=args.export_dtype,
+        init_from=args.init_from,
     )
-    train(args.data_dir, args.output, config)
+    try:
+        train(args.data_dir, args.output, config)
+    except ValueError as e:  # bad data folder, pack or split: say what, no traceback
+        raise StudyError(str(e)) from e
+    return EXIT_OK
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from .train import pack_cases
+
+    if not args.data_dir.is_dir():
+        raise StudyError(f"{args.data_dir}: expected a folder of cases, found no such folder")
+    if args.output.suffix != ".npz":
+        raise StudyError(f"--output {args.output}: expected a file name ending in .npz")
+    try:
+        out = pack_cases(args.data_dir, args.output, spacing=args.spacing)
+    except ValueError as e:
+        raise StudyError(str(e)) from e
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return EXIT_OK
 
 
@@ -487,7 +570,9 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"predict": cmd_predict, "evaluate": cmd_evaluate, "train": cmd_train, "bundle": cmd_bundle, "info": cmd_info}
+COMMANDS = {
+    "predict": cmd_predict, "evaluate": cmd_evaluate, "train": cmd_train, "pack": cmd_pack, "bundle": cmd_bundle, "info": cmd_info,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

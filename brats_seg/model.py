@@ -247,7 +247,7 @@ def load_model(directory: str | Path | None = None, *, device: str | torch.devic
         networks = []
         for name in card.files:
             learn = load_learner_checked(directory / name, card.sha256[name], cpu=device.type == "cpu")
-            net = learn.model.to(device).eval()
+            net = learn.model.float().to(device).eval()  # weights may be stored as float16
             networks.append(net)
         model = Model(card=card, networks=networks, directory=directory)
         _CACHE[key] = model

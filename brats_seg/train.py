@@ -174,6 +174,114 @@ def load_cases(
     return cases
 
 
+#: Format version of a training pack (``brats-seg pack``).
+PACK_VERSION = 1
+
+
+def _quantize(image: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """uint8 codes per channel: 0 outside the brain, 1..255 spanning each channel's range inside it."""
+    x = image.numpy()
+    brain = (x != 0).any(0)
+    codes = np.zeros(x.shape, dtype=np.uint8)
+    lo = np.zeros(x.shape[0], dtype=np.float32)
+    step = np.ones(x.shape[0], dtype=np.float32)
+    for c in range(x.shape[0]):
+        v = x[c][brain]
+        if v.size == 0:
+            continue
+        lo[c] = v.min()
+        step[c] = max(float(v.max() - lo[c]) / 254.0, 1e-6)
+        codes[c][brain] = np.round((v - lo[c]) / step[c]).astype(np.uint8) + 1
+    return codes, lo, step
+
+
+def _dequantize(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> torch.Tensor:
+    x = lo[:, None, None, None] + (codes.astype(np.float32) - 1) * step[:, None, None, None]
+    x[:, ~(codes > 0).any(0)] = 0.0
+    return torch.from_numpy(x.astype(np.float32))
+
+
+#: Target fractions are stored as k / TARGET_LEVELS (even, so that 0.5 itself is exact).
+TARGET_LEVELS = 254
+
+
+def _quantize_target(target: np.ndarray) -> np.ndarray:
+    """uint8 codes of region fractions that keep every voxel on its side of the 0.5 threshold."""
+    codes = np.round(target * TARGET_LEVELS)
+    half = TARGET_LEVELS // 2
+    codes = np.where(target > 0.5, np.maximum(codes, half + 1), np.minimum(codes, half))
+    return codes.astype(np.uint8)
+
+
+def pack_cases(data_dir: str | Path, out_path: str | Path, *, spacing: Sequence[float] = (2.0, 2.0, 2.0), log=print) -> Path:
+    """Preprocess every case with ground truth once and store them compactly in one ``.npz`` file.
+
+    A pack carries a training set to another machine (a GPU server) without the NIfTI files:
+    intensities are stored as 8-bit codes over each channel's range inside the brain (a step of
+    about 0.04 standard deviations, well below the intensity augmentation), region targets as
+    8-bit fractions. ``brats-seg train PACK.npz`` trains from it exactly as from the folder.
+
+    Args:
+        data_dir: Folder of BraTS case folders with ``*_seg`` ground truth.
+        out_path: The ``.npz`` file to write.
+        spacing: Voxel spacing (mm) the network works at; training must use the same.
+
+    Returns:
+        ``out_path``.
+    """
+    config = TrainConfig(spacing=tuple(float(s) for s in spacing))  # type: ignore[arg-type]
+    card = _card_for(config, name="pack")
+    folders = [f for f in io.find_studies(data_dir) if io.has_truth(f)]
+    if not folders:
+        raise ValueError(f"no cases with a *_seg ground truth under {data_dir}")
+    arrays: dict[str, np.ndarray] = {}
+    for case in load_cases(folders, card, log=log):
+        codes, lo, step = _quantize(case.image)
+        arrays[f"{case.name}__image"] = codes
+        arrays[f"{case.name}__lo"] = lo
+        arrays[f"{case.name}__step"] = step
+        arrays[f"{case.name}__target"] = _quantize_target(case.target.numpy())
+    meta = {
+        "version": PACK_VERSION,
+        "cases": [f.name for f in folders],
+        "spacing": card.spacing,
+        "orientation": card.orientation,
+        "channels": card.channels,
+        "normalisation": card.normalisation,
+        "crop_margin": card.crop_margin,
+        "source": str(data_dir),
+    }
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, meta=np.array(json.dumps(meta)), **arrays)
+    return out
+
+
+def load_pack(path: str | Path, card: ModelCard) -> dict[str, Case]:
+    """The cases of a pack written by :func:`pack_cases`, checked against the card's preprocessing.
+
+    Raises:
+        ValueError: naming the file, when it is not a pack or was made with other preprocessing.
+    """
+    path = Path(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+        meta = json.loads(str(data["meta"]))
+    except (OSError, KeyError, ValueError) as e:
+        raise ValueError(f"{path}: expected a training pack written by brats-seg pack, cannot read it ({e})") from e
+    if meta.get("version") != PACK_VERSION:
+        raise ValueError(f"{path}: expected pack version {PACK_VERSION}, found {meta.get('version')}")
+    for key in ("spacing", "orientation", "channels", "normalisation", "crop_margin"):
+        if meta.get(key) != getattr(card, key):
+            raise ValueError(f"{path}: packed with {key} {meta.get(key)}, but training asks for {getattr(card, key)}; re-pack")
+    cases = {}
+    for name in meta["cases"]:
+        image = _dequantize(data[f"{name}__image"], data[f"{name}__lo"], data[f"{name}__step"])
+        target = torch.from_numpy(data[f"{name}__target"].astype(np.float32) / TARGET_LEVELS)
+        cases[name] = make_case(name, image, target)
+    return cases
+
+
 def crop_patch(case: Case, center: Sequence[int], size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """A patch of ``size`` around ``center``, zero-padded where it leaves the volume."""
     shape = case.image.shape[1:]
@@ -187,6 +295,9 @@ def crop_patch(case: Case, center: Sequence[int], size: Sequence[int]) -> tuple[
     tgt[(slice(None), *dst)] = case.target[(slice(None), *src)]
     return img, tgt
 
+
+#: How exported weights are stored (``--export-dtype``); inference always computes in float32.
+EXPORT_DTYPES: tuple[str, ...] = ("float32", "float16")
 
 #: Intensity augmentation presets (``--intensity-augment``).
 INTENSITY_AUGMENTS: tuple[str, ...] = ("mild", "strong", "none")
@@ -264,14 +375,27 @@ class PatchDataset(torch.utils.data.Dataset):
         self.length = length
         self.pos_fraction = pos_fraction
         self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self.tfms = augmentations(intensity=intensity_augment) if augment else None
         if self.tfms is not None:
             self.tfms.set_random_state(seed=seed)
+        self._worker_key: tuple[int, int] | None = None
+
+    def _reseed_in_worker(self) -> None:
+        """Give each data-loader worker its own random stream (a forked copy would repeat the parent's)."""
+        info = torch.utils.data.get_worker_info()
+        if info is None or self._worker_key == (info.id, info.seed):
+            return
+        self._worker_key = (info.id, info.seed)
+        self.rng = np.random.default_rng([self.seed, info.id, info.seed % (2**32)])
+        if self.tfms is not None:
+            self.tfms.set_random_state(seed=int(self.rng.integers(2**31)))
 
     def __len__(self) -> int:
         return self.length if self.cases else 0
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        self._reseed_in_worker()
         case = self.cases[int(self.rng.integers(len(self.cases)))]
         pool = case.fg if (len(case.fg) and self.rng.random() < self.pos_fraction) else case.brain
         center = pool[int(self.rng.integers(len(pool)))] if len(pool) else [n // 2 for n in case.image.shape[1:]]
@@ -359,10 +483,39 @@ class EpochLog(Callback):
         self.t0 = time.time()
 
     def after_epoch(self) -> None:
+        if getattr(self.learn, "lr_finder", None) is not None:  # lr_find's mock epochs are not epochs
+            return
         names = ["train_loss", "valid_loss", *[m.name for m in self.learn.metrics]]
         values = self.learn.recorder.log[1:-1] if self.learn.recorder.log else []
         pairs = " ".join(f"{n}={v:.4f}" for n, v in zip(names, values, strict=False) if isinstance(v, float))
         self.log(f"epoch {self.epoch + 1}/{self.n_epoch} {pairs} ({time.time() - self.t0:.0f}s)")
+
+
+class BatchTimer(Callback):
+    """Record when each training batch ends (used to fit an epoch length to a time budget)."""
+
+    order = 80
+
+    def before_fit(self) -> None:
+        self.times: list[float] = []
+
+    def after_batch(self) -> None:
+        if self.training:
+            self.times.append(time.perf_counter())
+
+    def batches_per_second(self, *, skip: int = 10) -> float:
+        """Steady-state rate, leaving out the first ``skip`` batches (warm-up, cudnn autotuning)."""
+        times = self.times[skip:] if len(self.times) > skip + 2 else self.times
+        if len(times) < 2:
+            raise RuntimeError(f"too few timed batches ({len(self.times)}) to measure a rate")
+        return (len(times) - 1) / (times[-1] - times[0])
+
+
+def samples_for_budget(config: TrainConfig, batches_per_second: float, *, margin: float = 0.85) -> int:
+    """Patches per epoch such that ``config.epochs`` epochs fit ``margin`` x the time budget."""
+    assert config.time_budget_minutes is not None
+    batches = config.time_budget_minutes * 60 * margin * batches_per_second / config.epochs
+    return max(1, int(batches)) * config.batch_size
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -392,6 +545,9 @@ class TrainConfig:
     val_patches: int = 4
     overlap: float = 0.5
     num_workers: int = 0
+    time_budget_minutes: float | None = None
+    init_from: Path | None = None
+    export_dtype: str = "float32"
     device: str | None = None
     resume: bool = False
     progress: bool = True
@@ -453,13 +609,21 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
     random.seed(config.seed)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-    folders = [f for f in io.find_studies(data_dir) if io.has_truth(f)]
-    if not folders:
-        raise ValueError(f"no cases with a *_seg ground truth under {data_dir}")
-    names = [f.name for f in folders]
+    card = _card_for(config, name=f"brats-seg-unet-{'x'.join(f'{s:g}' for s in config.spacing)}mm")
+    packed: dict[str, Case] | None = None
+    if data_dir.suffix == ".npz":
+        packed = load_pack(data_dir, card)
+        names = list(packed)
+    else:
+        folders = [f for f in io.find_studies(data_dir) if io.has_truth(f)]
+        if not folders:
+            raise ValueError(f"no cases with a *_seg ground truth under {data_dir}")
+        names = [f.name for f in folders]
+        by_name = dict(zip(names, folders, strict=True))
     split_path = out / "splits.json"
     if config.splits is not None:
         folds = json.loads(Path(config.splits).read_text())["folds"]
+        config.folds = len(folds)
         split_path.write_text(json.dumps({"k": len(folds), "from": str(config.splits), "folds": folds}, indent=2) + "\n")
     elif config.resume and split_path.is_file():
         folds = json.loads(split_path.read_text())["folds"]
@@ -470,19 +634,26 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
     train_names = [n for n in names if n not in held_out]
     log(f"{len(train_names)} training cases, {len(held_out)} held out (fold {config.fold} of {config.folds})")
 
-    card = _card_for(config, name=f"brats-seg-unet-{'x'.join(f'{s:g}' for s in config.spacing)}mm")
-    cache = out.parent / "cache"
-    by_name = dict(zip(names, folders, strict=True))
+    unknown = sorted(set(held_out) - set(names))
+    if unknown:
+        raise ValueError(f"the split holds out {unknown}, which are not among the cases of {data_dir}")
     t0 = time.time()
-    train_cases = load_cases([by_name[n] for n in train_names], card, cache_dir=cache, log=log)
-    val_cases = load_cases([by_name[n] for n in held_out], card, cache_dir=cache, log=log) if held_out else train_cases[:2]
+    if packed is not None:
+        train_cases = [packed[n] for n in train_names]
+        val_cases = [packed[n] for n in held_out]
+    else:
+        cache = out.parent / "cache"
+        train_cases = load_cases([by_name[n] for n in train_names], card, cache_dir=cache, log=log)
+        val_cases = load_cases([by_name[n] for n in held_out], card, cache_dir=cache, log=log)
+    val_cases = val_cases or train_cases[:2]
     log(f"data ready in {time.time() - t0:.0f}s")
 
     train_ds = PatchDataset(train_cases, patch_size=config.patch_size, length=config.samples_per_epoch,
                             intensity_augment=config.intensity_augment, seed=config.seed)
     valid_ds = FixedPatchDataset(val_cases, patch_size=config.patch_size, per_case=config.val_patches, seed=config.seed + 1)
     dls = DataLoaders.from_dsets(
-        train_ds, valid_ds, bs=config.batch_size, num_workers=config.num_workers, device=device, shuffle=False
+        train_ds, valid_ds, bs=config.batch_size, num_workers=config.num_workers, device=device, shuffle=False,
+        persistent_workers=config.num_workers > 0,  # no new worker processes (and seeds) every epoch
     )
     net = build_unet(channels=config.channels, num_res_units=config.num_res_units)
     learn = Learner(
@@ -497,6 +668,7 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
         cbs=[CSVLogger(fname="history.csv", append=config.resume), Checkpoint("last")],
     )
     if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
         learn.to_fp16()
     if not config.progress:
         from fastai.callback.progress import ProgressCallback
@@ -506,6 +678,10 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
         learn.logger = noop
         learn.add_cb(EpochLog(log))
 
+    init = None
+    if config.init_from is not None and not config.resume:
+        init = init_weights(learn.model, config.init_from)
+        log(f"initialised from {init['file']} ({init['sha256'][:12]})")
     start_epoch = 0
     state_file = out / "models" / "last.json"
     lr = config.lr
@@ -516,14 +692,35 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
         start_epoch = json.loads(state_file.read_text())["epoch"] + 1
         lr = lr or meta.get("lr")
         log(f"resuming at epoch {start_epoch} with lr {lr}")
-    if lr is None and config.lr_find:
+    budgeted = config.time_budget_minutes is not None and start_epoch == 0
+    if (lr is None and config.lr_find) or budgeted:
         t = time.time()
-        suggestion = learn.lr_find(num_it=60, show_plot=False)
+        timer = BatchTimer()
+        learn.add_cb(timer)
+        try:
+            suggestion = learn.lr_find(num_it=60, show_plot=False)
+        finally:
+            learn.remove_cb(timer)
         meta["lr_find_valley"] = float(suggestion.valley)
-        lr = float(np.clip(suggestion.valley, 3e-4, 1e-2))
+        if lr is None:
+            lr = float(np.clip(suggestion.valley, 3e-4, 1e-2))
         log(f"lr_find valley {suggestion.valley:.2e} in {time.time() - t:.0f}s; using lr {lr:.2e}")
+        if budgeted:
+            rate = timer.batches_per_second()
+            samples = samples_for_budget(config, rate)
+            meta["measured_batches_per_second"] = rate
+            log(f"{rate:.2f} batches/s measured: {samples} samples per epoch fit {config.time_budget_minutes:g} min")
+            config.samples_per_epoch = samples
+            train_ds.length = samples
+            learn.dls.train.n = samples
+    elif config.resume and "samples_per_epoch" in meta:
+        config.samples_per_epoch = train_ds.length = learn.dls.train.n = int(meta["samples_per_epoch"])
+    meta["samples_per_epoch"] = config.samples_per_epoch
     lr = float(lr or 3e-3)
-    meta.update({"lr": lr, "config": _jsonable(config.__dict__), "train_cases": train_names, "held_out": held_out})
+    meta.update({"lr": lr, "config": _jsonable(config.__dict__), "train_cases": train_names, "held_out": held_out,
+                 "data": str(data_dir)})
+    if init is not None:
+        meta["init_from"] = init
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
 
     t = time.time()
@@ -536,6 +733,34 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
     export_with_card(learn, out, card, config=config, meta=meta, device=device)
     log(f"exported {out / 'model.pkl'} after {train_seconds / 60:.1f} min of training")
     return out
+
+
+def init_weights(net: nn.Module, model_dir: str | Path) -> dict[str, Any]:
+    """Copy the weights of a trained model folder's first learner into ``net`` (to fine-tune it).
+
+    The learner is loaded the safe way (sha256 checked against its card first).
+
+    Returns:
+        What was loaded: ``file``, ``sha256`` and the earlier run's ``training`` record.
+
+    Raises:
+        ValueError: naming the folder, when its network's layers or shapes differ from ``net``'s.
+    """
+    from .model import load_model
+
+    source = load_model(model_dir, device="cpu")
+    state = source.networks[0].state_dict()
+    ours = net.state_dict()
+    mismatched = sorted(k for k in ours if k not in state or state[k].shape != ours[k].shape)
+    if mismatched or len(state) != len(ours):
+        raise ValueError(
+            f"--init-from {model_dir}: its network differs from the one being trained "
+            f"({len(mismatched)} of {len(ours)} tensors missing or of another shape, e.g. {mismatched[:2]}); "
+            "expected the same --channels and --num-res-units"
+        )
+    net.load_state_dict({k: v.to(ours[k].dtype) for k, v in state.items()})
+    first = source.card.files[0]
+    return {"file": str(Path(model_dir) / first), "sha256": source.card.sha256[first], "training": source.card.extra.get("training", {})}
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
@@ -551,6 +776,10 @@ def export_with_card(learn, out: Path, card: ModelCard, *, config: TrainConfig, 
         learn.to_fp32()
     learn.model.cpu()
     learn.dls.cpu()
+    if config.export_dtype not in EXPORT_DTYPES:
+        raise ValueError(f"export dtype: expected one of {EXPORT_DTYPES}, found {config.export_dtype!r}")
+    if config.export_dtype == "float16":
+        learn.model.half()  # half the file; brats_seg.model computes in float32 again
     learn.export("model.pkl")
     pkl = out / "model.pkl"
     card.files = ["model.pkl"]
@@ -574,7 +803,8 @@ def export_with_card(learn, out: Path, card: ModelCard, *, config: TrainConfig, 
         "versions": versions(),
         "training": {
             "recipe": "brats_seg.train (fastai Learner, Ranger, lr_find, fit_flat_cos, Dice+BCE on TC/WT/ET)",
-            "data": "BraTS 2018 training cases (expert labels) from ../shared/data/brats",
+            "data": "BraTS 2018 training cases (expert labels) from ../shared/data/brats"
+            + (f", preprocessed into {Path(meta['data']).name} by brats-seg pack" if str(meta.get("data", "")).endswith(".npz") else ""),
             "train_cases": meta.get("train_cases", []),
             "held_out_cases": meta.get("held_out", []),
             "folds": config.folds,
@@ -584,6 +814,9 @@ def export_with_card(learn, out: Path, card: ModelCard, *, config: TrainConfig, 
             "batch_size": config.batch_size,
             "patch_size": list(config.patch_size),
             "intensity_augment": config.intensity_augment,
+            "time_budget_minutes": config.time_budget_minutes,
+            "init_from": _init_record(meta.get("init_from")),
+            "weights_dtype": config.export_dtype,
             "lr": meta.get("lr"),
             "lr_find_valley": meta.get("lr_find_valley"),
             "wall_time_minutes": round(float(meta.get("train_seconds", 0.0)) / 60, 1),
@@ -651,6 +884,15 @@ def bundle(
     )
     merged.save(out / "model.json")
     return merged
+
+
+def _init_record(init: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a fine-tuned model started from: file, sha256 and the earlier training in brief."""
+    if not init:
+        return None
+    t = init.get("training") or {}
+    keep = ("fold", "epochs", "iterations", "batch_size", "patch_size", "intensity_augment", "lr", "wall_time_minutes", "hardware", "init_from")
+    return {"file": init["file"], "sha256": init["sha256"], "training": {k: t[k] for k in keep if k in t}}
 
 
 def _hardware(device) -> str:

@@ -248,3 +248,156 @@ def test_bundle_refuses_bad_post_processing_settings(option: list[str], message:
         main(["bundle", str(tiny_model_dir), "--output", str(tmp_path / "m"), *option])
     assert exc.value.code == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Packs, data-loader workers, time budgets, float16 export, fine-tuning, cross-validation
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_pack(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pack = tmp_path_factory.mktemp("pack") / "tiny.npz"
+    assert main(["pack", str(tiny_data_dir), "--output", str(pack), "--spacing", "2", "2", "2"]) == 0
+    return pack
+
+
+def test_pack_round_trip_matches_the_preprocessing(tiny_pack: Path, tiny_data_dir: Path) -> None:
+    from brats_seg import io
+
+    card = train._card_for(train.TrainConfig(), "t")
+    cases = train.load_pack(tiny_pack, card)
+    assert sorted(cases) == ["Tiny-003", "Tiny_001", "Tiny_002"]
+    ref = train.preprocess_case(io.load_study(tiny_data_dir / "Tiny_001"), card)
+    got = cases["Tiny_001"]
+    assert got.image.shape == ref.image.shape and got.target.shape == ref.target.shape
+    brain = (ref.image != 0).any(0)
+    assert torch.equal((got.image != 0).any(0), brain), "the brain mask must survive packing exactly"
+    for c in range(ref.image.shape[0]):
+        v = ref.image[c][brain]
+        half_step = float(v.max() - v.min()) / 254 / 2
+        assert float((got.image[c][brain] - v).abs().max()) <= half_step + 1e-5
+    assert float((got.target - ref.target).abs().max()) <= 1 / 254 + 1e-6
+    assert torch.equal(got.target > 0.5, ref.target > 0.5), "no voxel may cross the 0.5 threshold"
+    assert len(got.fg) == len(ref.fg) and len(got.brain) == len(ref.brain)
+
+
+def test_load_pack_refuses_other_preprocessing_and_other_files(tiny_pack: Path, tmp_path: Path, capsys) -> None:
+    card = train._card_for(train.TrainConfig(spacing=(1.5, 1.5, 1.5)), "t")
+    with pytest.raises(ValueError, match=r"packed with spacing \[2.0, 2.0, 2.0\], but training asks for \[1.5, 1.5, 1.5\]"):
+        train.load_pack(tiny_pack, card)
+    bogus = tmp_path / "bogus.npz"
+    bogus.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="expected a training pack written by brats-seg pack"):
+        train.load_pack(bogus, card)
+    code = main(["train", str(bogus), "--output", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "bogus.npz: expected a training pack" in err and "Traceback" not in err
+
+
+def test_pack_command_refuses_bad_paths(tiny_data_dir: Path, tmp_path: Path, capsys) -> None:
+    assert main(["pack", str(tmp_path / "nothing"), "--output", str(tmp_path / "p.npz")]) == 2
+    assert "expected a folder of cases, found no such folder" in capsys.readouterr().err
+    assert main(["pack", str(tiny_data_dir), "--output", str(tmp_path / "p.zip")]) == 2
+    assert "expected a file name ending in .npz" in capsys.readouterr().err
+
+
+def test_patch_dataset_workers_draw_different_patches() -> None:
+    """Forked workers start with copies of one random state; each must reseed or they repeat each other."""
+    image = torch.randn(4, 40, 40, 40)
+    case = train.make_case("c", image, torch.zeros(3, 40, 40, 40))
+    ds = train.PatchDataset([case], patch_size=(8, 8, 8), length=8, augment=False, seed=0)
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2)
+    first, second = (batch[0] for batch in loader)  # batch 0 from worker 0, batch 1 from worker 1
+    assert not torch.equal(first, second)
+
+
+def test_samples_for_budget_fits_the_epochs_into_the_budget() -> None:
+    config = train.TrainConfig(epochs=4, batch_size=2, time_budget_minutes=1.0)
+    # 60 s x 0.85 x 10 batches/s / 4 epochs = 127.5 -> 127 batches of 2
+    assert train.samples_for_budget(config, 10.0) == 254
+    assert train.samples_for_budget(config, 0.001) == 2  # at least one batch
+
+
+def test_train_from_pack_with_workers_time_budget_and_float16_export(
+    tiny_pack: Path, tiny_study_dir: Path, tmp_path: Path
+) -> None:
+    from conftest import TINY_TRAIN_ARGS
+
+    from brats_seg.model import load_learner_checked
+
+    out = tmp_path / "run"
+    args = ["train", str(tiny_pack), "--output", str(out), *TINY_TRAIN_ARGS,
+            "--num-workers", "1", "--time-budget", "0.05", "--export-dtype", "float16"]
+    assert main(args) == 0
+    card = ModelCard.load(out / "model.json")
+    training = card.extra["training"]
+    assert training["weights_dtype"] == "float16" and training["time_budget_minutes"] == 0.05
+    assert "tiny.npz by brats-seg pack" in training["data"]
+    meta = json.loads((out / "train_meta.json").read_text())
+    assert meta["measured_batches_per_second"] > 0
+    assert training["iterations"] == 2 * (meta["samples_per_epoch"] // 2)
+    budget = train.TrainConfig(epochs=2, batch_size=2, time_budget_minutes=0.05)
+    assert meta["samples_per_epoch"] == train.samples_for_budget(budget, meta["measured_batches_per_second"])
+    learn = load_learner_checked(out / "model.pkl", card.sha256["model.pkl"])
+    assert {p.dtype for p in learn.model.parameters()} == {torch.float16}
+    model = load_model(out, device="cpu")
+    assert {p.dtype for p in model.networks[0].parameters()} == {torch.float32}
+    assert main(["predict", str(tiny_study_dir), "--output", str(tmp_path / "pred"), "--model", str(out), "--no-progress"]) == 0
+
+
+def test_init_from_fine_tunes_a_trained_model(tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    from conftest import TINY_TRAIN_ARGS
+
+    out = tmp_path / "ft"
+    assert main(["train", str(tiny_data_dir), "--output", str(out), *TINY_TRAIN_ARGS, "--init-from", str(tiny_model_dir)]) == 0
+    init = ModelCard.load(out / "model.json").extra["training"]["init_from"]
+    assert init["sha256"] == ModelCard.load(tiny_model_dir / "model.json").sha256["model.pkl"]
+    assert init["training"]["epochs"] == 2
+
+    args = ["train", str(tiny_data_dir), "--output", str(tmp_path / "bad"), *TINY_TRAIN_ARGS, "--init-from", str(tiny_model_dir)]
+    args[args.index("--channels") + 1: args.index("--channels") + 4] = ["8", "8", "16"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "its network differs from the one being trained" in err and "Traceback" not in err
+
+
+def test_cross_validation_scores_each_case_with_the_members_that_held_it_out(
+    tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
+    from conftest import TINY_TRAIN_ARGS
+
+    splits = tiny_model_dir / "splits.json"
+    second = tmp_path / "fold1"
+    args = ["train", str(tiny_data_dir), "--output", str(second), *TINY_TRAIN_ARGS, "--splits", str(splits)]
+    args[args.index("--fold") + 1] = "1"
+    assert main(args) == 0
+    bundled = tmp_path / "model"
+    assert main(["bundle", str(tiny_model_dir), str(second), "--output", str(bundled)]) == 0
+    folds = json.loads(splits.read_text())["folds"]
+    out = tmp_path / "cv"
+    capsys.readouterr()
+    assert main(["evaluate", str(tiny_data_dir), "--output", str(out), "--model", str(bundled), "--cross-validation",
+                 "--record-as", "cross_validation", "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cross_validation"] is True
+    assert sorted(summary["cases"]) == sorted(folds[0] + folds[1])  # fold 2 was never held out by a member
+    scores = ModelCard.load(bundled / "model.json").extra["scores"]["cross_validation"]
+    assert scores["n"] == 2 and "--cross-validation" in scores["command"]
+
+    # each case's prediction is the one its own fold model makes, not the ensemble's
+    from brats_seg import io
+    from brats_seg.pipeline import segment
+
+    case = folds[1][0]
+    alone = segment(io.load_study(tiny_data_dir / case), load_model(second, device="cpu"))
+    assert main(["evaluate", str(tiny_data_dir), "--output", str(tmp_path / "cv2"), "--model", str(bundled),
+                 "--cross-validation", "--cases", case, "--save-predictions", "--no-progress"]) == 0
+    import nibabel as nib
+
+    saved = np.asanyarray(nib.load(tmp_path / "cv2" / f"{case}_seg.nii.gz").dataobj)
+    assert np.array_equal(saved, alone.labels.array)
+
+    assert main(["evaluate", str(tiny_data_dir), "--output", str(tmp_path / "cv3"), "--model", str(bundled),
+                 "--cross-validation", "--cases", folds[2][0], "--no-progress"]) == 2
+    assert "no member of" in capsys.readouterr().err
