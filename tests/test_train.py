@@ -401,3 +401,51 @@ def test_cross_validation_scores_each_case_with_the_members_that_held_it_out(
     assert main(["evaluate", str(tiny_data_dir), "--output", str(tmp_path / "cv3"), "--model", str(bundled),
                  "--cross-validation", "--cases", folds[2][0], "--no-progress"]) == 2
     assert "no member of" in capsys.readouterr().err
+
+
+def test_train_folds_script_trains_every_fold_with_its_own_inputs(
+    tiny_pack: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """scripts/train_folds.sh: one process per fold of the split, {fold} replaced in the options."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import TINY_TRAIN_ARGS
+
+    args = list(TINY_TRAIN_ARGS)
+    for option in ("--folds", "--fold"):
+        i = args.index(option)
+        del args[i:i + 2]
+    inits = tmp_path / "inits"
+    inits.mkdir()
+    for f in range(3):
+        (inits / f"fold{f}").symlink_to(tiny_model_dir, target_is_directory=True)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_folds.sh"
+    out = tmp_path / "folds"
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        ["bash", str(script), str(tiny_pack), str(out), str(tiny_model_dir / "splits.json"), *args,
+         "--init-from", f"{inits}/fold{{fold}}"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr + "".join((out / f"fold{f}.log").read_text() for f in range(3))
+    folds = json.loads((tiny_model_dir / "splits.json").read_text())["folds"]
+    for f in range(3):
+        training = ModelCard.load(out / f"fold{f}" / "model.json").extra["training"]
+        assert training["fold"] == f and training["held_out_cases"] == folds[f]
+        assert training["init_from"]["file"] == f"{inits}/fold{f}/model.pkl"
+
+
+def test_train_folds_script_reports_a_failing_fold(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_folds.sh"
+    result = subprocess.run(
+        ["bash", str(script), str(tmp_path / "missing.npz"), str(tmp_path / "out"), str(tiny_model_dir / "splits.json")],
+        env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1
+    assert "fold 0 failed" in result.stderr and "missing.npz" in result.stderr
