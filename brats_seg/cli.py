@@ -82,6 +82,16 @@ def _fraction(value: str) -> float:
     return v
 
 
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not number > 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, found {value!r}")
+    return number
+
+
 def _positive_int(value: str) -> int:
     """A whole number of at least 1 (window sizes, batch sizes)."""
     try:
@@ -189,14 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "gamma, noise, blur, low resolution; none")
     p.add_argument("--val-patches", type=int, default=d.val_patches, help="validation patches per held-out case")
     p.add_argument("--num-workers", type=int, default=d.num_workers, help="data-loader worker processes (0: load in the main process)")
-    p.add_argument("--time-budget", type=float, default=d.time_budget_minutes, metavar="MINUTES",
+    p.add_argument("--time-budget", type=_positive_float, default=d.time_budget_minutes, metavar="MINUTES",
                    help="fit the epoch length to this many minutes of training, timed during lr_find "
                    "(default: --samples-per-epoch as given)")
     p.add_argument("--export-dtype", choices=EXPORT_DTYPES, default=d.export_dtype,
                    help="how the exported weights are stored (float16 halves the file; inference computes in float32)")
     p.add_argument("--init-from", type=Path, default=d.init_from, metavar="MODEL_DIR",
-                   help="start from the weights of a trained run or model folder (its first learner, sha256-checked) "
-                   "and fine-tune them (default: random initialisation)")
+                   help="start from the weights of a trained run or model folder (its first learner, sha256-checked; "
+                   "it must not have trained on this run's held-out cases) and fine-tune them; ignored when --resume "
+                   "finds a checkpoint (default: random initialisation)")
     p.add_argument("--device", type=_device, default=d.device, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--resume", action="store_true", help="resume from the run folder's last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="one log line per epoch instead of progress bars")
@@ -417,7 +428,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         model = load_model(args.model, device=args.device)
         members = cross_validation_members(model)
-        wanted = set(members) if wanted is None else wanted
+        if wanted is None:
+            present = {f.name for f in io.find_studies(args.data_dir) if io.has_truth(f)}
+            wanted = set(members) & present
+            if not wanted:
+                raise StudyError(
+                    f"--cross-validation: none of the cases {model.card.name}'s members held out "
+                    f"({', '.join(sorted(members))}) has a ground truth under {args.data_dir}"
+                )
         unseen = sorted(wanted - set(members))
         if unseen:
             raise StudyError(
@@ -525,10 +543,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         num_workers=args.num_workers, time_budget_minutes=args.time_budget, export_dtype=args.export_dtype,
         init_from=args.init_from,
     )
-    try:
-        train(args.data_dir, args.output, config)
-    except ValueError as e:  # bad data folder, pack or split: say what, no traceback
-        raise StudyError(str(e)) from e
+    train(args.data_dir, args.output, config)  # bad data, pack, split or settings raise StudyError
     return EXIT_OK
 
 
@@ -539,10 +554,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
         raise StudyError(f"{args.data_dir}: expected a folder of cases, found no such folder")
     if args.output.suffix != ".npz":
         raise StudyError(f"--output {args.output}: expected a file name ending in .npz")
-    try:
-        out = pack_cases(args.data_dir, args.output, spacing=args.spacing)
-    except ValueError as e:
-        raise StudyError(str(e)) from e
+    out = pack_cases(args.data_dir, args.output, spacing=args.spacing)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return EXIT_OK
 

@@ -35,6 +35,7 @@ from fastai.callback.core import Callback
 
 from . import io, postprocess, preprocess
 from .card import ModelCard
+from .errors import StudyError
 from .types import MODALITIES, Study
 
 REGION_ORDER = ("TC", "WT", "ET")
@@ -218,7 +219,7 @@ def pack_cases(data_dir: str | Path, out_path: str | Path, *, spacing: Sequence[
 
     A pack carries a training set to another machine (a GPU server) without the NIfTI files:
     intensities are stored as 8-bit codes over each channel's range inside the brain (a step of
-    about 0.04 standard deviations, well below the intensity augmentation), region targets as
+    0.01-0.03 standard deviations on the 23 BraTS cases, well below the intensity augmentation), region targets as
     8-bit fractions. ``brats-seg train PACK.npz`` trains from it exactly as from the folder.
 
     Args:
@@ -233,7 +234,7 @@ def pack_cases(data_dir: str | Path, out_path: str | Path, *, spacing: Sequence[
     card = _card_for(config, name="pack")
     folders = [f for f in io.find_studies(data_dir) if io.has_truth(f)]
     if not folders:
-        raise ValueError(f"no cases with a *_seg ground truth under {data_dir}")
+        raise StudyError(f"no cases with a *_seg ground truth under {data_dir}")
     arrays: dict[str, np.ndarray] = {}
     for case in load_cases(folders, card, log=log):
         codes, lo, step = _quantize(case.image)
@@ -252,6 +253,8 @@ def pack_cases(data_dir: str | Path, out_path: str | Path, *, spacing: Sequence[
         "source": str(data_dir),
     }
     out = Path(out_path)
+    if out.suffix != ".npz":
+        raise StudyError(f"{out}: expected a file name ending in .npz")
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, meta=np.array(json.dumps(meta)), **arrays)
     return out
@@ -261,24 +264,28 @@ def load_pack(path: str | Path, card: ModelCard) -> dict[str, Case]:
     """The cases of a pack written by :func:`pack_cases`, checked against the card's preprocessing.
 
     Raises:
-        ValueError: naming the file, when it is not a pack or was made with other preprocessing.
+        StudyError: naming the file, when it is not a pack or was made with other preprocessing.
     """
     path = Path(path)
-    try:
-        data = np.load(path, allow_pickle=False)
-        meta = json.loads(str(data["meta"]))
-    except (OSError, KeyError, ValueError) as e:
-        raise ValueError(f"{path}: expected a training pack written by brats-seg pack, cannot read it ({e})") from e
-    if meta.get("version") != PACK_VERSION:
-        raise ValueError(f"{path}: expected pack version {PACK_VERSION}, found {meta.get('version')}")
-    for key in ("spacing", "orientation", "channels", "normalisation", "crop_margin"):
-        if meta.get(key) != getattr(card, key):
-            raise ValueError(f"{path}: packed with {key} {meta.get(key)}, but training asks for {getattr(card, key)}; re-pack")
     cases = {}
-    for name in meta["cases"]:
-        image = _dequantize(data[f"{name}__image"], data[f"{name}__lo"], data[f"{name}__step"])
-        target = torch.from_numpy(data[f"{name}__target"].astype(np.float32) / TARGET_LEVELS)
-        cases[name] = make_case(name, image, target)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            if meta.get("version") != PACK_VERSION:
+                raise StudyError(f"{path}: expected pack version {PACK_VERSION}, found {meta.get('version')}")
+            for key in ("spacing", "orientation", "channels", "normalisation", "crop_margin"):
+                if meta.get(key) != getattr(card, key):
+                    raise StudyError(
+                        f"{path}: packed with {key} {meta.get(key)}, but training asks for {getattr(card, key)}; re-pack"
+                    )
+            for name in meta["cases"]:
+                image = _dequantize(data[f"{name}__image"], data[f"{name}__lo"], data[f"{name}__step"])
+                target = torch.from_numpy(data[f"{name}__target"].astype(np.float32) / TARGET_LEVELS)
+                cases[name] = make_case(name, image, target)
+    except StudyError:
+        raise
+    except (OSError, KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+        raise StudyError(f"{path}: expected a training pack written by brats-seg pack, cannot read it ({type(e).__name__}: {e})") from e
     return cases
 
 
@@ -440,6 +447,22 @@ class FixedPatchDataset(torch.utils.data.Dataset):
 # ----------------------------------------------------------------------------------------------------
 
 
+def read_splits(path: str | Path) -> list[list[str]]:
+    """The folds of a ``splits.json`` written by an earlier run.
+
+    Raises:
+        StudyError: naming the file, when it is missing or has no list of case-name lists ``folds``.
+    """
+    path = Path(path)
+    try:
+        folds = json.loads(path.read_text())["folds"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise StudyError(f"--splits {path}: expected a splits.json with a 'folds' list, cannot read it ({type(e).__name__}: {e})") from e
+    if not (isinstance(folds, list) and len(folds) >= 2 and all(isinstance(f, list) for f in folds)):
+        raise StudyError(f"--splits {path}: expected 'folds' to be a list of at least 2 lists of case names")
+    return folds
+
+
 def make_folds(names: Sequence[str], *, k: int = 5, seed: int = 0) -> list[list[str]]:
     """Split case names into ``k`` seeded folds of near-equal size."""
     if k < 2:
@@ -465,6 +488,8 @@ class Checkpoint(Callback):
         self.fname = fname
 
     def after_epoch(self) -> None:
+        if getattr(self.learn, "lr_finder", None) is not None:  # lr_find's sweep is not training
+            return
         self.learn.save(self.fname, with_opt=True)
         (self.learn.path / self.learn.model_dir / f"{self.fname}.json").write_text(
             json.dumps({"epoch": self.epoch, "n_epoch": self.n_epoch})
@@ -554,6 +579,22 @@ class TrainConfig:
     splits: Path | None = None
 
 
+def check_config(config: TrainConfig) -> None:
+    """Refuse settings that could only fail later (after minutes or hours of training).
+
+    Raises:
+        StudyError: saying which setting and what was expected.
+    """
+    if config.epochs < 1:
+        raise StudyError(f"--epochs: expected at least 1, found {config.epochs}")
+    if config.time_budget_minutes is not None and not config.time_budget_minutes > 0:
+        raise StudyError(f"--time-budget: expected a positive number of minutes, found {config.time_budget_minutes}")
+    if config.export_dtype not in EXPORT_DTYPES:
+        raise StudyError(f"--export-dtype: expected one of {EXPORT_DTYPES}, found {config.export_dtype!r}")
+    if config.init_from is not None and not (Path(config.init_from) / "model.json").is_file():
+        raise StudyError(f"--init-from {config.init_from}: expected a run or model folder with a model.json, found none")
+
+
 def _card_for(config: TrainConfig, name: str) -> ModelCard:
     return ModelCard(
         name=name,
@@ -602,6 +643,7 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
     from fastai.optimizer import ranger
 
     config = config or TrainConfig()
+    check_config(config)
     data_dir, out = Path(data_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -617,12 +659,12 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
     else:
         folders = [f for f in io.find_studies(data_dir) if io.has_truth(f)]
         if not folders:
-            raise ValueError(f"no cases with a *_seg ground truth under {data_dir}")
+            raise StudyError(f"no cases with a *_seg ground truth under {data_dir}")
         names = [f.name for f in folders]
         by_name = dict(zip(names, folders, strict=True))
     split_path = out / "splits.json"
     if config.splits is not None:
-        folds = json.loads(Path(config.splits).read_text())["folds"]
+        folds = read_splits(config.splits)
         config.folds = len(folds)
         split_path.write_text(json.dumps({"k": len(folds), "from": str(config.splits), "folds": folds}, indent=2) + "\n")
     elif config.resume and split_path.is_file():
@@ -630,13 +672,15 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
     else:
         folds = make_folds(names, k=config.folds, seed=config.seed)
         split_path.write_text(json.dumps({"k": config.folds, "seed": config.seed, "folds": folds}, indent=2) + "\n")
+    if config.fold >= len(folds):
+        raise StudyError(f"--fold {config.fold}: expected -1 (all cases) or a fold below {len(folds)}, the split's k")
     held_out = [] if config.fold < 0 else folds[config.fold]
     train_names = [n for n in names if n not in held_out]
     log(f"{len(train_names)} training cases, {len(held_out)} held out (fold {config.fold} of {config.folds})")
 
     unknown = sorted(set(held_out) - set(names))
     if unknown:
-        raise ValueError(f"the split holds out {unknown}, which are not among the cases of {data_dir}")
+        raise StudyError(f"the split holds out {unknown}, which are not among the cases of {data_dir}")
     t0 = time.time()
     if packed is not None:
         train_cases = [packed[n] for n in train_names]
@@ -652,8 +696,7 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
                             intensity_augment=config.intensity_augment, seed=config.seed)
     valid_ds = FixedPatchDataset(val_cases, patch_size=config.patch_size, per_case=config.val_patches, seed=config.seed + 1)
     dls = DataLoaders.from_dsets(
-        train_ds, valid_ds, bs=config.batch_size, num_workers=config.num_workers, device=device, shuffle=False,
-        persistent_workers=config.num_workers > 0,  # no new worker processes (and seeds) every epoch
+        train_ds, valid_ds, bs=config.batch_size, num_workers=config.num_workers, device=device, shuffle=False
     )
     net = build_unet(channels=config.channels, num_res_units=config.num_res_units)
     learn = Learner(
@@ -678,16 +721,19 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
         learn.logger = noop
         learn.add_cb(EpochLog(log))
 
-    init = None
-    if config.init_from is not None and not config.resume:
-        init = init_weights(learn.model, config.init_from)
-        log(f"initialised from {init['file']} ({init['sha256'][:12]})")
     start_epoch = 0
     state_file = out / "models" / "last.json"
+    resuming = config.resume and state_file.is_file()
+    init = None
+    if config.init_from is not None and not resuming:
+        init = init_weights(learn.model, config.init_from, held_out=held_out)
+        log(f"initialised from {init['file']} ({init['sha256'][:12]})")
+    elif config.init_from is not None:
+        log(f"--init-from {config.init_from} ignored: resuming from the run's own checkpoint")
     lr = config.lr
     meta_path = out / "train_meta.json"
-    meta: dict[str, Any] = json.loads(meta_path.read_text()) if (config.resume and meta_path.is_file()) else {}
-    if config.resume and state_file.is_file():
+    meta: dict[str, Any] = json.loads(meta_path.read_text()) if (resuming and meta_path.is_file()) else {}
+    if resuming:
         learn.load("last", with_opt=True)
         start_epoch = json.loads(state_file.read_text())["epoch"] + 1
         lr = lr or meta.get("lr")
@@ -705,7 +751,9 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
         if lr is None:
             lr = float(np.clip(suggestion.valley, 3e-4, 1e-2))
         log(f"lr_find valley {suggestion.valley:.2e} in {time.time() - t:.0f}s; using lr {lr:.2e}")
-        if budgeted:
+        if budgeted and len(timer.times) < 2:
+            log(f"lr_find stopped after {len(timer.times)} batches, too few to time: keeping {config.samples_per_epoch} samples per epoch")
+        elif budgeted:
             rate = timer.batches_per_second()
             samples = samples_for_budget(config, rate)
             meta["measured_batches_per_second"] = rate
@@ -719,7 +767,7 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
     lr = float(lr or 3e-3)
     meta.update({"lr": lr, "config": _jsonable(config.__dict__), "train_cases": train_names, "held_out": held_out,
                  "data": str(data_dir)})
-    if init is not None:
+    if not resuming:
         meta["init_from"] = init
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -728,6 +776,7 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
         learn.fit_flat_cos(config.epochs, lr=lr, pct_start=config.pct_start, start_epoch=start_epoch)
     train_seconds = time.time() - t + float(meta.get("train_seconds", 0.0))
     meta["train_seconds"] = train_seconds
+    meta["batches_per_epoch"] = len(learn.dls.train)
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
 
     export_with_card(learn, out, card, config=config, meta=meta, device=device)
@@ -735,25 +784,34 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
     return out
 
 
-def init_weights(net: nn.Module, model_dir: str | Path) -> dict[str, Any]:
+def init_weights(net: nn.Module, model_dir: str | Path, *, held_out: Sequence[str] = ()) -> dict[str, Any]:
     """Copy the weights of a trained model folder's first learner into ``net`` (to fine-tune it).
 
-    The learner is loaded the safe way (sha256 checked against its card first).
+    The learner is loaded the safe way (sha256 checked against its card first). ``held_out`` are
+    the cases the new run holds out: a source trained on any of them is refused, since its scores
+    on them would no longer come from unseen cases.
 
     Returns:
         What was loaded: ``file``, ``sha256`` and the earlier run's ``training`` record.
 
     Raises:
-        ValueError: naming the folder, when its network's layers or shapes differ from ``net``'s.
+        StudyError: naming the folder, when its network's layers or shapes differ from ``net``'s, or
+            when it was trained on a case in ``held_out``.
     """
     from .model import load_model
 
     source = load_model(model_dir, device="cpu")
+    seen = set(held_out) & set(source.card.extra.get("training", {}).get("train_cases", []))
+    if seen:
+        raise StudyError(
+            f"--init-from {model_dir}: it was trained on {sorted(seen)}, which this run holds out; "
+            "expected a model that never saw the held-out cases (e.g. the same fold of the same split)"
+        )
     state = source.networks[0].state_dict()
     ours = net.state_dict()
     mismatched = sorted(k for k in ours if k not in state or state[k].shape != ours[k].shape)
     if mismatched or len(state) != len(ours):
-        raise ValueError(
+        raise StudyError(
             f"--init-from {model_dir}: its network differs from the one being trained "
             f"({len(mismatched)} of {len(ours)} tensors missing or of another shape, e.g. {mismatched[:2]}); "
             "expected the same --channels and --num-res-units"
@@ -891,7 +949,8 @@ def _init_record(init: dict[str, Any] | None) -> dict[str, Any] | None:
     if not init:
         return None
     t = init.get("training") or {}
-    keep = ("fold", "epochs", "iterations", "batch_size", "patch_size", "intensity_augment", "lr", "wall_time_minutes", "hardware", "init_from")
+    keep = ("train_cases", "held_out_cases", "fold", "epochs", "iterations", "batch_size", "patch_size", "intensity_augment",
+            "lr", "wall_time_minutes", "hardware", "init_from")
     return {"file": init["file"], "sha256": init["sha256"], "training": {k: t[k] for k in keep if k in t}}
 
 

@@ -18,10 +18,11 @@ py=${PYTHON:-python3}
 k=$("$py" -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["folds"]))' "$splits")
 mkdir -p "$out"
 pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; exit 143' INT TERM  # stopping this script stops every fold
 for ((f = 0; f < k; f++)); do
   extra=("${@//\{fold\}/$f}")
   "$py" -m brats_seg.cli train "$data" --output "$out/fold$f" --splits "$splits" --fold "$f" --seed "$f" \
-    --no-progress "${extra[@]}" >"$out/fold$f.log" 2>&1 &
+    --no-progress ${extra[@]+"${extra[@]}"} >"$out/fold$f.log" 2>&1 &
   pids+=("$!")
 done
 echo "started $k folds: ${pids[*]}"

@@ -339,6 +339,7 @@ def test_train_from_pack_with_workers_time_budget_and_float16_export(
     assert training["iterations"] == 2 * (meta["samples_per_epoch"] // 2)
     budget = train.TrainConfig(epochs=2, batch_size=2, time_budget_minutes=0.05)
     assert meta["samples_per_epoch"] == train.samples_for_budget(budget, meta["measured_batches_per_second"])
+    assert meta["batches_per_epoch"] == meta["samples_per_epoch"] // 2, "the loader must really run the budgeted length"
     learn = load_learner_checked(out / "model.pkl", card.sha256["model.pkl"])
     assert {p.dtype for p in learn.model.parameters()} == {torch.float16}
     model = load_model(out, device="cpu")
@@ -354,6 +355,17 @@ def test_init_from_fine_tunes_a_trained_model(tiny_data_dir: Path, tiny_model_di
     init = ModelCard.load(out / "model.json").extra["training"]["init_from"]
     assert init["sha256"] == ModelCard.load(tiny_model_dir / "model.json").sha256["model.pkl"]
     assert init["training"]["epochs"] == 2
+    fresh = train.build_unet(channels=(4, 8, 16), num_res_units=1)
+    train.init_weights(fresh, tiny_model_dir)
+    source = load_model(tiny_model_dir, device="cpu").networks[0].state_dict()
+    assert all(torch.equal(v, source[k]) for k, v in fresh.state_dict().items())
+
+    # a source that trained on this run's held-out cases would leak them into its scores
+    leaky = ["train", str(tiny_data_dir), "--output", str(tmp_path / "leak"), *TINY_TRAIN_ARGS,
+             "--splits", str(tiny_model_dir / "splits.json"), "--init-from", str(tiny_model_dir)]
+    leaky[leaky.index("--fold") + 1] = "1"
+    assert main(leaky) == 2
+    assert "which this run holds out" in capsys.readouterr().err
 
     args = ["train", str(tiny_data_dir), "--output", str(tmp_path / "bad"), *TINY_TRAIN_ARGS, "--init-from", str(tiny_model_dir)]
     args[args.index("--channels") + 1: args.index("--channels") + 4] = ["8", "8", "16"]
@@ -417,16 +429,12 @@ def test_train_folds_script_trains_every_fold_with_its_own_inputs(
     for option in ("--folds", "--fold"):
         i = args.index(option)
         del args[i:i + 2]
-    inits = tmp_path / "inits"
-    inits.mkdir()
-    for f in range(3):
-        (inits / f"fold{f}").symlink_to(tiny_model_dir, target_is_directory=True)
     script = Path(__file__).resolve().parents[1] / "scripts" / "train_folds.sh"
     out = tmp_path / "folds"
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         ["bash", str(script), str(tiny_pack), str(out), str(tiny_model_dir / "splits.json"), *args,
-         "--init-from", f"{inits}/fold{{fold}}"],
+         "--seed", "1{fold}"],
         env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr + "".join((out / f"fold{f}.log").read_text() for f in range(3))
@@ -434,7 +442,7 @@ def test_train_folds_script_trains_every_fold_with_its_own_inputs(
     for f in range(3):
         training = ModelCard.load(out / f"fold{f}" / "model.json").extra["training"]
         assert training["fold"] == f and training["held_out_cases"] == folds[f]
-        assert training["init_from"]["file"] == f"{inits}/fold{f}/model.pkl"
+        assert json.loads((out / f"fold{f}" / "train_meta.json").read_text())["config"]["seed"] == 10 + f
 
 
 def test_train_folds_script_reports_a_failing_fold(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -449,3 +457,38 @@ def test_train_folds_script_reports_a_failing_fold(tiny_model_dir: Path, tmp_pat
     )
     assert result.returncode == 1
     assert "fold 0 failed" in result.stderr and "missing.npz" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--fold": "5"}, r"--fold 5: expected -1 \(all cases\) or a fold below 3"),
+        ({"--epochs": "0"}, "--epochs: expected at least 1, found 0"),
+        ({"--splits": "missing.json"}, r"--splits .*missing.json: expected a splits.json with a 'folds' list"),
+        ({"--init-from": "nowhere"}, "--init-from nowhere: expected a run or model folder with a model.json"),
+    ],
+)
+def test_train_refuses_bad_settings_before_training(change: dict[str, str], message: str, tiny_data_dir: Path,
+                                                    tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    from conftest import TINY_TRAIN_ARGS
+
+    args = ["train", str(tiny_data_dir), "--output", str(tmp_path / "run"), *TINY_TRAIN_ARGS,
+            "--splits", str(tiny_model_dir / "splits.json")]
+    for option, value in change.items():
+        value = str(tmp_path / value) if option == "--splits" else value
+        if option in args:
+            args[args.index(option) + 1] = value
+        else:
+            args += [option, value]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err
+    assert not (tmp_path / "run" / "model.pkl").exists()
+
+
+@pytest.mark.parametrize("budget", ["0", "-1", "soon"])
+def test_time_budget_must_be_positive(budget: str, tiny_data_dir: Path, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(tiny_data_dir), "--output", str(tmp_path / "run"), "--time-budget", budget])
+    assert exc.value.code == 2
+    assert f"expected a positive number, found '{budget}'" in capsys.readouterr().err
