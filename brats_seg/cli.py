@@ -52,12 +52,17 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: {shown.replace('%', '%%')})"
 
 
+def _float_or_nan(value: str) -> float:
+    """``float(value)``, or NaN (which fails every range check) when it is not a number."""
+    try:
+        return float(value)
+    except ValueError:
+        return float("nan")
+
+
 def _overlap(value: str) -> float:
     """``--overlap``: a fraction in [0, 1)."""
-    try:
-        x = float(value)
-    except ValueError:
-        x = float("nan")
+    x = _float_or_nan(value)
     if not 0.0 <= x < 1.0:
         raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), found {value!r}")
     return x
@@ -83,11 +88,9 @@ def _fraction(value: str) -> float:
 
 
 def _positive_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = float("nan")
-    if not number > 0 or number == float("inf"):
+    """A finite number > 0 (a time budget)."""
+    number = _float_or_nan(value)
+    if not 0 < number < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, found {value!r}")
     return number
 
@@ -419,6 +422,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not args.data_dir.is_dir():
         raise StudyError(f"{args.data_dir}: expected a folder of cases, found no such folder")
     wanted = _select_cases(args.cases)
+    folders = [f for f in io.find_studies(args.data_dir) if io.has_truth(f)]
     model = None
     members: dict[str, Any] = {}
     if args.cross_validation:
@@ -429,8 +433,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model = load_model(args.model, device=args.device)
         members = cross_validation_members(model)
         if wanted is None:
-            present = {f.name for f in io.find_studies(args.data_dir) if io.has_truth(f)}
-            wanted = set(members) & present
+            wanted = set(members) & {f.name for f in folders}
             if not wanted:
                 raise StudyError(
                     f"--cross-validation: none of the cases {model.card.name}'s members held out "
@@ -442,7 +445,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 f"--cross-validation: no member of {model.card.name} held out {unseen}; "
                 f"expected cases among {sorted(members)}"
             )
-    folders = [f for f in io.find_studies(args.data_dir) if io.has_truth(f)]
     if wanted is not None:
         unknown = wanted - {f.name for f in folders}
         if unknown:
@@ -552,8 +554,6 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
     if not args.data_dir.is_dir():
         raise StudyError(f"{args.data_dir}: expected a folder of cases, found no such folder")
-    if args.output.suffix != ".npz":
-        raise StudyError(f"--output {args.output}: expected a file name ending in .npz")
     out = pack_cases(args.data_dir, args.output, spacing=args.spacing)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return EXIT_OK

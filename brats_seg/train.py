@@ -230,6 +230,9 @@ def pack_cases(data_dir: str | Path, out_path: str | Path, *, spacing: Sequence[
     Returns:
         ``out_path``.
     """
+    out = Path(out_path)
+    if out.suffix != ".npz":
+        raise StudyError(f"{out}: expected a file name ending in .npz")
     config = TrainConfig(spacing=tuple(float(s) for s in spacing))  # type: ignore[arg-type]
     card = _card_for(config, name="pack")
     folders = [f for f in io.find_studies(data_dir) if io.has_truth(f)]
@@ -252,9 +255,6 @@ def pack_cases(data_dir: str | Path, out_path: str | Path, *, spacing: Sequence[
         "crop_margin": card.crop_margin,
         "source": str(data_dir),
     }
-    out = Path(out_path)
-    if out.suffix != ".npz":
-        raise StudyError(f"{out}: expected a file name ending in .npz")
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, meta=np.array(json.dumps(meta)), **arrays)
     return out
@@ -834,9 +834,7 @@ def export_with_card(learn, out: Path, card: ModelCard, *, config: TrainConfig, 
         learn.to_fp32()
     learn.model.cpu()
     learn.dls.cpu()
-    if config.export_dtype not in EXPORT_DTYPES:
-        raise ValueError(f"export dtype: expected one of {EXPORT_DTYPES}, found {config.export_dtype!r}")
-    if config.export_dtype == "float16":
+    if config.export_dtype == "float16":  # validated by check_config before training
         learn.model.half()  # half the file; brats_seg.model computes in float32 again
     learn.export("model.pkl")
     pkl = out / "model.pkl"
