@@ -237,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="card post-processing: drop tumour islands smaller than F x the largest (0 = off)")
     p.add_argument("--et-min-mm3", type=_non_negative, default=0.0, metavar="MM3",
                    help="card post-processing: relabel ET as NCR when all ET is smaller than this (0 = off)")
+    p.add_argument("--weights-dtype", choices=EXPORT_DTYPES, default=None,
+                   help="store every learner's weights in this type (loaded sha256-checked, converted, exported "
+                   "again); float16 halves the files and predictions still compute in float32 "
+                   "(default: copy each run's file unchanged)")
 
     p = sub.add_parser("info", formatter_class=_Formatter, help="print the model card")
     p.add_argument("--model", type=Path, default=None, help="model folder (default: $BRATS_SEG_MODEL, else the bundled model/)")
@@ -577,7 +581,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
         "min_component_fraction": args.min_component_fraction,
         "et_min_mm3": args.et_min_mm3,
     }
-    card = bundle(args.runs, args.output, name=args.name, postprocess=postprocess)
+    card = bundle(args.runs, args.output, name=args.name, postprocess=postprocess, weights_dtype=args.weights_dtype)
     print(f"wrote {args.output / 'model.json'} with {len(card.files)} learner(s): {', '.join(card.files)}")
     return EXIT_OK
 

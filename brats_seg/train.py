@@ -890,6 +890,7 @@ def bundle(
     *,
     name: str | None = None,
     postprocess: dict[str, float] | None = None,
+    weights_dtype: str | None = None,
 ) -> ModelCard:
     """Gather trained runs into one model folder: ``<run>.pkl`` per run and one card listing them all.
 
@@ -902,10 +903,20 @@ def bundle(
         name: Model name; default the first run's, with ``-ensemble`` for several runs.
         postprocess: The card's post-processing settings (see
             :func:`brats_seg.postprocess.clean_labels`); settings of 0 are left out. Default none.
+        weights_dtype: ``"float16"`` or ``"float32"`` to store every learner's weights in that type
+            (each run's learner is loaded after its sha256 check, converted and exported again, and
+            the member's ``weights_dtype`` says so); default ``None`` copies the files unchanged.
+            ``float16`` halves the files; :func:`brats_seg.model.load_model` computes in float32.
+
+    Raises:
+        ModelError: for runs that read inputs differently, or an unknown ``weights_dtype``.
     """
     import shutil
 
     from .errors import ModelError
+
+    if weights_dtype is not None and weights_dtype not in EXPORT_DTYPES:
+        raise ModelError(f"bundle: expected weights_dtype in {EXPORT_DTYPES} or None, found {weights_dtype!r}")
 
     runs = [Path(r) for r in runs]
     cards = [ModelCard.load(r / "model.json") for r in runs]
@@ -920,10 +931,15 @@ def bundle(
     files, sha, members = [], {}, []
     for run, card in zip(runs, cards, strict=True):
         fname = f"{run.name}.pkl"
-        shutil.copyfile(run / card.files[0], out / fname)
+        training = dict(card.extra.get("training", {}))
+        if weights_dtype is None:
+            shutil.copyfile(run / card.files[0], out / fname)
+            sha[fname] = card.sha256[card.files[0]]
+        else:
+            sha[fname] = _export_as(run / card.files[0], card.sha256[card.files[0]], out / fname, weights_dtype)
+            training["weights_dtype"] = weights_dtype
         files.append(fname)
-        sha[fname] = card.sha256[card.files[0]]
-        members.append({"file": fname, "training": card.extra.get("training", {})})
+        members.append({"file": fname, "training": training})
     extra = dict(first.extra)
     extra["members"] = members
     extra.pop("training", None)
@@ -940,6 +956,21 @@ def bundle(
     )
     merged.save(out / "model.json")
     return merged
+
+
+def _export_as(source: Path, expected_sha256: str, dest: Path, dtype: str) -> str:
+    """Load an exported learner (sha256-checked), store its weights as ``dtype``, export it to ``dest``.
+
+    Returns:
+        The sha256 of the new file.
+    """
+    from .model import load_learner_checked, sha256_of
+
+    learn = load_learner_checked(source, expected_sha256, cpu=True)
+    learn.model.to(getattr(torch, dtype))
+    learn.path = dest.parent
+    learn.export(dest.name)
+    return sha256_of(dest)
 
 
 def _init_record(init: dict[str, Any] | None) -> dict[str, Any] | None:

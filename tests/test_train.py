@@ -234,6 +234,48 @@ def test_bundle_writes_post_processing_settings_into_the_card(tiny_model_dir: Pa
     assert ModelCard.load(tmp_path / "n" / "model.json").postprocess == {}
 
 
+def test_bundle_can_store_float16_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """--weights-dtype float16 re-exports each learner with half-size weights; the run is untouched,
+    the card says so, and the network's output barely moves."""
+    from brats_seg.model import load_learner_checked, sha256_of
+
+    run_card = ModelCard.load(tiny_model_dir / "model.json")
+    out = tmp_path / "m16"
+    assert main(["bundle", str(tiny_model_dir), "--output", str(out), "--weights-dtype", "float16"]) == 0
+    card = ModelCard.load(out / "model.json")
+    assert card.files == ["run.pkl"] and sha256_of(out / "run.pkl") == card.sha256["run.pkl"]
+    assert card.extra["members"][0]["training"]["weights_dtype"] == "float16"
+    assert run_card.extra["training"]["weights_dtype"] == "float32"
+    assert sha256_of(tiny_model_dir / "model.pkl") == run_card.sha256["model.pkl"], "the run's learner must not change"
+    learn = load_learner_checked(out / "run.pkl", card.sha256["run.pkl"])
+    assert {p.dtype for p in learn.model.parameters()} == {torch.float16}
+    assert (out / "run.pkl").stat().st_size < 0.75 * (tiny_model_dir / "model.pkl").stat().st_size
+
+    x = torch.randn(1, 4, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = torch.sigmoid(load_model(tiny_model_dir, device="cpu").networks[0](x))
+        half = torch.sigmoid(load_model(out, device="cpu").networks[0](x))
+    assert float((full - half).abs().max()) < 1e-2
+
+
+def test_bundle_refuses_an_unknown_weights_dtype_and_a_tampered_run(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from brats_seg.errors import ModelError
+
+    with pytest.raises(SystemExit):
+        main(["bundle", str(tiny_model_dir), "--output", str(tmp_path / "m"), "--weights-dtype", "int8"])
+    assert "invalid choice: 'int8'" in capsys.readouterr().err
+    with pytest.raises(ModelError, match="expected weights_dtype in"):
+        train.bundle([tiny_model_dir], tmp_path / "m", weights_dtype="bfloat8")
+    tampered = tmp_path / "tampered"
+    shutil.copytree(tiny_model_dir, tampered)
+    with open(tampered / "model.pkl", "ab") as f:
+        f.write(b"x")
+    assert main(["bundle", str(tampered), "--output", str(tmp_path / "t"), "--weights-dtype", "float16"]) == 2
+    assert "refusing to unpickle" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [
