@@ -352,8 +352,11 @@ def _select_cases(spec: str | None) -> set[str] | None:
             training = d.get("training") if isinstance(d, dict) else None
             names = (training or {}).get("held_out_cases") or (d.get("held_out_cases") if isinstance(d, dict) else None)
             if not names:
+                members = d.get("members") if isinstance(d, dict) else None
+                hint = ("; its members hold out different cases (a bundle of fold models): use --cross-validation"
+                        if members and any((m.get("training") or {}).get("held_out_cases") for m in members) else "")
                 raise StudyError(
-                    f"--cases {spec}: expected a model card listing training.held_out_cases, found no held-out cases"
+                    f"--cases {spec}: expected a model card listing training.held_out_cases, found no held-out cases{hint}"
                 )
             return set(names)
         return {line.strip() for line in path.read_text().splitlines() if line.strip()}

@@ -455,6 +455,10 @@ def test_cross_validation_scores_each_case_with_the_members_that_held_it_out(
     assert main(["evaluate", str(tiny_data_dir), "--output", str(tmp_path / "cv3"), "--model", str(bundled),
                  "--cross-validation", "--cases", folds[2][0], "--no-progress"]) == 2
     assert "no member of" in capsys.readouterr().err
+    # the card's held-out cases are the ones every member held out: none here, and the message says what to do
+    assert main(["evaluate", str(tiny_data_dir), "--output", str(tmp_path / "cv4"), "--model", str(bundled),
+                 "--cases", f"@{bundled / 'model.json'}", "--no-progress"]) == 2
+    assert "a bundle of fold models): use --cross-validation" in capsys.readouterr().err
 
 
 def test_train_folds_script_trains_every_fold_with_its_own_inputs(
