@@ -31,7 +31,7 @@ from brats_seg import io, metrics, postprocess
 from brats_seg.cli import load_prediction
 
 SIZES_MM3 = (0.0, 1000.0, 5000.0)
-FRACTIONS = (0.0, 0.1, 0.2)
+FRACTIONS = (0.0, 0.1, 0.2, 0.5, 1.0)  # 1.0: keep only the largest tumour component
 ET_MIN_MM3 = (0.0, 300.0)
 REGIONS = ("WT", "TC", "ET")
 
