@@ -296,17 +296,20 @@ def test_bundled_model_files_match_the_card(bundled_card: ModelCard) -> None:
     assert len(model.networks) == len(bundled_card.files)
 
 
-def test_bundled_model_scores_come_from_cases_no_member_saw(bundled_card: ModelCard) -> None:
-    held_out = set(bundled_card.extra["held_out_cases"])
-    assert len(held_out) >= 5
+def test_bundled_model_scores_come_from_cases_no_scoring_member_saw(bundled_card: ModelCard) -> None:
+    """The shipped ensemble is one model per fold of a k-fold split; its card's scores are the
+    cross-validation: each case scored only by the member that held it out."""
     members = bundled_card.extra["members"]
     assert [m["file"] for m in members] == bundled_card.files
+    held_by: dict[str, list[str]] = {}
     for member in members:
         training = member["training"]
         assert "BraTS" in training["data"]
-        assert not held_out & set(training["train_cases"]), member["file"]
-        assert held_out <= set(training["held_out_cases"])
-    scores = bundled_card.extra["scores"]["held_out"]
-    assert set(scores["cases"]) == held_out and scores["n"] == len(held_out)
-    assert "brats-seg evaluate" in scores["command"]
+        assert not set(training["held_out_cases"]) & set(training["train_cases"]), member["file"]
+        for case in training["held_out_cases"]:
+            held_by.setdefault(case, []).append(member["file"])
+    assert all(len(files) == 1 for files in held_by.values()), "k-fold: every case is held out by exactly one member"
+    scores = bundled_card.extra["scores"]["cross_validation"]
+    assert set(scores["cases"]) == set(held_by) and scores["n"] == len(held_by) >= 20
+    assert "brats-seg evaluate" in scores["command"] and "--cross-validation" in scores["command"]
     assert {"dice_WT", "dice_TC", "dice_ET", "hd95_WT"} <= set(scores["metrics"])
