@@ -56,6 +56,7 @@ import ipyevents
 import ipywidgets as widgets
 
 from . import io, report, viz
+from .card import scores_line
 from .errors import ModelError, StudyError
 from .types import LABEL_NAMES, MODALITIES, Study
 
@@ -861,9 +862,12 @@ class App:
         except ValueError as exc:  # a server setting, not the user's fault: say so and go on
             log.warning("%s", exc)
             threads = f'<span style="color:#a00">{html.escape(str(exc))}; using the default threads</span>'
+        measured = scores_line(card)
+        # one assignment: the preloading thread and a Predict click may both get here
         self.model_status.value = (
             f"Model: <b>{html.escape(card.name)}</b> ready ({len(model.networks)} network(s), "
             f"{spacing} mm, window {roi} voxels, {threads}) from {html.escape(str(model.directory))}"
+            + (f"<br>Measured: {html.escape(measured)}. For research only." if measured else "")
         )
         self._model = model
         return model

@@ -165,3 +165,35 @@ def record_scores(
     card.extra["scores"] = scores
     card.save(card_path)
     return card
+
+
+#: Card score keys that measure the model on cases it did not see, in the order they are preferred.
+UNSEEN_SCORE_KEYS: dict[str, str] = {"cross_validation": "cross-validation", "held_out": "held-out cases"}
+
+
+def scores_line(card: ModelCard) -> str | None:
+    """One line on how the model scored on cases it never saw, from the card's recorded scores.
+
+    Uses ``scores["cross_validation"]`` when present, else ``scores["held_out"]``.
+
+    Args:
+        card: A model card.
+
+    Returns:
+        E.g. ``"mean Dice WT 0.833, TC 0.745, ET 0.701; WT HD95 14.9 mm on 23 unseen cases (cross-validation)"``,
+        or ``None`` when the card records no such scores.
+    """
+    scores = card.extra.get("scores") or {}
+    for key, how in UNSEEN_SCORE_KEYS.items():
+        record = scores.get(key)
+        if not isinstance(record, dict):
+            continue
+        metrics = record.get("metrics") or {}
+        dice = [f"{r} {metrics[f'dice_{r}']['mean']:.3f}" for r in ("WT", "TC", "ET") if f"dice_{r}" in metrics]
+        if not dice:
+            continue
+        line = "mean Dice " + ", ".join(dice)
+        if "hd95_WT" in metrics:
+            line += f"; WT HD95 {metrics['hd95_WT']['mean']:.1f} mm"
+        return f"{line} on {record.get('n', len(record.get('cases', [])))} unseen cases ({how})"
+    return None

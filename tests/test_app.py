@@ -528,6 +528,27 @@ def test_a_second_click_while_running_starts_nothing(app: App, tiny_paths: dict[
     assert not app.predict_button.disabled
 
 
+def test_model_status_states_the_cards_unseen_case_scores(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A researcher sees how well the model did on cases it never saw, next to its name."""
+    import shutil
+
+    from brats_seg.card import record_scores
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    summary = {"dice_WT": {"mean": 0.9}, "dice_TC": {"mean": 0.8}, "dice_ET": {"mean": 0.7}, "hd95_WT": {"mean": 4.25}}
+    record_scores(model_dir / "model.json", summary, cases=["a", "b", "c"], command="brats-seg evaluate --cross-validation",
+                  key="cross_validation")
+    app = App(model_dir=model_dir, cache_dir=tmp_path / "cache", synchronous=True)
+    app.model()
+    assert "Measured: mean Dice WT 0.900, TC 0.800, ET 0.700; WT HD95 4.2 mm on 3 unseen cases (cross-validation)" in app.model_status.value
+    assert "For research only." in app.model_status.value
+
+    bare = App(model_dir=tiny_model_dir, cache_dir=tmp_path / "cache2", synchronous=True)
+    bare.model()
+    assert "ready" in bare.model_status.value and "Measured:" not in bare.model_status.value
+
+
 def test_background_thread_run_updates_progress_and_runs_once(
     tiny_model_dir: Path, tiny_paths: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -98,6 +98,8 @@ def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tm
         assert "WT" in table and "mL" in table
         numbers = [float(x) for x in re.findall(r"\d+\.\d+", table)]
         assert numbers and max(numbers) > 1.0  # a real tumour of several mL
+        status = page.inner_text(".brats-model-status")
+        assert "ready" in status and status.count("Measured: mean Dice WT") == 1, status
 
         axial = page.locator(".brats-view-axial").first
         before = axial.get_attribute("src")

@@ -313,3 +313,36 @@ def test_bundled_model_scores_come_from_cases_no_scoring_member_saw(bundled_card
     assert set(scores["cases"]) == set(held_by) and scores["n"] == len(held_by) >= 20
     assert "brats-seg evaluate" in scores["command"] and "--cross-validation" in scores["command"]
     assert {"dice_WT", "dice_TC", "dice_ET", "hd95_WT"} <= set(scores["metrics"])
+
+
+def _card_with_scores(tiny_model_dir: Path, scores: dict) -> ModelCard:
+    card = ModelCard.load(tiny_model_dir / "model.json")
+    card.extra = {**card.extra, "scores": scores}
+    return card
+
+
+def _record(n: int, **means: float) -> dict:
+    return {"cases": [f"c{i}" for i in range(n)], "n": n, "command": "brats-seg evaluate",
+            "metrics": {k: {"mean": v, "median": v} for k, v in means.items()}}
+
+
+def test_scores_line_prefers_cross_validation_and_says_how_it_was_measured(tiny_model_dir: Path) -> None:
+    from brats_seg.card import scores_line
+
+    cv = _record(23, dice_WT=0.8331, dice_TC=0.7449, dice_ET=0.7012, hd95_WT=14.851)
+    held = _record(5, dice_WT=0.81, dice_TC=0.64, dice_ET=0.64)
+    assert scores_line(_card_with_scores(tiny_model_dir, {"held_out": held, "cross_validation": cv})) == (
+        "mean Dice WT 0.833, TC 0.745, ET 0.701; WT HD95 14.9 mm on 23 unseen cases (cross-validation)")
+    assert scores_line(_card_with_scores(tiny_model_dir, {"held_out": held})) == (
+        "mean Dice WT 0.810, TC 0.640, ET 0.640 on 5 unseen cases (held-out cases)")
+    # scores on seen cases, or none at all, are not presented as a measure of the model
+    assert scores_line(_card_with_scores(tiny_model_dir, {"training_cases": cv})) is None
+    assert scores_line(_card_with_scores(tiny_model_dir, {})) is None
+
+
+def test_bundled_model_card_states_its_unseen_case_scores(bundled_card: ModelCard) -> None:
+    from brats_seg.card import scores_line
+
+    line = scores_line(bundled_card)
+    dice_wt = bundled_card.extra["scores"]["cross_validation"]["metrics"]["dice_WT"]["mean"]
+    assert line is not None and f"WT {dice_wt:.3f}" in line and "(cross-validation)" in line
