@@ -39,7 +39,15 @@ Setting = tuple[float, float, float]  # min_component_mm3, min_component_fractio
 
 
 def grid_scores(cases: Sequence[tuple[io.Study, np.ndarray]], settings: Sequence[Setting]) -> dict[Setting, dict[str, dict[str, float]]]:
-    """Score rows ``{setting: {case name: flattened scores}}`` of every setting on every case."""
+    """Score every post-processing setting on every case.
+
+    Args:
+        cases: Each study (with its ground truth) and its raw predicted label map.
+        settings: ``(min_component_mm3, min_component_fraction, et_min_mm3)`` triples.
+
+    Returns:
+        ``{setting: {case name: flattened Dice/HD95 scores}}``.
+    """
     cache: dict[str, dict[str, float]] = {}  # many settings leave a case unchanged: score it once
     table: dict[Setting, dict[str, dict[str, float]]] = {}
     for setting in settings:
@@ -65,7 +73,15 @@ def rank_value(summary: dict[str, dict[str, float]]) -> float:
 
 
 def best_setting(table: dict[Setting, dict[str, dict[str, float]]], names: Sequence[str]) -> Setting:
-    """The setting that ranks best on the cases ``names`` (ties: the first, i.e. the gentlest, in grid order)."""
+    """The setting that ranks best (:func:`rank_value`) on some of the cases.
+
+    Args:
+        table: What :func:`grid_scores` returned.
+        names: The cases to rank on (at least one).
+
+    Returns:
+        The best setting; on a tie the first in the table's order, i.e. the gentlest of the grid.
+    """
     values = {s: rank_value(metrics.summarise([rows[n] for n in names])) for s, rows in table.items()}
     best = max(values.values())
     return next(s for s, v in values.items() if v >= best - 1e-12)
@@ -74,9 +90,15 @@ def best_setting(table: dict[Setting, dict[str, dict[str, float]]], names: Seque
 def nested_choice(table: dict[Setting, dict[str, dict[str, float]]], folds: Sequence[Sequence[str]]) -> tuple[list[dict[str, float]], list[Setting]]:
     """Cross-validate the choice: each fold's cases get the setting that ranks best on the other folds.
 
+    Args:
+        table: What :func:`grid_scores` returned.
+        folds: Case names per fold, at least two non-empty folds.
+
     Returns:
         The chosen setting's score row for every case (fold by fold), and each fold's chosen setting.
     """
+    if sum(1 for fold in folds if fold) < 2:
+        raise ValueError(f"nested choice: expected cases in at least 2 folds, found {sum(1 for fold in folds if fold)}")
     rows, chosen = [], []
     for f, fold in enumerate(folds):
         others = [n for g, other in enumerate(folds) if g != f for n in other]
@@ -104,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         study = io.load_study(args.data / path.name.removesuffix("_seg.nii.gz"))
         cases.append((study, load_prediction(path, study).array))
     names = [s.name for s, _ in cases]
+    if not cases:
+        raise SystemExit(f"{args.predictions}: expected <case>_seg.nii.gz predictions, found none")
     print(f"{len(cases)} cases: {', '.join(names)}")
     settings = list(itertools.product(SIZES_MM3, FRACTIONS, ET_MIN_MM3))
     table = grid_scores(cases, settings)
@@ -117,9 +141,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         missing = sorted(set(names) - {n for fold in folds for n in fold})
         if missing:
             raise SystemExit(f"{args.splits}: no fold holds {', '.join(missing)}; expected the splits of the models that predicted them")
-        rows, chosen = nested_choice(table, [f for f in folds if f])
+        present = [f for f, fold in enumerate(folds) if fold]
+        if len(present) < 2:
+            raise SystemExit(f"{args.splits}: the predictions cover {len(present)} fold(s); a nested choice needs at least 2")
+        rows, chosen = nested_choice(table, [folds[f] for f in present])
         print("\nnested choice (each fold gets the setting that ranks best on the other folds):")
-        for f, setting in enumerate(chosen):
+        for f, setting in zip(present, chosen, strict=True):
             print(f"  fold {f}: min_component_mm3={setting[0]:g} min_component_fraction={setting[1]:g} et_min_mm3={setting[2]:g}")
         print(_line("no post-processing  ", metrics.summarise(list(table[settings[0]].values()))))
         print(_line("nested choice       ", metrics.summarise(rows)))

@@ -160,40 +160,63 @@ def record_scores(
         "cases": list(cases),
         "n": len(cases),
         "command": command,
-        "metrics": {k: {s: round(float(v), 4) for s, v in stats.items()} for k, stats in summary.items()},
+        "metrics": {k: {s: round(float(v), 6) for s, v in stats.items()} for k, stats in summary.items()},
     }
     card.extra["scores"] = scores
     card.save(card_path)
     return card
 
 
-#: Card score keys that measure the model on cases it did not see, in the order they are preferred.
-UNSEEN_SCORE_KEYS: dict[str, str] = {"cross_validation": "cross-validation", "held_out": "held-out cases"}
+#: Card score keys that measure the model on cases it did not see, in the order they are preferred,
+#: with how the cases were held out.
+UNSEEN_SCORE_KEYS: dict[str, str] = {
+    "cross_validation": ", each scored by a member that never saw it (cross-validation)",
+    "held_out": " that no member saw (held-out cases)",
+}
+
+
+def _mean_of(metrics: dict[str, Any], key: str) -> float | None:
+    """``metrics[key]["mean"]`` when it is a finite real number, else ``None``."""
+    import math
+
+    stats = metrics.get(key)
+    value = stats.get("mean") if isinstance(stats, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def scores_line(card: ModelCard) -> str | None:
     """One line on how the model scored on cases it never saw, from the card's recorded scores.
 
-    Uses ``scores["cross_validation"]`` when present, else ``scores["held_out"]``.
+    Uses ``scores["cross_validation"]`` when present, else ``scores["held_out"]``; when the card turns
+    test-time flips on, the ``_tta`` record of the same kind comes first. A record that is malformed
+    (missing or non-numeric means, a wrong type anywhere) is skipped, never raised on: the line is
+    shown in the dashboard for any card a user points it at.
 
     Args:
         card: A model card.
 
     Returns:
-        E.g. ``"mean Dice WT 0.833, TC 0.745, ET 0.701; WT HD95 14.9 mm on 23 unseen cases (cross-validation)"``,
-        or ``None`` when the card records no such scores.
+        E.g. ``"mean Dice WT 0.833, TC 0.745, ET 0.701; WT HD95 14.9 mm over 23 cases, each scored by a
+        member that never saw it (cross-validation)"``, or ``None`` when the card records no such scores.
     """
-    scores = card.extra.get("scores") or {}
+    scores = card.extra.get("scores") if isinstance(card.extra, dict) else None
+    if not isinstance(scores, dict):
+        return None
     for key, how in UNSEEN_SCORE_KEYS.items():
-        record = scores.get(key)
-        if not isinstance(record, dict):
-            continue
-        metrics = record.get("metrics") or {}
-        dice = [f"{r} {metrics[f'dice_{r}']['mean']:.3f}" for r in ("WT", "TC", "ET") if f"dice_{r}" in metrics]
-        if not dice:
-            continue
-        line = "mean Dice " + ", ".join(dice)
-        if "hd95_WT" in metrics:
-            line += f"; WT HD95 {metrics['hd95_WT']['mean']:.1f} mm"
-        return f"{line} on {record.get('n', len(record.get('cases', [])))} unseen cases ({how})"
+        for record in ([scores.get(f"{key}_tta")] if card.tta_flips else []) + [scores.get(key)]:
+            metrics = record.get("metrics") if isinstance(record, dict) else None
+            if not isinstance(metrics, dict):
+                continue
+            dice = [(r, _mean_of(metrics, f"dice_{r}")) for r in ("WT", "TC", "ET")]
+            dice = [f"{r} {v:.3f}" for r, v in dice if v is not None]
+            n = record.get("n")
+            if not dice or isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+                continue
+            line = "mean Dice " + ", ".join(dice)
+            hd95 = _mean_of(metrics, "hd95_WT")
+            if hd95 is not None:
+                line += f"; WT HD95 {hd95:.1f} mm"
+            return f"{line} over {n} cases{how}"
     return None

@@ -353,8 +353,11 @@ def _select_cases(spec: str | None) -> set[str] | None:
             names = (training or {}).get("held_out_cases") or (d.get("held_out_cases") if isinstance(d, dict) else None)
             if not names:
                 members = d.get("members") if isinstance(d, dict) else None
-                hint = ("; its members hold out different cases (a bundle of fold models): use --cross-validation"
-                        if members and any((m.get("training") or {}).get("held_out_cases") for m in members) else "")
+                fold_models = isinstance(members, list) and any(
+                    isinstance(m, dict) and isinstance(m.get("training"), dict) and m["training"].get("held_out_cases")
+                    for m in members
+                )
+                hint = "; its members hold out different cases (a bundle of fold models): use --cross-validation" if fold_models else ""
                 raise StudyError(
                     f"--cases {spec}: expected a model card listing training.held_out_cases, found no held-out cases{hint}"
                 )

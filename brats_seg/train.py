@@ -926,18 +926,25 @@ def bundle(
         for key in must_match:
             if getattr(card, key) != getattr(first, key):
                 raise ModelError(f"cannot bundle {run}: its {key} {getattr(card, key)} differs from {getattr(first, key)} of {runs[0]}")
+    names = [run.name for run in runs]
+    if len(set(names)) != len(names):
+        raise ModelError(f"cannot bundle runs with the same folder name (each becomes <run>.pkl): {', '.join(names)}")
+    for run, card in zip(runs, cards, strict=True):  # every run checked before anything is written
+        _check_run_learner(run, card)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files, sha, members = [], {}, []
     for run, card in zip(runs, cards, strict=True):
         fname = f"{run.name}.pkl"
         training = dict(card.extra.get("training", {}))
+        source_sha = card.sha256[card.files[0]]
         if weights_dtype is None:
             shutil.copyfile(run / card.files[0], out / fname)
-            sha[fname] = card.sha256[card.files[0]]
+            sha[fname] = source_sha
         else:
-            sha[fname] = _export_as(run / card.files[0], card.sha256[card.files[0]], out / fname, weights_dtype)
+            sha[fname] = _export_as(run / card.files[0], source_sha, out / fname, weights_dtype)
             training["weights_dtype"] = weights_dtype
+            training["converted_from"] = {"file": str(run / card.files[0]), "sha256": source_sha}
         files.append(fname)
         members.append({"file": fname, "training": training})
     extra = dict(first.extra)
@@ -956,6 +963,21 @@ def bundle(
     )
     merged.save(out / "model.json")
     return merged
+
+
+def _check_run_learner(run: Path, card: ModelCard) -> None:
+    """Refuse a run whose card does not list exactly one learner, or whose learner is missing or changed."""
+    from .errors import ModelError
+    from .model import sha256_of
+
+    if len(card.files) != 1:
+        raise ModelError(f"cannot bundle {run}: expected a run card listing one learner file, found {card.files}")
+    path = run / card.files[0]
+    if not path.is_file():
+        raise ModelError(f"cannot bundle {run}: its learner {path} is missing")
+    actual, expected = sha256_of(path), card.sha256.get(card.files[0])
+    if actual != expected:
+        raise ModelError(f"cannot bundle {run}: expected {path} to have sha256 {expected} (its card), found {actual}")
 
 
 def _export_as(source: Path, expected_sha256: str, dest: Path, dtype: str) -> str:

@@ -541,7 +541,7 @@ def test_model_status_states_the_cards_unseen_case_scores(tiny_model_dir: Path, 
                   key="cross_validation")
     app = App(model_dir=model_dir, cache_dir=tmp_path / "cache", synchronous=True)
     app.model()
-    assert "Measured: mean Dice WT 0.900, TC 0.800, ET 0.700; WT HD95 4.2 mm on 3 unseen cases (cross-validation)" in app.model_status.value
+    assert "Measured: mean Dice WT 0.900, TC 0.800, ET 0.700; WT HD95 4.2 mm over 3 cases, each scored by a member that never saw it (cross-validation)" in app.model_status.value
     assert "For research only." in app.model_status.value
 
     bare = App(model_dir=tiny_model_dir, cache_dir=tmp_path / "cache2", synchronous=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from types import ModuleType
 
 import nibabel as nib
 import numpy as np
@@ -14,7 +15,7 @@ from helpers import write_tiny_study
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_script(name: str):
+def _load_script(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -61,3 +62,34 @@ def test_tune_postprocess_refuses_splits_that_miss_a_case(island_predictions, tm
     partial.write_text(json.dumps({"k": 2, "folds": [folds[0], folds[1][:1]]}))
     with pytest.raises(SystemExit, match="no fold holds Tiny_004"):
         _load_script("tune_postprocess").main([str(preds), "--data", str(data), "--splits", str(partial)])
+
+
+def _row(wt: float) -> dict[str, float]:
+    return {"dice_WT": wt, "dice_TC": wt, "dice_ET": wt, "hd95_WT": 0.0, "hd95_TC": 0.0, "hd95_ET": 0.0}
+
+
+def test_nested_choice_gives_each_fold_the_pick_of_the_other_folds() -> None:
+    """Fold A's cases favour setting X, fold B's favour Y: A must get Y and B must get X (a choice made on
+    all cases, or on each fold's own cases, would not)."""
+    tune = _load_script("tune_postprocess")
+    x, y = (0.0, 0.0, 0.0), (1000.0, 0.0, 0.0)
+    table = {x: {"a1": _row(0.9), "a2": _row(0.9), "b1": _row(0.5)},
+             y: {"a1": _row(0.6), "a2": _row(0.6), "b1": _row(0.8)}}
+    rows, chosen = tune.nested_choice(table, [["a1", "a2"], ["b1"]])
+    assert chosen == [y, x]
+    assert [r["dice_WT"] for r in rows] == [0.6, 0.6, 0.5]
+    assert tune.best_setting(table, ["a1", "a2", "b1"]) == x
+    with pytest.raises(ValueError, match="at least 2 folds, found 1"):
+        tune.nested_choice(table, [["a1", "a2", "b1"], []])
+
+
+def test_tune_postprocess_needs_two_folds_and_some_predictions(island_predictions, tmp_path: Path) -> None:
+    data, preds, splits = island_predictions
+    one_fold = tmp_path / "one"
+    one_fold.mkdir()
+    for name in json.loads(splits.read_text())["folds"][1]:
+        (one_fold / f"{name}_seg.nii.gz").write_bytes((preds / f"{name}_seg.nii.gz").read_bytes())
+    with pytest.raises(SystemExit, match=r"cover 1 fold\(s\); a nested choice needs at least 2"):
+        _load_script("tune_postprocess").main([str(one_fold), "--data", str(data), "--splits", str(splits)])
+    with pytest.raises(SystemExit, match="found none"):
+        _load_script("tune_postprocess").main([str(tmp_path / "nothing"), "--data", str(data)])

@@ -428,6 +428,11 @@ def test_evaluate_case_selection(tiny_data_dir: Path, tiny_model_dir: Path, tmp_
     (tmp_path / "broken.json").write_text("{")
     code, _, err = run(capsys, "evaluate", tiny_data_dir, "-o", tmp_path / "x", "--cases", f"@{tmp_path / 'broken.json'}")
     assert_bad_input(code, err, "broken.json is not valid JSON")
+    for members in ("junk", ["junk"], [{"training": "junk"}], [{"training": {"held_out_cases": []}}]):
+        (tmp_path / "odd.json").write_text(json.dumps({"members": members, "held_out_cases": []}))
+        code, _, err = run(capsys, "evaluate", tiny_data_dir, "-o", tmp_path / "x", "--cases", f"@{tmp_path / 'odd.json'}")
+        assert_bad_input(code, err, "found no held-out cases")
+        assert "--cross-validation" not in err
 
 
 def test_evaluate_missing_data_dir_exits_2(tmp_path: Path, capsys) -> None:

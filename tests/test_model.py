@@ -332,12 +332,48 @@ def test_scores_line_prefers_cross_validation_and_says_how_it_was_measured(tiny_
     cv = _record(23, dice_WT=0.8331, dice_TC=0.7449, dice_ET=0.7012, hd95_WT=14.851)
     held = _record(5, dice_WT=0.81, dice_TC=0.64, dice_ET=0.64)
     assert scores_line(_card_with_scores(tiny_model_dir, {"held_out": held, "cross_validation": cv})) == (
-        "mean Dice WT 0.833, TC 0.745, ET 0.701; WT HD95 14.9 mm on 23 unseen cases (cross-validation)")
+        "mean Dice WT 0.833, TC 0.745, ET 0.701; WT HD95 14.9 mm over 23 cases, each scored by a member that "
+        "never saw it (cross-validation)")
     assert scores_line(_card_with_scores(tiny_model_dir, {"held_out": held})) == (
-        "mean Dice WT 0.810, TC 0.640, ET 0.640 on 5 unseen cases (held-out cases)")
+        "mean Dice WT 0.810, TC 0.640, ET 0.640 over 5 cases that no member saw (held-out cases)")
     # scores on seen cases, or none at all, are not presented as a measure of the model
     assert scores_line(_card_with_scores(tiny_model_dir, {"training_cases": cv})) is None
     assert scores_line(_card_with_scores(tiny_model_dir, {})) is None
+    # with test-time flips on, the flipped record of the same kind is the one that describes the model
+    tta = _record(23, dice_WT=0.8361, dice_TC=0.748, dice_ET=0.707)
+    card = _card_with_scores(tiny_model_dir, {"cross_validation": cv, "cross_validation_tta": tta})
+    assert "WT 0.833" in scores_line(card)
+    card.tta_flips = True
+    assert "WT 0.836" in scores_line(card)
+
+
+@pytest.mark.parametrize(
+    "scores",
+    [
+        ["not", "a", "dict"],
+        "0.9",
+        {"cross_validation": "0.9"},
+        {"cross_validation": {"n": 3, "metrics": ["dice_WT"]}},
+        {"cross_validation": {"n": 3, "metrics": "dice_WT"}},
+        {"cross_validation": {"n": 3, "metrics": {"dice_WT": 0.8}}},
+        {"cross_validation": {"n": 3, "metrics": {"dice_WT": {"median": 0.8}}}},
+        {"cross_validation": {"n": 3, "metrics": {"dice_WT": {"mean": None}}}},
+        {"cross_validation": {"n": 3, "metrics": {"dice_WT": {"mean": "0.8"}}}},
+        {"cross_validation": {"n": 3, "metrics": {"dice_WT": {"mean": float("nan")}}}},
+        {"cross_validation": {"n": 3, "metrics": {"dice_WT": {"mean": True}}}},
+        {"cross_validation": {"cases": None, "metrics": {"dice_WT": {"mean": 0.8}}}},
+        {"cross_validation": {"n": "3", "metrics": {"dice_WT": {"mean": 0.8}}}},
+    ],
+)
+def test_scores_line_skips_malformed_records_instead_of_raising(scores, tiny_model_dir: Path) -> None:
+    """The dashboard shows this line for any card a user points it at: a bad record is left out."""
+    from brats_seg.card import scores_line
+
+    assert scores_line(_card_with_scores(tiny_model_dir, scores)) is None
+    good = _record(4, dice_WT=0.5)
+    if isinstance(scores, dict):
+        assert scores_line(_card_with_scores(tiny_model_dir, {**scores, "held_out": good})) == (
+            "mean Dice WT 0.500 over 4 cases that no member saw (held-out cases)")
 
 
 def test_bundled_model_card_states_its_unseen_case_scores(bundled_card: ModelCard) -> None:
@@ -346,3 +382,5 @@ def test_bundled_model_card_states_its_unseen_case_scores(bundled_card: ModelCar
     line = scores_line(bundled_card)
     dice_wt = bundled_card.extra["scores"]["cross_validation"]["metrics"]["dice_WT"]["mean"]
     assert line is not None and f"WT {dice_wt:.3f}" in line and "(cross-validation)" in line
+    # the figures the READMEs quote
+    assert line.startswith("mean Dice WT 0.833, TC 0.745, ET 0.701; WT HD95 14.9 mm over 23 cases")

@@ -245,6 +245,8 @@ def test_bundle_can_store_float16_weights(tiny_model_dir: Path, tmp_path: Path) 
     card = ModelCard.load(out / "model.json")
     assert card.files == ["run.pkl"] and sha256_of(out / "run.pkl") == card.sha256["run.pkl"]
     assert card.extra["members"][0]["training"]["weights_dtype"] == "float16"
+    assert card.extra["members"][0]["training"]["converted_from"] == {
+        "file": str(tiny_model_dir / "model.pkl"), "sha256": run_card.sha256["model.pkl"]}
     assert run_card.extra["training"]["weights_dtype"] == "float32"
     assert sha256_of(tiny_model_dir / "model.pkl") == run_card.sha256["model.pkl"], "the run's learner must not change"
     learn = load_learner_checked(out / "run.pkl", card.sha256["run.pkl"])
@@ -268,12 +270,23 @@ def test_bundle_refuses_an_unknown_weights_dtype_and_a_tampered_run(tiny_model_d
     assert "invalid choice: 'int8'" in capsys.readouterr().err
     with pytest.raises(ModelError, match="expected weights_dtype in"):
         train.bundle([tiny_model_dir], tmp_path / "m", weights_dtype="bfloat8")
+    # a changed or missing learner in any run is refused before anything is written
     tampered = tmp_path / "tampered"
     shutil.copytree(tiny_model_dir, tampered)
     with open(tampered / "model.pkl", "ab") as f:
         f.write(b"x")
-    assert main(["bundle", str(tampered), "--output", str(tmp_path / "t"), "--weights-dtype", "float16"]) == 2
-    assert "refusing to unpickle" in capsys.readouterr().err
+    missing = tmp_path / "missing"
+    shutil.copytree(tiny_model_dir, missing)
+    (missing / "model.pkl").unlink()
+    for bad, message in ((tampered, "model.pkl to have sha256"), (missing, "model.pkl is missing")):
+        for dtype in ([], ["--weights-dtype", "float16"]):
+            out = tmp_path / f"out_{bad.name}_{len(dtype)}"
+            assert main(["bundle", str(tiny_model_dir), str(bad), "--output", str(out), *dtype]) == 2
+            err = capsys.readouterr().err
+            assert f"cannot bundle {bad}" in err and message in err and "Traceback" not in err
+            assert not out.exists()
+    with pytest.raises(ModelError, match="with the same folder name"):
+        train.bundle([tiny_model_dir, tiny_model_dir], tmp_path / "twice")
 
 
 @pytest.mark.parametrize(
