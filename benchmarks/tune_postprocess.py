@@ -131,11 +131,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"{len(cases)} cases: {', '.join(names)}")
     settings = list(itertools.product(SIZES_MM3, FRACTIONS, ET_MIN_MM3))
     table = grid_scores(cases, settings)
-    results = sorted(((rank_value(metrics.summarise(list(rows.values()))), s) for s, rows in table.items()),
-                     key=lambda r: -r[0])
+    summaries = {s: metrics.summarise(list(rows.values())) for s, rows in table.items()}
     print("min_component_mm3 min_component_fraction et_min_mm3 | Dice WT TC ET | HD95 WT TC ET")
-    for _, (size, fraction, et_min) in results:
-        print(_line(f"{size:8.0f} {fraction:5.2f} {et_min:6.0f}", metrics.summarise(list(table[(size, fraction, et_min)].values()))))
+    for size, fraction, et_min in sorted(summaries, key=lambda s: -rank_value(summaries[s])):
+        print(_line(f"{size:8.0f} {fraction:5.2f} {et_min:6.0f}", summaries[(size, fraction, et_min)]))
     if args.splits is not None:
         folds = [[n for n in fold if n in names] for fold in json.loads(args.splits.read_text())["folds"]]
         missing = sorted(set(names) - {n for fold in folds for n in fold})
@@ -148,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("\nnested choice (each fold gets the setting that ranks best on the other folds):")
         for f, setting in zip(present, chosen, strict=True):
             print(f"  fold {f}: min_component_mm3={setting[0]:g} min_component_fraction={setting[1]:g} et_min_mm3={setting[2]:g}")
-        print(_line("no post-processing  ", metrics.summarise(list(table[settings[0]].values()))))
+        print(_line("no post-processing  ", summaries[settings[0]]))
         print(_line("nested choice       ", metrics.summarise(rows)))
 
 
