@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the card is not changed)")
     _add_window_args(p)
 
-    from .train import EXPORT_DTYPES, INTENSITY_AUGMENTS, TrainConfig
+    from .train import EXPORT_DTYPES, INTENSITY_AUGMENTS, PRECISIONS, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", formatter_class=_Formatter,
@@ -207,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: --samples-per-epoch as given)")
     p.add_argument("--export-dtype", choices=EXPORT_DTYPES, default=d.export_dtype,
                    help="how the exported weights are stored (float16 halves the file; inference computes in float32)")
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="training precision: auto = bf16 mixed precision on a GPU that has it, else fp16 on a GPU, "
+                   "fp32 on the CPU")
     p.add_argument("--init-from", type=Path, default=d.init_from, metavar="MODEL_DIR",
                    help="start from the weights of a trained run or model folder (its first learner, sha256-checked; "
                    "it must not have trained on this run's held-out cases) and fine-tune them; ignored when --resume "
@@ -553,7 +556,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         channels=tuple(args.channels), num_res_units=args.num_res_units, lr=args.lr, weight_decay=args.weight_decay,
         pct_start=args.pct_start, intensity_augment=args.intensity_augment, val_patches=args.val_patches, device=args.device, resume=args.resume, splits=args.splits, progress=not args.no_progress,
         num_workers=args.num_workers, time_budget_minutes=args.time_budget, export_dtype=args.export_dtype,
-        init_from=args.init_from,
+        precision=args.precision, init_from=args.init_from,
     )
     train(args.data_dir, args.output, config)  # bad data, pack, split or settings raise StudyError
     return EXIT_OK

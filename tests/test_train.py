@@ -51,7 +51,7 @@ def test_predict_uses_the_trained_learner(tiny_model_dir: Path, tiny_study_dir: 
     assert report["model"]["files"]["model.pkl"] == card.sha256["model.pkl"]
 
 
-def test_resume_continues_from_checkpoint(tiny_data_dir: Path, tmp_path: Path) -> None:
+def test_resume_continues_from_checkpoint(tiny_data_dir: Path, tmp_path: Path, capsys) -> None:
     from conftest import TINY_TRAIN_ARGS
 
     out = tmp_path / "run"
@@ -59,10 +59,31 @@ def test_resume_continues_from_checkpoint(tiny_data_dir: Path, tmp_path: Path) -
     assert main(args) == 0
     epochs = args.index("--epochs") + 1
     args[epochs] = "3"
+    capsys.readouterr()
     assert main([*args, "--resume"]) == 0
+    logged = re.findall(r"^epoch (\d+)/3 ", capsys.readouterr().out, flags=re.M)
+    assert logged == ["3"]  # only the epoch left is trained, not the whole schedule again
     rows = list(csv.DictReader(open(out / "history.csv")))
-    assert [r["epoch"] for r in rows][-1] == "2"  # epochs 0, 1, then only 2 after resuming
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]  # one table: epochs 0, 1, then 2 after resuming
     assert json.loads((out / "models" / "last.json").read_text())["epoch"] == 2
+    trained_on = ModelCard.load(out / "model.json").extra["training"]["trained_on"]
+    assert len(trained_on) == 2 and trained_on[0].startswith("CPU") and trained_on[0].endswith("fp32, from epoch 1")
+    assert trained_on[1].endswith("fp32, from epoch 3")  # each session of a resumed run is recorded
+
+
+def test_resume_with_other_network_settings_is_refused(tiny_data_dir: Path, tmp_path: Path, capsys) -> None:
+    from conftest import TINY_TRAIN_ARGS
+
+    out = tmp_path / "run"
+    args = ["train", str(tiny_data_dir), "--output", str(out), *TINY_TRAIN_ARGS]
+    assert main(args) == 0
+    channels = args.index("--channels")
+    args[channels + 1: channels + 4] = ["8", "16", "32"]
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'models' / 'last.pth'}: cannot resume from this checkpoint, it does not fit the network" in err
+    assert "Traceback" not in err
 
 
 def test_make_folds_is_seeded_and_partitions() -> None:
@@ -525,6 +546,7 @@ def test_train_folds_script_reports_a_failing_fold(tiny_model_dir: Path, tmp_pat
         ({"--epochs": "0"}, "--epochs: expected at least 1, found 0"),
         ({"--splits": "missing.json"}, r"--splits .*missing.json: expected a splits.json with a 'folds' list"),
         ({"--init-from": "nowhere"}, "--init-from nowhere: expected a run or model folder with a model.json"),
+        ({"--precision": "bf16"}, "--precision bf16: mixed precision needs a GPU, but training runs on cpu"),
     ],
 )
 def test_train_refuses_bad_settings_before_training(change: dict[str, str], message: str, tiny_data_dir: Path,
@@ -551,3 +573,48 @@ def test_time_budget_must_be_positive(budget: str, tiny_data_dir: Path, tmp_path
         main(["train", str(tiny_data_dir), "--output", str(tmp_path / "run"), "--time-budget", budget])
     assert exc.value.code == 2
     assert f"expected a positive number, found '{budget}'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("precision", "device", "bf16_supported", "expected"),
+    [
+        ("auto", "cpu", True, "fp32"),
+        ("fp32", "cpu", True, "fp32"),
+        ("auto", "cuda", True, "bf16"),  # bfloat16 has float32's range: float16 overflowed at 96-voxel patches
+        ("auto", "cuda", False, "fp16"),
+        ("fp16", "cuda", True, "fp16"),
+        ("fp32", "cuda", True, "fp32"),
+    ],
+)
+def test_precision_auto_prefers_bfloat16_on_a_gpu(precision: str, device: str, bf16_supported: bool, expected: str,
+                                                  monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_supported)
+    assert train.resolve_precision(precision, torch.device(device)) == expected
+
+
+def test_unknown_precision_is_refused() -> None:
+    with pytest.raises(train.StudyError, match=r"--precision: expected one of \('auto', 'bf16', 'fp16', 'fp32'\), found 'half'"):
+        train.resolve_precision("half", torch.device("cpu"))
+    with pytest.raises(train.StudyError, match="--precision: expected one of .*, found 'half'"):
+        train.check_config(train.TrainConfig(precision="half"))
+
+
+def test_resumed_fit_flat_cos_follows_the_uninterrupted_schedule() -> None:
+    from fastai.callback.core import Callback
+    from fastai.test_utils import synth_learner
+
+    class LrLog(Callback):
+        def before_fit(self) -> None:
+            self.lrs: list[tuple[int, float]] = []
+
+        def after_batch(self) -> None:
+            if self.training:
+                self.lrs.append((self.epoch, self.opt.hypers[0]["lr"]))
+
+    whole, resumed = LrLog(), LrLog()
+    train.fit_flat_cos(synth_learner(n_trn=32, cbs=[whole]), 4, lr=1e-2, pct_start=0.5)
+    train.fit_flat_cos(synth_learner(n_trn=32, cbs=[resumed]), 4, lr=1e-2, pct_start=0.5, start_epoch=3)
+    assert {e for e, _ in resumed.lrs} == {3}  # epochs 0-2 skipped
+    last_epoch = [lr for e, lr in whole.lrs if e == 3]
+    assert [lr for _, lr in resumed.lrs] == pytest.approx(last_epoch)
+    assert max(last_epoch) < 0.6e-2  # annealing (half-way at 75 %), not the flat 1e-2 of a restarted schedule
