@@ -386,9 +386,13 @@ class PatchDataset(torch.utils.data.Dataset):
         self.patch_size = tuple(patch_size)
         self.length = length
         self.pos_fraction = pos_fraction
-        self.rng = np.random.default_rng(seed)
-        self.seed = seed
         self.tfms = augmentations(intensity=intensity_augment) if augment else None
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Start a new random stream of centres, cases and augmentations (e.g. for a resumed run)."""
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
         if self.tfms is not None:
             self.tfms.set_random_state(seed=seed)
         self._worker_key: tuple[int, int] | None = None
@@ -522,23 +526,30 @@ class HistoryLog(Callback):
         if getattr(self.learn, "lr_finder", None) is not None:
             return
         path = self.learn.path / self.fname
-        keep = self.append and path.is_file() and path.stat().st_size > 0
-        self.file = path.open("a" if keep else "w")
-        if not keep:
-            self.file.write(",".join(self.recorder.metric_names) + "\n")
+        header = ",".join(self.recorder.metric_names)
+        rows: list[str] = []
+        if self.append and path.is_file():
+            # keep the epochs before the one resumed from: an epoch logged but not checkpointed runs again
+            start = getattr(self.learn, "resume_epoch", 0)
+            rows = [r for r in path.read_text().splitlines()[1:] if r.split(",", 1)[0].isdigit() and int(r.split(",", 1)[0]) < start]
+        self.file = path.open("w")
+        self.file.write("\n".join([header, *rows]) + "\n")
+        self.file.flush()
         self.old_logger, self.learn.logger = self.learn.logger, self._write_line
 
     def _write_line(self, log) -> None:
-        if not _skipped(self):
-            self.file.write(",".join(str(t) for t in log) + "\n")
-            self.file.flush()
+        if _skipped(self):  # a resumed fit's skipped epoch: no row, no line in the progress table
+            return
+        self.file.write(",".join(str(t) for t in log) + "\n")
+        self.file.flush()
         self.old_logger(log)
 
     def after_fit(self) -> None:
         if getattr(self.learn, "lr_finder", None) is not None:
             return
         self.file.close()
-        self.learn.logger = self.old_logger
+        if self.learn.logger == self._write_line:  # ProgressCallback may have restored its own already
+            self.learn.logger = self.old_logger
 
 
 class Checkpoint(Callback):
@@ -659,7 +670,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
             raise StudyError(f"--precision {precision}: mixed precision needs a GPU, but training runs on {device}; use fp32 or auto")
         return "fp32"
     if precision == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        # native bfloat16 from compute capability 8 (Ampere) on; older GPUs would only emulate it, slowly
+        return "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
     return precision
 
 
@@ -735,6 +747,7 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
     np.random.seed(config.seed)
     random.seed(config.seed)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    precision = resolve_precision(config.precision, device)  # before minutes of data loading
 
     card = _card_for(config, name=f"brats-seg-unet-{'x'.join(f'{s:g}' for s in config.spacing)}mm")
     packed: dict[str, Case] | None = None
@@ -777,6 +790,8 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
     val_cases = val_cases or train_cases[:2]
     log(f"data ready in {time.time() - t0:.0f}s")
 
+    state_file = out / "models" / "last.json"
+    resuming = config.resume and state_file.is_file()
     train_ds = PatchDataset(train_cases, patch_size=config.patch_size, length=config.samples_per_epoch,
                             intensity_augment=config.intensity_augment, seed=config.seed)
     valid_ds = FixedPatchDataset(val_cases, patch_size=config.patch_size, per_case=config.val_patches, seed=config.seed + 1)
@@ -793,9 +808,8 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
         wd=config.weight_decay,
         path=out,
         model_dir="models",
-        cbs=[HistoryLog("history.csv", append=config.resume), Checkpoint("last")],
+        cbs=[HistoryLog("history.csv", append=resuming), Checkpoint("last")],
     )
-    precision = resolve_precision(config.precision, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if precision == "bf16":
@@ -812,8 +826,6 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
         learn.add_cb(EpochLog(log))
 
     start_epoch = 0
-    state_file = out / "models" / "last.json"
-    resuming = config.resume and state_file.is_file()
     init = None
     if config.init_from is not None and not resuming:
         init = init_weights(learn.model, config.init_from, held_out=held_out)
@@ -825,16 +837,21 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
     meta: dict[str, Any] = json.loads(meta_path.read_text()) if (resuming and meta_path.is_file()) else {}
     if resuming:
         checkpoint = out / "models" / "last.pth"
+        if not checkpoint.is_file():
+            raise StudyError(f"{checkpoint}: expected the checkpoint that {state_file.name} beside it describes, found none; "
+                             "start a new run folder")
         try:
             learn.load("last", with_opt=True)
-        except (RuntimeError, KeyError, OSError, EOFError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        except Exception as e:  # noqa: BLE001 (torch.load and load_state_dict raise many kinds)
+            detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise StudyError(
                 f"{checkpoint}: cannot resume from this checkpoint, it does not fit the network asked for "
-                f"(--channels, --num-res-units) or is damaged ({first}); resume with the run's own settings "
-                "or start a new run folder"
+                f"(--channels, --num-res-units) or is damaged ({type(e).__name__}: {detail}); resume with the "
+                "run's own settings or start a new run folder"
             ) from e
         start_epoch = json.loads(state_file.read_text())["epoch"] + 1
+        # a fresh stream of patches, not a replay of the ones epoch 1 drew
+        train_ds.reseed(int(np.random.SeedSequence([config.seed, start_epoch]).generate_state(1)[0]))
         lr = lr or meta.get("lr")
         log(f"resuming at epoch {start_epoch} with lr {lr}")
     budgeted = config.time_budget_minutes is not None and start_epoch == 0
@@ -865,7 +882,8 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
     meta["samples_per_epoch"] = config.samples_per_epoch
     lr = float(lr or 3e-3)
     sessions = meta.get("trained_on", []) if resuming else []
-    sessions.append(f"{_hardware(device)}, {precision}, from epoch {start_epoch + 1}")
+    if start_epoch < config.epochs:
+        sessions.append(f"{_hardware(device)}, {precision}, from epoch {start_epoch + 1}")
     meta.update({"lr": lr, "precision": precision, "trained_on": sessions, "config": _jsonable(config.__dict__), "train_cases": train_names, "held_out": held_out,
                  "data": str(data_dir)})
     if not resuming:
@@ -1110,7 +1128,7 @@ def _init_record(init: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _hardware(device) -> str:
     if device.type == "cuda":
-        return torch.cuda.get_device_name(0)
+        return torch.cuda.get_device_name(device)
     import os
 
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"

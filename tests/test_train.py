@@ -86,6 +86,56 @@ def test_resume_with_other_network_settings_is_refused(tiny_data_dir: Path, tmp_
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(("damage", "message"), [
+    ("garbage", r"cannot resume from this checkpoint, it does not fit the network asked for .* or is damaged \(\w+"),
+    ("missing", "expected the checkpoint that last.json beside it describes, found none"),
+])
+def test_resume_from_a_damaged_or_missing_checkpoint_is_refused_and_changes_nothing(
+        damage: str, message: str, tiny_data_dir: Path, tmp_path: Path, capsys) -> None:
+    from conftest import TINY_TRAIN_ARGS
+
+    out = tmp_path / "run"
+    args = ["train", str(tiny_data_dir), "--output", str(out), *TINY_TRAIN_ARGS]
+    assert main(args) == 0
+    checkpoint = out / "models" / "last.pth"
+    if damage == "garbage":
+        checkpoint.write_bytes(b"\x80\x04not a checkpoint" * 10)
+    else:
+        checkpoint.unlink()
+    before = {p: p.read_bytes() for p in [out / "history.csv", out / "train_meta.json", out / "models" / "last.json"]}
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert str(checkpoint) in err and re.search(message, err) and "Traceback" not in err
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_an_epoch_logged_but_not_checkpointed_is_logged_once(tiny_data_dir: Path, tmp_path: Path) -> None:
+    from conftest import TINY_TRAIN_ARGS
+
+    out = tmp_path / "run"
+    args = ["train", str(tiny_data_dir), "--output", str(out), *TINY_TRAIN_ARGS]
+    assert main(args) == 0
+    state = out / "models" / "last.json"
+    state.write_text(json.dumps({"epoch": 0, "n_epoch": 2}))  # as if killed between epoch 1's log row and its checkpoint
+    assert main([*args, "--resume"]) == 0
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+
+
+def test_history_log_with_a_progress_bar_skips_epochs_and_restores_the_logger(tmp_path: Path) -> None:
+    from fastai.callback.progress import ProgressCallback
+    from fastai.test_utils import synth_learner
+
+    learn = synth_learner(n_trn=32, path=tmp_path, cbs=[train.HistoryLog("history.csv")])
+    assert any(isinstance(cb, ProgressCallback) for cb in learn.cbs)
+    logger = learn.logger
+    train.fit_flat_cos(learn, 3, lr=1e-2, pct_start=0.5, start_epoch=2)
+    assert learn.logger is logger
+    rows = list(csv.DictReader(open(tmp_path / "history.csv")))
+    assert [r["epoch"] for r in rows] == ["2"]
+
+
 def test_make_folds_is_seeded_and_partitions() -> None:
     names = [f"case{i:02d}" for i in range(23)]
     folds = train.make_folds(names, k=5, seed=0)
@@ -152,6 +202,25 @@ def test_unknown_intensity_augmentation_is_refused(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["train", "data", "--output", "out", "--intensity-augment", "wild"])
     assert "invalid choice: 'wild'" in capsys.readouterr().err
+
+
+def test_patch_dataset_reseed_starts_a_new_reproducible_stream() -> None:
+    image = torch.randn(4, 24, 24, 24)
+    target = torch.zeros(3, 24, 24, 24)
+    target[:, 8:14, 8:14, 8:14] = 1
+    case = train.make_case("c", image, target)
+
+    def first_patches(ds: train.PatchDataset) -> list[torch.Tensor]:
+        return [ds[i][0] for i in range(3)]
+
+    a = first_patches(train.PatchDataset([case], patch_size=(8, 8, 8), seed=0))
+    ds = train.PatchDataset([case], patch_size=(8, 8, 8), seed=0)
+    ds.reseed(12345)
+    b = first_patches(ds)
+    again = train.PatchDataset([case], patch_size=(8, 8, 8), seed=0)
+    again.reseed(12345)
+    assert not all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert all(torch.equal(x, y) for x, y in zip(b, first_patches(again), strict=True))
 
 
 def test_crop_patch_pads_outside_the_volume() -> None:
@@ -576,7 +645,7 @@ def test_time_budget_must_be_positive(budget: str, tiny_data_dir: Path, tmp_path
 
 
 @pytest.mark.parametrize(
-    ("precision", "device", "bf16_supported", "expected"),
+    ("precision", "device", "bf16_supported", "expected"),  # bf16_supported: compute capability 9.0 or 7.0
     [
         ("auto", "cpu", True, "fp32"),
         ("fp32", "cpu", True, "fp32"),
@@ -588,7 +657,7 @@ def test_time_budget_must_be_positive(budget: str, tiny_data_dir: Path, tmp_path
 )
 def test_precision_auto_prefers_bfloat16_on_a_gpu(precision: str, device: str, bf16_supported: bool, expected: str,
                                                   monkeypatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_supported)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (9, 0) if bf16_supported else (7, 0))
     assert train.resolve_precision(precision, torch.device(device)) == expected
 
 
