@@ -14,6 +14,11 @@ Picking the best setting on the same cases that then measure it flatters it. Wit
 choice is itself cross-validated (nested): for each fold, the setting that ranks best on the *other*
 folds' cases is applied to this fold's cases, and the pooled scores of those choices are printed next
 to the scores without post-processing. Only a gain that survives this is worth putting in a card.
+
+With ``--record MODEL_JSON`` (and ``--splits``) those nested scores are written into the card as
+``scores.cross_validation_nested``: the estimate for unseen cases of the model *and* its tuned
+post-processing, which the dashboard then states. The card's ``postprocess`` must be the setting that
+ranks best on all the cases, i.e. what the nested procedure emulates; anything else is refused.
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ import argparse
 import hashlib
 import itertools
 import json
+import shlex
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from brats_seg import io, metrics, postprocess
+from brats_seg.card import ModelCard, record_scores
 from brats_seg.cli import load_prediction
 
 SIZES_MM3 = (0.0, 1000.0, 5000.0)
@@ -120,7 +128,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="folder of the cases with ground truth (default: ../shared/data/brats)")
     parser.add_argument("--splits", type=Path, default=None,
                         help="splits.json of the fold models: cross-validate the choice itself (default: off)")
+    parser.add_argument("--record", type=Path, default=None, metavar="MODEL_JSON",
+                        help="write the nested scores into this card as scores.cross_validation_nested "
+                        "(needs --splits; default: off)")
     args = parser.parse_args(argv)
+    if args.record is not None and args.splits is None:
+        raise SystemExit("--record: expected --splits as well (only the nested scores are recorded)")
     cases = []
     for path in sorted(args.predictions.glob("*_seg.nii.gz")):
         study = io.load_study(args.data / path.name.removesuffix("_seg.nii.gz"))
@@ -149,6 +162,28 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"  fold {f}: min_component_mm3={setting[0]:g} min_component_fraction={setting[1]:g} et_min_mm3={setting[2]:g}")
         print(_line("no post-processing  ", summaries[settings[0]]))
         print(_line("nested choice       ", metrics.summarise(rows)))
+        if args.record is not None:
+            _record_nested(args.record, best_setting(table, names), metrics.summarise(rows), names,
+                           argv if argv is not None else sys.argv[1:])
+
+
+def _as_card_setting(setting: Setting) -> dict[str, float]:
+    return dict(zip(("min_component_mm3", "min_component_fraction", "et_min_mm3"), setting, strict=True))
+
+
+def _record_nested(card_path: Path, best: Setting, summary: dict[str, dict[str, float]], names: list[str],
+                   argv: Sequence[str]) -> None:
+    """Write the nested scores into ``card_path`` if its post-processing is the overall pick."""
+    card = ModelCard.load(card_path)
+    in_card = {**_as_card_setting((0.0, 0.0, 0.0)), **{k: float(v) for k, v in (card.postprocess or {}).items()}}
+    if in_card != _as_card_setting(best):
+        raise SystemExit(
+            f"{card_path}: its postprocess {card.postprocess or {}} is not the setting picked on all {len(names)} "
+            f"cases ({_as_card_setting(best)}); re-bundle with that setting, or leave out --record"
+        )
+    command = "python benchmarks/tune_postprocess.py " + " ".join(shlex.quote(str(a)) for a in argv)
+    record_scores(card_path, summary, cases=names, command=command, key="cross_validation_nested")
+    print(f"recorded as scores.cross_validation_nested in {card_path}")
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ import ipyevents
 import ipywidgets as widgets
 
 from . import io, report, viz
-from .card import scores_line
+from .card import postprocess_line, scores_line
 from .errors import ModelError, StudyError
 from .types import LABEL_NAMES, MODALITIES, Study
 
@@ -863,10 +863,12 @@ class App:
             log.warning("%s", exc)
             threads = f'<span style="color:#a00">{html.escape(str(exc))}; using the default threads</span>'
         measured = scores_line(card)
+        cleaning = postprocess_line(card)
         # one assignment: the preloading thread and a Predict click may both get here
         self.model_status.value = (
             f"Model: <b>{html.escape(card.name)}</b> ready ({len(model.networks)} network(s), "
             f"{spacing} mm, window {roi} voxels, {threads}) from {html.escape(str(model.directory))}"
+            + (f"<br>Post-processing: {html.escape(cleaning)}." if cleaning else "")
             + (f"<br>Measured: {html.escape(measured)}. For research only." if measured else "")
         )
         self._model = model

@@ -170,6 +170,8 @@ def record_scores(
 #: Card score keys that measure the model on cases it did not see, in the order they are preferred,
 #: with how the cases were held out.
 UNSEEN_SCORE_KEYS: dict[str, str] = {
+    "cross_validation_nested": ", each scored by a member that never saw it, with post-processing chosen "
+    "without it (nested cross-validation)",
     "cross_validation": ", each scored by a member that never saw it (cross-validation)",
     "held_out": " that no member saw (held-out cases)",
 }
@@ -186,11 +188,40 @@ def _mean_of(metrics: dict[str, Any], key: str) -> float | None:
     return float(value)
 
 
+def postprocess_line(card: ModelCard) -> str | None:
+    """What the card's post-processing does to a prediction, in words, or ``None`` when it does nothing.
+
+    Total like :func:`scores_line`: settings that are not positive numbers are left out, not raised on.
+
+    Example: ``"tumour parts smaller than 50% of the largest part are removed"``.
+    """
+    settings = card.postprocess if isinstance(card.postprocess, dict) else {}
+
+    def positive(key: str) -> float | None:
+        import math
+
+        value = settings.get(key)
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        return float(value) if ok else None
+
+    rules = []
+    fraction, size, et_min = (positive(k) for k in ("min_component_fraction", "min_component_mm3", "et_min_mm3"))
+    if fraction is not None:
+        rules.append(f"tumour parts smaller than {fraction:.0%} of the largest part are removed")
+    if size is not None:
+        rules.append(f"tumour parts under {size / 1000:g} cm³ are removed (never the largest)")
+    if et_min is not None:
+        rules.append(f"enhancing tumour under {et_min / 1000:g} cm³ in all is relabelled necrotic core")
+    return "; ".join(rules) or None
+
+
 def scores_line(card: ModelCard) -> str | None:
     """One line on how the model scored on cases it never saw, from the card's recorded scores.
 
-    Uses ``scores["cross_validation"]`` when present, else ``scores["held_out"]``; when the card turns
-    test-time flips on, the ``_tta`` record of the same kind comes first. A record that is malformed
+    Uses ``scores["cross_validation_nested"]`` (written by ``benchmarks/tune_postprocess.py --record``:
+    the post-processing setting chosen without the scored cases) when present, else
+    ``scores["cross_validation"]``, else ``scores["held_out"]``; when the card turns test-time flips
+    on, the ``_tta`` record of the same kind comes first. A record that is malformed
     (missing or non-numeric means, a wrong type anywhere) is skipped, never raised on: the line is
     shown in the dashboard for any card a user points it at.
 

@@ -544,9 +544,27 @@ def test_model_status_states_the_cards_unseen_case_scores(tiny_model_dir: Path, 
     assert "Measured: mean Dice WT 0.900, TC 0.800, ET 0.700; WT HD95 4.2 mm over 3 cases, each scored by a member that never saw it (cross-validation)" in app.model_status.value
     assert "For research only." in app.model_status.value
 
+    assert "Post-processing:" not in app.model_status.value  # the tiny card has none
+
     bare = App(model_dir=tiny_model_dir, cache_dir=tmp_path / "cache2", synchronous=True)
     bare.model()
     assert "ready" in bare.model_status.value and "Measured:" not in bare.model_status.value
+
+
+def test_model_status_says_what_post_processing_removes(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A tuned card removes small tumour parts; the researcher is told, not left to wonder."""
+    import shutil
+
+    from brats_seg.card import ModelCard
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    card = ModelCard.load(model_dir / "model.json")
+    card.postprocess = {"min_component_fraction": 0.5}
+    card.save(model_dir / "model.json")
+    app = App(model_dir=model_dir, cache_dir=tmp_path / "cache", synchronous=True)
+    app.model()
+    assert "<br>Post-processing: tumour parts smaller than 50% of the largest part are removed." in app.model_status.value
 
 
 def test_background_thread_run_updates_progress_and_runs_once(

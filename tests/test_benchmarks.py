@@ -55,6 +55,33 @@ def test_tune_postprocess_nested_choice_removes_false_islands(island_predictions
     assert "fold 1: min_component_mm3=0 min_component_fraction=0.1 et_min_mm3=0" in nested
 
 
+def test_tune_postprocess_records_nested_scores_only_in_a_card_with_the_overall_pick(
+        island_predictions, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    from brats_seg.card import ModelCard, scores_line
+
+    data, preds, splits = island_predictions
+    card_path = tmp_path / "model.json"
+    card = ModelCard.load(tiny_model_dir / "model.json")
+    card.save(card_path)  # no post-processing: not what tuning picks on these cases
+    tune = _load_script("tune_postprocess")
+    args = [str(preds), "--data", str(data), "--splits", str(splits), "--record", str(card_path)]
+    with pytest.raises(SystemExit, match=r"its postprocess \{\} is not the setting picked on all 4 cases "
+                       r"\(\{'min_component_mm3': 0.0, 'min_component_fraction': 0.1, 'et_min_mm3': 0.0\}\)"):
+        tune.main(args)
+    assert "scores" not in ModelCard.load(card_path).extra or not ModelCard.load(card_path).extra["scores"]
+    card.postprocess = {"min_component_fraction": 0.1}
+    card.save(card_path)
+    capsys.readouterr()
+    tune.main(args)
+    assert f"recorded as scores.cross_validation_nested in {card_path}" in capsys.readouterr().out
+    record = ModelCard.load(card_path).extra["scores"]["cross_validation_nested"]
+    assert record["n"] == 4 and record["metrics"]["dice_WT"]["mean"] == 1.0
+    assert record["command"].startswith("python benchmarks/tune_postprocess.py ") and "--record" in record["command"]
+    assert scores_line(ModelCard.load(card_path)).endswith("(nested cross-validation)")
+    with pytest.raises(SystemExit, match="--record: expected --splits as well"):
+        tune.main([str(preds), "--data", str(data), "--record", str(card_path)])
+
+
 def test_tune_postprocess_refuses_splits_that_miss_a_case(island_predictions, tmp_path: Path) -> None:
     data, preds, splits = island_predictions
     partial = tmp_path / "splits.json"
