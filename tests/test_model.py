@@ -345,6 +345,11 @@ def test_scores_line_prefers_cross_validation_and_says_how_it_was_measured(tiny_
     assert "WT 0.833" in scores_line(card)
     card.tta_flips = True
     assert "WT 0.836" in scores_line(card)
+    # a nested record (post-processing chosen without the scored fold) describes a tuned card best
+    nested = _record(23, dice_WT=0.834, dice_TC=0.754, dice_ET=0.698, hd95_WT=10.9)
+    assert scores_line(_card_with_scores(tiny_model_dir, {"cross_validation": cv, "cross_validation_nested": nested})) == (
+        "mean Dice WT 0.834, TC 0.754, ET 0.698; WT HD95 10.9 mm over 23 cases, each scored by a member that "
+        "never saw it, with post-processing chosen without it (nested cross-validation)")
 
 
 @pytest.mark.parametrize(
@@ -380,7 +385,22 @@ def test_bundled_model_card_states_its_unseen_case_scores(bundled_card: ModelCar
     from brats_seg.card import scores_line
 
     line = scores_line(bundled_card)
-    dice_wt = bundled_card.extra["scores"]["cross_validation"]["metrics"]["dice_WT"]["mean"]
-    assert line is not None and f"WT {dice_wt:.3f}" in line and "(cross-validation)" in line
+    dice_wt = bundled_card.extra["scores"]["cross_validation_nested"]["metrics"]["dice_WT"]["mean"]
+    assert line is not None and f"WT {dice_wt:.3f}" in line and "(nested cross-validation)" in line
     # the figures the READMEs quote
-    assert line.startswith("mean Dice WT 0.835, TC 0.754, ET 0.698; WT HD95 15.1 mm over 23 cases")
+    assert line.startswith("mean Dice WT 0.834, TC 0.754, ET 0.698; WT HD95 10.9 mm over 23 cases")
+
+
+@pytest.mark.parametrize(("postprocess", "expected"), [
+    ({}, None),
+    ({"min_component_fraction": 0.5}, "tumour parts smaller than 50% of the largest part are removed"),
+    ({"min_component_mm3": 5000.0, "et_min_mm3": 300}, "tumour parts under 5 cm³ are removed (never the largest); "
+     "enhancing tumour under 0.3 cm³ in all is relabelled necrotic core"),
+    ({"min_component_fraction": 0.0, "min_component_mm3": float("nan"), "et_min_mm3": True}, None),
+])
+def test_postprocess_line_says_what_the_card_removes(postprocess: dict, expected: str | None, tiny_model_dir: Path) -> None:
+    from brats_seg.card import postprocess_line
+
+    card = ModelCard.load(tiny_model_dir / "model.json")
+    card.postprocess = postprocess
+    assert postprocess_line(card) == expected
