@@ -547,6 +547,14 @@ class App:
             tooltip="Segment the loaded study with the model",
         )
         self.predict_button.add_class("brats-predict")
+        self.keep_parts = W.Checkbox(
+            value=False,
+            indent=False,
+            description="Keep every tumour part (skip the model card's post-processing)",
+            tooltip="The card may remove small separate tumour parts (see the model line above); tick to see the network's own output",
+            layout=W.Layout(width="auto"),
+        )
+        self.keep_parts.add_class("brats-keep-parts")
         self.progress = W.IntProgress(value=0, min=0, max=100, layout=W.Layout(width="320px"))
         self.progress.add_class("brats-progress")
         self.progress_label = W.Label("")
@@ -690,6 +698,7 @@ class App:
                 self.files_box,
                 W.HTML("<h3>2. Predict</h3>"),
                 W.HBox([self.predict_button, self.progress, self.progress_label]),
+                self.keep_parts,
                 self.message,
                 self.review_box,
                 self.numbers_box,
@@ -1035,7 +1044,8 @@ class App:
             from .pipeline import segment
 
             self.progress_label.value = "Preparing..."
-            seg = segment(study, model, progress=self._progress_callback(start))
+            seg = segment(study, model, postprocessing=not self.keep_parts.value,
+                          progress=self._progress_callback(start))
             self.progress_label.value = f"Computing volumes and scores... {time.perf_counter() - start:.1f} s"
             result = self._make_result(study, seg, model)
         except BaseException:

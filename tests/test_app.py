@@ -156,6 +156,7 @@ def test_stable_css_classes_and_no_icons(tmp_path: Path) -> None:
         "brats-example",
         "brats-files",
         "brats-predict",
+        "brats-keep-parts",
         "brats-progress",
         "brats-progress-label",
         "brats-message",
@@ -549,6 +550,32 @@ def test_model_status_states_the_cards_unseen_case_scores(tiny_model_dir: Path, 
     bare = App(model_dir=tiny_model_dir, cache_dir=tmp_path / "cache2", synchronous=True)
     bare.model()
     assert "ready" in bare.model_status.value and "Measured:" not in bare.model_status.value
+
+
+def test_keep_every_part_skips_the_cards_post_processing(tiny_model_dir: Path, tmp_path: Path,
+                                                         tiny_paths: dict[str, Path]) -> None:
+    """The researcher can see the network's own output, separate tumour parts included."""
+    import shutil
+
+    from brats_seg.card import ModelCard
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    card = ModelCard.load(model_dir / "model.json")
+    card.postprocess = {"et_min_mm3": 1e9}  # every enhancing tumour becomes necrotic core
+    card.save(model_dir / "model.json")
+    app = make_app(model_dir, tmp_path / "app")
+    app.upload.value = upload_value(list(tiny_paths.values()))
+    assert app.keep_parts.value is False
+    predict_ok(app)
+    cleaned = app.result.segmentation.labels.array.copy()
+    assert app.result.report["settings"]["postprocess"]["et_min_mm3"] == 1e9
+    app.keep_parts.value = True
+    predict_ok(app)
+    raw = app.result.segmentation.labels.array
+    assert "postprocess" not in app.result.report["settings"]
+    assert (cleaned == 4).sum() == 0 < (raw == 4).sum()  # the network's own ET is back
+    assert np.array_equal(raw > 0, cleaned > 0)  # the rule relabels, it removes no tumour here
 
 
 def test_model_status_says_what_post_processing_removes(tiny_model_dir: Path, tmp_path: Path) -> None:
