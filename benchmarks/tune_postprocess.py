@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(_line("no post-processing  ", summaries[settings[0]]))
         print(_line("nested choice       ", metrics.summarise(rows)))
         if args.record is not None:
-            _record_nested(args.record, best_setting(table, names), metrics.summarise(rows), names,
+            _record_nested(args.record, args.predictions, best_setting(table, names), metrics.summarise(rows), names,
                            argv if argv is not None else sys.argv[1:])
 
 
@@ -171,15 +171,27 @@ def _as_card_setting(setting: Setting) -> dict[str, float]:
     return dict(zip(("min_component_mm3", "min_component_fraction", "et_min_mm3"), setting, strict=True))
 
 
-def _record_nested(card_path: Path, best: Setting, summary: dict[str, dict[str, float]], names: list[str],
-                   argv: Sequence[str]) -> None:
-    """Write the nested scores into ``card_path`` if its post-processing is the overall pick."""
+def _record_nested(card_path: Path, predictions: Path, best: Setting, summary: dict[str, dict[str, float]],
+                   names: list[str], argv: Sequence[str]) -> None:
+    """Write the nested scores into ``card_path`` if the predictions are this card's raw cross-validation
+    and its post-processing is the overall pick."""
     card = ModelCard.load(card_path)
+    try:
+        made = json.loads((predictions / "summary.json").read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{predictions / 'summary.json'}: expected the summary brats-seg evaluate writes beside "
+                         f"its predictions, cannot read it ({type(e).__name__})") from e
+    expected = {"model": card.name, "cross_validation": True, "postprocessing": False, "tta": False}
+    found = {k: made.get(k) for k in expected}
+    if found != expected:
+        raise SystemExit(f"{predictions}: --record needs predictions made by {card_path}'s model with "
+                         f"--cross-validation --no-postprocess and no flips ({expected}); they were made with {found}")
     in_card = {**_as_card_setting((0.0, 0.0, 0.0)), **{k: float(v) for k, v in (card.postprocess or {}).items()}}
     if in_card != _as_card_setting(best):
         raise SystemExit(
             f"{card_path}: its postprocess {card.postprocess or {}} is not the setting picked on all {len(names)} "
-            f"cases ({_as_card_setting(best)}); re-bundle with that setting, or leave out --record"
+            f"cases ({_as_card_setting(best)}; on a tie the first in the grid); re-bundle with that setting, "
+            "or leave out --record"
         )
     command = "python benchmarks/tune_postprocess.py " + " ".join(shlex.quote(str(a)) for a in argv)
     record_scores(card_path, summary, cases=names, command=command, key="cross_validation_nested")

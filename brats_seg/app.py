@@ -877,7 +877,8 @@ class App:
         self.model_status.value = (
             f"Model: <b>{html.escape(card.name)}</b> ready ({len(model.networks)} network(s), "
             f"{spacing} mm, window {roi} voxels, {threads}) from {html.escape(str(model.directory))}"
-            + (f"<br>Post-processing: {html.escape(cleaning)}." if cleaning else "")
+            + (f"<br>Post-processing: {html.escape(cleaning)} (tick \"Keep every tumour part\" to skip it)."
+               if cleaning else "")
             + (f"<br>Measured: {html.escape(measured)}. For research only." if measured else "")
         )
         self._model = model

@@ -84,16 +84,20 @@ class ModelCard:
             )
         if len(self.spacing) != 3 or len(self.roi_size) != 3:
             raise ModelError(f"model card {self.name!r}: spacing and roi_size need 3 values each")
+        if not isinstance(self.postprocess, dict):
+            raise ModelError(f"model card {self.name!r}: postprocess must be an object of settings, found {self.postprocess!r}")
         unknown = sorted(set(self.postprocess) - set(POSTPROCESS_KEYS))
         if unknown:
             raise ModelError(
                 f"model card {self.name!r}: postprocess expects keys from {list(POSTPROCESS_KEYS)}, found {unknown}"
             )
         for key, value in self.postprocess.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value) or value < 0:
                 raise ModelError(
-                    f"model card {self.name!r}: postprocess {key} must be a number >= 0, found {value!r}"
+                    f"model card {self.name!r}: postprocess {key} must be a finite number >= 0, found {value!r}"
                 )
+            if key == "min_component_fraction" and value > 1:
+                raise ModelError(f"model card {self.name!r}: postprocess {key} must be at most 1, found {value!r}")
         missing = [f for f in self.files if f not in self.sha256]
         if missing:
             raise ModelError(f"model card {self.name!r}: no sha256 recorded for {missing}")
@@ -105,8 +109,13 @@ class ModelCard:
         return {**d, **extra}
 
     def save(self, path: str | Path) -> None:
-        """Write the card as indented JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the card as indented JSON, atomically (a reader never sees half a card)."""
+        import os
+
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelCard:
@@ -179,13 +188,22 @@ UNSEEN_SCORE_KEYS: dict[str, str] = {
 
 def _mean_of(metrics: dict[str, Any], key: str) -> float | None:
     """``metrics[key]["mean"]`` when it is a finite real number, else ``None``."""
-    import math
 
     stats = metrics.get(key)
     value = stats.get("mean") if isinstance(stats, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value) or abs(value) > 1e6:
         return None
     return float(value)
+
+
+def _finite(value: float) -> bool:
+    """``math.isfinite`` that is also False for an integer too large for a float."""
+    import math
+
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def postprocess_line(card: ModelCard) -> str | None:
@@ -198,16 +216,16 @@ def postprocess_line(card: ModelCard) -> str | None:
     settings = card.postprocess if isinstance(card.postprocess, dict) else {}
 
     def positive(key: str) -> float | None:
-        import math
-
         value = settings.get(key)
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and _finite(value) and 0 < value < 1e12
         return float(value) if ok else None
 
     rules = []
     fraction, size, et_min = (positive(k) for k in ("min_component_fraction", "min_component_mm3", "et_min_mm3"))
-    if fraction is not None:
-        rules.append(f"tumour parts smaller than {fraction:.0%} of the largest part are removed")
+    if fraction is not None and fraction >= 1:
+        rules.append("only the largest tumour part is kept")
+    elif fraction is not None:
+        rules.append(f"tumour parts smaller than {fraction * 100:.3g}% of the largest part are removed")
     if size is not None:
         rules.append(f"tumour parts under {size / 1000:g} cm³ are removed (never the largest)")
     if et_min is not None:
@@ -249,5 +267,7 @@ def scores_line(card: ModelCard) -> str | None:
             hd95 = _mean_of(metrics, "hd95_WT")
             if hd95 is not None:
                 line += f"; WT HD95 {hd95:.1f} mm"
+            if card.tta_flips and record is not scores.get(f"{key}_tta"):
+                how += ", measured without the test-time flips this card turns on"
             return f"{line} over {n} cases{how}"
     return None

@@ -499,7 +499,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         writer.writerows(rows)
     summary = metrics.summarise([{k: v for k, v in r.items() if k not in ("case", "seconds")} for r in rows])
     meta = {"cases": [r["case"] for r in rows], "model": None if model is None else model.card.name,
-            "cross_validation": bool(args.cross_validation)}
+            "cross_validation": bool(args.cross_validation),
+            "postprocessing": bool(args.postprocess) if model is not None else None,
+            "tta": (bool(model.card.tta_flips) if args.tta is None else args.tta) if model is not None else None}
     (args.output / "summary.json").write_text(json.dumps({**meta, "summary": summary}, indent=2) + "\n")
     print(format_summary(summary))
     if args.record_as:

@@ -591,7 +591,8 @@ def test_model_status_says_what_post_processing_removes(tiny_model_dir: Path, tm
     card.save(model_dir / "model.json")
     app = App(model_dir=model_dir, cache_dir=tmp_path / "cache", synchronous=True)
     app.model()
-    assert "<br>Post-processing: tumour parts smaller than 50% of the largest part are removed." in app.model_status.value
+    assert ('<br>Post-processing: tumour parts smaller than 50% of the largest part are removed (tick "Keep every '
+            'tumour part" to skip it).') in app.model_status.value
 
 
 def test_background_thread_run_updates_progress_and_runs_once(

@@ -65,8 +65,14 @@ def test_tune_postprocess_records_nested_scores_only_in_a_card_with_the_overall_
     card.save(card_path)  # no post-processing: not what tuning picks on these cases
     tune = _load_script("tune_postprocess")
     args = [str(preds), "--data", str(data), "--splits", str(splits), "--record", str(card_path)]
+    made = {"model": card.name, "cross_validation": True, "postprocessing": True, "tta": False}
+    (preds / "summary.json").write_text(json.dumps(made))
+    with pytest.raises(SystemExit, match=r"--record needs predictions made by .* --no-postprocess and no flips .*"
+                       r"they were made with .*'postprocessing': True"):
+        tune.main(args)
+    (preds / "summary.json").write_text(json.dumps({**made, "postprocessing": False}))
     with pytest.raises(SystemExit, match=r"its postprocess \{\} is not the setting picked on all 4 cases "
-                       r"\(\{'min_component_mm3': 0.0, 'min_component_fraction': 0.1, 'et_min_mm3': 0.0\}\)"):
+                       r"\(\{'min_component_mm3': 0.0, 'min_component_fraction': 0.1, 'et_min_mm3': 0.0\}; on a tie"):
         tune.main(args)
     assert "scores" not in ModelCard.load(card_path).extra or not ModelCard.load(card_path).extra["scores"]
     card.postprocess = {"min_component_fraction": 0.1}

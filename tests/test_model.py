@@ -346,6 +346,10 @@ def test_scores_line_prefers_cross_validation_and_says_how_it_was_measured(tiny_
     card.tta_flips = True
     assert "WT 0.836" in scores_line(card)
     # a nested record (post-processing chosen without the scored fold) describes a tuned card best
+    # a card that turns flips on but has no flipped record of that kind says so
+    card = _card_with_scores(tiny_model_dir, {"cross_validation": cv})
+    card.tta_flips = True
+    assert scores_line(card).endswith("(cross-validation), measured without the test-time flips this card turns on")
     nested = _record(23, dice_WT=0.834, dice_TC=0.754, dice_ET=0.698, hd95_WT=10.9)
     assert scores_line(_card_with_scores(tiny_model_dir, {"cross_validation": cv, "cross_validation_nested": nested})) == (
         "mean Dice WT 0.834, TC 0.754, ET 0.698; WT HD95 10.9 mm over 23 cases, each scored by a member that "
@@ -397,6 +401,10 @@ def test_bundled_model_card_states_its_unseen_case_scores(bundled_card: ModelCar
     ({"min_component_mm3": 5000.0, "et_min_mm3": 300}, "tumour parts under 5 cm³ are removed (never the largest); "
      "enhancing tumour under 0.3 cm³ in all is relabelled necrotic core"),
     ({"min_component_fraction": 0.0, "min_component_mm3": float("nan"), "et_min_mm3": True}, None),
+    ({"min_component_fraction": 1.0}, "only the largest tumour part is kept"),
+    ({"min_component_fraction": 0.005}, "tumour parts smaller than 0.5% of the largest part are removed"),
+    ({"min_component_mm3": 10**400, "et_min_mm3": "300"}, None),  # too large for a float; not a number
+    ([], None),
 ])
 def test_postprocess_line_says_what_the_card_removes(postprocess: dict, expected: str | None, tiny_model_dir: Path) -> None:
     from brats_seg.card import postprocess_line

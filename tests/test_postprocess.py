@@ -295,7 +295,13 @@ def test_card_postprocess_settings_are_filled_and_checked():
     assert postprocess_settings(card)["et_min_mm3"] == 200.0
     with pytest.raises(ModelError, match=r"postprocess expects keys from .*found \['largest_only'\]"):
         ModelCard.from_dict({**card.to_dict(), "postprocess": {"largest_only": 1}})
-    with pytest.raises(ModelError, match="postprocess et_min_mm3 must be a number >= 0, found -1"):
+    with pytest.raises(ModelError, match="postprocess et_min_mm3 must be a finite number >= 0, found -1"):
         ModelCard.from_dict({**card.to_dict(), "postprocess": {"et_min_mm3": -1}})
-    with pytest.raises(ModelError, match="postprocess et_min_mm3 must be a number >= 0, found True"):
+    with pytest.raises(ModelError, match="postprocess et_min_mm3 must be a finite number >= 0, found True"):
         ModelCard.from_dict({**card.to_dict(), "postprocess": {"et_min_mm3": True}})
+    with pytest.raises(ModelError, match="postprocess min_component_mm3 must be a finite number >= 0, found inf"):
+        ModelCard.from_dict({**card.to_dict(), "postprocess": {"min_component_mm3": float("inf")}})
+    with pytest.raises(ModelError, match="postprocess min_component_fraction must be at most 1, found 2"):
+        ModelCard.from_dict({**card.to_dict(), "postprocess": {"min_component_fraction": 2}})
+    with pytest.raises(ModelError, match=r"postprocess must be an object of settings, found \[\]"):
+        ModelCard.from_dict({**card.to_dict(), "postprocess": []})

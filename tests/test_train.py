@@ -538,6 +538,7 @@ def test_cross_validation_scores_each_case_with_the_members_that_held_it_out(
                  "--record-as", "cross_validation", "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["cross_validation"] is True
+    assert summary["postprocessing"] is True and summary["tta"] is False  # how they were made, for tune_postprocess
     assert sorted(summary["cases"]) == sorted(folds[0] + folds[1])  # fold 2 was never held out by a member
     scores = ModelCard.load(bundled / "model.json").extra["scores"]["cross_validation"]
     assert scores["n"] == 2 and "--cross-validation" in scores["command"]
