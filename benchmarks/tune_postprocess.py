@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from brats_seg import io, metrics, postprocess
-from brats_seg.card import ModelCard, record_scores
+from brats_seg.card import POSTPROCESS_KEYS, ModelCard, record_scores
 from brats_seg.cli import load_prediction
 
 SIZES_MM3 = (0.0, 1000.0, 5000.0)
@@ -167,10 +167,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                            argv if argv is not None else sys.argv[1:])
 
 
-def _as_card_setting(setting: Setting) -> dict[str, float]:
-    return dict(zip(("min_component_mm3", "min_component_fraction", "et_min_mm3"), setting, strict=True))
-
-
 def _record_nested(card_path: Path, predictions: Path, best: Setting, summary: dict[str, dict[str, float]],
                    names: list[str], argv: Sequence[str]) -> None:
     """Write the nested scores into ``card_path`` if the predictions are this card's raw cross-validation
@@ -186,12 +182,11 @@ def _record_nested(card_path: Path, predictions: Path, best: Setting, summary: d
     if found != expected:
         raise SystemExit(f"{predictions}: --record needs predictions made by {card_path}'s model with "
                          f"--cross-validation --no-postprocess and no flips ({expected}); they were made with {found}")
-    in_card = {**_as_card_setting((0.0, 0.0, 0.0)), **{k: float(v) for k, v in (card.postprocess or {}).items()}}
-    if in_card != _as_card_setting(best):
+    picked = dict(zip(POSTPROCESS_KEYS, best, strict=True))  # Setting follows the card's key order
+    if postprocess.postprocess_settings(card) != picked:
         raise SystemExit(
-            f"{card_path}: its postprocess {card.postprocess or {}} is not the setting picked on all {len(names)} "
-            f"cases ({_as_card_setting(best)}; on a tie the first in the grid); re-bundle with that setting, "
-            "or leave out --record"
+            f"{card_path}: its postprocess {card.postprocess} is not the setting picked on all {len(names)} "
+            f"cases ({picked}; on a tie the first in the grid); re-bundle with that setting, or leave out --record"
         )
     command = "python benchmarks/tune_postprocess.py " + " ".join(shlex.quote(str(a)) for a in argv)
     record_scores(card_path, summary, cases=names, command=command, key="cross_validation_nested")

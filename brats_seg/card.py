@@ -188,7 +188,6 @@ UNSEEN_SCORE_KEYS: dict[str, str] = {
 
 def _mean_of(metrics: dict[str, Any], key: str) -> float | None:
     """``metrics[key]["mean"]`` when it is a finite real number, else ``None``."""
-
     stats = metrics.get(key)
     value = stats.get("mean") if isinstance(stats, dict) else None
     if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value) or abs(value) > 1e6:

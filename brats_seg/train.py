@@ -488,9 +488,14 @@ def make_folds(names: Sequence[str], *, k: int = 5, seed: int = 0) -> list[list[
 # ----------------------------------------------------------------------------------------------------
 
 
+def _lr_finding(learn) -> bool:
+    """Whether ``learn`` is inside ``lr_find``'s sweep (its mock fit is not training)."""
+    return getattr(learn, "lr_finder", None) is not None
+
+
 def _skipped(cb: Callback) -> bool:
     """Whether ``cb`` sees an epoch that did not train: lr_find's sweep, or one a resumed fit skips."""
-    return getattr(cb.learn, "lr_finder", None) is not None or cb.epoch < getattr(cb.learn, "resume_epoch", 0)
+    return _lr_finding(cb.learn) or cb.epoch < getattr(cb.learn, "resume_epoch", 0)
 
 
 def fit_flat_cos(learn, n_epoch: int, *, lr: float, pct_start: float, start_epoch: int = 0, div_final: float = 1e5) -> None:
@@ -523,7 +528,7 @@ class HistoryLog(Callback):
         self.fname, self.append = fname, append
 
     def before_fit(self) -> None:
-        if getattr(self.learn, "lr_finder", None) is not None:
+        if _lr_finding(self.learn):
             return
         path = self.learn.path / self.fname
         header = ",".join(self.recorder.metric_names)
@@ -545,7 +550,7 @@ class HistoryLog(Callback):
         self.old_logger(log)
 
     def after_fit(self) -> None:
-        if getattr(self.learn, "lr_finder", None) is not None:
+        if _lr_finding(self.learn):
             return
         self.file.close()
         if self.learn.logger == self._write_line:  # ProgressCallback may have restored its own already
@@ -658,7 +663,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
     ``auto`` prefers bfloat16 on a GPU: float16 overflowed to NaN in 4 of 5 folds with 96-voxel
     patches at lr 3e-3 on an H200, and bfloat16 has float32's range. Mixed precision is a GPU
-    feature; on the CPU every setting but ``fp32`` is refused.
+    feature: on the CPU ``auto`` means ``fp32`` and ``bf16``/``fp16`` are refused.
 
     Raises:
         StudyError: for an unknown setting, or mixed precision asked for on the CPU.
