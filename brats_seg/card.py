@@ -84,6 +84,7 @@ class ModelCard:
             )
         if len(self.spacing) != 3 or len(self.roi_size) != 3:
             raise ModelError(f"model card {self.name!r}: spacing and roi_size need 3 values each")
+        self._check_settings()
         if not isinstance(self.postprocess, dict):
             raise ModelError(f"model card {self.name!r}: postprocess must be an object of settings, found {self.postprocess!r}")
         unknown = sorted(set(self.postprocess) - set(POSTPROCESS_KEYS))
@@ -101,6 +102,40 @@ class ModelCard:
         missing = [f for f in self.files if f not in self.sha256]
         if missing:
             raise ModelError(f"model card {self.name!r}: no sha256 recorded for {missing}")
+
+    def _check_settings(self) -> None:
+        """Refuse window, geometry and decoding settings that would fail (or mislead) only at predict time."""
+
+        def number(value: Any) -> bool:
+            return not isinstance(value, bool) and isinstance(value, int | float) and _finite(value)
+
+        def integer(value: Any) -> bool:
+            return not isinstance(value, bool) and isinstance(value, int)
+
+        problems = []
+        if not all(number(v) and 0 < v <= 100 for v in self.spacing):
+            problems.append(f"spacing must be 3 numbers in (0, 100] mm, found {self.spacing!r}")
+        if not all(integer(v) and 0 < v <= 1024 for v in self.roi_size):
+            problems.append(f"roi_size must be 3 integers in [1, 1024], found {self.roi_size!r}")
+        if not (number(self.overlap) and 0 <= self.overlap < 1):
+            problems.append(f"overlap must be a number in [0, 1), found {self.overlap!r}")
+        if not (integer(self.sw_batch_size) and self.sw_batch_size >= 1):
+            problems.append(f"sw_batch_size must be a positive integer, found {self.sw_batch_size!r}")
+        if self.mode not in ("gaussian", "constant"):
+            problems.append(f"mode must be 'gaussian' or 'constant', found {self.mode!r}")
+        if not (integer(self.crop_margin) and self.crop_margin >= 0):
+            problems.append(f"crop_margin must be an integer >= 0, found {self.crop_margin!r}")
+        if not isinstance(self.tta_flips, bool):
+            problems.append(f"tta_flips must be true or false, found {self.tta_flips!r}")
+        if not (isinstance(self.orientation, str) and len(self.orientation) == 3
+                and sorted(self.orientation.upper().translate(str.maketrans("RAI", "LPS"))) == ["L", "P", "S"]):
+            problems.append(f"orientation must be 3 axis codes, one of L/R, P/A, S/I each (e.g. 'LPS'), found {self.orientation!r}")
+        if self.output.get("type") == "regions_sigmoid" and "threshold" in self.output:
+            t = self.output["threshold"]
+            if not (number(t) and 0 < t < 1):
+                problems.append(f"output threshold must be a number in (0, 1), found {t!r}")
+        if problems:
+            raise ModelError(f"model card {self.name!r}: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
         """The card as a JSON-ready dict (``extra`` keys merged at the top level)."""
