@@ -126,3 +126,78 @@ def test_tune_postprocess_needs_two_folds_and_some_predictions(island_prediction
         _load_script("tune_postprocess").main([str(one_fold), "--data", str(data), "--splits", str(splits)])
     with pytest.raises(SystemExit, match="found none"):
         _load_script("tune_postprocess").main([str(tmp_path / "nothing"), "--data", str(data)])
+
+
+@pytest.fixture(scope="module")
+def tiny_fold_bundle(tiny_data_dir: Path, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three tiny fold runs on the tiny model's splits, bundled: every tiny case is held out by one member."""
+    from conftest import TINY_TRAIN_ARGS
+
+    from brats_seg.cli import main
+
+    root = tmp_path_factory.mktemp("folds")
+    runs = [tiny_model_dir]
+    for fold in (1, 2):
+        out = root / f"fold{fold}"
+        args = ["train", str(tiny_data_dir), "--output", str(out), *TINY_TRAIN_ARGS]
+        args[args.index("--fold") + 1] = str(fold)
+        assert main([*args, "--splits", str(tiny_model_dir / "splits.json")]) == 0
+        runs.append(out)
+    assert main(["bundle", *map(str, runs), "--output", str(root / "model")]) == 0
+    return root / "model"
+
+
+def test_cached_decoding_reproduces_evaluate_and_nests_the_threshold_choice(
+        tiny_data_dir: Path, tiny_model_dir: Path, tiny_fold_bundle: Path, tmp_path: Path, capsys) -> None:
+    """The offline decoding (cached probabilities, thresholds, flips) must score a case as `brats-seg
+    evaluate --cross-validation` does, else its comparisons would say nothing about the shipped pipeline."""
+    import csv
+
+    from brats_seg.cli import main
+
+    cache = tmp_path / "cache"
+    assert _load_script("cv_probabilities").main(
+        [str(tiny_data_dir), "--model", str(tiny_fold_bundle), "--output", str(cache), "--flips", "none", "x"]) == 0
+    index = json.loads((cache / "index.json").read_text())
+    assert index["cases"] == ["Tiny-003", "Tiny_001", "Tiny_002"] and index["flips"] == ["none", "x"]
+    maps = np.load(cache / "Tiny_001.npz")
+    assert sorted(maps.files) == ["0_none", "0_x"] and maps["0_none"].dtype == np.float16
+    assert not np.array_equal(maps["0_none"], maps["0_x"])  # the flipped pass is a different prediction
+
+    evaluated = tmp_path / "eval"
+    assert main(["evaluate", str(tiny_data_dir), "--model", str(tiny_fold_bundle), "--cross-validation",
+                 "--no-tta", "--output", str(evaluated), "--no-progress"]) == 0
+    expected = {r["case"]: r for r in csv.DictReader((evaluated / "scores.csv").open())}
+    capsys.readouterr()
+    table = tmp_path / "decoding.csv"
+    assert _load_script("tune_decoding").main(
+        [str(cache), "--data", str(tiny_data_dir), "--splits", str(tiny_model_dir / "splits.json"),
+         "--flip-sets", "none", "none,x", "--thresholds", "0.4", "0.5", "--workers", "1", "--csv", str(table)]) == 0
+    out = capsys.readouterr().out
+    rows = list(csv.DictReader(table.open()))
+    plain = {r["case"]: r for r in rows
+             if r["decoding"] == "bundles 0, flips none" and (r["t_tc"], r["t_wt"], r["t_et"]) == ("0.5", "0.5", "0.5")}
+    assert sorted(plain) == sorted(expected)
+    for case, row in plain.items():  # float16 probabilities: equal up to a voxel at the threshold
+        for key in ("dice_WT", "dice_TC", "dice_ET"):
+            assert float(row[key]) == pytest.approx(float(expected[case][key]), abs=1e-3), (case, key)
+        assert float(row["hd95_WT"]) == pytest.approx(float(expected[case]["hd95_WT"]), abs=0.5), case
+    assert "bundles 0, flips none: nested" in out and "bundles 0, flips none+x: nested" in out
+    assert out.count("per fold (TC, WT, ET):") == 2
+    moves = 1 + 3 * 1  # all at 0.5, then each region alone at 0.4
+    assert len(rows) >= 3 * 2 * moves
+
+
+def test_per_region_thresholds_match_regions_to_labels_and_ties_go_to_one_half() -> None:
+    from brats_seg.postprocess import regions_to_labels
+
+    decode = _load_script("tune_decoding")
+    probs = np.random.default_rng(0).random((3, 6, 6, 6)).astype(np.float32)
+    for t in (0.3, 0.5):
+        assert np.array_equal(decode.labels_from(probs, (t, t, t)), regions_to_labels(probs, threshold=t))
+    moves = decode.single_moves([0.4, 0.5, 0.6])
+    assert moves[0] == (0.5, 0.5, 0.5) and len(moves) == 7 and (0.5, 0.4, 0.5) in moves
+    row = {f"{m}_{r}": 0.0 for m in ("dice", "hd95") for r in ("TC", "WT", "ET")}
+    table = {m: {"a": dict(row)} for m in moves}
+    table[(0.5, 0.4, 0.5)]["a"]["dice_WT"] = 0.1  # WT is better at 0.4; TC and ET tie everywhere
+    assert decode.choose(table, ["a"], [0.4, 0.5, 0.6]) == (0.5, 0.4, 0.5)

@@ -1,0 +1,89 @@
+"""Save each held-out case's probabilities, per member bundle and per test-time flip, for offline tuning.
+
+For every case with a ground truth under ``DATA_DIR`` and for every ``--model`` (a bundle of fold
+models, ``brats-seg bundle``), the member(s) that never saw the case predict it once per flip in
+``--flips`` (``none``, ``x``, ``y``, ``z``: the spatial axes of the network's LPS grid). The
+probabilities on the network's grid (the card's spacing over the brain crop) are written as float16
+to ``OUTPUT/<case>.npz`` under the keys ``<bundle index>_<flip>``, so that thresholds, flip subsets
+and combinations of bundles can then be scored without running a network again
+(``benchmarks/tune_decoding.py``). Every bundle must share the card's preprocessing (channels,
+orientation, spacing, crop margin, normalisation); the first bundle's card is used for all.
+
+    python benchmarks/cv_probabilities.py ../shared/data/brats --model model artifacts/model_cv5 \\
+        --output artifacts/cv_probs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from brats_seg import inference, io, preprocess
+from brats_seg.cli import cross_validation_members
+from brats_seg.model import load_model
+
+FLIP_DIMS = {"none": (), "x": (2,), "y": (3,), "z": (4,)}
+PREPROCESSING_KEYS = ("channels", "orientation", "spacing", "crop_margin", "normalisation")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data_dir", type=Path, help="folder of BraTS case folders with ground truth")
+    p.add_argument("--model", type=Path, nargs="+", required=True, help="bundles of fold models")
+    p.add_argument("--output", type=Path, required=True, help="folder for <case>.npz and index.json")
+    p.add_argument("--flips", nargs="+", default=list(FLIP_DIMS), choices=list(FLIP_DIMS),
+                   help="flips to predict (default: %(default)s)")
+    p.add_argument("--cases", nargs="*", help="only these case names (default: every case a member held out)")
+    p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the card's)")
+    p.add_argument("--roi-size", type=int, nargs=3, default=None, help="sliding-window size (default: the card's)")
+    args = p.parse_args(argv)
+
+    models = [load_model(m) for m in args.model]
+    card = models[0].card
+    for m in models[1:]:
+        for key in PREPROCESSING_KEYS:
+            if getattr(m.card, key) != getattr(card, key):
+                p.error(f"{m.card.name}: {key} {getattr(m.card, key)!r} differs from {card.name}'s {getattr(card, key)!r}")
+    members = [cross_validation_members(m) for m in models]
+    cases = sorted(set.intersection(*(set(m) for m in members)))
+    if args.cases:
+        cases = [c for c in cases if c in set(args.cases)]
+    args.output.mkdir(parents=True, exist_ok=True)
+    index = {"models": [str(m) for m in args.model], "names": [m.card.name for m in models],
+             "flips": args.flips, "overlap": card.overlap if args.overlap is None else args.overlap,
+             "roi_size": args.roi_size or card.roi_size, "card": str(args.model[0] / "model.json"), "cases": cases}
+    (args.output / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+    for n, case in enumerate(cases, 1):
+        out = args.output / f"{case}.npz"
+        if out.exists():
+            continue
+        t0 = time.perf_counter()
+        study = io.load_study(args.data_dir / case)
+        prepared = preprocess.prepare(study, card)
+        arrays = {}
+        for b, by_case in enumerate(members):
+            member = by_case[case]
+            for flip in args.flips:
+                dims = FLIP_DIMS[flip]
+                x = prepared.tensor[None]
+                x = torch.flip(x, dims) if dims else x
+                probs = inference.predict(x, member.networks, roi_size=args.roi_size or card.roi_size, sw_batch_size=card.sw_batch_size,
+                                          overlap=card.overlap if args.overlap is None else args.overlap, mode=card.mode, device="cpu")
+                if dims:
+                    probs = torch.flip(probs, tuple(d - 1 for d in dims))
+                arrays[f"{b}_{flip}"] = probs.numpy().astype(np.float16)
+        tmp = out.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        tmp.rename(out)
+        print(f"[{n}/{len(cases)}] {case}: {len(arrays)} maps in {time.perf_counter() - t0:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
