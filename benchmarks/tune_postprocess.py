@@ -16,7 +16,8 @@ folds' cases is applied to this fold's cases, and the pooled scores of those cho
 to the scores without post-processing. Only a gain that survives this is worth putting in a card.
 
 With ``--record MODEL_JSON`` (and ``--splits``) those nested scores are written into the card as
-``scores.cross_validation_nested``: the estimate for unseen cases of the model *and* its tuned
+``scores.cross_validation_nested`` (``scores.cross_validation_nested_tta`` for predictions made with
+test-time flips): the estimate for unseen cases of the model *and* its tuned
 post-processing, which the dashboard then states. The card's ``postprocess`` must be the setting that
 ranks best on all the cases, i.e. what the nested procedure emulates; anything else is refused.
 """
@@ -177,11 +178,13 @@ def _record_nested(card_path: Path, predictions: Path, best: Setting, summary: d
     except (OSError, ValueError) as e:
         raise SystemExit(f"{predictions / 'summary.json'}: expected the summary brats-seg evaluate writes beside "
                          f"its predictions, cannot read it ({type(e).__name__})") from e
-    expected = {"model": card.name, "cross_validation": True, "postprocessing": False, "tta": False}
+    expected = {"model": card.name, "cross_validation": True, "postprocessing": False}
     found = {k: made.get(k) for k in expected}
-    if found != expected:
+    tta = made.get("tta")
+    if found != expected or not isinstance(tta, bool):
         raise SystemExit(f"{predictions}: --record needs predictions made by {card_path}'s model with "
-                         f"--cross-validation --no-postprocess and no flips ({expected}); they were made with {found}")
+                         f"--cross-validation --no-postprocess ({expected}, tta true or false); they were made with "
+                         f"{found | {'tta': tta}}")
     picked = dict(zip(POSTPROCESS_KEYS, best, strict=True))  # Setting follows the card's key order
     if postprocess.postprocess_settings(card) != picked:
         raise SystemExit(
@@ -189,8 +192,9 @@ def _record_nested(card_path: Path, predictions: Path, best: Setting, summary: d
             f"cases ({picked}; on a tie the first in the grid); re-bundle with that setting, or leave out --record"
         )
     command = "python benchmarks/tune_postprocess.py " + " ".join(shlex.quote(str(a)) for a in argv)
-    record_scores(card_path, summary, cases=names, command=command, key="cross_validation_nested")
-    print(f"recorded as scores.cross_validation_nested in {card_path}")
+    key = "cross_validation_nested" + ("_tta" if tta else "")
+    record_scores(card_path, summary, cases=names, command=command, key=key)
+    print(f"recorded as scores.{key} in {card_path}")
 
 
 if __name__ == "__main__":

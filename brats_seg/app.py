@@ -23,7 +23,7 @@ Configuration (keyword arguments win over environment variables):
 
 Stable CSS classes for browser tests: ``brats-app``, ``brats-model-status``, ``brats-upload``,
 ``brats-example``, ``brats-files``, ``brats-file-row``, ``brats-modality``, ``brats-predict``,
-``brats-progress``, ``brats-progress-label``, ``brats-message``, ``brats-review``, ``brats-background``,
+``brats-keep-parts``, ``brats-quick``, ``brats-progress``, ``brats-progress-label``, ``brats-message``, ``brats-review``, ``brats-background``,
 ``brats-overlay-mode``, ``brats-opacity``, ``brats-contrast``, ``brats-window``, ``brats-crosshair``,
 ``brats-toggle-ncr`` / ``-ed`` / ``-et``, ``brats-legend-errors``, ``brats-view-axial`` /
 ``-coronal`` / ``-sagittal``, ``brats-slider-axial`` / ``-coronal`` / ``-sagittal``,
@@ -555,6 +555,16 @@ class App:
             layout=W.Layout(width="auto"),
         )
         self.keep_parts.add_class("brats-keep-parts")
+        # Shown once a card that turns test-time flips on is loaded; checked = this run skips them.
+        self.quick = W.Checkbox(
+            value=False,
+            indent=False,
+            description="Quick prediction (skip the test-time flips: about a quarter of the network time, "
+            "slightly less accurate)",
+            tooltip="The model card averages the scan flipped along each axis; tick for a faster first look",
+            layout=W.Layout(width="auto", display="none"),
+        )
+        self.quick.add_class("brats-quick")
         self.progress = W.IntProgress(value=0, min=0, max=100, layout=W.Layout(width="320px"))
         self.progress.add_class("brats-progress")
         self.progress_label = W.Label("")
@@ -699,6 +709,7 @@ class App:
                 W.HTML("<h3>2. Predict</h3>"),
                 W.HBox([self.predict_button, self.progress, self.progress_label]),
                 self.keep_parts,
+                self.quick,
                 self.message,
                 self.review_box,
                 self.numbers_box,
@@ -873,10 +884,12 @@ class App:
             threads = f'<span style="color:#a00">{html.escape(str(exc))}; using the default threads</span>'
         measured = scores_line(card)
         cleaning = postprocess_line(card)
+        flips = "test-time flips, " if card.tta_flips else ""
+        self.quick.layout.display = "" if card.tta_flips else "none"
         # one assignment: the preloading thread and a Predict click may both get here
         self.model_status.value = (
             f"Model: <b>{html.escape(card.name)}</b> ready ({len(model.networks)} network(s), "
-            f"{spacing} mm, window {roi} voxels, {threads}) from {html.escape(str(model.directory))}"
+            f"{spacing} mm, window {roi} voxels, {flips}{threads}) from {html.escape(str(model.directory))}"
             + (f"<br>Post-processing: {html.escape(cleaning)} (tick \"Keep every tumour part\" to skip it)."
                if cleaning else "")
             + (f"<br>Measured: {html.escape(measured)}. For research only." if measured else "")
@@ -1046,6 +1059,7 @@ class App:
 
             self.progress_label.value = "Preparing..."
             seg = segment(study, model, postprocessing=not self.keep_parts.value,
+                          tta_flips=False if self.quick.value else None,
                           progress=self._progress_callback(start))
             self.progress_label.value = f"Computing volumes and scores... {time.perf_counter() - start:.1f} s"
             result = self._make_result(study, seg, model)

@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="card post-processing: drop tumour islands smaller than F x the largest (0 = off)")
     p.add_argument("--et-min-mm3", type=_non_negative, default=0.0, metavar="MM3",
                    help="card post-processing: relabel ET as NCR when all ET is smaller than this (0 = off)")
+    p.add_argument("--tta-flips", action=argparse.BooleanOptionalAction, default=False,
+                   help="card default for test-time flips: predict and evaluate then average the volume flipped "
+                   "along each axis (about 4x the network time; --no-tta there turns them off) (default: off)")
     p.add_argument("--weights-dtype", choices=EXPORT_DTYPES, default=None,
                    help="store every learner's weights in this type (loaded sha256-checked, converted, exported "
                    "again); float16 halves the files and predictions still compute in float32 "
@@ -592,7 +595,8 @@ def cmd_bundle(args: argparse.Namespace) -> int:
         "min_component_fraction": args.min_component_fraction,
         "et_min_mm3": args.et_min_mm3,
     }
-    card = bundle(args.runs, args.output, name=args.name, postprocess=postprocess, weights_dtype=args.weights_dtype)
+    card = bundle(args.runs, args.output, name=args.name, postprocess=postprocess, weights_dtype=args.weights_dtype,
+                  tta_flips=args.tta_flips)
     print(f"wrote {args.output / 'model.json'} with {len(card.files)} learner(s): {', '.join(card.files)}")
     return EXIT_OK
 

@@ -1017,6 +1017,7 @@ def bundle(
     name: str | None = None,
     postprocess: dict[str, float] | None = None,
     weights_dtype: str | None = None,
+    tta_flips: bool = False,
 ) -> ModelCard:
     """Gather trained runs into one model folder: ``<run>.pkl`` per run and one card listing them all.
 
@@ -1033,6 +1034,7 @@ def bundle(
             (each run's learner is loaded after its sha256 check, converted and exported again, and
             the member's ``weights_dtype`` says so); default ``None`` copies the files unchanged.
             ``float16`` halves the files; :func:`brats_seg.model.load_model` computes in float32.
+        tta_flips: The card's default for test-time flips (see :func:`brats_seg.inference.predict`).
 
     Raises:
         ModelError: for runs that read inputs differently, or an unknown ``weights_dtype``.
@@ -1085,6 +1087,7 @@ def bundle(
         files=files,
         sha256=sha,
         postprocess={k: float(v) for k, v in (postprocess or {}).items() if v},
+        tta_flips=bool(tta_flips),
         extra=extra,
     )
     merged.save(out / "model.json")

@@ -157,6 +157,7 @@ def test_stable_css_classes_and_no_icons(tmp_path: Path) -> None:
         "brats-files",
         "brats-predict",
         "brats-keep-parts",
+        "brats-quick",
         "brats-progress",
         "brats-progress-label",
         "brats-message",
@@ -576,6 +577,34 @@ def test_keep_every_part_skips_the_cards_post_processing(tiny_model_dir: Path, t
     assert "postprocess" not in app.result.report["settings"]
     assert (cleaned == 4).sum() == 0 < (raw == 4).sum()  # the network's own ET is back
     assert np.array_equal(raw > 0, cleaned > 0)  # the rule relabels, it removes no tumour here
+
+
+def test_quick_prediction_skips_the_cards_test_time_flips(tiny_model_dir: Path, tmp_path: Path,
+                                                         tiny_paths: dict[str, Path]) -> None:
+    """A card that flips by default offers a quicker run without them; a card that does not, hides the box."""
+    import shutil
+
+    from brats_seg.card import ModelCard
+
+    plain = make_app(tiny_model_dir, tmp_path / "plain")
+    plain.model()
+    assert plain.quick.layout.display == "none" and "test-time flips" not in plain.model_status.value
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    card = ModelCard.load(model_dir / "model.json")
+    card.tta_flips = True
+    card.save(model_dir / "model.json")
+    app = make_app(model_dir, tmp_path / "app")
+    app.upload.value = upload_value(list(tiny_paths.values()))
+    predict_ok(app)
+    assert app.quick.layout.display == "" and "test-time flips, " in app.model_status.value
+    assert app.result.report["settings"]["tta_flips"] is True
+    flipped = app.result.segmentation.labels.array.copy()
+    app.quick.value = True
+    predict_ok(app)
+    assert app.result.report["settings"]["tta_flips"] is False
+    assert not np.array_equal(app.result.segmentation.labels.array, flipped)  # a different prediction
 
 
 def test_model_status_says_what_post_processing_removes(tiny_model_dir: Path, tmp_path: Path) -> None:

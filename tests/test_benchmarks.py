@@ -67,8 +67,11 @@ def test_tune_postprocess_records_nested_scores_only_in_a_card_with_the_overall_
     args = [str(preds), "--data", str(data), "--splits", str(splits), "--record", str(card_path)]
     made = {"model": card.name, "cross_validation": True, "postprocessing": True, "tta": False}
     (preds / "summary.json").write_text(json.dumps(made))
-    with pytest.raises(SystemExit, match=r"--record needs predictions made by .* --no-postprocess and no flips .*"
+    with pytest.raises(SystemExit, match=r"--record needs predictions made by .* --no-postprocess .*"
                        r"they were made with .*'postprocessing': True"):
+        tune.main(args)
+    (preds / "summary.json").write_text(json.dumps({**made, "postprocessing": False, "tta": None}))
+    with pytest.raises(SystemExit, match=r"tta true or false\); they were made with .*'tta': None"):
         tune.main(args)
     (preds / "summary.json").write_text(json.dumps({**made, "postprocessing": False}))
     with pytest.raises(SystemExit, match=r"its postprocess \{\} is not the setting picked on all 4 cases "
@@ -86,6 +89,14 @@ def test_tune_postprocess_records_nested_scores_only_in_a_card_with_the_overall_
     assert scores_line(ModelCard.load(card_path)).endswith("(nested cross-validation)")
     with pytest.raises(SystemExit, match="--record: expected --splits as well"):
         tune.main([str(preds), "--data", str(data), "--record", str(card_path)])
+
+    # predictions made with test-time flips are recorded beside, under their own key
+    (preds / "summary.json").write_text(json.dumps({**made, "postprocessing": False, "tta": True}))
+    capsys.readouterr()
+    tune.main(args)
+    assert f"recorded as scores.cross_validation_nested_tta in {card_path}" in capsys.readouterr().out
+    scores = ModelCard.load(card_path).extra["scores"]
+    assert sorted(scores) == ["cross_validation_nested", "cross_validation_nested_tta"]
 
 
 def test_tune_postprocess_refuses_splits_that_miss_a_case(island_predictions, tmp_path: Path) -> None:

@@ -688,3 +688,21 @@ def test_resumed_fit_flat_cos_follows_the_uninterrupted_schedule() -> None:
     last_epoch = [lr for e, lr in whole.lrs if e == 3]
     assert [lr for _, lr in resumed.lrs] == pytest.approx(last_epoch)
     assert max(last_epoch) < 0.6e-2  # annealing (half-way at 75 %), not the flat 1e-2 of a restarted schedule
+
+
+def test_bundle_can_turn_test_time_flips_on_by_default(tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """--tta-flips sets the card default; evaluate then flips unless told --no-tta, and says which it did."""
+    plain, flipped = tmp_path / "plain", tmp_path / "flipped"
+    assert main(["bundle", str(tiny_model_dir), "--output", str(plain)]) == 0
+    assert main(["bundle", str(tiny_model_dir), "--output", str(flipped), "--tta-flips"]) == 0
+    assert ModelCard.load(plain / "model.json").tta_flips is False
+    card = ModelCard.load(flipped / "model.json")
+    assert card.tta_flips is True and card.sha256 == ModelCard.load(plain / "model.json").sha256
+    made = {}
+    for flag in ([], ["--no-tta"]):
+        out = tmp_path / f"eval{len(flag)}"
+        assert main(["evaluate", str(tiny_data_dir), "--output", str(out), "--model", str(flipped), "--cross-validation",
+                     "--no-progress", *flag]) == 0
+        made[tuple(flag)] = json.loads((out / "summary.json").read_text())
+    assert made[()]["tta"] is True and made[("--no-tta",)]["tta"] is False
+    assert made[()]["summary"] != made[("--no-tta",)]["summary"]  # the flips change the prediction
