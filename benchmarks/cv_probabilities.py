@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from brats_seg import inference, io, preprocess
-from brats_seg.cli import cross_validation_members
+from brats_seg.cli import _overlap, _positive_int, cross_validation_members
 from brats_seg.model import load_model
 
 FLIP_DIMS = {"none": (), "x": (2,), "y": (3,), "z": (4,)}
-PREPROCESSING_KEYS = ("channels", "orientation", "spacing", "crop_margin", "normalisation")
+PREPROCESSING_KEYS = ("channels", "orientation", "spacing", "crop_margin", "normalisation", "output")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flips", nargs="+", default=list(FLIP_DIMS), choices=list(FLIP_DIMS),
                    help="flips to predict (default: %(default)s)")
     p.add_argument("--cases", nargs="*", help="only these case names (default: every case a member held out)")
-    p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the card's)")
-    p.add_argument("--roi-size", type=int, nargs=3, default=None, help="sliding-window size (default: the card's)")
+    p.add_argument("--overlap", type=_overlap, default=None, help="sliding-window overlap (default: the card's)")
+    p.add_argument("--roi-size", type=_positive_int, nargs=3, default=None, help="sliding-window size (default: the card's)")
     args = p.parse_args(argv)
 
     models = [load_model(m) for m in args.model]
@@ -54,10 +54,19 @@ def main(argv: list[str] | None = None) -> int:
     cases = sorted(set.intersection(*(set(m) for m in members)))
     if args.cases:
         cases = [c for c in cases if c in set(args.cases)]
-    args.output.mkdir(parents=True, exist_ok=True)
     index = {"models": [str(m) for m in args.model], "names": [m.card.name for m in models],
              "flips": args.flips, "overlap": card.overlap if args.overlap is None else args.overlap,
              "roi_size": args.roi_size or card.roi_size, "card": str(args.model[0] / "model.json"), "cases": cases}
+    old_index = args.output / "index.json"
+    if old_index.exists():  # a rerun completes a cache; it must not mix settings
+        old = json.loads(old_index.read_text())
+        changed = {k: (old.get(k), v) for k, v in index.items() if k != "cases" and old.get(k) != v}
+        if changed:
+            p.error(f"{args.output} holds probabilities made with other settings "
+                    + "; ".join(f"{k}: found {a!r}, expected {b!r}" for k, (a, b) in changed.items())
+                    + "; use a new --output folder")
+        index["cases"] = sorted(set(old.get("cases", [])) | set(cases))
+    args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "index.json").write_text(json.dumps(index, indent=2) + "\n")
     for n, case in enumerate(cases, 1):
         out = args.output / f"{case}.npz"

@@ -143,12 +143,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     index = json.loads((args.cache / "index.json").read_text())
-    cases = [c for c in index["cases"] if (args.cache / f"{c}.npz").exists()]
+    cases = index["cases"]
+    missing = [c for c in cases if not (args.cache / f"{c}.npz").exists()]
+    if missing:
+        p.error(f"{args.cache}: expected <case>.npz for every case in index.json, missing {', '.join(missing)}; "
+                "run benchmarks/cv_probabilities.py again to complete it")
     card_path = index["card"]
+    output = ModelCard.load(card_path).output
+    if output.get("type") != "regions_sigmoid" or list(output.get("regions", [])) != list(REGIONS):
+        p.error(f"{card_path}: expected sigmoid regions in the order {list(REGIONS)}, found {output}")
     pp = {} if args.no_postprocess else postprocess.postprocess_settings(ModelCard.load(card_path))
     pp = {k: v for k, v in pp.items() if v}
     decodings: list[Decoding] = [(tuple(int(b) for b in bs.split(",")), tuple(fs.split(",")))
                                  for bs in args.bundles for fs in args.flip_sets]
+    for bundles, flips in decodings:
+        if not set(bundles) <= set(range(len(index["models"]))) or not set(flips) <= set(index["flips"]):
+            p.error(f"--bundles {','.join(map(str, bundles))} --flip-sets {','.join(flips)}: expected bundle indices "
+                    f"0..{len(index['models']) - 1} and flips from {index['flips']} (what {args.cache} holds)")
     grid = sorted(set(args.thresholds) | {0.5})
     moves = single_moves(grid)
     print(f"{len(cases)} cases, post-processing {pp or 'off'}, {len(decodings)} decodings x {len(moves)} thresholds", flush=True)

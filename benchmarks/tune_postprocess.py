@@ -131,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="splits.json of the fold models: cross-validate the choice itself (default: off)")
     parser.add_argument("--record", type=Path, default=None, metavar="MODEL_JSON",
                         help="write the nested scores into this card as scores.cross_validation_nested "
+                        "(scores.cross_validation_nested_tta for predictions made with flips) "
                         "(needs --splits; default: off)")
     args = parser.parse_args(argv)
     if args.record is not None and args.splits is None:

@@ -511,6 +511,7 @@ class App:
         self._model_thread: threading.Thread | None = None
 
         self._build()
+        self._offer_quick(self._read_card())
         preload = not synchronous if preload_model is None else preload_model
         if preload:
             self._model_thread = threading.Thread(target=self._preload_model, name="brats-model", daemon=True)
@@ -836,6 +837,19 @@ class App:
     # Model
     # ---------------------------------------------------------------------------------------------
 
+    def _read_card(self) -> Any:
+        """The model card alone (JSON, no unpickling, no torch), or None when it cannot be read yet."""
+        from .card import ModelCard, default_model_dir
+
+        try:
+            return ModelCard.load((self.model_dir or default_model_dir()) / "model.json")
+        except Exception:  # noqa: BLE001 - loading the model reports the problem in the status line
+            return None
+
+    def _offer_quick(self, card: Any) -> None:
+        """Show "Quick prediction" for a card that turns test-time flips on (before the first Predict)."""
+        self.quick.layout.display = "" if card is not None and card.tta_flips else "none"
+
     def _preload_model(self) -> None:
         self.model_status.value = "Model: loading in the background..."
         try:
@@ -855,7 +869,8 @@ class App:
             return self._model
         self.model_status.value = "Model: loading..."
         try:
-            from .model import default_model_dir, load_model
+            from .card import default_model_dir
+            from .model import load_model
 
             directory = self.model_dir or default_model_dir()
             model = load_model(directory)
@@ -885,7 +900,7 @@ class App:
         measured = scores_line(card)
         cleaning = postprocess_line(card)
         flips = "test-time flips, " if card.tta_flips else ""
-        self.quick.layout.display = "" if card.tta_flips else "none"
+        self._offer_quick(card)
         # one assignment: the preloading thread and a Predict click may both get here
         self.model_status.value = (
             f"Model: <b>{html.escape(card.name)}</b> ready ({len(model.networks)} network(s), "

@@ -16,6 +16,19 @@ from .types import MODALITIES
 
 OUTPUT_TYPES = ("regions_sigmoid", "classes_softmax")
 
+#: Environment variable that points at a model folder (``model.json`` + exported learner(s)).
+MODEL_ENV = "BRATS_SEG_MODEL"
+#: The model folder that ships with the repository.
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parents[1] / "model"
+
+
+def default_model_dir() -> Path:
+    """``$BRATS_SEG_MODEL`` if set, else the repository's ``model/`` folder."""
+    import os
+
+    env = os.environ.get(MODEL_ENV)
+    return Path(env) if env else BUNDLED_MODEL_DIR
+
 #: The settings a card's ``postprocess`` entry may hold (see :func:`brats_seg.postprocess.clean_labels`).
 POSTPROCESS_KEYS: tuple[str, ...] = ("min_component_mm3", "min_component_fraction", "et_min_mm3")
 
@@ -128,8 +141,9 @@ class ModelCard:
         if not isinstance(self.tta_flips, bool):
             problems.append(f"tta_flips must be true or false, found {self.tta_flips!r}")
         if not (isinstance(self.orientation, str) and len(self.orientation) == 3
-                and sorted(self.orientation.upper().translate(str.maketrans("RAI", "LPS"))) == ["L", "P", "S"]):
-            problems.append(f"orientation must be 3 axis codes, one of L/R, P/A, S/I each (e.g. 'LPS'), found {self.orientation!r}")
+                and sorted(self.orientation.translate(str.maketrans("RAI", "LPS"))) == ["L", "P", "S"]):
+            problems.append(f"orientation must be 3 upper-case axis codes, one of L/R, P/A, S/I each (e.g. 'LPS'), "
+                            f"found {self.orientation!r}")
         if self.output.get("type") == "regions_sigmoid" and "threshold" in self.output:
             t = self.output["threshold"]
             if not (number(t) and 0 < t < 1):

@@ -475,6 +475,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from .model import load_model
 
         model = load_model(args.model, device=args.device)
+    if args.record_as and model is not None:
+        flips = bool(model.card.tta_flips) if args.tta is None else args.tta
+        if flips != args.record_as.endswith("_tta"):
+            expected = f"a key ending in _tta (e.g. {args.record_as}_tta)" if flips else "a key without _tta, or --tta"
+            raise StudyError(f"--record-as {args.record_as}: these predictions {'use' if flips else 'skip'} test-time "
+                             f"flips ({'the card' if args.tta is None else '--tta/--no-tta'} says so); expected {expected}")
     rows = []
     from tqdm.auto import tqdm
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import _compat_pickle
 import hashlib
 import importlib.util
-import os
 import pickletools
 import threading
 import warnings
@@ -21,14 +20,8 @@ from typing import Any
 
 import torch
 
-from .card import ModelCard
+from .card import BUNDLED_MODEL_DIR, MODEL_ENV, ModelCard, default_model_dir  # noqa: F401 (re-exported)
 from .errors import ModelError
-
-#: Environment variable that points at a model folder (``model.json`` + exported learner(s)).
-MODEL_ENV = "BRATS_SEG_MODEL"
-
-#: The model folder that ships with the repository.
-BUNDLED_MODEL_DIR = Path(__file__).resolve().parents[1] / "model"
 
 
 @dataclass
@@ -44,12 +37,6 @@ class Model:
     card: ModelCard
     networks: list[torch.nn.Module]
     directory: Path
-
-
-def default_model_dir() -> Path:
-    """``$BRATS_SEG_MODEL`` if set, else the repository's ``model/`` folder."""
-    env = os.environ.get(MODEL_ENV)
-    return Path(env) if env else BUNDLED_MODEL_DIR
 
 
 def sha256_of(path: Path) -> str:

@@ -587,6 +587,7 @@ def test_quick_prediction_skips_the_cards_test_time_flips(tiny_model_dir: Path, 
     from brats_seg.card import ModelCard
 
     plain = make_app(tiny_model_dir, tmp_path / "plain")
+    assert plain.quick.layout.display == "none"
     plain.model()
     assert plain.quick.layout.display == "none" and "test-time flips" not in plain.model_status.value
 
@@ -596,6 +597,7 @@ def test_quick_prediction_skips_the_cards_test_time_flips(tiny_model_dir: Path, 
     card.tta_flips = True
     card.save(model_dir / "model.json")
     app = make_app(model_dir, tmp_path / "app")
+    assert app.quick.layout.display == "" and app._model is None  # offered before the networks load
     app.upload.value = upload_value(list(tiny_paths.values()))
     predict_ok(app)
     assert app.quick.layout.display == "" and "test-time flips, " in app.model_status.value

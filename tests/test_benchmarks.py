@@ -154,49 +154,68 @@ def tiny_fold_bundle(tiny_data_dir: Path, tiny_model_dir: Path, tmp_path_factory
         args[args.index("--fold") + 1] = str(fold)
         assert main([*args, "--splits", str(tiny_model_dir / "splits.json")]) == 0
         runs.append(out)
-    assert main(["bundle", *map(str, runs), "--output", str(root / "model")]) == 0
+    assert main(["bundle", *map(str, runs), "--output", str(root / "model"), "--min-component-fraction", "0.5"]) == 0
     return root / "model"
 
 
 def test_cached_decoding_reproduces_evaluate_and_nests_the_threshold_choice(
         tiny_data_dir: Path, tiny_model_dir: Path, tiny_fold_bundle: Path, tmp_path: Path, capsys) -> None:
-    """The offline decoding (cached probabilities, thresholds, flips) must score a case as `brats-seg
-    evaluate --cross-validation` does, else its comparisons would say nothing about the shipped pipeline."""
+    """The offline decoding (cached probabilities, thresholds, flips, the card's post-processing) must score
+    a case as `brats-seg evaluate --cross-validation` does, with and without flips, else its comparisons
+    would say nothing about the shipped pipeline."""
     import csv
 
     from brats_seg.cli import main
 
     cache = tmp_path / "cache"
-    assert _load_script("cv_probabilities").main(
-        [str(tiny_data_dir), "--model", str(tiny_fold_bundle), "--output", str(cache), "--flips", "none", "x"]) == 0
+    probabilities = _load_script("cv_probabilities")
+    assert probabilities.main([str(tiny_data_dir), "--model", str(tiny_fold_bundle), "--output", str(cache)]) == 0
     index = json.loads((cache / "index.json").read_text())
-    assert index["cases"] == ["Tiny-003", "Tiny_001", "Tiny_002"] and index["flips"] == ["none", "x"]
+    assert index["cases"] == ["Tiny-003", "Tiny_001", "Tiny_002"] and index["flips"] == ["none", "x", "y", "z"]
     maps = np.load(cache / "Tiny_001.npz")
-    assert sorted(maps.files) == ["0_none", "0_x"] and maps["0_none"].dtype == np.float16
+    assert sorted(maps.files) == ["0_none", "0_x", "0_y", "0_z"] and maps["0_none"].dtype == np.float16
     assert not np.array_equal(maps["0_none"], maps["0_x"])  # the flipped pass is a different prediction
 
-    evaluated = tmp_path / "eval"
-    assert main(["evaluate", str(tiny_data_dir), "--model", str(tiny_fold_bundle), "--cross-validation",
-                 "--no-tta", "--output", str(evaluated), "--no-progress"]) == 0
-    expected = {r["case"]: r for r in csv.DictReader((evaluated / "scores.csv").open())}
+    expected = {}
+    for flag in ("--no-tta", "--tta"):
+        evaluated = tmp_path / f"eval{flag}"
+        assert main(["evaluate", str(tiny_data_dir), "--model", str(tiny_fold_bundle), "--cross-validation",
+                     flag, "--output", str(evaluated), "--no-progress"]) == 0
+        expected[flag] = {r["case"]: r for r in csv.DictReader((evaluated / "scores.csv").open())}
     capsys.readouterr()
     table = tmp_path / "decoding.csv"
-    assert _load_script("tune_decoding").main(
+    decode = _load_script("tune_decoding")
+    assert decode.main(
         [str(cache), "--data", str(tiny_data_dir), "--splits", str(tiny_model_dir / "splits.json"),
-         "--flip-sets", "none", "none,x", "--thresholds", "0.4", "0.5", "--workers", "1", "--csv", str(table)]) == 0
+         "--flip-sets", "none", "none,x,y,z", "--thresholds", "0.4", "0.5", "--workers", "1", "--csv", str(table)]) == 0
     out = capsys.readouterr().out
+    assert "post-processing {'min_component_fraction': 0.5}" in out
     rows = list(csv.DictReader(table.open()))
-    plain = {r["case"]: r for r in rows
-             if r["decoding"] == "bundles 0, flips none" and (r["t_tc"], r["t_wt"], r["t_et"]) == ("0.5", "0.5", "0.5")}
-    assert sorted(plain) == sorted(expected)
-    for case, row in plain.items():  # float16 probabilities: equal up to a voxel at the threshold
-        for key in ("dice_WT", "dice_TC", "dice_ET"):
-            assert float(row[key]) == pytest.approx(float(expected[case][key]), abs=1e-3), (case, key)
-        assert float(row["hd95_WT"]) == pytest.approx(float(expected[case]["hd95_WT"]), abs=0.5), case
-    assert "bundles 0, flips none: nested" in out and "bundles 0, flips none+x: nested" in out
+    for decoding, flag in (("bundles 0, flips none", "--no-tta"), ("bundles 0, flips none+x+y+z", "--tta")):
+        plain = {r["case"]: r for r in rows
+                 if r["decoding"] == decoding and (r["t_tc"], r["t_wt"], r["t_et"]) == ("0.5", "0.5", "0.5")}
+        assert sorted(plain) == sorted(expected[flag])
+        for case, row in plain.items():  # float16 probabilities: equal up to a voxel at the threshold
+            for key in ("dice_WT", "dice_TC", "dice_ET"):
+                assert float(row[key]) == pytest.approx(float(expected[flag][case][key]), abs=1e-3), (decoding, case, key)
+            assert float(row["hd95_WT"]) == pytest.approx(float(expected[flag][case]["hd95_WT"]), abs=0.5), (decoding, case)
+    assert "bundles 0, flips none: nested" in out and "bundles 0, flips none+x+y+z: nested" in out
     assert out.count("per fold (TC, WT, ET):") == 2
     moves = 1 + 3 * 1  # all at 0.5, then each region alone at 0.4
     assert len(rows) >= 3 * 2 * moves
+
+    # a cache is never silently mixed or incomplete
+    with pytest.raises(SystemExit):
+        probabilities.main([str(tiny_data_dir), "--model", str(tiny_fold_bundle), "--output", str(cache), "--flips", "none"])
+    assert "holds probabilities made with other settings flips: found ['none', 'x', 'y', 'z'], expected ['none']" in (
+        capsys.readouterr().err)
+    with pytest.raises(SystemExit):
+        decode.main([str(cache), "--data", str(tiny_data_dir), "--bundles", "1", "--workers", "1"])
+    assert "expected bundle indices 0..0 and flips from ['none', 'x', 'y', 'z']" in capsys.readouterr().err
+    (cache / "Tiny_002.npz").unlink()
+    with pytest.raises(SystemExit):
+        decode.main([str(cache), "--data", str(tiny_data_dir), "--workers", "1"])
+    assert "expected <case>.npz for every case in index.json, missing Tiny_002" in capsys.readouterr().err
 
 
 def test_per_region_thresholds_match_regions_to_labels_and_ties_go_to_one_half() -> None:

@@ -6,6 +6,7 @@ Skipped with a reason when chromium, Playwright or the real data are missing.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -133,7 +134,11 @@ def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tm
 
         # The bundled card turns test-time flips on; "Quick prediction" skips them for a faster look.
         quick = page.locator(".brats-quick input[type=checkbox]").first
-        if quick.is_visible():
+        from brats_seg.card import default_model_dir
+
+        bundled_flips = json.loads((default_model_dir() / "model.json").read_text())["tta_flips"]
+        assert quick.is_visible() == bundled_flips
+        if bundled_flips:
             label = page.inner_text(".brats-progress-label")
             quick.check()
             t2 = time.perf_counter()

@@ -232,7 +232,8 @@ CARD = {
         ({"mode": "mean"}, r"mode must be 'gaussian' or 'constant', found 'mean'"),
         ({"crop_margin": -1}, r"crop_margin must be an integer >= 0, found -1"),
         ({"tta_flips": "yes"}, r"tta_flips must be true or false, found 'yes'"),
-        ({"orientation": "LPP"}, r"orientation must be 3 axis codes, one of L/R, P/A, S/I each \(e\.g\. 'LPS'\), found 'LPP'"),
+        ({"orientation": "LPP"}, r"orientation must be 3 upper-case axis codes, one of L/R, P/A, S/I each \(e\.g\. 'LPS'\), found 'LPP'"),
+        ({"orientation": "lps"}, r"orientation must be 3 upper-case axis codes, .*found 'lps'"),
         ({"overlap": 2, "mode": "x"}, r"overlap must be .*found 2; mode must be .*found 'x'"),
     ],
 )

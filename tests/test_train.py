@@ -690,7 +690,8 @@ def test_resumed_fit_flat_cos_follows_the_uninterrupted_schedule() -> None:
     assert max(last_epoch) < 0.6e-2  # annealing (half-way at 75 %), not the flat 1e-2 of a restarted schedule
 
 
-def test_bundle_can_turn_test_time_flips_on_by_default(tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_bundle_can_turn_test_time_flips_on_by_default(tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path,
+                                                       capsys) -> None:
     """--tta-flips sets the card default; evaluate then flips unless told --no-tta, and says which it did."""
     plain, flipped = tmp_path / "plain", tmp_path / "flipped"
     assert main(["bundle", str(tiny_model_dir), "--output", str(plain)]) == 0
@@ -706,3 +707,15 @@ def test_bundle_can_turn_test_time_flips_on_by_default(tiny_data_dir: Path, tiny
         made[tuple(flag)] = json.loads((out / "summary.json").read_text())
     assert made[()]["tta"] is True and made[("--no-tta",)]["tta"] is False
     assert made[()]["summary"] != made[("--no-tta",)]["summary"]  # the flips change the prediction
+
+    # a record's key says whether flips were used, so the dashboard's line cannot misstate it
+    base = ["evaluate", str(tiny_data_dir), "--output", str(tmp_path / "rec"), "--model", str(flipped),
+            "--cross-validation", "--no-progress"]
+    assert main([*base, "--record-as", "cross_validation"]) == 2
+    assert ("--record-as cross_validation: these predictions use test-time flips (the card says so); expected a key "
+            "ending in _tta (e.g. cross_validation_tta)") in capsys.readouterr().err
+    assert main([*base, "--no-tta", "--record-as", "cross_validation_tta"]) == 2
+    assert "these predictions skip test-time flips (--tta/--no-tta says so)" in capsys.readouterr().err
+    assert main([*base, "--record-as", "cross_validation_tta"]) == 0
+    assert main([*base, "--no-tta", "--record-as", "cross_validation"]) == 0
+    assert sorted(ModelCard.load(flipped / "model.json").extra["scores"]) == ["cross_validation", "cross_validation_tta"]
