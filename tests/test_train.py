@@ -616,7 +616,7 @@ def test_train_folds_script_reports_a_failing_fold(tiny_model_dir: Path, tmp_pat
         ({"--epochs": "0"}, "--epochs: expected at least 1, found 0"),
         ({"--splits": "missing.json"}, r"--splits .*missing.json: expected a splits.json with a 'folds' list"),
         ({"--init-from": "nowhere"}, "--init-from nowhere: expected a run or model folder with a model.json"),
-        ({"--precision": "bf16"}, "--precision bf16: mixed precision needs a GPU, but training runs on cpu"),
+        ({"--precision": "fp16"}, "--precision fp16: float16 mixed precision needs a GPU, but training runs on cpu"),
     ],
 )
 def test_train_refuses_bad_settings_before_training(change: dict[str, str], message: str, tiny_data_dir: Path,
@@ -660,6 +660,59 @@ def test_precision_auto_prefers_bfloat16_on_a_gpu(precision: str, device: str, b
                                                   monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (9, 0) if bf16_supported else (7, 0))
     assert train.resolve_precision(precision, torch.device(device)) == expected
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_on_the_cpu_only_where_it_is_native(native: bool, monkeypatch) -> None:
+    monkeypatch.setattr(train, "cpu_bf16_supported", lambda: native)
+    if native:
+        assert train.resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    else:
+        with pytest.raises(train.StudyError, match=r"--precision bf16: this CPU has no native bfloat16 .*use fp32 or auto"):
+            train.resolve_precision("bf16", torch.device("cpu"))
+    assert train.resolve_precision("auto", torch.device("cpu")) == "fp32"  # the recipe of the bundled model
+
+
+@pytest.mark.skipif(not train.cpu_bf16_supported(), reason="this CPU has no native bfloat16 (AVX512-BF16 or AMX)")
+def test_cpu_bfloat16_channels_last_training_exports_a_standard_float32_learner(tiny_data_dir: Path, tiny_model_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    from conftest import TINY_TRAIN_ARGS
+
+    out = tmp_path / "bf16"
+    assert main(["train", str(tiny_data_dir), "--output", str(out), *TINY_TRAIN_ARGS, "--precision", "bf16",
+                 "--splits", str(tiny_model_dir / "splits.json")]) == 0
+    card = ModelCard.load(out / "model.json")
+    assert card.extra["training"]["precision"] == "bf16" and card.extra["training"]["channels_last"] is True
+    assert card.extra["training"]["trained_on"][0].startswith("CPU (") and ", bf16," in card.extra["training"]["trained_on"][0]
+    history = list(csv.DictReader((out / "history.csv").open()))
+    assert len(history) == 2 and all(np.isfinite(float(r["train_loss"])) for r in history)
+    model = load_model(out, device="cpu")
+    for p in model.networks[0].parameters():
+        assert p.dtype == torch.float32 and p.is_contiguous()  # standard layout, float32 again
+    from brats_seg.model import load_learner_checked
+
+    learner = load_learner_checked(out / "model.pkl", card.sha256["model.pkl"])
+    assert not {type(cb).__name__ for cb in learner.cbs} & {"CPUAutocast", "ChannelsLast3d"}  # not pickled
+    assert main(["predict", str(tiny_data_dir / "Tiny_001"), "--model", str(out), "--output", str(tmp_path / "pred"),
+                 "--no-progress"]) == 0
+
+
+def test_channels_last_changes_layout_not_results() -> None:
+    """One training step in channels_last_3d gives the same loss and gradients as in the standard layout."""
+    torch.manual_seed(0)
+    net = train.build_unet(channels=(4, 8, 16), num_res_units=1)
+    x, y = torch.randn(2, 4, 16, 16, 16), (torch.rand(2, 3, 16, 16, 16) > 0.5).float()
+    loss_fn = train.DiceBCELoss()
+    grads = []
+    for layout in (torch.contiguous_format, torch.channels_last_3d):
+        net.zero_grad()
+        net.to(memory_format=layout)
+        loss = loss_fn(net(x.to(memory_format=layout)), y)
+        loss.backward()
+        grads.append((float(loss), [p.grad.clone() for p in net.parameters()]))
+    assert grads[0][0] == pytest.approx(grads[1][0], abs=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(grads[0][1], grads[1][1], strict=True))
+    assert train.ChannelsLast3d.order < train.CPUAutocast.order  # the layout is set before autocast enters
 
 
 def test_unknown_precision_is_refused() -> None:
