@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "fp32 on the CPU; bf16 also runs on a CPU with native bfloat16 (AVX512-BF16 or AMX)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last,
                    help="train in the channels_last_3d memory format (faster 3-D convolutions on the CPU; "
-                   "exported weights keep the standard layout) (default: on)")
+                   "exported weights keep the standard layout) (default: on the CPU, where it is measured; off on a GPU)")
     p.add_argument("--init-from", type=Path, default=d.init_from, metavar="MODEL_DIR",
                    help="start from the weights of a trained run or model folder (its first learner, sha256-checked; "
                    "it must not have trained on this run's held-out cases) and fine-tune them; ignored when --resume "

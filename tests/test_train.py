@@ -772,3 +772,13 @@ def test_bundle_can_turn_test_time_flips_on_by_default(tiny_data_dir: Path, tiny
     assert main([*base, "--record-as", "cross_validation_tta"]) == 0
     assert main([*base, "--no-tta", "--record-as", "cross_validation"]) == 0
     assert sorted(ModelCard.load(flipped / "model.json").extra["scores"]) == ["cross_validation", "cross_validation_tta"]
+
+
+def test_channels_last_is_the_cpu_default_and_recorded(tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    from conftest import TINY_TRAIN_ARGS
+
+    assert ModelCard.load(tiny_model_dir / "model.json").extra["training"]["channels_last"] is True  # trained on the CPU
+    out = tmp_path / "standard"
+    assert main(["train", str(tiny_data_dir), "--output", str(out), *TINY_TRAIN_ARGS, "--no-channels-last",
+                 "--splits", str(tiny_model_dir / "splits.json")]) == 0
+    assert ModelCard.load(out / "model.json").extra["training"]["channels_last"] is False
