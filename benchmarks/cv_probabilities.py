@@ -28,7 +28,7 @@ from brats_seg import inference, io, preprocess
 from brats_seg.cli import _overlap, _positive_int, cross_validation_members
 from brats_seg.model import load_model
 
-FLIP_DIMS = {"none": (), "x": (2,), "y": (3,), "z": (4,)}
+FLIP_DIMS = dict(zip(("none", "x", "y", "z"), inference.FLIPS, strict=True))  # as --tta flips them
 PREPROCESSING_KEYS = ("channels", "orientation", "spacing", "crop_margin", "normalisation", "output")
 
 

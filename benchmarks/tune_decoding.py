@@ -57,19 +57,6 @@ def single_moves(grid: Sequence[float]) -> list[Thresholds]:
     return out
 
 
-def labels_from(probs: np.ndarray, thresholds: Thresholds) -> np.ndarray:
-    """Nested TC/WT/ET thresholds, as :func:`brats_seg.postprocess.regions_to_labels` with one per region."""
-    tc_p, wt_p, et_p = probs
-    et = et_p >= thresholds[2]
-    tc = (tc_p >= thresholds[0]) | et
-    wt = (wt_p >= thresholds[1]) | tc
-    out = np.zeros(probs.shape[1:], dtype=np.uint8)
-    out[wt] = 2
-    out[tc] = 1
-    out[et] = 4
-    return out
-
-
 def score_case(job: tuple) -> list[dict]:
     """Score one case for each (decoding, thresholds) asked; one process per case."""
     cache, data_dir, card_path, case, wanted, pp = job
@@ -78,7 +65,7 @@ def score_case(job: tuple) -> list[dict]:
     study = io.load_study(Path(data_dir) / case)
     prepared = preprocess.prepare(study, card)
     ornt = prepared.ornt
-    spacing = tuple(float(study.spacing[int(ax)]) for ax in ornt[:, 0].argsort())
+    spacing = preprocess.oriented_spacing(study, ornt)
     sl = tuple(slice(a, b) for a, b in prepared.box)
     truth = preprocess.reorient(study.truth, ornt)[sl]
     brain = preprocess.reorient(preprocess.brain_mask(study), ornt)[sl]
@@ -94,7 +81,7 @@ def score_case(job: tuple) -> list[dict]:
         mean = np.mean([maps[f"{b}_{f}"].astype(np.float32) for b in bundles for f in flips], axis=0)
         probs = preprocess.resample(torch.from_numpy(mean), prepared.cropped_shape).numpy()
         for thresholds in threshold_list:
-            labels = labels_from(probs, thresholds)
+            labels = postprocess.regions_to_labels(probs, order=REGIONS, threshold=thresholds)
             labels[~brain] = 0
             if pp:
                 labels = postprocess.clean_labels(labels, voxel_volume_mm3=voxel, **pp)
@@ -149,10 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"{args.cache}: expected <case>.npz for every case in index.json, missing {', '.join(missing)}; "
                 "run benchmarks/cv_probabilities.py again to complete it")
     card_path = index["card"]
-    output = ModelCard.load(card_path).output
-    if output.get("type") != "regions_sigmoid" or list(output.get("regions", [])) != list(REGIONS):
-        p.error(f"{card_path}: expected sigmoid regions in the order {list(REGIONS)}, found {output}")
-    pp = {} if args.no_postprocess else postprocess.postprocess_settings(ModelCard.load(card_path))
+    card = ModelCard.load(card_path)
+    if card.output.get("type") != "regions_sigmoid" or list(card.output.get("regions", [])) != list(REGIONS):
+        p.error(f"{card_path}: expected sigmoid regions in the order {list(REGIONS)}, found {card.output}")
+    pp = {} if args.no_postprocess else postprocess.postprocess_settings(card)
     pp = {k: v for k, v in pp.items() if v}
     decodings: list[Decoding] = [(tuple(int(b) for b in bs.split(",")), tuple(fs.split(",")))
                                  for bs in args.bundles for fs in args.flip_sets]

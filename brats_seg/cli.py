@@ -478,8 +478,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from .model import load_model
 
         model = load_model(args.model, device=args.device)
+    flips = None if model is None else (bool(model.card.tta_flips) if args.tta is None else args.tta)
     if args.record_as and model is not None:
-        flips = bool(model.card.tta_flips) if args.tta is None else args.tta
         if flips != args.record_as.endswith("_tta"):
             expected = f"a key ending in _tta (e.g. {args.record_as}_tta)" if flips else "a key without _tta, or --tta"
             raise StudyError(f"--record-as {args.record_as}: these predictions {'use' if flips else 'skip'} test-time "
@@ -513,7 +513,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     meta = {"cases": [r["case"] for r in rows], "model": None if model is None else model.card.name,
             "cross_validation": bool(args.cross_validation),
             "postprocessing": bool(args.postprocess) if model is not None else None,
-            "tta": (bool(model.card.tta_flips) if args.tta is None else args.tta) if model is not None else None}
+            "tta": flips}
     (args.output / "summary.json").write_text(json.dumps({**meta, "summary": summary}, indent=2) + "\n")
     print(format_summary(summary))
     if args.record_as:

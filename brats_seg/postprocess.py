@@ -110,7 +110,7 @@ def regions_to_labels(
     regions: np.ndarray,
     *,
     order: Sequence[str] = DEFAULT_REGION_ORDER,
-    threshold: float = 0.5,
+    threshold: float | Sequence[float] = 0.5,
 ) -> np.ndarray:
     """Convert region probabilities (or masks) into a BraTS label map.
 
@@ -130,24 +130,30 @@ def regions_to_labels(
     Args:
         regions: Array of shape ``(3, X, Y, Z)``: probabilities in [0, 1] or boolean masks.
         order: Which region each channel holds, a permutation of ``("TC", "WT", "ET")``.
-        threshold: Probability at or above which a region is on.
+        threshold: Probability at or above which a region is on: one for all, or one per channel (in
+            ``order``).
 
     Returns:
         ``uint8`` label map of shape ``(X, Y, Z)`` with values 0, 1, 2, 4.
 
     Raises:
-        ValueError: if the first axis is not of length 3 or ``order`` is not a permutation of TC, WT, ET.
+        ValueError: if the first axis is not of length 3, ``order`` is not a permutation of TC, WT, ET,
+            or ``threshold`` is a sequence whose length is not 3.
     """
     order = _check_region_order(order, what="regions_to_labels(order=...)")
+    thresholds = [threshold] * len(order) if np.ndim(threshold) == 0 else list(threshold)
+    if len(thresholds) != len(order):
+        raise ValueError(f"regions_to_labels: expected one threshold or one per region {list(order)}, found {threshold!r}")
+    cut = dict(zip(order, thresholds, strict=True))
     r = np.asarray(regions)
     if r.ndim < 2 or r.shape[0] != len(order):
         raise ValueError(
             f"regions: expected shape (3, X, Y, Z) with channels {list(order)}, found shape {tuple(r.shape)}"
         )
     channel = {name: r[i] for i, name in enumerate(order)}
-    et = channel["ET"] >= threshold
-    tc = (channel["TC"] >= threshold) | et
-    wt = (channel["WT"] >= threshold) | tc
+    et = channel["ET"] >= cut["ET"]
+    tc = (channel["TC"] >= cut["TC"]) | et
+    wt = (channel["WT"] >= cut["WT"]) | tc
     out = np.zeros(r.shape[1:], dtype=np.uint8)
     out[wt] = 2
     out[tc] = 1

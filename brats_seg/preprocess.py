@@ -128,13 +128,18 @@ def resample(tensor: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return F.interpolate(tensor[None], size=tuple(shape), mode="trilinear", align_corners=False)[0]
 
 
+def oriented_spacing(study: Study, ornt: np.ndarray) -> tuple[float, ...]:
+    """The study's voxel size (mm) along the axes of the reoriented array (see :func:`reorient`)."""
+    # ornt[i] = (new axis of old axis i, flip): new axis j holds old axis k with ornt[k, 0] == j.
+    return tuple(float(study.spacing[int(ax)]) for ax in ornt[:, 0].argsort())
+
+
 def prepare(study: Study, card: ModelCard) -> Prepared:
     """Turn a study into the network's input as the card describes it."""
     image = stack_channels(study, card.channels)
     ornt = orientation_transform(study.affine, card.orientation)
     image = reorient(image, ornt)
-    spacing = tuple(float(study.spacing[int(ax)]) for ax in ornt[:, 0].argsort())
-    # ornt[i] = (new axis of old axis i, flip): new axis j holds old axis k with ornt[k, 0] == j.
+    spacing = oriented_spacing(study, ornt)
     mask = (image != 0).any(axis=0)
     box = brain_box(mask, margin=card.crop_margin)
     sl = tuple(slice(a, b) for a, b in box)

@@ -224,7 +224,8 @@ def test_per_region_thresholds_match_regions_to_labels_and_ties_go_to_one_half()
     decode = _load_script("tune_decoding")
     probs = np.random.default_rng(0).random((3, 6, 6, 6)).astype(np.float32)
     for t in (0.3, 0.5):
-        assert np.array_equal(decode.labels_from(probs, (t, t, t)), regions_to_labels(probs, threshold=t))
+        assert np.array_equal(regions_to_labels(probs, order=decode.REGIONS, threshold=(t, t, t)),
+                              regions_to_labels(probs, threshold=t))
     moves = decode.single_moves([0.4, 0.5, 0.6])
     assert moves[0] == (0.5, 0.5, 0.5) and len(moves) == 7 and (0.5, 0.4, 0.5) in moves
     row = {f"{m}_{r}": 0.0 for m in ("dice", "hd95") for r in ("TC", "WT", "ET")}

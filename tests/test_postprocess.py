@@ -125,6 +125,16 @@ def test_regions_to_labels_threshold_and_order():
     assert regions_to_labels(probs, order=("ET", "TC", "WT"), threshold=0.9)[0, 0, 0] == 0
 
 
+def test_regions_to_labels_one_threshold_per_region_follows_the_order():
+    probs = np.array([0.35, 0.2, 0.8], dtype=np.float32).reshape(3, 1, 1, 1)  # ET, TC, WT
+    order = ("ET", "TC", "WT")
+    assert regions_to_labels(probs, order=order, threshold=(0.3, 0.5, 0.5))[0, 0, 0] == 4  # ET on at 0.3
+    assert regions_to_labels(probs, order=order, threshold=(0.5, 0.1, 0.5))[0, 0, 0] == 1  # TC on at 0.1
+    assert regions_to_labels(probs, order=order, threshold=(0.5, 0.5, 0.9))[0, 0, 0] == 0  # WT off at 0.9
+    with pytest.raises(ValueError, match=r"expected one threshold or one per region \['ET', 'TC', 'WT'\], found \(0\.5, 0\.5\)"):
+        regions_to_labels(probs, order=order, threshold=(0.5, 0.5))
+
+
 def test_regions_to_labels_rejects_wrong_channel_count():
     with pytest.raises(ValueError, match=r"expected shape \(3, X, Y, Z\).*found shape \(4, 2, 2, 2\)"):
         regions_to_labels(np.zeros((4, 2, 2, 2)))
