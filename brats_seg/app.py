@@ -172,8 +172,10 @@ class Entry:
         name: Base name (the key of the mapping passed to :func:`brats_seg.io.load_study_from_bytes`).
         detected: Sequence detected from the name (``T1``, ``T1CE``, ``T2``, ``FLAIR``, ``SEG``) or None.
         source: The uploaded file it comes from (the zip's name for a zip member).
-        nifti: Whether it is a NIfTI file that can be assigned a sequence.
+        nifti: Whether it can be assigned a sequence (a NIfTI file or a DICOM series).
         size: Size in bytes (0 when unknown).
+        label: What the file list shows (default: ``name``); for a DICOM series its number,
+            description and file count, while ``name`` is its SeriesInstanceUID.
     """
 
     name: str
@@ -181,6 +183,7 @@ class Entry:
     source: str
     nifti: bool
     size: int = 0
+    label: str = ""
 
 
 def _basename(name: str) -> str:
@@ -209,20 +212,62 @@ def list_entries(files: Mapping[str, bytes | memoryview]) -> list[Entry]:
         if name.lower().endswith(".zip"):
             try:
                 with zipfile.ZipFile(_io.BytesIO(bytes(data))) as archive:
+                    others = []
+                    found = False
                     for info in archive.infolist():
                         parts = [p for p in re.split(r"[\\/]+", info.filename) if p not in ("", ".")]
                         if info.is_dir() or not parts or any(_hidden(p) for p in parts):
                             continue
                         if _is_nifti(parts[-1]):
+                            found = True
                             entries.append(
                                 Entry(parts[-1], io.detect_modality(parts[-1]), name, True, info.file_size)
                             )
+                        else:
+                            others.append(info)
+                    if not found:
+                        entries += _dicom_series_entries(archive, others, name)
             except (zipfile.BadZipFile, OSError, ValueError):
                 entries.append(Entry(name, None, name, False, len(data)))
             continue
         nifti = _is_nifti(name)
         entries.append(Entry(name, io.detect_modality(name) if nifti else None, name, nifti, len(data)))
     return entries
+
+
+def _dicom_series_entries(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], source: str) -> list[Entry]:
+    """One entry per MR image series among a zip's DICOM members (read from each member's first 64 KiB).
+
+    Members that are not DICOM, or whose header cannot be read, are left out here; loading the
+    study says what is wrong with them.
+    """
+    from .dicom import MAX_DICOM_FILES, series_modality
+
+    series: dict[str, dict[str, Any]] = {}
+    for info in members[: MAX_DICOM_FILES + 1]:
+        with archive.open(info) as f:
+            head = f.read(64 * 1024)
+        if len(head) < 132 or head[128:132] != b"DICM":
+            continue
+        try:
+            import pydicom
+
+            ds = pydicom.dcmread(_io.BytesIO(head), stop_before_pixels=True)
+        except Exception:  # a damaged header is reported when the study is loaded
+            continue
+        uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
+        if not uid or str(getattr(ds, "Modality", "MR")).upper() != "MR":
+            continue
+        entry = series.setdefault(uid, {"files": 0, "size": 0, "number": str(getattr(ds, "SeriesNumber", "") or ""),
+                                        "description": str(getattr(ds, "SeriesDescription", "") or "")})
+        entry["files"] += 1
+        entry["size"] += info.file_size
+    out = []
+    for uid, e in sorted(series.items(), key=lambda kv: (len(kv[1]["number"]), kv[1]["number"], kv[0])):
+        number = f" {e['number']}" if e["number"] else ""
+        label = f"series{number} {e['description']!r} ({e['files']} files)"
+        out.append(Entry(uid, series_modality(e["description"]), source, True, e["size"], label))
+    return out
 
 
 def default_cache_dir() -> Path:
@@ -532,7 +577,7 @@ class App:
             description="Upload files",
             icon="",
             tooltip="The four NIfTI sequences of one study (T1, T1CE, T2, FLAIR), optionally a fifth "
-            "file with the ground truth, or one .zip of the study folder",
+            "file with the ground truth, or one .zip of the study folder (NIfTI files or DICOM series)",
         )
         self.upload.add_class("brats-upload")
         self.example_button = W.Button(description="Load example", tooltip="Load a real BraTS example study")
@@ -697,7 +742,8 @@ class App:
         header = W.HTML(
             _CSS + "<h2>brats-seg: brain-tumour segmentation of one MRI study</h2>"
             "<p>Upload the four sequences of one study (T1, T1CE, T2, FLAIR as NIfTI, or one .zip of the "
-            "study folder; optionally a ground-truth label map), press <b>Predict</b>, then review the "
+            "study folder with NIfTI files or DICOM series; optionally a ground-truth label map), press "
+            "<b>Predict</b>, then review the "
             "tumour sub-regions over the scan. <b>Research use only; not for clinical use.</b></p>"
         )
         self.widget = W.VBox(
@@ -929,7 +975,7 @@ class App:
         """Show the given files with their detected sequences and load the study if it is complete.
 
         Args:
-            files: File name -> content (four or five NIfTI files, or one .zip).
+            files: File name -> content (four or five NIfTI files, or one .zip of NIfTI files or DICOM series).
             origin: Where they come from, for the information line.
 
         Returns:
@@ -948,12 +994,16 @@ class App:
             where = f" (in {entry.source})" if entry.source != entry.name else ""
             size = f", {_size(entry.size)}" if entry.size else ""
             label = widgets.HTML(
-                f"<code>{html.escape(entry.name)}</code>{html.escape(where + size)}",
+                f"<code>{html.escape(entry.label or entry.name)}</code>{html.escape(where + size)}",
                 layout=widgets.Layout(width="420px"),
             )
             if entry.nifti:
-                detected = entry.detected or ""
-                note = f"detected: {detected}" if detected else "not recognised from the name: choose"
+                if entry.label:  # a DICOM series: one left unrecognised (a localizer, DWI) is ignored
+                    detected = entry.detected or "IGNORE"
+                    note = "detected: " + entry.detected if entry.detected else "not recognised from its description: ignored"
+                else:
+                    detected = entry.detected or ""
+                    note = f"detected: {detected}" if detected else "not recognised from the name: choose"
                 dropdown = widgets.Dropdown(
                     options=list(MODALITY_CHOICES), value=detected, layout=widgets.Layout(width="200px")
                 )
@@ -1126,6 +1176,14 @@ class App:
             f"{study.name}_seg.nii.gz": ("application/gzip", nifti),
             f"{study.name}_report.json": ("application/json", (json.dumps(rep, indent=2) + "\n").encode()),
         }
+        if study.dicom:
+            from . import __version__
+            from .dicom import write_segmentation
+
+            with tempfile.TemporaryDirectory(prefix="brats_seg_app_") as tmp:
+                dcm = write_segmentation(seg.labels, study, Path(tmp) / f"{study.name}_seg.dcm",
+                                         model_name=model.card.name, software_version=f"brats-seg {__version__}")
+                downloads[f"{study.name}_seg.dcm"] = ("application/dicom", dcm.read_bytes())
         return Result(study, seg, vols, truth_vols, scores, rep, downloads)
 
     def _show_result(self, result: Result) -> None:
@@ -1166,6 +1224,7 @@ class App:
             ".nii.gz": ("Label map (NIfTI)", "brats-download-nifti"),
             ".json": ("Report (JSON)", "brats-download-json"),
             ".png": ("Figure (PNG)", "brats-download-png"),
+            ".dcm": ("Segmentation (DICOM SEG)", "brats-download-dicom-seg"),
         }
         links = []
         for name, (mime, data) in result.downloads.items():

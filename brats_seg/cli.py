@@ -106,6 +106,15 @@ def _positive_int(value: str) -> int:
     return n
 
 
+def _mapping_item(value: str) -> tuple[str, str]:
+    key, sep, modality = value.rpartition("=")
+    if not sep or not key.strip() or not modality.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=SEQUENCE (e.g. 'AX T1 POST GD=T1CE' or 'scan3.nii.gz=FLAIR'), found {value!r}"
+        )
+    return key.strip(), modality.strip()
+
+
 def _device(value: str) -> str:
     """``--device``: a torch device string that exists on this machine."""
     import torch
@@ -147,11 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", formatter_class=_Formatter,
                        help="segment one study (folder, zip or four files) or a folder of study folders",
                        description="Writes OUT_DIR/<study>_seg.nii.gz (BraTS labels with the input's affine and header) "
-                       "and OUT_DIR/<study>_report.json (input files and sha256, model, settings, volumes, timings).")
+                       "and OUT_DIR/<study>_report.json (input files and sha256, model, settings, volumes, timings). "
+                       "A folder or zip without NIfTI files is read as DICOM: the four MR series of one study "
+                       "(co-registered, on one grid), told apart by their series descriptions.")
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
-                   help="a study folder, a .zip of one, four NIfTI files, or a folder of study folders")
+                   help="a study folder (NIfTI or DICOM), a .zip of one, four NIfTI files, or a folder of study folders")
     p.add_argument("--output", "-o", type=Path, required=True, help="output folder (created if needed)")
     p.add_argument("--name", default=None, help="study name for a single study (default: folder name or common file prefix)")
+    p.add_argument("--map", action="append", type=_mapping_item, default=None, metavar="KEY=SEQUENCE", dest="mapping",
+                   help="say which file (NIfTI file name) or DICOM series (description, number or UID) is which sequence: "
+                   "T1, T1CE, T2, FLAIR, SEG or IGNORE; repeat for several (default: told from the names)")
+    p.add_argument("--dicom-seg", action="store_true",
+                   help="also write OUT_DIR/<study>_seg.dcm, a DICOM Segmentation on the T1CE series (DICOM input only)")
     _add_window_args(p)
 
     p = sub.add_parser("evaluate", formatter_class=_Formatter,
@@ -294,7 +310,7 @@ def _resolve_inputs(inputs: Sequence[Path]) -> list[Any]:
         if src.is_dir():
             studies = io.find_studies(src)
             if not studies:
-                raise StudyError(f"{src}: expected NIfTI files or study folders, found none")
+                raise StudyError(f"{src}: expected NIfTI files, DICOM series or study folders, found none")
             return studies
         if src.suffix.lower() == ".zip":
             return [src]
@@ -314,7 +330,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for src in sources:
         t0 = time.perf_counter()
         try:
-            study = io.load_study(src, name=args.name if len(sources) == 1 else None)
+            study = io.load_study(src, mapping=dict(args.mapping or ()), name=args.name if len(sources) == 1 else None)
+            if args.dicom_seg and study.dicom is None:
+                raise StudyError(
+                    f"{study.name}: --dicom-seg needs DICOM input, found NIfTI files; a DICOM Segmentation refers to "
+                    "the source DICOM images (leave out --dicom-seg, the NIfTI labels are written anyway)"
+                )
         except StudyError as e:
             if len(sources) == 1:
                 raise
@@ -329,6 +350,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
             bar.close()
         seg.timings["load"] = round(t_load, 3)
         out_seg = io.save_labels(seg.labels, args.output / f"{study.name}_seg.nii.gz")
+        if args.dicom_seg:
+            from . import __version__
+            from .dicom import write_segmentation
+
+            out_dcm = write_segmentation(seg.labels, study, args.output / f"{study.name}_seg.dcm",
+                                         model_name=model.card.name, software_version=f"brats-seg {__version__}")
+            print(f"{study.name}: DICOM Segmentation {out_dcm}")
         vols = report.volumes(seg.labels)
         scores = None
         if study.truth is not None:

@@ -25,6 +25,7 @@ import re
 import tempfile
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -314,8 +315,9 @@ def find_studies(folder: StrPath) -> list[Path]:
         folder: A folder of study folders, or one study folder.
 
     Returns:
-        The sorted subfolders (not hidden) that contain NIfTI files; ``[folder]`` when the folder
-        itself holds NIfTI files; an empty list when there are none.
+        The sorted subfolders (not hidden) that contain NIfTI files or DICOM series; ``[folder]``
+        when the folder itself is one study (NIfTI files, or DICOM files directly or in series
+        subfolders of a single ``StudyInstanceUID``); an empty list when there are none.
 
     Raises:
         StudyError: When ``folder`` is not an existing folder.
@@ -323,9 +325,50 @@ def find_studies(folder: StrPath) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
         raise StudyError(f"{root.name}: expected a folder of studies, found no folder at {root}")
-    if _nifti_files(root):
+    if _nifti_files(root) or _is_dicom_study(root):
         return [root]
-    return sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p.name) and _nifti_files(p))
+    return sorted(
+        p for p in root.iterdir() if p.is_dir() and not _is_hidden(p.name) and (_nifti_files(p) or _has_dicom(p))
+    )
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return [p for p in sorted(folder.iterdir()) if p.is_dir() and not _is_hidden(p.name)]
+
+
+def _first_dicom(folder: Path) -> Path | None:
+    from .dicom import is_dicom_file
+
+    return next((p for p in sorted(folder.iterdir()) if p.is_file() and not _is_hidden(p.name) and is_dicom_file(p)), None)
+
+
+def _has_dicom(folder: Path) -> bool:
+    """Whether DICOM files lie in ``folder`` or in its subfolders (series folders)."""
+    return _first_dicom(folder) is not None or any(_first_dicom(p) for p in _subfolders(folder))
+
+
+def _is_dicom_study(folder: Path) -> bool:
+    """Whether ``folder`` is one DICOM study: DICOM files in it, or series subfolders of one study.
+
+    A folder whose subfolders hold DICOM files of several studies (``StudyInstanceUID``) is a folder
+    of studies instead.
+    """
+    if any(_nifti_files(p) for p in _subfolders(folder)):
+        return False
+    if _first_dicom(folder) is not None:
+        return True
+    firsts = [f for f in (_first_dicom(p) for p in _subfolders(folder)) if f is not None]
+    if not firsts:
+        return False
+    import pydicom
+
+    uids = set()
+    for f in firsts:
+        try:
+            uids.add(str(pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["StudyInstanceUID"]).get("StudyInstanceUID", "")))
+        except Exception:  # an unreadable file is reported when the study is loaded
+            uids.add(f"unreadable:{f}")
+    return len(uids) == 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -368,7 +411,7 @@ def _describe_content(head: bytes) -> str:
     if head.startswith(b"NRRD"):
         return "an NRRD file"
     if len(head) > 132 and head[128:132] == b"DICM":
-        return "a DICOM file (convert it to NIfTI first, e.g. with dcm2niix)"
+        return "a DICOM file (pass the study's folder or a .zip of its DICOM series instead)"
     sample = head[:512]
     if sample and all(32 <= b < 127 or b in (9, 10, 13) for b in sample):
         return "text"
@@ -782,10 +825,12 @@ def _member_parts(zip_name: str, member: str) -> list[str]:
     return [p for p in parts if p not in ("", ".")]
 
 
-def _extract_zip(zip_path: Path, dest: Path) -> tuple[list[Path], str | None]:
+def _extract_zip(zip_path: Path, dest: Path, *, tree: bool = False) -> tuple[list[Path], str | None]:
     """Extract the NIfTI members of a zip, flattened, into ``dest``.
 
-    ``__MACOSX/`` and hidden files are ignored, as are members that are not NIfTI files.
+    ``__MACOSX/`` and hidden files are ignored, as are members that are not NIfTI files. With
+    ``tree=True`` every other member is extracted too, keeping its relative path (DICOM series
+    folders, whose files often share names such as ``IM0001``).
 
     Returns:
         The extracted files and the name of the folder that held them inside the zip (None when
@@ -816,7 +861,7 @@ def _extract_zip(zip_path: Path, dest: Path) -> tuple[list[Path], str | None]:
                 raise StudyError(
                     f"{zname}: member {info.filename!r} is a symbolic link; expected regular files only"
                 )
-            if _is_nifti_name(parts[-1]):
+            if tree or _is_nifti_name(parts[-1]):
                 members.append((info, parts))
         if total > budget:
             raise StudyError(
@@ -824,20 +869,21 @@ def _extract_zip(zip_path: Path, dest: Path) -> tuple[list[Path], str | None]:
                 f"{budget:,} bytes (MAX_ZIP_BYTES), so it was refused as a possible zip bomb"
             )
         folders = sorted({"/".join(parts[:-1]) for _, parts in members})
-        if len(folders) > 1:
+        if len(folders) > 1 and not tree:
             shown = ", ".join(f"{f or '.'}/" for f in folders[:5]) + (", ..." if len(folders) > 5 else "")
             raise StudyError(
                 f"{zname}: holds NIfTI files in {len(folders)} folders ({shown}); expected one study "
                 "(one folder, or the files at the top level)"
             )
-        basenames = [parts[-1] for _, parts in members]
-        dupes = sorted({b for b in basenames if basenames.count(b) > 1})
-        if dupes:
+        basenames = Counter(parts[-1] for _, parts in members)
+        dupes = sorted(b for b, n in basenames.items() if n > 1)
+        if dupes and not tree:
             raise StudyError(f"{zname}: member {dupes[0]!r} appears more than once; expected unique files")
         written = 0
         out: list[Path] = []
         for info, parts in members:
-            target = dest / parts[-1]
+            target = dest.joinpath(*parts) if tree else dest / parts[-1]
+            target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 with archive.open(info) as src, target.open("wb") as dst:
                     for chunk in iter(lambda src=src: src.read(1 << 20), b""):
@@ -876,6 +922,31 @@ def _is_zip(path: Path) -> bool:
         return False
 
 
+def _load_dicom(
+    folder: Path,
+    *,
+    mapping: Mapping[str, str] | None,
+    name: str | None,
+    default_name: str,
+    where: str,
+    max_voxels: int,
+    affine_atol: float,
+    load_truth: bool,
+) -> Study:
+    """Load the DICOM series under ``folder`` (see :mod:`brats_seg.dicom`)."""
+    from .dicom import dicom_files, load_dicom_study
+
+    del load_truth  # a ground truth is read from NIfTI only
+    return load_dicom_study(
+        dicom_files(folder),
+        mapping=mapping,
+        name=name or default_name,
+        where=where,
+        max_voxels=max_voxels,
+        affine_atol=affine_atol,
+    )
+
+
 # --------------------------------------------------------------------------------------------------
 # Public loaders
 # --------------------------------------------------------------------------------------------------
@@ -895,9 +966,11 @@ def load_study(
     Args:
         source: A study folder (or a folder holding exactly one study folder), a ``.zip`` of a study
             folder or of the files themselves, or a sequence of the 4 file paths (5 with a
-            segmentation).
+            segmentation). A folder or zip without NIfTI files is read as DICOM: the MR series of
+            one study, in it or in series subfolders (:mod:`brats_seg.dicom`).
         mapping: File name (base name) -> modality (``T1``, ``T1CE``, ``T2``, ``FLAIR``, ``SEG``, or
-            ``IGNORE`` to skip the file). Overrides :func:`detect_modality` for those files.
+            ``IGNORE`` to skip the file). Overrides :func:`detect_modality` for those files. For
+            DICOM the keys are series descriptions, numbers or UIDs.
         name: Study name. Default: the folder name; for a zip, the folder inside it or else the
             zip's stem; for files, their common prefix (e.g. ``Brats18_CBICA_ABM_1``).
         max_voxels: Voxel budget per file; a larger header is refused before its data are read.
@@ -925,12 +998,18 @@ def load_study(
         if not path.exists():
             raise StudyError(f"{path.name}: not found ({path}); expected a study folder, a .zip or files")
         if path.is_dir():
+            if not _nifti_files(path) and not any(_nifti_files(p) for p in _subfolders(path)) and _has_dicom(path):
+                return _load_dicom(path, default_name=path.name, where=path.name, **common)
             folder = _study_folder(path)
             return _load_files(_nifti_files(folder), default_name=folder.name, where=folder.name, **common)
         if _is_zip(path):
             with tempfile.TemporaryDirectory(prefix="brats_seg_zip_") as tmp:
                 files, inner = _extract_zip(path, Path(tmp))
                 stem = path.name[: -len(".zip")] if path.name.lower().endswith(".zip") else path.stem
+                if not files:
+                    _extract_zip(path, Path(tmp), tree=True)
+                    if _has_dicom(Path(tmp)) or any(_has_dicom(p) for p in _subfolders(Path(tmp))):
+                        return _load_dicom(Path(tmp), default_name=stem, where=path.name, **common)
                 return _load_files(files, default_name=inner or stem, where=path.name, **common)
         raise StudyError(
             f"{path.name}: a single file; expected a study folder, a .zip, or the 4 files "
@@ -996,7 +1075,10 @@ def load_study_from_bytes(
             raise StudyError(f"{base}: uploaded twice; expected each file once")
         clean[base] = data
     if not clean:
-        raise StudyError("upload: no files; expected the 4 NIfTI files (T1, T1CE, T2, FLAIR) or one .zip")
+        raise StudyError(
+            "upload: no files; expected the 4 NIfTI files (T1, T1CE, T2, FLAIR) or one .zip (of NIfTI files or of "
+            "the study's DICOM series)"
+        )
     common = {
         "mapping": mapping,
         "name": name,
@@ -1012,7 +1094,8 @@ def load_study_from_bytes(
     others = [n for n in clean if not n.lower().endswith(".zip") and not _is_nifti_name(n)]
     if others:
         raise StudyError(
-            f"{', '.join(others)}: not a NIfTI file name; expected .nii or .nii.gz files or one .zip"
+            f"{', '.join(others)}: not a NIfTI file name; expected .nii or .nii.gz files or one .zip (for DICOM, "
+            "zip the study's folder and upload the zip)"
         )
     with tempfile.TemporaryDirectory(prefix="brats_seg_upload_") as tmp:
         paths = []

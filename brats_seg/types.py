@@ -7,6 +7,7 @@ of the file it came from, so outputs keep the input's geometry.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -38,7 +39,10 @@ class Study:
         header: The NIfTI header of the T1 file; outputs are written with a copy of it.
         sources: File name of each modality (and ``SEG`` for a ground truth, when present).
         truth: Optional ground-truth BraTS label map (values 0, 1, 2, 4) on the same grid.
-        sha256: sha256 of each source file, keyed like ``sources``.
+        sha256: sha256 of each source file, keyed like ``sources`` (for a DICOM series, of its
+            files in slice order).
+        dicom: For a study read from DICOM, the series keyed by modality
+            (:class:`brats_seg.dicom.DicomSeries`, used to write a DICOM Segmentation); else None.
     """
 
     name: str
@@ -48,6 +52,7 @@ class Study:
     sources: dict[str, str] = field(default_factory=dict)
     truth: np.ndarray | None = None
     sha256: dict[str, str] = field(default_factory=dict)
+    dicom: dict[str, Any] | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:

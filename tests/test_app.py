@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from helpers import brats_affine, tiny_volumes, write_nifti
+from helpers import brats_affine, tiny_volumes, write_dicom_series, write_dicom_study, write_nifti
 from PIL import Image
 
 from brats_seg import app as app_module
@@ -830,3 +830,42 @@ def test_bad_thread_setting_is_reported_and_the_model_still_loads(
     assert "ready" in app.model_status.value
     assert "BRATS_SEG_TORCH_THREADS: expected a positive integer, found &#x27;lots&#x27;" in app.model_status.value
     assert torch.get_num_threads() == before
+
+
+def _dicom_zip(folder: Path) -> bytes:
+    buffer = _io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                z.write(p, f"{folder.name}/{p.relative_to(folder)}")
+    return buffer.getvalue()
+
+
+def test_dicom_zip_upload_lists_series_and_offers_a_dicom_seg(app: App, tmp_path: Path) -> None:
+    import highdicom as hd
+    import pydicom
+
+    images, _ = tiny_volumes((32, 32, 24), seed=4)
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    files = write_dicom_study(tmp_path / "Dicom_01", images, affine, descriptions={"T2": "sequence three"})
+    first = pydicom.dcmread(files["T1"][0])
+    write_dicom_series(tmp_path / "Dicom_01" / "S5", images["T1"], affine, description="3-plane localizer",
+                       series_number=5, study_uid=first.StudyInstanceUID, frame_uid=first.FrameOfReferenceUID)
+    app.upload.value = upload_value({"Dicom_01.zip": _dicom_zip(tmp_path / "Dicom_01")})
+    labels = [e.label for e in app.entries]
+    assert labels == ["series 1 'AX T1 SE' (24 files)", "series 2 'AX T1 POST GD' (24 files)",
+                      "series 3 'sequence three' (24 files)", "series 4 'AX T2 FLAIR' (24 files)",
+                      "series 5 '3-plane localizer' (24 files)"]
+    dropdowns = [app.modality_dropdowns[e.name].value for e in app.entries]
+    assert dropdowns == ["T1", "T1CE", "IGNORE", "FLAIR", "IGNORE"]
+    assert app.study is None and app.predict_button.disabled
+    assert "no series for T2" in app.message_text and "series 3 'sequence three'" in app.message_text
+    app.modality_dropdowns[app.entries[2].name].value = "T2"
+    assert app.study is not None and app.study.name == "Dicom_01"
+    assert app.study.sources["T2"] == "series 3 'sequence three' (24 files)"
+    predict_ok(app)
+    downloads = app.downloads()
+    assert set(downloads) == {"Dicom_01_seg.nii.gz", "Dicom_01_report.json", "Dicom_01_views.png", "Dicom_01_seg.dcm"}
+    seg = hd.seg.segread(_io.BytesIO(downloads["Dicom_01_seg.dcm"]))
+    assert seg.Modality == "SEG" and seg.StudyInstanceUID == first.StudyInstanceUID
+    assert "Segmentation (DICOM SEG)" in app.downloads_html.value

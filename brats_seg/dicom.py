@@ -1,0 +1,640 @@
+"""DICOM in and out: the four MR series of a study, and the labels as a DICOM Segmentation.
+
+For research-PACS workflows. A study exported from a PACS is a folder (or a ``.zip``) of DICOM
+files, one file per slice, often one subfolder per series. :func:`load_dicom_study` groups the files
+by series, tells which series is T1, T1CE, T2 and FLAIR from its description, rebuilds each volume
+and its voxel-to-world affine from the slice positions, and checks that the four lie on one voxel
+grid. The result is the same :class:`~brats_seg.types.Study` that a NIfTI study gives, so the rest
+of the package does not know where it came from. :func:`write_segmentation` writes the labels back
+as a DICOM Segmentation (``highdicom``) that references the source slices, so a PACS viewer shows
+it over the scan.
+
+The model expects what BraTS preprocessing produces: co-registered, skull-stripped series on one
+grid. brats-seg does not register or skull-strip, so series on different grids are refused.
+
+Every problem raises :class:`~brats_seg.errors.StudyError` naming the file or series and saying what
+was expected and what was found. Headers are read first (without pixel data), so an oversized
+series is refused before its pixels are decoded.
+
+Example::
+
+    study = load_dicom_study(sorted(Path("study/").rglob("*")))
+    write_segmentation(labels, study, "out/study_seg.dcm", model_name="brats-seg-unet")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from .errors import StudyError
+from .types import LABEL_NAMES, MODALITIES, LabelMap, Study
+
+__all__ = [
+    "MAX_DICOM_FILES",
+    "DicomSeries",
+    "dicom_files",
+    "is_dicom_file",
+    "load_dicom_study",
+    "series_modality",
+    "write_segmentation",
+]
+
+#: Most files read as one study (four 1 mm series of 240 slices are about 1,000).
+MAX_DICOM_FILES: int = 20_000
+
+#: Largest allowed relative deviation of a slice step from the series' median step.
+SLICE_STEP_RTOL: float = 0.01
+
+#: Slices closer than this (mm) along the normal count as the same position.
+_SAME_POSITION_MM: float = 1e-3
+
+_TOKENS = re.compile(r"[a-z0-9+]+")
+_CONTRAST = frozenset({"ce", "c", "gd", "gad", "gado", "post", "contrast", "postcontrast", "+c", "c+", "km", "mitkm"})
+_NATIVE = frozenset({"pre", "native", "nativ", "precontrast", "plain"})
+_T1 = frozenset({"t1", "t1w", "t1n", "mprage", "spgr", "bravo", "tfl", "t1mprage", "t1tse", "t1se", "t1fl3d", "t1space"})
+_T1_CONTRAST = frozenset({"t1c", "t1ce", "t1gd", "t1post", "t1+c", "t1+gd", "t1wce", "t1wgd"})
+_T2 = frozenset({"t2", "t2w", "t2tse", "t2fse", "t2space"})
+_FLAIR = frozenset({"flair", "t2f", "t2flair", "tirm", "darkfluid"})
+
+# Segment codes from DICOM CID 7168/7169 (brain lesion segmentation types).
+_CATEGORY = ("49755003", "SCT", "Morphologically Abnormal Structure")
+_SEGMENT_TYPES: dict[int, tuple[str, str, str]] = {
+    1: ("6574001", "SCT", "Necrosis"),
+    2: ("79654002", "SCT", "Edema"),
+    4: ("C113842", "NCIt", "Enhancing Lesion"),
+}
+_SEGMENT_LABELS: dict[int, str] = {1: "NCR (necrotic tumour core)", 2: "ED (peritumoural edema)", 4: "ET (enhancing tumour)"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding and reading files
+# --------------------------------------------------------------------------------------------------
+
+
+def is_dicom_file(path: str | Path) -> bool:
+    """Whether a file starts like a DICOM Part 10 file (``DICM`` after the 128-byte preamble)."""
+    try:
+        with Path(path).open("rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def dicom_files(folder: str | Path, *, max_depth: int = 3) -> list[Path]:
+    """DICOM files in a folder and its subfolders (hidden ones skipped), sorted by path.
+
+    Args:
+        folder: Where to look.
+        max_depth: How many levels of subfolders to search (0: the folder itself only).
+
+    Returns:
+        The files whose first bytes mark them as DICOM (``DICOMDIR`` excluded).
+
+    Raises:
+        StudyError: When there are more than ``MAX_DICOM_FILES`` of them.
+    """
+    root = Path(folder)
+    found: list[Path] = []
+    level = [root]
+    for _ in range(max_depth + 1):
+        nxt: list[Path] = []
+        for d in level:
+            for p in sorted(d.iterdir()):
+                if p.name.startswith(".") or p.name == "__MACOSX":
+                    continue
+                if p.is_dir():
+                    nxt.append(p)
+                elif p.is_file() and p.name.upper() != "DICOMDIR" and is_dicom_file(p):
+                    found.append(p)
+                    if len(found) > MAX_DICOM_FILES:
+                        raise StudyError(
+                            f"{root.name}: holds more than {MAX_DICOM_FILES:,} DICOM files; expected the "
+                            "series of one study (MAX_DICOM_FILES)"
+                        )
+        level = nxt
+    return sorted(found)
+
+
+def _read_header(path: Path):
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise StudyError(f"{path.name}: cannot be read as DICOM ({exc}); expected an intact DICOM file") from exc
+
+
+# --------------------------------------------------------------------------------------------------
+# One series: geometry and voxels
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DicomSeries:
+    """One image series of a study, its slices in spatial order.
+
+    Attributes:
+        uid: SeriesInstanceUID.
+        number: SeriesNumber ('' when absent).
+        description: SeriesDescription (or ProtocolName when it has none).
+        files: The slice files, ordered along the slice normal (the third array axis).
+        headers: Their datasets without pixel data, in the same order.
+        shape: Voxel grid (columns, rows, slices).
+        affine: Voxel-to-world affine in RAS+ millimetres, as NIfTI uses it.
+    """
+
+    uid: str
+    number: str
+    description: str
+    files: list[Path]
+    headers: list[Any]
+    shape: tuple[int, int, int] = (0, 0, 0)
+    affine: np.ndarray = field(default_factory=lambda: np.eye(4))
+
+    @property
+    def name(self) -> str:
+        """How messages name the series: ``series 3 'AX T1 POST' (155 files)``."""
+        number = f" {self.number}" if self.number else ""
+        return f"series{number} {self.description!r} ({len(self.files)} files)"
+
+
+def _required(ds, path: Path, keyword: str):
+    value = getattr(ds, keyword, None)
+    if value is None or (isinstance(value, str | bytes | list) and len(value) == 0):
+        raise StudyError(
+            f"{path.name}: has no {keyword}; expected an MR image slice with its identifiers, position and "
+            "orientation (is the file truncated?)"
+        )
+    return value
+
+
+def _floats(value, n: int, path: Path, keyword: str) -> np.ndarray:
+    try:
+        out = np.array([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise StudyError(f"{path.name}: {keyword} is not numeric ({value!r})") from exc
+    if out.shape != (n,) or not np.all(np.isfinite(out)):
+        raise StudyError(f"{path.name}: {keyword} {list(value)!r}; expected {n} finite numbers")
+    return out
+
+
+def _series_geometry(series: DicomSeries, *, max_voxels: int) -> None:
+    """Order the slices along their normal and set ``shape`` and ``affine``; check the grid is regular."""
+    where = series.name
+    first_path, first = series.files[0], series.headers[0]
+    frames = int(getattr(first, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise StudyError(
+            f"{first_path.name}: a multi-frame (enhanced) DICOM image with {frames} frames in {where}; expected "
+            "single-frame MR images, one file per slice (convert the series with dcm2niix and load the NIfTI)"
+        )
+    rows, cols = int(_required(first, first_path, "Rows")), int(_required(first, first_path, "Columns"))
+    iop = _floats(_required(first, first_path, "ImageOrientationPatient"), 6, first_path, "ImageOrientationPatient")
+    spacing = _floats(_required(first, first_path, "PixelSpacing"), 2, first_path, "PixelSpacing")
+    if not np.all(spacing > 0):
+        raise StudyError(f"{first_path.name}: PixelSpacing {spacing.tolist()}; expected positive sizes in mm")
+    n_voxels = rows * cols * len(series.files)
+    if n_voxels > max_voxels:
+        raise StudyError(
+            f"{where}: {cols} x {rows} x {len(series.files)} = {n_voxels:,} voxels; expected at most "
+            f"{max_voxels:,} (max_voxels)"
+        )
+    row_dir, col_dir = iop[:3], iop[3:]
+    normal = np.cross(row_dir, col_dir)
+    if not (abs(np.linalg.norm(row_dir) - 1) < 1e-3 and abs(np.linalg.norm(col_dir) - 1) < 1e-3 and abs(row_dir @ col_dir) < 1e-3):
+        raise StudyError(
+            f"{first_path.name}: ImageOrientationPatient {iop.tolist()} is not two orthogonal unit vectors"
+        )
+    positions = []
+    for path, ds in zip(series.files, series.headers, strict=True):
+        if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+            raise StudyError(f"{path.name}: a multi-frame image in {where}; expected single-frame slices")
+        if (int(_required(ds, path, "Rows")), int(_required(ds, path, "Columns"))) != (rows, cols):
+            raise StudyError(
+                f"{path.name}: {ds.Columns} x {ds.Rows} pixels, but {first_path.name} has {cols} x {rows}; "
+                f"expected one slice size in {where}"
+            )
+        other = _floats(_required(ds, path, "ImageOrientationPatient"), 6, path, "ImageOrientationPatient")
+        if np.max(np.abs(other - iop)) > 1e-4:
+            raise StudyError(
+                f"{path.name}: orientation {other.round(4).tolist()} differs from {first_path.name} "
+                f"{iop.round(4).tolist()}; expected one slice orientation in {where}"
+            )
+        other_spacing = _floats(_required(ds, path, "PixelSpacing"), 2, path, "PixelSpacing")
+        if np.max(np.abs(other_spacing - spacing)) > 1e-4:
+            raise StudyError(
+                f"{path.name}: PixelSpacing {other_spacing.tolist()} differs from {first_path.name} "
+                f"{spacing.tolist()}; expected one pixel size in {where}"
+            )
+        positions.append(_floats(_required(ds, path, "ImagePositionPatient"), 3, path, "ImagePositionPatient"))
+    if len(positions) < 2:
+        raise StudyError(f"{where}: a single slice; expected a 3-D volume of at least 2 slices")
+    pos = np.array(positions)
+    order = np.argsort(pos @ normal, kind="stable")
+    pos = pos[order]
+    series.files = [series.files[i] for i in order]
+    series.headers = [series.headers[i] for i in order]
+    along = pos @ normal
+    gaps = np.diff(along)
+    same = np.flatnonzero(gaps < _SAME_POSITION_MM)
+    if same.size:
+        i = int(same[0])
+        raise StudyError(
+            f"{series.files[i].name} and {series.files[i + 1].name}: two slices at the same position in {where} "
+            f"(at {along[i]:.2f} mm along the slice normal); expected one slice per position (several echoes, "
+            "time points or a repeated acquisition in one series cannot be read as one volume)"
+        )
+    step = float(np.median(gaps))
+    bad = np.flatnonzero(np.abs(gaps - step) > SLICE_STEP_RTOL * step + 1e-3)
+    if bad.size:
+        i = int(bad[0])
+        raise StudyError(
+            f"{series.files[i].name} to {series.files[i + 1].name}: slice gap {gaps[i]:.3f} mm in {where}; "
+            f"expected evenly spaced slices ({step:.3f} mm apart): a slice is missing or the series is not one volume"
+        )
+    step_vec = (pos[-1] - pos[0]) / (len(pos) - 1)
+    residual = np.max(np.linalg.norm(pos - (pos[0] + np.outer(np.arange(len(pos)), step_vec)), axis=1))
+    if residual > 0.01 + SLICE_STEP_RTOL * step:
+        raise StudyError(
+            f"{where}: slice positions are off a straight line by up to {residual:.3f} mm; expected the slices "
+            "of one volume"
+        )
+    lps = np.eye(4)
+    lps[:3, 0] = row_dir * spacing[1]  # along a row: column index grows, one column spacing
+    lps[:3, 1] = col_dir * spacing[0]  # down a column: row index grows, one row spacing
+    lps[:3, 2] = step_vec
+    lps[:3, 3] = pos[0]
+    series.shape = (cols, rows, len(pos))
+    series.affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM LPS -> NIfTI RAS
+
+
+def _read_voxels(series: DicomSeries) -> tuple[np.ndarray, str]:
+    """The series as a float32 (columns, rows, slices) volume, rescaled; and sha256 over its files."""
+    import pydicom
+
+    digest = hashlib.sha256()
+    volume = np.empty(series.shape, dtype=np.float32)
+    for k, path in enumerate(series.files):
+        raw = path.read_bytes()
+        digest.update(raw)
+        try:
+            ds = pydicom.dcmread(path)
+            pixels = ds.pixel_array
+        except Exception as exc:  # pydicom raises many types for undecodable pixel data
+            syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None) if "ds" in locals() else None
+            how = f" (transfer syntax {syntax.name})" if syntax is not None else ""
+            raise StudyError(
+                f"{path.name}: its pixel data cannot be decoded{how}: {exc}; expected uncompressed or "
+                "JPEG-LS/RLE pixel data"
+            ) from exc
+        if pixels.shape != series.shape[1::-1]:
+            raise StudyError(
+                f"{path.name}: pixel data of shape {pixels.shape}; expected {series.shape[1]} x {series.shape[0]} "
+                f"(Rows x Columns) as in {series.name}"
+            )
+        slope = float(getattr(ds, "RescaleSlope", 1) or 1)
+        intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+        volume[:, :, k] = pixels.T.astype(np.float32) * slope + intercept
+        del ds
+    if not np.all(np.isfinite(volume)):
+        raise StudyError(f"{series.name}: holds NaN or infinite values after rescaling; expected finite intensities")
+    return volume, digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# Which series is which sequence
+# --------------------------------------------------------------------------------------------------
+
+
+def series_modality(description: str) -> str | None:
+    """Tell which sequence a series holds from its description.
+
+    BraTS-style names (``t1ce``, ``T2-FLAIR``) and common scanner descriptions (``AX T1 POST GD``,
+    ``t2_tirm_tra_dark-fluid``, ``T1 MPRAGE``) are recognised. FLAIR wins over T2, and a T1 with a
+    contrast word (``ce``, ``gd``, ``post``, ``contrast``, ``+c``) is T1CE unless it also says
+    ``pre`` or ``native``.
+
+    Args:
+        description: A SeriesDescription (or ProtocolName).
+
+    Returns:
+        ``"T1"``, ``"T1CE"``, ``"T2"``, ``"FLAIR"``, or None when it is none of these.
+
+    Examples:
+        >>> series_modality("AX T1 POST GD")
+        'T1CE'
+        >>> series_modality("t2_tirm_tra_dark-fluid")
+        'FLAIR'
+        >>> series_modality("3-plane localizer") is None
+        True
+    """
+    from .io import detect_modality
+
+    found = detect_modality(description)
+    if found in MODALITIES:
+        return found
+    lower = description.lower()
+    tokens = set(_TOKENS.findall(lower.replace("dark-fluid", "darkfluid").replace("dark fluid", "darkfluid")))
+    if tokens & _FLAIR:
+        return "FLAIR"
+    if tokens & _T1_CONTRAST:
+        return "T1CE"
+    if tokens & _T1:
+        if tokens & _NATIVE:
+            return "T1"
+        return "T1CE" if tokens & _CONTRAST else "T1"
+    if tokens & _T2:
+        return "T2"
+    return None
+
+
+def _is_mr_image(ds) -> bool:
+    """Whether a dataset is an MR image (not a report, segmentation, screenshot or other modality).
+
+    Decided by its SOP class and Modality only, so that a damaged MR slice is not skipped silently
+    but refused later for what it lacks.
+    """
+    from pydicom.uid import UID
+
+    sop_class = getattr(ds, "SOPClassUID", None) or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    if sop_class is not None:
+        class_name = UID(str(sop_class)).name
+        if class_name != str(sop_class) and ("Image Storage" not in class_name or "Secondary Capture" in class_name):
+            return False
+    modality = getattr(ds, "Modality", None)
+    return modality is None or str(modality).upper() == "MR"
+
+
+def _group_series(paths: Sequence[Path]) -> tuple[list[DicomSeries], list[str]]:
+    """Group image files by SeriesInstanceUID; return the series and the names of skipped non-image files."""
+    by_uid: dict[str, DicomSeries] = {}
+    skipped: list[str] = []
+    study_uids: dict[str, str] = {}
+    for path in paths:
+        ds = _read_header(path)
+        if not _is_mr_image(ds):
+            skipped.append(path.name)  # a report, presentation state, segmentation, screenshot or CT
+            continue
+        uid = str(_required(ds, path, "SeriesInstanceUID"))
+        study_uids.setdefault(str(_required(ds, path, "StudyInstanceUID")), path.name)
+        if uid not in by_uid:
+            description = str(getattr(ds, "SeriesDescription", "") or getattr(ds, "ProtocolName", "") or "")
+            number = str(getattr(ds, "SeriesNumber", "") or "")
+            by_uid[uid] = DicomSeries(uid=uid, number=number, description=description, files=[], headers=[])
+        by_uid[uid].files.append(path)
+        by_uid[uid].headers.append(ds)
+    if len(study_uids) > 1:
+        shown = ", ".join(f"{uid} (e.g. {name})" for uid, name in list(study_uids.items())[:3])
+        raise StudyError(
+            f"files from {len(study_uids)} studies ({shown}); expected the series of one study: pass one study's folder"
+        )
+    return list(by_uid.values()), skipped
+
+
+def _series_keys(series: DicomSeries) -> set[str]:
+    return {k for k in (series.description, series.number, series.uid) if k}
+
+
+def _listing(series: Sequence[DicomSeries]) -> str:
+    return "; ".join(s.name for s in series) or "none"
+
+
+def _assign_series(
+    series: Sequence[DicomSeries], mapping: Mapping[str, str] | None, where: str
+) -> dict[str, DicomSeries]:
+    """Decide which series is which sequence; other series (localizers, DWI, ...) are left out."""
+    from .io import SEG, _normalise_modality
+
+    chosen: dict[str, list[DicomSeries]] = {}
+    mapped: dict[str, str | None] = {}
+    for key, value in (mapping or {}).items():
+        mapped[str(key)] = _normalise_modality(value, filename=str(key))
+    used = set()
+    for s in series:
+        hits = [k for k in _series_keys(s) if k in mapped]
+        if hits:
+            used.update(hits)
+            modality = mapped[hits[0]]
+        else:
+            modality = series_modality(s.description)
+        if modality == SEG:
+            raise StudyError(f"{s.name}: mapped to SEG; a ground truth can be read from NIfTI only")
+        if modality is not None:
+            chosen.setdefault(modality, []).append(s)
+    unknown = sorted(set(mapped) - used)
+    if unknown:
+        raise StudyError(
+            f"{unknown[0]!r}: named in the mapping but no series has that description, number or UID; "
+            f"found {_listing(series)}"
+        )
+    for modality in MODALITIES:
+        if len(chosen.get(modality, [])) > 1:
+            raise StudyError(
+                f"{where}: {len(chosen[modality])} series look like {modality} ({_listing(chosen[modality])}); "
+                "expected one: say which with a mapping, e.g. {'<series description or number>': "
+                f"'{modality}'}} (brats-seg predict --map '<description>={modality}'), and IGNORE for the others"
+            )
+    missing = [m for m in MODALITIES if m not in chosen]
+    if missing:
+        raise StudyError(
+            f"{where}: no series for {', '.join(missing)} among {len(series)} image series ({_listing(series)}); "
+            "expected the 4 sequences T1, T1CE, T2, FLAIR: name them with a mapping, e.g. "
+            f"{{'<series description or number>': '{missing[0]}'}} (brats-seg predict --map '<description>={missing[0]}')"
+        )
+    return {m: chosen[m][0] for m in MODALITIES}
+
+
+# --------------------------------------------------------------------------------------------------
+# The study
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Grid:
+    name: str
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+
+def _nifti_header(shape: tuple[int, int, int], affine: np.ndarray) -> nib.Nifti1Header:
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.float32)
+    header.set_zooms(tuple(float(z) for z in np.linalg.norm(affine[:3, :3], axis=0)))
+    header.set_qform(affine, code=1)  # scanner coordinates
+    header.set_sform(affine, code=1)
+    header.set_xyzt_units("mm")
+    return header
+
+
+def load_dicom_study(
+    paths: Sequence[Path],
+    *,
+    mapping: Mapping[str, str] | None = None,
+    name: str,
+    where: str,
+    max_voxels: int,
+    affine_atol: float,
+) -> Study:
+    """Read the four MR series of one study from DICOM files.
+
+    Args:
+        paths: The study's DICOM files (any order; other series such as localizers are ignored).
+        mapping: SeriesDescription, SeriesNumber or SeriesInstanceUID -> modality (``T1``, ``T1CE``,
+            ``T2``, ``FLAIR`` or ``IGNORE``); overrides :func:`series_modality` for those series.
+        name: Study name (e.g. the folder name; patient names are never used).
+        where: How messages name the whole input (folder or zip name).
+        max_voxels: Voxel budget per series, checked before pixel data are read.
+        affine_atol: Largest allowed entry-wise difference (mm) between the series' affines.
+
+    Returns:
+        The study, with ``dicom`` holding the series (the T1CE one is referenced by
+        :func:`write_segmentation`); ``sources`` names each series, ``sha256`` hashes its files.
+
+    Raises:
+        StudyError: For unreadable files, files of several studies, a missing or ambiguous
+            sequence, a multi-frame image, irregular slices, series on different grids, undecodable
+            pixel data or non-finite values.
+    """
+    from .io import _check_grid
+
+    series, skipped = _group_series(paths)
+    if not series:
+        extra = f" (only non-image objects: {', '.join(skipped[:3])})" if skipped else ""
+        raise StudyError(f"{where}: no DICOM image series{extra}; expected the 4 MR series T1, T1CE, T2, FLAIR")
+    assigned = _assign_series(series, mapping, where)
+    for s in assigned.values():
+        _series_geometry(s, max_voxels=max_voxels)
+    ref = assigned["T1"]
+    for modality in MODALITIES[1:]:
+        s = assigned[modality]
+        try:
+            _check_grid(_Grid(ref.name, ref.shape, ref.affine), _Grid(s.name, s.shape, s.affine), affine_atol=affine_atol)
+        except StudyError as exc:
+            raise StudyError(
+                f"{exc}\nbrats-seg does not register series: export them co-registered and resampled to one "
+                "grid (as BraTS preprocessing leaves them)"
+            ) from None
+    images: dict[str, np.ndarray] = {}
+    sha256: dict[str, str] = {}
+    for modality, s in assigned.items():
+        volume, digest = _read_voxels(s)
+        if not np.any(volume):
+            raise StudyError(f"{s.name}: every voxel is 0 (an empty image); expected an MRI {modality} sequence")
+        images[modality], sha256[modality] = volume, digest
+    return Study(
+        name=name,
+        images=images,
+        affine=ref.affine.copy(),
+        header=_nifti_header(ref.shape, ref.affine),
+        sources={m: s.name for m, s in assigned.items()},
+        sha256=sha256,
+        dicom=assigned,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing a DICOM Segmentation
+# --------------------------------------------------------------------------------------------------
+
+
+def write_segmentation(
+    labels: LabelMap,
+    study: Study,
+    path: str | Path,
+    *,
+    model_name: str,
+    software_version: str,
+    reference: str = "T1CE",
+) -> Path:
+    """Write a label map as a DICOM Segmentation (binary, one segment per BraTS label).
+
+    The segmentation references the slices of one source series (by default the T1CE) and lists the
+    other three as further sources; its frames lie on that series' slices. Segments: 1 NCR
+    (SCT 6574001 Necrosis), 2 ED (SCT 79654002 Edema), 3 ET (NCIt C113842 Enhancing Lesion), all of
+    the category SCT 49755003 Morphologically Abnormal Structure (DICOM CID 7168/7169), algorithm
+    type AUTOMATIC with the model's name and version.
+
+    Args:
+        labels: The label map on the study's grid (values 0, 1, 2, 4).
+        study: The study it segments; it must have been read from DICOM.
+        path: Output file (``.dcm``); parent folders are created.
+        model_name: Recorded as the algorithm name.
+        software_version: Recorded as the algorithm version and the software version.
+        reference: The series (modality key) whose slices the frames refer to.
+
+    Returns:
+        The path written.
+
+    Raises:
+        StudyError: When the study was not read from DICOM, or the labels are not on its grid.
+    """
+    import highdicom as hd
+    from pydicom.sr.coding import Code
+    from pydicom.uid import generate_uid
+
+    series_by_modality = getattr(study, "dicom", None)
+    if not series_by_modality:
+        raise StudyError(
+            f"{study.name}: read from NIfTI files; a DICOM Segmentation needs DICOM source images (write NIfTI instead)"
+        )
+    ref = series_by_modality[reference]
+    array = np.asarray(labels.array)
+    if array.shape != ref.shape or not np.allclose(labels.affine, ref.affine, atol=1e-3):
+        raise StudyError(f"{study.name}: the label map is not on the grid of {ref.name}; expected the study's grid")
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=model_name[:64],
+        family=Code("113037", "DCM", "Artificial Intelligence"),
+        version=software_version[:64],
+    )
+    descriptions = []
+    masks = []
+    for number, value in enumerate(sorted(LABEL_NAMES), start=1):  # always 1 NCR, 2 ED, 3 ET, empty or not
+        code = _SEGMENT_TYPES[value]
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=_SEGMENT_LABELS[value],
+                segmented_property_category=Code(*_CATEGORY),
+                segmented_property_type=Code(*code),
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algorithm,
+            )
+        )
+        masks.append(array == value)
+    # frames follow the source slices; a frame is (rows, columns) = our (y, x) transposed
+    pixel_array = np.stack(masks, axis=-1).transpose(2, 1, 0, 3).astype(np.uint8)
+    others = [s for m, s in series_by_modality.items() if m != reference]
+    seg = hd.seg.Segmentation(
+        source_images=ref.headers,
+        pixel_array=pixel_array,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=generate_uid(),
+        series_number=900,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="brats-seg",
+        manufacturer_model_name=model_name[:64],
+        software_versions=software_version[:64],
+        device_serial_number="none",
+        content_description="BraTS tumour sub-regions; research use only",
+        content_label="BRATS_SEG",
+        series_description=f"brats-seg {model_name}"[:64],
+        further_source_images=[h for s in others for h in s.headers],
+        omit_empty_frames=False,
+    )
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    seg.save_as(out)
+    return out

@@ -1,0 +1,361 @@
+"""DICOM input (four MR series of a study) and DICOM Segmentation output (brats_seg.dicom).
+
+Tiny generated series always run; the end-to-end test on a real BraTS case written as DICOM skips
+without ../shared/data.
+"""
+
+from __future__ import annotations
+
+import io as pyio
+import json
+import shutil
+import zipfile
+
+import numpy as np
+import pydicom
+import pytest
+from helpers import brats_affine, tiny_volumes, write_dicom_series, write_dicom_study, write_nifti
+
+from brats_seg import io
+from brats_seg.cli import main
+from brats_seg.dicom import is_dicom_file, series_modality, write_segmentation
+from brats_seg.errors import StudyError
+from brats_seg.types import LabelMap
+
+SHAPE = (12, 10, 8)
+
+
+def oblique_affine(spacing=(0.9, 1.1, 2.5), degrees: float = 20.0) -> np.ndarray:
+    """A right-handed RAS affine rotated about two axes, with anisotropic voxels and an offset."""
+    a, b = np.radians(degrees), np.radians(degrees / 2)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rz @ rx @ np.diag([-1.0, -1.0, 1.0]) @ np.diag(spacing)
+    affine[:3, 3] = [40.0, -12.5, 7.25]
+    return affine
+
+
+def world(affine: np.ndarray, ijk) -> np.ndarray:
+    return (affine @ np.array([*ijk, 1.0]))[:3]
+
+
+@pytest.fixture
+def tiny_dicom(tmp_path):
+    images, labels = tiny_volumes(SHAPE, seed=3)
+    affine = oblique_affine()
+    files = write_dicom_study(tmp_path / "case_a", images, affine)
+    return tmp_path / "case_a", images, labels, affine, files
+
+
+@pytest.mark.parametrize(
+    ("description", "expected"),
+    [
+        ("AX T1 SE", "T1"),
+        ("T1 pre contrast", "T1"),
+        ("Sag T1 MPRAGE", "T1"),
+        ("AX T1 POST GD", "T1CE"),
+        ("T1 MPRAGE +C", "T1CE"),
+        ("Brats18_CBICA_ABM_1_t1ce", "T1CE"),
+        ("t1_fl3d_tra_KM", "T1CE"),
+        ("t2_tse_tra", "T2"),
+        ("AX T2 FLAIR", "FLAIR"),
+        ("t2_tirm_tra_dark-fluid", "FLAIR"),
+        ("BraTS-GLI-00001-000-t2f", "FLAIR"),
+        ("3-plane localizer", None),
+        ("DWI b1000", None),
+        ("ADC", None),
+    ],
+)
+def test_series_modality(description, expected):
+    assert series_modality(description) == expected
+
+
+def test_dicom_study_matches_the_same_data_as_nifti(tiny_dicom, tmp_path):
+    folder, images, _, affine, _ = tiny_dicom
+    study = io.load_study(folder)
+    nifti_dir = tmp_path / "nifti"
+    nifti_dir.mkdir()
+    for suffix, modality in (("t1", "T1"), ("t1ce", "T1CE"), ("t2", "T2"), ("flair", "FLAIR")):
+        write_nifti(nifti_dir / f"case_a_{suffix}.nii.gz", images[modality], affine)
+    reference = io.load_study(nifti_dir)
+    assert study.name == "case_a"
+    assert study.shape == SHAPE
+    np.testing.assert_allclose(study.affine, reference.affine, atol=1e-4)
+    np.testing.assert_allclose(study.spacing, reference.spacing, atol=1e-5)
+    for modality in images:
+        np.testing.assert_array_equal(study.images[modality], reference.images[modality])
+    assert study.sources["T1CE"] == "series 2 'AX T1 POST GD' (8 files)"
+    assert set(study.sha256) == {"T1", "T1CE", "T2", "FLAIR"} and all(len(v) == 64 for v in study.sha256.values())
+
+
+def test_slices_stored_against_the_normal_keep_their_world_positions(tmp_path):
+    images, _ = tiny_volumes(SHAPE, seed=1)
+    affine = np.diag([-1.0, -1.0, -2.0, 1.0])  # slice step opposite to row x column: read in reverse
+    affine[:3, 3] = [5.0, 9.0, 30.0]
+    write_dicom_study(tmp_path / "rev", images, affine)
+    study = io.load_study(tmp_path / "rev")
+    n = SHAPE[2]
+    np.testing.assert_array_equal(study.images["FLAIR"], images["FLAIR"][:, :, ::-1])
+    for ijk in [(0, 0, 0), (3, 7, 2), (11, 9, 7)]:
+        i, j, k = ijk
+        np.testing.assert_allclose(world(study.affine, (i, j, n - 1 - k)), world(affine, ijk), atol=1e-4)
+
+
+def test_labels_saved_from_a_dicom_study_keep_its_geometry(tiny_dicom, tmp_path):
+    import nibabel as nib
+
+    folder, _, labels, affine, _ = tiny_dicom
+    study = io.load_study(folder)
+    out = io.save_labels(LabelMap(labels, study.affine, study.header), tmp_path / "out" / "case_a_seg.nii.gz")
+    image = nib.load(out)
+    np.testing.assert_allclose(image.affine, affine, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(image.dataobj), labels)
+
+
+def test_other_series_are_left_out(tiny_dicom):
+    folder, images, _, affine, files = tiny_dicom
+    study_uid = pydicom.dcmread(files["T1"][0]).StudyInstanceUID
+    frame = pydicom.dcmread(files["T1"][0]).FrameOfReferenceUID
+    write_dicom_series(folder / "S7", images["T2"], affine, description="3-plane localizer", series_number=7,
+                       study_uid=study_uid, frame_uid=frame)
+    write_dicom_series(folder / "S8", images["T2"], affine, description="DWI b1000", series_number=8,
+                       study_uid=study_uid, frame_uid=frame)
+    study = io.load_study(folder)
+    assert sorted(study.sources) == ["FLAIR", "T1", "T1CE", "T2"]
+    assert "localizer" not in " ".join(study.sources.values())
+
+
+def test_two_series_for_one_sequence_ask_for_a_mapping(tiny_dicom):
+    folder, images, _, affine, files = tiny_dicom
+    first = pydicom.dcmread(files["T1"][0])
+    write_dicom_series(folder / "S9", images["T1"] + 1, affine, description="AX T1 SE repeat", series_number=9,
+                       study_uid=first.StudyInstanceUID, frame_uid=first.FrameOfReferenceUID)
+    with pytest.raises(StudyError, match=r"2 series look like T1 \(series 1 'AX T1 SE'.*series 9 'AX T1 SE repeat'.*mapping"):
+        io.load_study(folder)
+    by_description = io.load_study(folder, mapping={"AX T1 SE": "T1", "AX T1 SE repeat": "IGNORE"})
+    np.testing.assert_array_equal(by_description.images["T1"], images["T1"])
+    by_number = io.load_study(folder, mapping={"9": "T1", "1": "IGNORE"})
+    np.testing.assert_array_equal(by_number.images["T1"], images["T1"] + 1)
+
+
+def test_unrecognised_descriptions_are_named_and_mapping_fixes_them(tmp_path):
+    images, _ = tiny_volumes(SHAPE)
+    descriptions = {"FLAIR": "sequence 4"}
+    write_dicom_study(tmp_path / "c", images, brats_affine(SHAPE), descriptions=descriptions)
+    with pytest.raises(StudyError, match=r"no series for FLAIR among 4 image series .*series 4 'sequence 4'.*--map"):
+        io.load_study(tmp_path / "c")
+    study = io.load_study(tmp_path / "c", mapping={"sequence 4": "FLAIR"})
+    np.testing.assert_array_equal(study.images["FLAIR"], images["FLAIR"])
+    with pytest.raises(StudyError, match=r"'nope': named in the mapping but no series has that description"):
+        io.load_study(tmp_path / "c", mapping={"sequence 4": "FLAIR", "nope": "T1"})
+
+
+def test_missing_slice_is_refused(tiny_dicom):
+    folder, *_, files = tiny_dicom
+    victim = sorted(files["T2"], key=lambda p: int(pydicom.dcmread(p).InstanceNumber))[3]
+    victim.unlink()
+    with pytest.raises(StudyError, match=r"slice gap .* in series 3 'AX T2 FSE' \(7 files\); expected evenly spaced slices"):
+        io.load_study(folder)
+
+
+def test_two_slices_at_one_position_are_refused(tiny_dicom):
+    folder, *_, files = tiny_dicom
+    by_number = sorted(files["FLAIR"], key=lambda p: int(pydicom.dcmread(p).InstanceNumber))
+    ds = pydicom.dcmread(by_number[2])
+    ds.ImagePositionPatient = pydicom.dcmread(by_number[1]).ImagePositionPatient
+    ds.save_as(by_number[2])
+    with pytest.raises(StudyError, match=r"two slices at the same position in series 4 'AX T2 FLAIR'"):
+        io.load_study(folder)
+
+
+def test_mixed_orientation_in_one_series_is_refused(tiny_dicom):
+    folder, *_, files = tiny_dicom
+    ds = pydicom.dcmread(files["T1"][4])
+    ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+    ds.save_as(files["T1"][4])
+    with pytest.raises(StudyError, match=rf"{files['T1'][4].name}: orientation .* expected one slice orientation in series 1"):
+        io.load_study(folder)
+
+
+def test_series_on_different_grids_are_refused(tmp_path):
+    images, _ = tiny_volumes(SHAPE)
+    affine = brats_affine(SHAPE)
+    shifted = affine.copy()
+    shifted[0, 3] += 3.0
+    write_dicom_study(tmp_path / "c", images, affine, affines={"FLAIR": shifted})
+    with pytest.raises(StudyError, match=r"(?s)series 4 'AX T2 FLAIR' \(8 files\): affine differs .* by up to 3 mm.*does not register"):
+        io.load_study(tmp_path / "c")
+
+
+def test_series_of_two_studies_are_refused(tmp_path):
+    images, _ = tiny_volumes(SHAPE)
+    write_dicom_study(tmp_path / "c", images, brats_affine(SHAPE))
+    ds_files = sorted((tmp_path / "c" / "S4").iterdir())
+    for p in ds_files:
+        ds = pydicom.dcmread(p)
+        ds.StudyInstanceUID = "1.2.3.4"
+        ds.save_as(p)
+    with pytest.raises(StudyError, match=r"files from 2 studies .*expected the series of one study"):
+        io.load_study(tmp_path / "c")
+
+
+def test_multi_frame_image_is_refused(tiny_dicom):
+    folder, *_, files = tiny_dicom
+    for p in files["T1CE"]:
+        ds = pydicom.dcmread(p)
+        ds.NumberOfFrames = 2
+        ds.save_as(p)
+    with pytest.raises(StudyError, match=r"multi-frame \(enhanced\) DICOM image with 2 frames in series 2 .*dcm2niix"):
+        io.load_study(folder)
+
+
+def test_truncated_slice_is_named(tiny_dicom):
+    folder, *_, files = tiny_dicom
+    victim = files["T2"][2]
+    raw = victim.read_bytes()
+    victim.write_bytes(raw[: len(raw) - 50])
+    with pytest.raises(StudyError, match=rf"{victim.name}: its pixel data cannot be decoded"):
+        io.load_study(folder)
+    victim.write_bytes(raw[:400])
+    with pytest.raises(StudyError, match=rf"{victim.name}: has no (Series|Study)InstanceUID; .*truncated"):
+        io.load_study(folder)
+
+
+def test_voxel_budget_is_checked_before_pixels(tiny_dicom):
+    folder, *_ = tiny_dicom
+    with pytest.raises(StudyError, match=r"12 x 10 x 8 = 960 voxels; expected at most 500"):
+        io.load_study(folder, max_voxels=500)
+
+
+def test_zip_of_series_folders_loads_from_disk_and_upload(tiny_dicom, tmp_path):
+    folder, images, *_ = tiny_dicom
+    buffer = pyio.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():  # every series folder holds IM0001..IM0008: names repeat across folders
+                z.write(p, f"case_a/{p.relative_to(folder)}")
+    (tmp_path / "case_a.zip").write_bytes(buffer.getvalue())
+    for study in (io.load_study(tmp_path / "case_a.zip"), io.load_study_from_bytes({"case_a.zip": buffer.getvalue()})):
+        assert study.name == "case_a"
+        np.testing.assert_array_equal(study.images["T2"], images["T2"])
+
+
+def test_find_studies_for_dicom_layouts(tmp_path):
+    images, _ = tiny_volumes(SHAPE)
+    write_dicom_study(tmp_path / "one", images, brats_affine(SHAPE))
+    assert io.find_studies(tmp_path / "one") == [tmp_path / "one"]
+    write_dicom_study(tmp_path / "many" / "b", images, brats_affine(SHAPE))
+    write_dicom_study(tmp_path / "many" / "a", images, brats_affine(SHAPE))
+    assert io.find_studies(tmp_path / "many") == [tmp_path / "many" / "a", tmp_path / "many" / "b"]
+    assert is_dicom_file(next((tmp_path / "one" / "S1").iterdir()))
+
+
+def test_segmentation_round_trip(tiny_dicom, tmp_path):
+    import highdicom as hd
+
+    folder, _, labels, _, files = tiny_dicom
+    study = io.load_study(folder)
+    out = write_segmentation(LabelMap(labels, study.affine, study.header), study, tmp_path / "seg.dcm",
+                             model_name="tiny-model", software_version="brats-seg 0.1.0")
+    seg = hd.seg.segread(out)
+    assert seg.Modality == "SEG" and seg.SegmentationType == "BINARY"
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == [
+        "NCR (necrotic tumour core)", "ED (peritumoural edema)", "ET (enhancing tumour)"]
+    assert [s.SegmentedPropertyTypeCodeSequence[0].CodeValue for s in seg.SegmentSequence] == ["6574001", "79654002", "C113842"]
+    assert all(s.SegmentAlgorithmType == "AUTOMATIC" and s.SegmentAlgorithmName == "tiny-model" for s in seg.SegmentSequence)
+    t1ce = pydicom.dcmread(files["T1CE"][0])
+    assert seg.StudyInstanceUID == t1ce.StudyInstanceUID and seg.FrameOfReferenceUID == t1ce.FrameOfReferenceUID
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == t1ce.SeriesInstanceUID
+    uids = [h.SOPInstanceUID for h in study.dicom["T1CE"].headers]
+    masks = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1, 2, 3])
+    rebuilt = np.zeros(SHAPE, dtype=np.uint8)
+    for n, value in ((1, 1), (2, 2), (3, 4)):
+        rebuilt[masks[..., n - 1].transpose(2, 1, 0) > 0] = value
+    np.testing.assert_array_equal(rebuilt, labels)
+
+
+def test_segmentation_needs_a_dicom_study_on_its_grid(tiny_dicom, tiny_study_dir, tmp_path):
+    folder, _, labels, *_ = tiny_dicom
+    nifti = io.load_study(tiny_study_dir)
+    with pytest.raises(StudyError, match=r"read from NIfTI files; a DICOM Segmentation needs DICOM source images"):
+        write_segmentation(nifti.truth_map, nifti, tmp_path / "x.dcm", model_name="m", software_version="v")
+    study = io.load_study(folder)
+    with pytest.raises(StudyError, match=r"not on the grid of series 2 'AX T1 POST GD'"):
+        write_segmentation(LabelMap(labels[:, :, :4], study.affine, study.header), study, tmp_path / "x.dcm",
+                           model_name="m", software_version="v")
+
+
+def test_cli_predicts_a_dicom_study_and_writes_a_dicom_seg(tmp_path, tiny_model_dir):
+    import highdicom as hd
+    import nibabel as nib
+
+    images, _ = tiny_volumes((32, 32, 24), seed=5)
+    affine = oblique_affine(spacing=(1.0, 1.0, 1.0), degrees=10)
+    write_dicom_study(tmp_path / "in" / "study_x", images, affine)
+    out = tmp_path / "out"
+    code = main(["predict", str(tmp_path / "in" / "study_x"), "--output", str(out), "--model", str(tiny_model_dir),
+                 "--dicom-seg", "--no-progress"])
+    assert code == 0
+    labels = nib.load(out / "study_x_seg.nii.gz")
+    np.testing.assert_allclose(labels.affine, affine, atol=1e-4)
+    seg = hd.seg.segread(out / "study_x_seg.dcm")
+    study = io.load_study(tmp_path / "in" / "study_x")
+    uids = [h.SOPInstanceUID for h in study.dicom["T1CE"].headers]
+    masks = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1, 2, 3])
+    expected = np.asarray(labels.dataobj)
+    for n, value in ((1, 1), (2, 2), (3, 4)):
+        np.testing.assert_array_equal(masks[..., n - 1].transpose(2, 1, 0) > 0, expected == value)
+    report = json.loads((out / "study_x_report.json").read_text())
+    assert "series 4 'AX T2 FLAIR'" in json.dumps(report)
+
+
+def test_cli_refuses_dicom_seg_for_nifti_and_bad_map(tiny_study_dir, tmp_path, capsys):
+    code = main(["predict", str(tiny_study_dir), "--output", str(tmp_path / "o"), "--dicom-seg", "--no-progress"])
+    assert code == 2
+    assert "--dicom-seg needs DICOM input, found NIfTI files" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", str(tiny_study_dir), "--output", str(tmp_path / "o"), "--map", "T1CE"])
+    assert exc.value.code == 2
+    assert "expected KEY=SEQUENCE" in capsys.readouterr().err
+
+
+def test_cli_map_option_names_dicom_series(tmp_path, tiny_model_dir):
+    images, _ = tiny_volumes((32, 32, 24), seed=6)
+    write_dicom_study(tmp_path / "s", images, brats_affine((32, 32, 24)), descriptions={"T2": "series three"})
+    args = ["predict", str(tmp_path / "s"), "--output", str(tmp_path / "o"), "--model", str(tiny_model_dir), "--no-progress"]
+    assert main(args) == 2
+    assert main([*args, "--map", "series three=T2"]) == 0
+    assert (tmp_path / "o" / "s_seg.nii.gz").is_file()
+
+
+def test_real_case_as_dicom_end_to_end(brats_case, tmp_path):
+    """A real BraTS case written as DICOM series: same volumes and geometry as its NIfTI files, and
+    the bundled model's prediction comes back as a DICOM Segmentation that matches the NIfTI output."""
+    import highdicom as hd
+    import nibabel as nib
+
+    nifti = io.load_study(brats_case)
+    images = {m: nifti.images[m].astype(np.int16) for m in ("T1", "T1CE", "T2", "FLAIR")}
+    assert all(np.array_equal(images[m], nifti.images[m]) for m in images)  # BraTS files are integer-valued
+    write_dicom_study(tmp_path / brats_case.name, images, nifti.affine)
+    study = io.load_study(tmp_path / brats_case.name)
+    np.testing.assert_allclose(study.affine, nifti.affine, atol=1e-4)
+    for m in images:
+        np.testing.assert_array_equal(study.images[m], nifti.images[m])
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / brats_case.name), "--output", str(out), "--dicom-seg", "--no-tta",
+                 "--no-progress"]) == 0
+    labels = nib.load(out / f"{brats_case.name}_seg.nii.gz")
+    np.testing.assert_allclose(labels.affine, nib.load(next(brats_case.glob("*_t1.nii.gz"))).affine, atol=1e-4)
+    predicted = np.asarray(labels.dataobj)
+    from brats_seg.metrics import score
+
+    dice = score(LabelMap(predicted, nifti.affine, nifti.header), nifti.truth_map)
+    assert dice["WT"]["dice"] > 0.8
+    seg = hd.seg.segread(out / f"{brats_case.name}_seg.dcm")
+    uids = [h.SOPInstanceUID for h in study.dicom["T1CE"].headers]
+    masks = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1, 2, 3])
+    for n, value in ((1, 1), (2, 2), (3, 4)):
+        np.testing.assert_array_equal(masks[..., n - 1].transpose(2, 1, 0) > 0, predicted == value)
+    shutil.rmtree(tmp_path / brats_case.name)
