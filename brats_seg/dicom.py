@@ -28,6 +28,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -287,11 +288,12 @@ def _read_voxels(series: DicomSeries) -> tuple[np.ndarray, str]:
     for k, path in enumerate(series.files):
         raw = path.read_bytes()
         digest.update(raw)
+        ds = None
         try:
-            ds = pydicom.dcmread(path)
+            ds = pydicom.dcmread(BytesIO(raw))
             pixels = ds.pixel_array
         except Exception as exc:  # pydicom raises many types for undecodable pixel data
-            syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None) if "ds" in locals() else None
+            syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
             how = f" (transfer syntax {syntax.name})" if syntax is not None else ""
             raise StudyError(
                 f"{path.name}: its pixel data cannot be decoded{how}: {exc}; expected uncompressed or "
@@ -305,7 +307,6 @@ def _read_voxels(series: DicomSeries) -> tuple[np.ndarray, str]:
         slope = float(getattr(ds, "RescaleSlope", 1) or 1)
         intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
         volume[:, :, k] = pixels.T.astype(np.float32) * slope + intercept
-        del ds
     if not np.all(np.isfinite(volume)):
         raise StudyError(f"{series.name}: holds NaN or infinite values after rescaling; expected finite intensities")
     return volume, digest.hexdigest()
