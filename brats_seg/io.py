@@ -1007,9 +1007,12 @@ def load_study(
                 files, inner = _extract_zip(path, Path(tmp))
                 stem = path.name[: -len(".zip")] if path.name.lower().endswith(".zip") else path.stem
                 if not files:
-                    _extract_zip(path, Path(tmp), tree=True)
-                    if _has_dicom(Path(tmp)) or any(_has_dicom(p) for p in _subfolders(Path(tmp))):
-                        return _load_dicom(Path(tmp), default_name=stem, where=path.name, **common)
+                    root = Path(tmp)
+                    _extract_zip(path, root, tree=True)
+                    if _has_dicom(root) or any(_has_dicom(p) for p in _subfolders(root)):
+                        top = [p for p in root.iterdir() if not _is_hidden(p.name)]
+                        inner = top[0].name if len(top) == 1 and top[0].is_dir() else None
+                        return _load_dicom(root, default_name=inner or stem, where=path.name, **common)
                 return _load_files(files, default_name=inner or stem, where=path.name, **common)
         raise StudyError(
             f"{path.name}: a single file; expected a study folder, a .zip, or the 4 files "

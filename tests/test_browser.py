@@ -63,6 +63,26 @@ def voila_url(tmp_path_factory: pytest.TempPathFactory):
     log.close()
 
 
+def dicom_zip_of(case: Path, tmp_path: Path) -> Path:
+    """The case's four sequences written as DICOM series and zipped (stored, not compressed)."""
+    import zipfile
+
+    import numpy as np
+    from helpers import write_dicom_study
+
+    from brats_seg import io
+
+    study = io.load_study(case, load_truth=False)
+    folder = tmp_path / f"{case.name}_dicom"
+    write_dicom_study(folder, {m: study.images[m].astype(np.int16) for m in study.images}, study.affine)
+    out = tmp_path / f"{case.name}_dicom.zip"
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                z.write(p, f"{case.name}/{p.relative_to(folder)}")
+    return out
+
+
 def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -149,6 +169,27 @@ def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tm
             )
             print(f"Predict to overlay, quick (no flips): {time.perf_counter() - t2:.1f} s")
             assert "WT" in page.inner_text(".brats-volumes")
+
+        # The same case as a zip of four DICOM series (one folder per series, as a PACS exports them):
+        # the series are listed with their detected sequence, and a DICOM SEG is offered for download.
+        dicom_zip = dicom_zip_of(brats_case, tmp_path)
+        with page.expect_file_chooser() as fc:
+            page.click(".brats-upload")
+        fc.value.set_files([str(dicom_zip)])
+        page.wait_for_function(
+            "() => { const b = document.querySelector('.brats-predict button, button.brats-predict');"
+            " return b && !b.disabled && document.querySelectorAll('.brats-file-row').length === 4; }",
+            timeout=120_000,
+        )
+        listing = page.inner_text(".brats-files")
+        assert "series 2 'AX T1 POST GD' (155 files)" in listing and "detected: T1CE" in listing, listing
+        t3 = time.perf_counter()
+        predict.click()
+        page.wait_for_selector("a.brats-download-dicom-seg", timeout=300_000)
+        print(f"DICOM zip: Predict to DICOM SEG link: {time.perf_counter() - t3:.1f} s")
+        page.screenshot(path=str(ARTIFACTS / "dicom_predicted.png"), full_page=True)
+        assert "WT" in page.inner_text(".brats-volumes")
+        assert f"{brats_case.name}_seg.dcm" in page.inner_html(".brats-downloads")
 
         broken = tmp_path / "broken_t1.nii.gz"
         broken.write_bytes(Path(files[0]).read_bytes()[:5000])

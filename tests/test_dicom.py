@@ -235,10 +235,16 @@ def test_zip_of_series_folders_loads_from_disk_and_upload(tiny_dicom, tmp_path):
         for p in sorted(folder.rglob("*")):
             if p.is_file():  # every series folder holds IM0001..IM0008: names repeat across folders
                 z.write(p, f"case_a/{p.relative_to(folder)}")
-    (tmp_path / "case_a.zip").write_bytes(buffer.getvalue())
-    for study in (io.load_study(tmp_path / "case_a.zip"), io.load_study_from_bytes({"case_a.zip": buffer.getvalue()})):
-        assert study.name == "case_a"
+    (tmp_path / "export.zip").write_bytes(buffer.getvalue())
+    for study in (io.load_study(tmp_path / "export.zip"), io.load_study_from_bytes({"export.zip": buffer.getvalue()})):
+        assert study.name == "case_a"  # the study folder inside the zip names it
         np.testing.assert_array_equal(study.images["T2"], images["T2"])
+    flat = pyio.BytesIO()
+    with zipfile.ZipFile(flat, "w") as z:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                z.write(p, str(p.relative_to(folder)))  # series folders at the top level
+    assert io.load_study_from_bytes({"export.zip": flat.getvalue()}).name == "export"
 
 
 def test_find_studies_for_dicom_layouts(tmp_path):
