@@ -48,7 +48,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -235,8 +235,12 @@ def list_entries(files: Mapping[str, bytes | memoryview]) -> list[Entry]:
     return entries
 
 
+#: Bytes of each zipped DICOM file read to list its series (headers with large private blocks fit).
+_SERIES_HEADER_BYTES: int = 1 << 20
+
+
 def _dicom_series_entries(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], source: str) -> list[Entry]:
-    """One entry per MR image series among a zip's DICOM members (read from each member's first 64 KiB).
+    """One entry per MR image series among a zip's DICOM members (from each member's first MiB).
 
     Members that are not DICOM, or whose header cannot be read, are left out here; loading the
     study says what is wrong with them.
@@ -244,16 +248,17 @@ def _dicom_series_entries(archive: zipfile.ZipFile, members: list[zipfile.ZipInf
     from .dicom import MAX_DICOM_FILES, series_modality
 
     series: dict[str, dict[str, Any]] = {}
-    for info in members[: MAX_DICOM_FILES + 1]:
-        with archive.open(info) as f:
-            head = f.read(64 * 1024)
-        if len(head) < 132 or head[128:132] != b"DICM":
-            continue
-        try:
-            import pydicom
+    import pydicom
 
+    for info in members[: MAX_DICOM_FILES + 1]:
+        try:
+            with archive.open(info) as f:
+                head = f.read(132)
+                if len(head) < 132 or head[128:132] != b"DICM":
+                    continue
+                head += f.read(_SERIES_HEADER_BYTES)
             ds = pydicom.dcmread(_io.BytesIO(head), stop_before_pixels=True)
-        except Exception:  # a damaged header is reported when the study is loaded
+        except Exception:  # encrypted, unsupported compression or a damaged header: loading says which
             continue
         uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
         if not uid or str(getattr(ds, "Modality", "MR")).upper() != "MR":
@@ -492,6 +497,7 @@ class Result:
     scores: dict[str, dict[str, float]] | None
     report: dict[str, Any]
     downloads: dict[str, tuple[str, bytes]]
+    notes: list[str] = field(default_factory=list)
 
 
 class App:
@@ -1144,6 +1150,7 @@ class App:
         wt = result.volumes["regions"]["WT"]["mL"]
         self.show_info(
             f"{study.name}: whole tumour {wt:.1f} mL. Review the labels below; downloads at the bottom."
+            + "".join(f" {note}" for note in result.notes)
         )
         return result
 
@@ -1176,15 +1183,19 @@ class App:
             f"{study.name}_seg.nii.gz": ("application/gzip", nifti),
             f"{study.name}_report.json": ("application/json", (json.dumps(rep, indent=2) + "\n").encode()),
         }
+        notes = []
         if study.dicom:
             from . import __version__
             from .dicom import write_segmentation
 
-            with tempfile.TemporaryDirectory(prefix="brats_seg_app_") as tmp:
-                dcm = write_segmentation(seg.labels, study, Path(tmp) / f"{study.name}_seg.dcm",
-                                         model_name=model.card.name, software_version=f"brats-seg {__version__}")
-                downloads[f"{study.name}_seg.dcm"] = ("application/dicom", dcm.read_bytes())
-        return Result(study, seg, vols, truth_vols, scores, rep, downloads)
+            try:
+                with tempfile.TemporaryDirectory(prefix="brats_seg_app_") as tmp:
+                    dcm = write_segmentation(seg.labels, study, Path(tmp) / f"{study.name}_seg.dcm",
+                                             model_name=model.card.name, software_version=f"brats-seg {__version__}")
+                    downloads[f"{study.name}_seg.dcm"] = ("application/dicom", dcm.read_bytes())
+            except StudyError as e:
+                notes.append(f"No DICOM SEG download: {e}")
+        return Result(study, seg, vols, truth_vols, scores, rep, downloads, notes)
 
     def _show_result(self, result: Result) -> None:
         viewer = self.viewer

@@ -331,10 +331,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         try:
             study = io.load_study(src, mapping=dict(args.mapping or ()), name=args.name if len(sources) == 1 else None)
-            if args.dicom_seg and study.dicom is None:
+            if args.dicom_seg and study.dicom is None and len(sources) == 1:
                 raise StudyError(
                     f"{study.name}: --dicom-seg needs DICOM input, found NIfTI files; a DICOM Segmentation refers to "
-                    "the source DICOM images (leave out --dicom-seg, the NIfTI labels are written anyway)"
+                    "the source DICOM images (leave out --dicom-seg to write the NIfTI labels)"
                 )
         except StudyError as e:
             if len(sources) == 1:
@@ -350,13 +350,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
             bar.close()
         seg.timings["load"] = round(t_load, 3)
         out_seg = io.save_labels(seg.labels, args.output / f"{study.name}_seg.nii.gz")
-        if args.dicom_seg:
-            from . import __version__
-            from .dicom import write_segmentation
-
-            out_dcm = write_segmentation(seg.labels, study, args.output / f"{study.name}_seg.dcm",
-                                         model_name=model.card.name, software_version=f"brats-seg {__version__}")
-            print(f"{study.name}: DICOM Segmentation {out_dcm}")
         vols = report.volumes(seg.labels)
         scores = None
         if study.truth is not None:
@@ -368,10 +361,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
         (args.output / f"{study.name}_report.json").write_text(json.dumps(rep, indent=2) + "\n")
         wt = vols["regions"]["WT"]["mL"]
         print(f"{study.name}: {out_seg} (WT {wt:.1f} mL, {seg.timings['wall']:.1f} s)")
+        if args.dicom_seg:
+            failures += not _write_dicom_seg(study, seg.labels, model, args.output, single=len(sources) == 1)
     if failures:
         print(f"brats-seg predict: {failures} of {len(sources)} studies skipped (bad input)", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK
+
+
+def _write_dicom_seg(study: Study, labels: LabelMap, model: Any, out_dir: Path, *, single: bool) -> bool:
+    """Write OUT_DIR/<study>_seg.dcm for ``--dicom-seg``; in a batch a study that cannot have one is reported."""
+    from . import __version__
+    from .dicom import write_segmentation
+
+    try:
+        if study.dicom is None:
+            raise StudyError(f"{study.name}: NIfTI input, so no DICOM Segmentation (its NIfTI labels were written)")
+        out = write_segmentation(labels, study, out_dir / f"{study.name}_seg.dcm",
+                                 model_name=model.card.name, software_version=f"brats-seg {__version__}")
+    except StudyError as e:
+        if single:
+            raise
+        print(f"no DICOM SEG for {study.name}: {e}", file=sys.stderr)
+        return False
+    print(f"{study.name}: DICOM Segmentation {out}")
+    return True
 
 
 def _select_cases(spec: str | None) -> set[str] | None:

@@ -42,6 +42,7 @@ __all__ = [
     "MAX_DICOM_FILES",
     "DicomSeries",
     "dicom_files",
+    "first_dicom_file",
     "is_dicom_file",
     "load_dicom_study",
     "series_modality",
@@ -51,19 +52,31 @@ __all__ = [
 #: Most files read as one study (four 1 mm series of 240 slices are about 1,000).
 MAX_DICOM_FILES: int = 20_000
 
+#: How many folder levels below a study folder are searched for DICOM files (PACS media put slices
+#: four levels down: ``DICOM/PA0/ST0/SE0/IM0``).
+MAX_DICOM_DEPTH: int = 5
+
 #: Largest allowed relative deviation of a slice step from the series' median step.
 SLICE_STEP_RTOL: float = 0.01
 
 #: Slices closer than this (mm) along the normal count as the same position.
 _SAME_POSITION_MM: float = 1e-3
 
-_TOKENS = re.compile(r"[a-z0-9+]+")
-_CONTRAST = frozenset({"ce", "c", "gd", "gad", "gado", "post", "contrast", "postcontrast", "+c", "c+", "km", "mitkm"})
-_NATIVE = frozenset({"pre", "native", "nativ", "precontrast", "plain"})
+_TOKENS = re.compile(r"\+?[a-z0-9]+")
+_CONTRAST = frozenset({"ce", "c", "gd", "gad", "gado", "post", "contrast", "postcontrast", "+c", "+gd", "km", "mitkm"})
+_NATIVE = frozenset({"pre", "native", "nativ", "precontrast", "plain", "wo", "without", "non", "noncontrast", "no"})
 _T1 = frozenset({"t1", "t1w", "t1n", "mprage", "spgr", "bravo", "tfl", "t1mprage", "t1tse", "t1se", "t1fl3d", "t1space"})
-_T1_CONTRAST = frozenset({"t1c", "t1ce", "t1gd", "t1post", "t1+c", "t1+gd", "t1wce", "t1wgd"})
+_T1_CONTRAST = frozenset({"t1c", "t1ce", "t1gd", "t1post", "t1wce", "t1wgd"})
 _T2 = frozenset({"t2", "t2w", "t2tse", "t2fse", "t2space"})
 _FLAIR = frozenset({"flair", "t2f", "t2flair", "tirm", "darkfluid"})
+#: Words that make a series something else: T2*, susceptibility, diffusion, perfusion, dynamic,
+#: subtraction, proton density, quantitative maps, angiography, localizers.
+_OTHER = frozenset({
+    "star", "t2star", "swi", "swan", "map", "maps", "t1map", "t2map", "dwi", "diff", "diffusion", "adc", "trace", "dti",
+    "epi", "perf", "perfusion", "dyn", "dynamic", "dce", "dsc", "sub", "subtraction", "pd", "inv1", "inv2", "mp2rage",
+    "tof", "mra", "asl", "localizer", "loc", "scout", "survey", "fa", "mip",
+})
+_T2_GRADIENT_ECHO = frozenset({"gre", "ffe", "fl2d", "medic", "merge", "hemo"})
 
 # Segment codes from DICOM CID 7168/7169 (brain lesion segmentation types).
 _CATEGORY = ("49755003", "SCT", "Morphologically Abnormal Structure")
@@ -90,7 +103,32 @@ def is_dicom_file(path: str | Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def dicom_files(folder: str | Path, *, max_depth: int = 3) -> list[Path]:
+def _walk(root: Path, max_depth: int):
+    """Yield the files under ``root`` level by level (hidden ones and ``__MACOSX`` skipped), sorted per folder."""
+    level = [root]
+    for _ in range(max_depth + 1):
+        nxt: list[Path] = []
+        for d in level:
+            for p in sorted(d.iterdir()):
+                if p.name.startswith(".") or p.name == "__MACOSX":
+                    continue
+                if p.is_dir():
+                    nxt.append(p)
+                elif p.is_file():
+                    yield p
+        level = nxt
+
+
+def _is_slice_file(path: Path) -> bool:
+    return path.name.upper() != "DICOMDIR" and is_dicom_file(path)
+
+
+def first_dicom_file(folder: str | Path, *, max_depth: int = MAX_DICOM_DEPTH) -> Path | None:
+    """The first DICOM file (not a ``DICOMDIR``) found under ``folder``, nearest levels first; None if none."""
+    return next((p for p in _walk(Path(folder), max_depth) if _is_slice_file(p)), None)
+
+
+def dicom_files(folder: str | Path, *, max_depth: int = MAX_DICOM_DEPTH) -> list[Path]:
     """DICOM files in a folder and its subfolders (hidden ones skipped), sorted by path.
 
     Args:
@@ -105,23 +143,14 @@ def dicom_files(folder: str | Path, *, max_depth: int = 3) -> list[Path]:
     """
     root = Path(folder)
     found: list[Path] = []
-    level = [root]
-    for _ in range(max_depth + 1):
-        nxt: list[Path] = []
-        for d in level:
-            for p in sorted(d.iterdir()):
-                if p.name.startswith(".") or p.name == "__MACOSX":
-                    continue
-                if p.is_dir():
-                    nxt.append(p)
-                elif p.is_file() and p.name.upper() != "DICOMDIR" and is_dicom_file(p):
-                    found.append(p)
-                    if len(found) > MAX_DICOM_FILES:
-                        raise StudyError(
-                            f"{root.name}: holds more than {MAX_DICOM_FILES:,} DICOM files; expected the "
-                            "series of one study (MAX_DICOM_FILES)"
-                        )
-        level = nxt
+    for p in _walk(root, max_depth):
+        if _is_slice_file(p):
+            found.append(p)
+            if len(found) > MAX_DICOM_FILES:
+                raise StudyError(
+                    f"{root.name}: holds more than {MAX_DICOM_FILES:,} DICOM files; expected the series of one "
+                    "study (MAX_DICOM_FILES)"
+                )
     return sorted(found)
 
 
@@ -169,8 +198,36 @@ class DicomSeries:
         return f"series{number} {self.description!r} ({len(self.files)} files)"
 
 
+def _get(ds, path: Path, keyword: str, default: Any = None) -> Any:
+    """An element's value, or ``default`` when absent; a value that cannot be decoded is a StudyError."""
+    try:
+        value = getattr(ds, keyword, None)
+    except Exception as exc:  # pydicom decodes lazily: a corrupt element fails here, with many types
+        raise StudyError(f"{path.name}: its {keyword} cannot be decoded ({exc}); expected an intact DICOM file") from exc
+    return default if value is None or value == "" else value
+
+
+def _int(ds, path: Path, keyword: str, default: int) -> int:
+    value = _get(ds, path, keyword, default)
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise StudyError(f"{path.name}: {keyword} is {value!r}; expected a whole number") from exc
+
+
+def _float(ds, path: Path, keyword: str, default: float) -> float:
+    value = _get(ds, path, keyword, default)
+    try:
+        out = float(value)
+    except (TypeError, ValueError) as exc:
+        raise StudyError(f"{path.name}: {keyword} is {value!r}; expected a number") from exc
+    if not np.isfinite(out):
+        raise StudyError(f"{path.name}: {keyword} is {value!r}; expected a finite number")
+    return out
+
+
 def _required(ds, path: Path, keyword: str):
-    value = getattr(ds, keyword, None)
+    value = _get(ds, path, keyword)
     if value is None or (isinstance(value, str | bytes | list) and len(value) == 0):
         raise StudyError(
             f"{path.name}: has no {keyword}; expected an MR image slice with its identifiers, position and "
@@ -193,13 +250,15 @@ def _series_geometry(series: DicomSeries, *, max_voxels: int) -> None:
     """Order the slices along their normal and set ``shape`` and ``affine``; check the grid is regular."""
     where = series.name
     first_path, first = series.files[0], series.headers[0]
-    frames = int(getattr(first, "NumberOfFrames", 1) or 1)
+    frames = _int(first, first_path, "NumberOfFrames", 1)
     if frames > 1:
         raise StudyError(
             f"{first_path.name}: a multi-frame (enhanced) DICOM image with {frames} frames in {where}; expected "
             "single-frame MR images, one file per slice (convert the series with dcm2niix and load the NIfTI)"
         )
-    rows, cols = int(_required(first, first_path, "Rows")), int(_required(first, first_path, "Columns"))
+    rows, cols = _int(first, first_path, "Rows", 0), _int(first, first_path, "Columns", 0)
+    if rows < 1 or cols < 1:
+        raise StudyError(f"{first_path.name}: {cols} x {rows} pixels; expected an MR image slice (Rows, Columns)")
     iop = _floats(_required(first, first_path, "ImageOrientationPatient"), 6, first_path, "ImageOrientationPatient")
     spacing = _floats(_required(first, first_path, "PixelSpacing"), 2, first_path, "PixelSpacing")
     if not np.all(spacing > 0):
@@ -218,9 +277,15 @@ def _series_geometry(series: DicomSeries, *, max_voxels: int) -> None:
         )
     positions = []
     for path, ds in zip(series.files, series.headers, strict=True):
-        if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+        if _int(ds, path, "NumberOfFrames", 1) > 1:
             raise StudyError(f"{path.name}: a multi-frame image in {where}; expected single-frame slices")
-        if (int(_required(ds, path, "Rows")), int(_required(ds, path, "Columns"))) != (rows, cols):
+        photometric = str(_get(ds, path, "PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+        if photometric != "MONOCHROME2" or _int(ds, path, "SamplesPerPixel", 1) != 1:
+            raise StudyError(
+                f"{path.name}: PhotometricInterpretation {photometric} in {where}; expected MONOCHROME2 grey-scale MR "
+                "images (MONOCHROME1 stores inverted grey values, colour images are not MR intensities)"
+            )
+        if (_int(ds, path, "Rows", 0), _int(ds, path, "Columns", 0)) != (rows, cols):
             raise StudyError(
                 f"{path.name}: {ds.Columns} x {ds.Rows} pixels, but {first_path.name} has {cols} x {rows}; "
                 f"expected one slice size in {where}"
@@ -264,6 +329,12 @@ def _series_geometry(series: DicomSeries, *, max_voxels: int) -> None:
             f"expected evenly spaced slices ({step:.3f} mm apart): a slice is missing or the series is not one volume"
         )
     step_vec = (pos[-1] - pos[0]) / (len(pos) - 1)
+    lateral = float(np.linalg.norm(step_vec - (step_vec @ normal) * normal))
+    if lateral > 1e-3 * float(np.linalg.norm(step_vec)) + 1e-4:
+        raise StudyError(
+            f"{where}: each slice is shifted {lateral:.3f} mm sideways from the last (a tilted or sheared stack); "
+            "expected slices stacked along their normal (resample the series, e.g. with dcm2niix, and load the NIfTI)"
+        )
     residual = np.max(np.linalg.norm(pos - (pos[0] + np.outer(np.arange(len(pos)), step_vec)), axis=1))
     if residual > 0.01 + SLICE_STEP_RTOL * step:
         raise StudyError(
@@ -304,8 +375,8 @@ def _read_voxels(series: DicomSeries) -> tuple[np.ndarray, str]:
                 f"{path.name}: pixel data of shape {pixels.shape}; expected {series.shape[1]} x {series.shape[0]} "
                 f"(Rows x Columns) as in {series.name}"
             )
-        slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-        intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+        slope = _float(ds, path, "RescaleSlope", 1.0)
+        intercept = _float(ds, path, "RescaleIntercept", 0.0)
         volume[:, :, k] = pixels.T.astype(np.float32) * slope + intercept
     if not np.all(np.isfinite(volume)):
         raise StudyError(f"{series.name}: holds NaN or infinite values after rescaling; expected finite intensities")
@@ -320,46 +391,50 @@ def _read_voxels(series: DicomSeries) -> tuple[np.ndarray, str]:
 def series_modality(description: str) -> str | None:
     """Tell which sequence a series holds from its description.
 
-    BraTS-style names (``t1ce``, ``T2-FLAIR``) and common scanner descriptions (``AX T1 POST GD``,
-    ``t2_tirm_tra_dark-fluid``, ``T1 MPRAGE``) are recognised. FLAIR wins over T2, and a T1 with a
-    contrast word (``ce``, ``gd``, ``post``, ``contrast``, ``+c``) is T1CE unless it also says
-    ``pre`` or ``native``.
+    BraTS-style names (``t1ce``, ``T2-FLAIR``, ``-t2f``) and common scanner descriptions
+    (``AX T1 POST GD``, ``t2_tirm_tra_dark-fluid``, ``T1 MPRAGE``) are recognised. A word that
+    marks another kind of series (``T2*``, ``SWI``, ``DWI``, ``ADC``, ``MAP``, ``DYN``, ``PD``, a
+    localizer) makes it None, as does a T2 gradient echo: better "no series for T2" than a wrong one.
+    FLAIR wins over T2 but not over T1 (``T1 FLAIR`` is a T1); a T1 with a contrast word (``ce``,
+    ``gd``, ``post``, ``contrast``, ``+c``) is T1CE unless it is negated (``pre``, ``w/o``,
+    ``non-contrast``, ``C-``).
 
     Args:
         description: A SeriesDescription (or ProtocolName).
 
     Returns:
-        ``"T1"``, ``"T1CE"``, ``"T2"``, ``"FLAIR"``, or None when it is none of these.
+        ``"T1"``, ``"T1CE"``, ``"T2"``, ``"FLAIR"``, or None when it is none of these (or unclear).
 
     Examples:
         >>> series_modality("AX T1 POST GD")
         'T1CE'
         >>> series_modality("t2_tirm_tra_dark-fluid")
         'FLAIR'
-        >>> series_modality("3-plane localizer") is None
+        >>> series_modality("AX T2* GRE") is None
         True
     """
-    from .io import detect_modality
-
-    found = detect_modality(description)
-    if found in MODALITIES:
-        return found
-    lower = description.lower()
-    tokens = set(_TOKENS.findall(lower.replace("dark-fluid", "darkfluid").replace("dark fluid", "darkfluid")))
-    if tokens & _FLAIR:
+    text = description.lower()
+    text = re.sub(r"dark[\s_-]*fluid|(?<![a-z0-9])da[-_]?fl(?![a-z0-9])", " darkfluid ", text)
+    text = text.replace("*", " star ")
+    text = re.sub(r"(?<![a-z0-9])(?:w/o|c-)(?![a-z0-9])", " wo ", text)
+    text = re.sub(r"(?<![a-z0-9])c\+", " +c ", text)
+    text = text.replace("+", " +")
+    tokens = set(_TOKENS.findall(text))
+    if tokens & _OTHER or any(t.startswith(("swi", "swan")) for t in tokens):
+        return None
+    t1 = bool(tokens & (_T1 | _T1_CONTRAST))
+    if tokens & _FLAIR and not t1:
         return "FLAIR"
-    if tokens & _T1_CONTRAST:
-        return "T1CE"
-    if tokens & _T1:
+    if t1:
         if tokens & _NATIVE:
             return "T1"
-        return "T1CE" if tokens & _CONTRAST else "T1"
+        return "T1CE" if tokens & (_CONTRAST | _T1_CONTRAST) else "T1"
     if tokens & _T2:
-        return "T2"
+        return None if tokens & _T2_GRADIENT_ECHO else "T2"
     return None
 
 
-def _is_mr_image(ds) -> bool:
+def _is_mr_image(ds, path: Path) -> bool:
     """Whether a dataset is an MR image (not a report, segmentation, screenshot or other modality).
 
     Decided by its SOP class and Modality only, so that a damaged MR slice is not skipped silently
@@ -367,12 +442,12 @@ def _is_mr_image(ds) -> bool:
     """
     from pydicom.uid import UID
 
-    sop_class = getattr(ds, "SOPClassUID", None) or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    sop_class = _get(ds, path, "SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
     if sop_class is not None:
         class_name = UID(str(sop_class)).name
         if class_name != str(sop_class) and ("Image Storage" not in class_name or "Secondary Capture" in class_name):
             return False
-    modality = getattr(ds, "Modality", None)
+    modality = _get(ds, path, "Modality")
     return modality is None or str(modality).upper() == "MR"
 
 
@@ -383,14 +458,14 @@ def _group_series(paths: Sequence[Path]) -> tuple[list[DicomSeries], list[str]]:
     study_uids: dict[str, str] = {}
     for path in paths:
         ds = _read_header(path)
-        if not _is_mr_image(ds):
+        if not _is_mr_image(ds, path):
             skipped.append(path.name)  # a report, presentation state, segmentation, screenshot or CT
             continue
         uid = str(_required(ds, path, "SeriesInstanceUID"))
         study_uids.setdefault(str(_required(ds, path, "StudyInstanceUID")), path.name)
         if uid not in by_uid:
-            description = str(getattr(ds, "SeriesDescription", "") or getattr(ds, "ProtocolName", "") or "")
-            number = str(getattr(ds, "SeriesNumber", "") or "")
+            description = str(_get(ds, path, "SeriesDescription") or _get(ds, path, "ProtocolName", ""))
+            number = str(_get(ds, path, "SeriesNumber", ""))
             by_uid[uid] = DicomSeries(uid=uid, number=number, description=description, files=[], headers=[])
         by_uid[uid].files.append(path)
         by_uid[uid].headers.append(ds)
@@ -516,6 +591,13 @@ def load_dicom_study(
     assigned = _assign_series(series, mapping, where)
     for s in assigned.values():
         _series_geometry(s, max_voxels=max_voxels)
+    frames = {m: str(_get(s.headers[0], s.files[0], "FrameOfReferenceUID", "")) for m, s in assigned.items()}
+    if len(set(frames.values())) > 1:
+        shown = "; ".join(f"{m} {assigned[m].name}: {uid or '(none)'}" for m, uid in frames.items())
+        raise StudyError(
+            f"{where}: the four series have different FrameOfReferenceUIDs ({shown}); expected one frame of "
+            "reference, so that their positions can be compared (series co-registered in one space)"
+        )
     ref = assigned["T1"]
     for modality in MODALITIES[1:]:
         s = assigned[modality]
@@ -591,8 +673,13 @@ def write_segmentation(
         )
     ref = series_by_modality[reference]
     array = np.asarray(labels.array)
-    if array.shape != ref.shape or not np.allclose(labels.affine, ref.affine, atol=1e-3):
+    if array.shape != ref.shape or not np.allclose(labels.affine, study.affine, rtol=0, atol=1e-6):
         raise StudyError(f"{study.name}: the label map is not on the grid of {ref.name}; expected the study's grid")
+    if not _get(ref.headers[0], ref.files[0], "FrameOfReferenceUID"):
+        raise StudyError(
+            f"{ref.files[0].name}: has no FrameOfReferenceUID; a DICOM Segmentation must name the frame of reference "
+            "of its source images (the NIfTI labels can be used instead)"
+        )
     algorithm = hd.AlgorithmIdentificationSequence(
         name=model_name[:64],
         family=Code("113037", "DCM", "Artificial Intelligence"),
@@ -616,26 +703,53 @@ def write_segmentation(
     # frames follow the source slices; a frame is (rows, columns) = our (y, x) transposed
     pixel_array = np.stack(masks, axis=-1).transpose(2, 1, 0, 3).astype(np.uint8)
     others = [s for m, s in series_by_modality.items() if m != reference]
-    seg = hd.seg.Segmentation(
-        source_images=ref.headers,
-        pixel_array=pixel_array,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=generate_uid(),
-        series_number=900,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer="brats-seg",
-        manufacturer_model_name=model_name[:64],
-        software_versions=software_version[:64],
-        device_serial_number="none",
-        content_description="BraTS tumour sub-regions; research use only",
-        content_label="BRATS_SEG",
-        series_description=f"brats-seg {model_name}"[:64],
-        further_source_images=[h for s in others for h in s.headers],
-        omit_empty_frames=False,
-    )
+    try:
+        seg = hd.seg.Segmentation(
+            source_images=_with_type2(ref.headers),
+            pixel_array=pixel_array,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions,
+            series_instance_uid=generate_uid(),
+            series_number=900,
+            sop_instance_uid=generate_uid(),
+            instance_number=1,
+            manufacturer="brats-seg",
+            manufacturer_model_name=model_name[:64],
+            software_versions=software_version[:64],
+            device_serial_number="none",
+            content_description="BraTS tumour sub-regions; research use only",
+            content_label="BRATS_SEG",
+            series_description=f"brats-seg {model_name}"[:64],
+            further_source_images=_with_type2([h for s in others for h in s.headers]),
+            omit_empty_frames=False,
+        )
+    except Exception as exc:  # highdicom validates many attributes of the sources, with many error types
+        raise StudyError(
+            f"{study.name}: cannot write a DICOM Segmentation on {ref.name} ({type(exc).__name__}: {exc}); the NIfTI "
+            "labels are not affected"
+        ) from exc
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(out)
+    return out
+
+
+#: Type 2 attributes (present, possibly empty) that a Segmentation copies from its sources;
+#: de-identified exports often drop them.
+_TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                 "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
+def _with_type2(headers: Sequence[Any]) -> list[Any]:
+    """The headers, with copies where a Type 2 patient or study attribute is missing (set empty)."""
+    import copy
+
+    out = []
+    for ds in headers:
+        missing = [k for k in _TYPE2_COPIED if k not in ds]
+        if missing:
+            ds = copy.deepcopy(ds)
+            for keyword in missing:
+                setattr(ds, keyword, "")
+        out.append(ds)
     return out

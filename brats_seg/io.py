@@ -336,28 +336,26 @@ def _subfolders(folder: Path) -> list[Path]:
     return [p for p in sorted(folder.iterdir()) if p.is_dir() and not _is_hidden(p.name)]
 
 
-def _first_dicom(folder: Path) -> Path | None:
-    from .dicom import is_dicom_file
-
-    return next((p for p in sorted(folder.iterdir()) if p.is_file() and not _is_hidden(p.name) and is_dicom_file(p)), None)
-
-
 def _has_dicom(folder: Path) -> bool:
-    """Whether DICOM files lie in ``folder`` or in its subfolders (series folders)."""
-    return _first_dicom(folder) is not None or any(_first_dicom(p) for p in _subfolders(folder))
+    """Whether DICOM files lie in ``folder`` or below it (series folders, PACS media)."""
+    from .dicom import first_dicom_file
+
+    return first_dicom_file(folder) is not None
 
 
 def _is_dicom_study(folder: Path) -> bool:
-    """Whether ``folder`` is one DICOM study: DICOM files in it, or series subfolders of one study.
+    """Whether ``folder`` is one DICOM study: DICOM files in it, or below it in subfolders of one study.
 
-    A folder whose subfolders hold DICOM files of several studies (``StudyInstanceUID``) is a folder
-    of studies instead.
+    A folder whose subfolders hold DICOM files of different studies (``StudyInstanceUID`` of the
+    first file of each) is a folder of studies instead.
     """
+    from .dicom import first_dicom_file
+
     if any(_nifti_files(p) for p in _subfolders(folder)):
         return False
-    if _first_dicom(folder) is not None:
+    if first_dicom_file(folder, max_depth=0) is not None:
         return True
-    firsts = [f for f in (_first_dicom(p) for p in _subfolders(folder)) if f is not None]
+    firsts = [f for f in (first_dicom_file(p) for p in _subfolders(folder)) if f is not None]
     if not firsts:
         return False
     import pydicom
@@ -863,6 +861,20 @@ def _extract_zip(zip_path: Path, dest: Path, *, tree: bool = False) -> tuple[lis
                 )
             if tree or _is_nifti_name(parts[-1]):
                 members.append((info, parts))
+        if tree:
+            from .dicom import MAX_DICOM_DEPTH, MAX_DICOM_FILES
+
+            if len(members) > MAX_DICOM_FILES:
+                raise StudyError(
+                    f"{zname}: holds {len(members):,} files; expected the series of one study (at most "
+                    f"{MAX_DICOM_FILES:,} files, MAX_DICOM_FILES)"
+                )
+            deep = next((info.filename for info, parts in members if len(parts) > MAX_DICOM_DEPTH + 2 or len(info.filename) > 1024), None)
+            if deep is not None:
+                raise StudyError(
+                    f"{zname}: member {deep[:80]!r} lies too deep or has too long a name; expected a study folder "
+                    f"with series folders (at most {MAX_DICOM_DEPTH + 2} levels)"
+                )
         if total > budget:
             raise StudyError(
                 f"{zname}: the zip's members uncompress to {total:,} bytes; expected at most "
@@ -883,8 +895,8 @@ def _extract_zip(zip_path: Path, dest: Path, *, tree: bool = False) -> tuple[lis
         out: list[Path] = []
         for info, parts in members:
             target = dest.joinpath(*parts) if tree else dest / parts[-1]
-            target.parent.mkdir(parents=True, exist_ok=True)
             try:
+                target.parent.mkdir(parents=True, exist_ok=True)
                 with archive.open(info) as src, target.open("wb") as dst:
                     for chunk in iter(lambda src=src: src.read(1 << 20), b""):
                         written += len(chunk)
@@ -1009,7 +1021,7 @@ def load_study(
                 if not files:
                     root = Path(tmp)
                     _extract_zip(path, root, tree=True)
-                    if _has_dicom(root) or any(_has_dicom(p) for p in _subfolders(root)):
+                    if _has_dicom(root):
                         top = [p for p in root.iterdir() if not _is_hidden(p.name)]
                         inner = top[0].name if len(top) == 1 and top[0].is_dir() else None
                         return _load_dicom(root, default_name=inner or stem, where=path.name, **common)

@@ -869,3 +869,29 @@ def test_dicom_zip_upload_lists_series_and_offers_a_dicom_seg(app: App, tmp_path
     seg = hd.seg.segread(_io.BytesIO(downloads["Dicom_01_seg.dcm"]))
     assert seg.Modality == "SEG" and seg.StudyInstanceUID == first.StudyInstanceUID
     assert "Segmentation (DICOM SEG)" in app.downloads_html.value
+
+
+def test_dicom_zip_with_an_unreadable_member_and_no_frame_of_reference(app: App, tmp_path: Path) -> None:
+    """A member the zip module cannot open is left out of the list (loading names it); a study whose
+    headers cannot make a DICOM SEG still predicts, with the NIfTI download and a note."""
+    import pydicom
+
+    images, _ = tiny_volumes((32, 32, 24), seed=8)
+    files = write_dicom_study(tmp_path / "Dicom_02", images, np.diag([-1.0, -1.0, 1.0, 1.0]))
+    for series in files.values():
+        for p in series:
+            ds = pydicom.dcmread(p)
+            del ds.FrameOfReferenceUID
+            ds.save_as(p)
+    data = bytearray(_dicom_zip(tmp_path / "Dicom_02"))
+    odd = bytearray(data)
+    odd[8:10] = (9).to_bytes(2, "little")  # first member's local header: deflate64, which zipfile cannot read
+    central = odd.find(b"PK\x01\x02")
+    odd[central + 10 : central + 12] = (9).to_bytes(2, "little")
+    entries = list_entries({"odd.zip": bytes(odd)})
+    assert len(entries) == 4 and entries[0].label == "series 1 'AX T1 SE' (23 files)"
+    app.upload.value = upload_value({"Dicom_02.zip": bytes(data)})
+    assert app.study is not None
+    predict_ok(app)
+    assert set(app.downloads()) == {"Dicom_02_seg.nii.gz", "Dicom_02_report.json", "Dicom_02_views.png"}
+    assert "No DICOM SEG download" in app.message_text and "FrameOfReferenceUID" in app.message_text

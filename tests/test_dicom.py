@@ -48,25 +48,29 @@ def tiny_dicom(tmp_path):
     return tmp_path / "case_a", images, labels, affine, files
 
 
-@pytest.mark.parametrize(
-    ("description", "expected"),
-    [
-        ("AX T1 SE", "T1"),
-        ("T1 pre contrast", "T1"),
-        ("Sag T1 MPRAGE", "T1"),
-        ("AX T1 POST GD", "T1CE"),
-        ("T1 MPRAGE +C", "T1CE"),
-        ("Brats18_CBICA_ABM_1_t1ce", "T1CE"),
-        ("t1_fl3d_tra_KM", "T1CE"),
-        ("t2_tse_tra", "T2"),
-        ("AX T2 FLAIR", "FLAIR"),
-        ("t2_tirm_tra_dark-fluid", "FLAIR"),
-        ("BraTS-GLI-00001-000-t2f", "FLAIR"),
-        ("3-plane localizer", None),
-        ("DWI b1000", None),
-        ("ADC", None),
-    ],
-)
+SERIES_NAMES = {
+    # plain and BraTS-style names
+    "AX T1 SE": "T1", "T1 pre contrast": "T1", "Sag T1 MPRAGE": "T1", "t1_mprage_sag_p2_iso": "T1", "T1W_3D_TFE": "T1",
+    "Ax T1 BRAVO": "T1", "AX T1 POST GD": "T1CE", "T1 MPRAGE +C": "T1CE", "t1_fl3d_tra_KM": "T1CE", "AX T1 BRAVO +C": "T1CE",
+    "T1W_3D_TFE +C": "T1CE", "t2_tse_tra": "T2", "T2W_TSE": "T2", "AX T2 FRFSE": "T2", "AX T2 FLAIR": "FLAIR",
+    "SAG 3D FLAIR": "FLAIR", "t2_tirm_tra_dark-fluid": "FLAIR", "t2_space_dark_fluid_sag": "FLAIR",
+    "t2_spc_da-fl_sag_p2_iso": "FLAIR", "AX FLAIR T2": "FLAIR",
+    "Brats18_CBICA_ABM_1_t1": "T1", "Brats18_CBICA_ABM_1_t1ce": "T1CE", "Brats18_CBICA_ABM_1_t2": "T2",
+    "Brats18_CBICA_ABM_1_flair": "FLAIR", "BraTS-GLI-00001-000-t1n": "T1", "BraTS-GLI-00001-000-t1c": "T1CE",
+    "BraTS-GLI-00001-000-t2w": "T2", "BraTS-GLI-00001-000-t2f": "FLAIR",
+    # contrast words anywhere, and negated
+    "AX POST T1": "T1CE", "+C T1": "T1CE", "POST GAD T1": "T1CE", "T1W_SE+C": "T1CE", "AX T1 C+": "T1CE",
+    "AX T1 C-": "T1", "T1 without contrast": "T1", "T1 NON-CONTRAST": "T1", "AX T1 W/O C": "T1",
+    # T1-weighted FLAIR is a T1
+    "AX T1 FLAIR": "T1", "AX T1 FLAIR +C": "T1CE",
+    # other kinds of series: better none than a wrong one
+    "T2*": None, "AX T2* GRE": None, "T2 GRE": None, "T2W_FFE": None, "t2_swi3d1r_tra": None, "T2 STAR": None,
+    "T2 EPI DWI": None, "T2 MAP": None, "AX PD/T2 FSE": None, "T1 MAP": None, "mp2rage_T1_Images": None,
+    "t1_fl2d_tra_dyn": None, "3-plane localizer": None, "DWI b1000": None, "ADC": None,
+}
+
+
+@pytest.mark.parametrize(("description", "expected"), list(SERIES_NAMES.items()))
 def test_series_modality(description, expected):
     assert series_modality(description) == expected
 
@@ -365,3 +369,149 @@ def test_real_case_as_dicom_end_to_end(brats_case, tmp_path):
     for n, value in ((1, 1), (2, 2), (3, 4)):
         np.testing.assert_array_equal(masks[..., n - 1].transpose(2, 1, 0) > 0, predicted == value)
     shutil.rmtree(tmp_path / brats_case.name)
+
+
+def _set(files, **values):
+    for p in files:
+        ds = pydicom.dcmread(p)
+        for k, v in values.items():
+            if v is None:
+                delattr(ds, k)
+            else:
+                setattr(ds, k, v)
+        ds.save_as(p)
+
+
+def _patch_bytes(path, old: bytes, new: bytes):
+    raw = path.read_bytes()
+    assert old in raw
+    path.write_bytes(raw.replace(old, new, 1))
+
+
+def test_undecodable_header_values_are_study_errors(tiny_dicom):
+    folder, *_, files = tiny_dicom
+    victim = files["T2"][1]
+    _set([victim], RescaleSlope="7.5")
+    _patch_bytes(victim, b"7.5 ", b"abc ")
+    with pytest.raises(StudyError, match=rf"{victim.name}: RescaleSlope is 'abc'; expected a number|{victim.name}: its RescaleSlope cannot be decoded"):
+        io.load_study(folder)
+    _set([victim], RescaleSlope="1")
+    _set([victim], NumberOfFrames="7")
+    _patch_bytes(victim, b"7 ", b"x ")
+    with pytest.raises(StudyError, match=rf"{victim.name}: (NumberOfFrames is 'x'; expected a whole number|its NumberOfFrames cannot be decoded)"):
+        io.load_study(folder)
+
+
+def test_monochrome1_is_refused(tiny_dicom):
+    folder, *_, files = tiny_dicom
+    _set(files["FLAIR"], PhotometricInterpretation="MONOCHROME1")
+    with pytest.raises(StudyError, match=r"PhotometricInterpretation MONOCHROME1 in series 4 .*expected MONOCHROME2"):
+        io.load_study(folder)
+
+
+def test_tilted_stack_is_refused(tmp_path):
+    images, _ = tiny_volumes(SHAPE)
+    affine = brats_affine(SHAPE)
+    affine[1, 2] = 0.3  # each slice shifted 0.3 mm along y: a gantry tilt
+    write_dicom_study(tmp_path / "c", images, affine)
+    with pytest.raises(StudyError, match=r"shifted 0.300 mm sideways .*tilted or sheared stack"):
+        io.load_study(tmp_path / "c")
+
+
+def test_series_in_different_frames_of_reference_are_refused(tiny_dicom):
+    folder, *_, files = tiny_dicom
+    _set(files["T2"], FrameOfReferenceUID="1.2.3.4.5")
+    with pytest.raises(StudyError, match=r"different FrameOfReferenceUIDs .*T2 series 3 'AX T2 FSE' \(8 files\): 1.2.3.4.5"):
+        io.load_study(folder)
+
+
+def test_segmentation_from_de_identified_headers(tiny_dicom, tmp_path):
+    import highdicom as hd
+
+    folder, _, labels, _, files = tiny_dicom
+    every = [p for series in files.values() for p in series]
+    _set(every, PatientID=None, PatientName=None, StudyDate=None, StudyTime=None, ReferringPhysicianName=None,
+         AccessionNumber=None, StudyID=None)
+    study = io.load_study(folder)
+    out = write_segmentation(LabelMap(labels, study.affine, study.header), study, tmp_path / "seg.dcm",
+                             model_name="m", software_version="v")
+    assert hd.seg.segread(out).PatientID == ""
+    _set(every, FrameOfReferenceUID=None)
+    study = io.load_study(folder)
+    with pytest.raises(StudyError, match=r"has no FrameOfReferenceUID; a DICOM Segmentation must name"):
+        write_segmentation(LabelMap(labels, study.affine, study.header), study, tmp_path / "seg2.dcm",
+                           model_name="m", software_version="v")
+
+
+def test_deep_layouts_and_pacs_media_are_found(tmp_path):
+    images, _ = tiny_volumes(SHAPE)
+    write_dicom_study(tmp_path / "case01" / "DICOM", images, brats_affine(SHAPE))
+    media = tmp_path / "media"
+    write_dicom_study(media / "DICOM" / "PA0" / "ST0", images, brats_affine(SHAPE))
+    (media / "DICOMDIR").write_bytes(next((media / "DICOM" / "PA0" / "ST0" / "S1").iterdir()).read_bytes())
+    for folder in (tmp_path / "case01", media):
+        study = io.load_study(folder)
+        np.testing.assert_array_equal(study.images["T1"], images["T1"])
+        assert io.find_studies(folder) == [folder]
+    assert io.find_studies(tmp_path) == [tmp_path / "case01", media]
+    buffer = pyio.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for p in sorted((tmp_path / "case01").rglob("*")):
+            if p.is_file():
+                z.write(p, f"case01/{p.relative_to(tmp_path / 'case01')}")
+    assert io.load_study_from_bytes({"x.zip": buffer.getvalue()}).name == "case01"
+
+
+def test_zip_tree_limits(tmp_path, monkeypatch):
+    import brats_seg.dicom as dicom_module
+
+    buffer = pyio.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for i in range(12):
+            z.writestr(f"study/S1/IM{i}", b"x")
+    monkeypatch.setattr(dicom_module, "MAX_DICOM_FILES", 10)
+    with pytest.raises(StudyError, match=r"holds 12 files; expected the series of one study \(at most 10 files"):
+        io.load_study_from_bytes({"many.zip": buffer.getvalue()})
+    clash = pyio.BytesIO()
+    with zipfile.ZipFile(clash, "w") as z:
+        z.writestr("study/a", b"x")
+        z.writestr("study/a/b", b"y")
+    with pytest.raises(StudyError, match=r"clash.zip: cannot extract 'study/a/b'"):
+        io.load_study_from_bytes({"clash.zip": clash.getvalue()})
+
+
+def test_cli_batch_with_dicom_seg_keeps_going(tmp_path, tiny_model_dir, capsys):
+    from helpers import write_tiny_study
+
+    images, _ = tiny_volumes((32, 32, 24), seed=7)
+    write_dicom_study(tmp_path / "in" / "a_dicom", images, brats_affine((32, 32, 24)))
+    write_tiny_study(tmp_path / "in" / "b_nifti", "b_nifti", seg=False)
+    out = tmp_path / "out"
+    code = main(["predict", str(tmp_path / "in"), "--output", str(out), "--model", str(tiny_model_dir), "--dicom-seg",
+                 "--no-progress"])
+    assert code == 2
+    assert "no DICOM SEG for b_nifti: b_nifti: NIfTI input" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a_dicom_report.json", "a_dicom_seg.dcm", "a_dicom_seg.nii.gz", "b_nifti_report.json", "b_nifti_seg.nii.gz"]
+
+
+def test_sagittal_series_predict_like_the_axial_study(tmp_path, tiny_model_dir):
+    """Series stored sagittally are reoriented like NIfTI: the labels land on the same voxels in space."""
+    import nibabel as nib
+    from helpers import write_tiny_study
+
+    shape = (32, 32, 24)
+    write_tiny_study(tmp_path / "axial", "axial", shape=shape, seed=9, seg=False)
+    axial = io.load_study(tmp_path / "axial")
+    # column = y, row = z, slice = x: the sagittal layout of the same voxels
+    images = {m: axial.images[m].astype(np.int16).transpose(1, 2, 0) for m in axial.images}
+    write_dicom_study(tmp_path / "sagittal", images, axial.affine[:, [1, 2, 0, 3]])
+    assert nib.aff2axcodes(io.load_study(tmp_path / "sagittal").affine) != nib.aff2axcodes(axial.affine)
+    for name in ("axial", "sagittal"):
+        assert main(["predict", str(tmp_path / name), "--output", str(tmp_path / "out"), "--model", str(tiny_model_dir),
+                     "--no-progress"]) == 0
+    a = nib.as_closest_canonical(nib.load(tmp_path / "out" / "axial_seg.nii.gz"))
+    b = nib.as_closest_canonical(nib.load(tmp_path / "out" / "sagittal_seg.nii.gz"))
+    np.testing.assert_allclose(a.affine, b.affine, atol=1e-4)
+    assert np.asarray(a.dataobj).any()
+    np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
