@@ -178,7 +178,8 @@ def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tm
         fc.value.set_files([str(dicom_zip)])
         page.wait_for_function(
             "() => { const b = document.querySelector('.brats-predict button, button.brats-predict');"
-            " return b && !b.disabled && document.querySelectorAll('.brats-file-row').length === 4; }",
+            " const f = document.querySelector('.brats-files');"
+            " return b && !b.disabled && f && f.innerText.includes('AX T1 POST GD'); }",
             timeout=120_000,
         )
         listing = page.inner_text(".brats-files")
