@@ -245,11 +245,11 @@ def _dicom_series_entries(archive: zipfile.ZipFile, members: list[zipfile.ZipInf
     Members that are not DICOM, or whose header cannot be read, are left out here; loading the
     study says what is wrong with them.
     """
-    from .dicom import MAX_DICOM_FILES, series_modality
-
-    series: dict[str, dict[str, Any]] = {}
     import pydicom
 
+    from .dicom import MAX_DICOM_FILES, series_label, series_modality
+
+    series: dict[str, dict[str, Any]] = {}
     for info in members[: MAX_DICOM_FILES + 1]:
         try:
             with archive.open(info) as f:
@@ -258,19 +258,20 @@ def _dicom_series_entries(archive: zipfile.ZipFile, members: list[zipfile.ZipInf
                     continue
                 head += f.read(_SERIES_HEADER_BYTES)
             ds = pydicom.dcmread(_io.BytesIO(head), stop_before_pixels=True)
+            uid = str(ds.get("SeriesInstanceUID", "") or "")
+            modality = str(ds.get("Modality", "MR") or "MR").upper()
+            number = str(ds.get("SeriesNumber", "") or "")
+            description = str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or "")
         except Exception:  # encrypted, unsupported compression or a damaged header: loading says which
             continue
-        uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
-        if not uid or str(getattr(ds, "Modality", "MR")).upper() != "MR":
+        if not uid or modality != "MR":
             continue
-        entry = series.setdefault(uid, {"files": 0, "size": 0, "number": str(getattr(ds, "SeriesNumber", "") or ""),
-                                        "description": str(getattr(ds, "SeriesDescription", "") or "")})
+        entry = series.setdefault(uid, {"files": 0, "size": 0, "number": number, "description": description})
         entry["files"] += 1
         entry["size"] += info.file_size
     out = []
     for uid, e in sorted(series.items(), key=lambda kv: (len(kv[1]["number"]), kv[1]["number"], kv[0])):
-        number = f" {e['number']}" if e["number"] else ""
-        label = f"series{number} {e['description']!r} ({e['files']} files)"
+        label = series_label(e["number"], e["description"], e["files"])
         out.append(Entry(uid, series_modality(e["description"]), source, True, e["size"], label))
     return out
 

@@ -45,6 +45,7 @@ __all__ = [
     "first_dicom_file",
     "is_dicom_file",
     "load_dicom_study",
+    "series_label",
     "series_modality",
     "write_segmentation",
 ]
@@ -194,8 +195,13 @@ class DicomSeries:
     @property
     def name(self) -> str:
         """How messages name the series: ``series 3 'AX T1 POST' (155 files)``."""
-        number = f" {self.number}" if self.number else ""
-        return f"series{number} {self.description!r} ({len(self.files)} files)"
+        return series_label(self.number, self.description, len(self.files))
+
+
+def series_label(number: str, description: str, n_files: int) -> str:
+    """How messages and the dashboard name a series: ``series 3 'AX T1 POST' (155 files)``."""
+    shown = f" {number}" if number else ""
+    return f"series{shown} {description!r} ({n_files} files)"
 
 
 def _get(ds, path: Path, keyword: str, default: Any = None) -> Any:

@@ -382,22 +382,27 @@ def _set(files, **values):
         ds.save_as(p)
 
 
-def _patch_bytes(path, old: bytes, new: bytes):
-    raw = path.read_bytes()
-    assert old in raw
-    path.write_bytes(raw.replace(old, new, 1))
+def _patch_value(path, tag: tuple[int, int], vr: bytes, new: bytes):
+    """Overwrite an explicit-VR element's value bytes in place (same length), bypassing pydicom's checks."""
+    raw = bytearray(path.read_bytes())
+    key = tag[0].to_bytes(2, "little") + tag[1].to_bytes(2, "little") + vr
+    at = raw.index(key)
+    length = int.from_bytes(raw[at + 6 : at + 8], "little")
+    assert length == len(new)
+    raw[at + 8 : at + 8 + length] = new
+    path.write_bytes(bytes(raw))
 
 
 def test_undecodable_header_values_are_study_errors(tiny_dicom):
     folder, *_, files = tiny_dicom
     victim = files["T2"][1]
     _set([victim], RescaleSlope="7.5")
-    _patch_bytes(victim, b"7.5 ", b"abc ")
+    _patch_value(victim, (0x0028, 0x1053), b"DS", b"abc ")
     with pytest.raises(StudyError, match=rf"{victim.name}: RescaleSlope is 'abc'; expected a number|{victim.name}: its RescaleSlope cannot be decoded"):
         io.load_study(folder)
     _set([victim], RescaleSlope="1")
     _set([victim], NumberOfFrames="7")
-    _patch_bytes(victim, b"7 ", b"x ")
+    _patch_value(victim, (0x0028, 0x0008), b"IS", b"x ")
     with pytest.raises(StudyError, match=rf"{victim.name}: (NumberOfFrames is 'x'; expected a whole number|its NumberOfFrames cannot be decoded)"):
         io.load_study(folder)
 
