@@ -256,12 +256,6 @@ def _series_geometry(series: DicomSeries, *, max_voxels: int) -> None:
     """Order the slices along their normal and set ``shape`` and ``affine``; check the grid is regular."""
     where = series.name
     first_path, first = series.files[0], series.headers[0]
-    frames = _int(first, first_path, "NumberOfFrames", 1)
-    if frames > 1:
-        raise StudyError(
-            f"{first_path.name}: a multi-frame (enhanced) DICOM image with {frames} frames in {where}; expected "
-            "single-frame MR images, one file per slice (convert the series with dcm2niix and load the NIfTI)"
-        )
     rows, cols = _int(first, first_path, "Rows", 0), _int(first, first_path, "Columns", 0)
     if rows < 1 or cols < 1:
         raise StudyError(f"{first_path.name}: {cols} x {rows} pixels; expected an MR image slice (Rows, Columns)")
@@ -283,8 +277,12 @@ def _series_geometry(series: DicomSeries, *, max_voxels: int) -> None:
         )
     positions = []
     for path, ds in zip(series.files, series.headers, strict=True):
-        if _int(ds, path, "NumberOfFrames", 1) > 1:
-            raise StudyError(f"{path.name}: a multi-frame image in {where}; expected single-frame slices")
+        frames = _int(ds, path, "NumberOfFrames", 1)
+        if frames > 1:
+            raise StudyError(
+                f"{path.name}: a multi-frame (enhanced) DICOM image with {frames} frames in {where}; expected "
+                "single-frame MR images, one file per slice (convert the series with dcm2niix and load the NIfTI)"
+            )
         photometric = str(_get(ds, path, "PhotometricInterpretation", "MONOCHROME2")).strip().upper()
         if photometric != "MONOCHROME2" or _int(ds, path, "SamplesPerPixel", 1) != 1:
             raise StudyError(
@@ -541,13 +539,6 @@ def _assign_series(
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Grid:
-    name: str
-    shape: tuple[int, int, int]
-    affine: np.ndarray
-
-
 def _nifti_header(shape: tuple[int, int, int], affine: np.ndarray) -> nib.Nifti1Header:
     header = nib.Nifti1Header()
     header.set_data_shape(shape)
@@ -608,7 +599,7 @@ def load_dicom_study(
     for modality in MODALITIES[1:]:
         s = assigned[modality]
         try:
-            _check_grid(_Grid(ref.name, ref.shape, ref.affine), _Grid(s.name, s.shape, s.affine), affine_atol=affine_atol)
+            _check_grid(ref, s, affine_atol=affine_atol)  # a series has the name, shape and affine it compares
         except StudyError as exc:
             raise StudyError(
                 f"{exc}\nbrats-seg does not register series: export them co-registered and resampled to one "
@@ -672,7 +663,7 @@ def write_segmentation(
     from pydicom.sr.coding import Code
     from pydicom.uid import generate_uid
 
-    series_by_modality = getattr(study, "dicom", None)
+    series_by_modality = study.dicom
     if not series_by_modality:
         raise StudyError(
             f"{study.name}: read from NIfTI files; a DICOM Segmentation needs DICOM source images (write NIfTI instead)"

@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 import nibabel as nib
 import numpy as np
@@ -716,7 +717,15 @@ def _infer_name(paths: Sequence[Path]) -> str:
     return common or "study"
 
 
-def _check_grid(ref: _Header, other: _Header, *, affine_atol: float) -> None:
+class _OnGrid(Protocol):
+    """What :func:`_check_grid` compares: a NIfTI ``_Header`` or a ``dicom.DicomSeries``."""
+
+    name: str
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+
+def _check_grid(ref: _OnGrid, other: _OnGrid, *, affine_atol: float) -> None:
     """Check that ``other`` lies on the voxel grid of ``ref``."""
     if other.shape != ref.shape:
         raise StudyError(

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 import nibabel as nib
@@ -239,3 +241,17 @@ def write_dicom_study(
         )
         for n, (modality, data) in enumerate(images.items(), start=1)
     }
+
+
+def zip_tree(folder: str | Path, *, prefix: str | None = None, compress: bool = False) -> bytes:
+    """Zip every file under ``folder``, keeping relative paths under ``prefix/`` (default: the
+    folder's name; ``""`` puts them at the top level). Returns the zip's bytes."""
+    folder = Path(folder)
+    top = folder.name if prefix is None else prefix
+    buffer = io.BytesIO()
+    mode = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(buffer, "w", compression=mode) as z:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                z.write(p, f"{top}/{p.relative_to(folder)}" if top else str(p.relative_to(folder)))
+    return buffer.getvalue()

@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from helpers import brats_affine, tiny_volumes, write_dicom_series, write_dicom_study, write_nifti
+from helpers import brats_affine, tiny_volumes, write_dicom_series, write_dicom_study, write_nifti, zip_tree
 from PIL import Image
 
 from brats_seg import app as app_module
@@ -832,15 +832,6 @@ def test_bad_thread_setting_is_reported_and_the_model_still_loads(
     assert torch.get_num_threads() == before
 
 
-def _dicom_zip(folder: Path) -> bytes:
-    buffer = _io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as z:
-        for p in sorted(folder.rglob("*")):
-            if p.is_file():
-                z.write(p, f"{folder.name}/{p.relative_to(folder)}")
-    return buffer.getvalue()
-
-
 def test_dicom_zip_upload_lists_series_and_offers_a_dicom_seg(app: App, tmp_path: Path) -> None:
     import highdicom as hd
     import pydicom
@@ -851,7 +842,7 @@ def test_dicom_zip_upload_lists_series_and_offers_a_dicom_seg(app: App, tmp_path
     first = pydicom.dcmread(files["T1"][0])
     write_dicom_series(tmp_path / "Dicom_01" / "S5", images["T1"], affine, description="3-plane localizer",
                        series_number=5, study_uid=first.StudyInstanceUID, frame_uid=first.FrameOfReferenceUID)
-    app.upload.value = upload_value({"Dicom_01.zip": _dicom_zip(tmp_path / "Dicom_01")})
+    app.upload.value = upload_value({"Dicom_01.zip": zip_tree(tmp_path / "Dicom_01")})
     labels = [e.label for e in app.entries]
     assert labels == ["series 1 'AX T1 SE' (24 files)", "series 2 'AX T1 POST GD' (24 files)",
                       "series 3 'sequence three' (24 files)", "series 4 'AX T2 FLAIR' (24 files)",
@@ -883,7 +874,7 @@ def test_dicom_zip_with_an_unreadable_member_and_no_frame_of_reference(app: App,
             ds = pydicom.dcmread(p)
             del ds.FrameOfReferenceUID
             ds.save_as(p)
-    data = bytearray(_dicom_zip(tmp_path / "Dicom_02"))
+    data = bytearray(zip_tree(tmp_path / "Dicom_02"))
     odd = bytearray(data)
     odd[8:10] = (9).to_bytes(2, "little")  # first member's local header: deflate64, which zipfile cannot read
     central = odd.find(b"PK\x01\x02")

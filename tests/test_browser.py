@@ -64,22 +64,17 @@ def voila_url(tmp_path_factory: pytest.TempPathFactory):
 
 
 def dicom_zip_of(case: Path, tmp_path: Path) -> Path:
-    """The case's four sequences written as DICOM series and zipped (stored, not compressed)."""
-    import zipfile
-
+    """The case's four sequences written as DICOM series and zipped."""
     import numpy as np
-    from helpers import write_dicom_study
+    from helpers import write_dicom_study, zip_tree
 
     from brats_seg import io
 
     study = io.load_study(case, load_truth=False)
-    folder = tmp_path / f"{case.name}_dicom"
+    folder = tmp_path / case.name
     write_dicom_study(folder, {m: study.images[m].astype(np.int16) for m in study.images}, study.affine)
     out = tmp_path / f"{case.name}_dicom.zip"
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
-        for p in sorted(folder.rglob("*")):
-            if p.is_file():
-                z.write(p, f"{case.name}/{p.relative_to(folder)}")
+    out.write_bytes(zip_tree(folder, compress=True))
     return out
 
 

@@ -14,7 +14,7 @@ import zipfile
 import numpy as np
 import pydicom
 import pytest
-from helpers import brats_affine, tiny_volumes, write_dicom_series, write_dicom_study, write_nifti
+from helpers import brats_affine, tiny_volumes, write_dicom_series, write_dicom_study, write_nifti, zip_tree
 
 from brats_seg import io
 from brats_seg.cli import main
@@ -234,21 +234,13 @@ def test_voxel_budget_is_checked_before_pixels(tiny_dicom):
 
 def test_zip_of_series_folders_loads_from_disk_and_upload(tiny_dicom, tmp_path):
     folder, images, *_ = tiny_dicom
-    buffer = pyio.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as z:
-        for p in sorted(folder.rglob("*")):
-            if p.is_file():  # every series folder holds IM0001..IM0008: names repeat across folders
-                z.write(p, f"case_a/{p.relative_to(folder)}")
-    (tmp_path / "export.zip").write_bytes(buffer.getvalue())
-    for study in (io.load_study(tmp_path / "export.zip"), io.load_study_from_bytes({"export.zip": buffer.getvalue()})):
+    data = zip_tree(folder)  # every series folder holds IM0001..IM0008: names repeat across folders
+    (tmp_path / "export.zip").write_bytes(data)
+    for study in (io.load_study(tmp_path / "export.zip"), io.load_study_from_bytes({"export.zip": data})):
         assert study.name == "case_a"  # the study folder inside the zip names it
         np.testing.assert_array_equal(study.images["T2"], images["T2"])
-    flat = pyio.BytesIO()
-    with zipfile.ZipFile(flat, "w") as z:
-        for p in sorted(folder.rglob("*")):
-            if p.is_file():
-                z.write(p, str(p.relative_to(folder)))  # series folders at the top level
-    assert io.load_study_from_bytes({"export.zip": flat.getvalue()}).name == "export"
+    flat = zip_tree(folder, prefix="")  # series folders at the top level
+    assert io.load_study_from_bytes({"export.zip": flat}).name == "export"
 
 
 def test_find_studies_for_dicom_layouts(tmp_path):
@@ -459,12 +451,7 @@ def test_deep_layouts_and_pacs_media_are_found(tmp_path):
         np.testing.assert_array_equal(study.images["T1"], images["T1"])
         assert io.find_studies(folder) == [folder]
     assert io.find_studies(tmp_path) == [tmp_path / "case01", media]
-    buffer = pyio.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as z:
-        for p in sorted((tmp_path / "case01").rglob("*")):
-            if p.is_file():
-                z.write(p, f"case01/{p.relative_to(tmp_path / 'case01')}")
-    assert io.load_study_from_bytes({"x.zip": buffer.getvalue()}).name == "case01"
+    assert io.load_study_from_bytes({"x.zip": zip_tree(tmp_path / "case01")}).name == "case01"
 
 
 def test_zip_tree_limits(tmp_path, monkeypatch):
