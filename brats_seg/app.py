@@ -55,7 +55,7 @@ from typing import Any
 import ipyevents
 import ipywidgets as widgets
 
-from . import io, report, viz
+from . import io, quality, report, viz
 from .card import postprocess_line, scores_line
 from .errors import ModelError, StudyError
 from .types import LABEL_NAMES, MODALITIES, Study
@@ -129,6 +129,7 @@ _CSS = """
 .brats-msg { padding: 6px 10px; border-radius: 4px; white-space: pre-wrap; font-family: inherit; }
 .brats-msg-error { background: #fde8e8; border: 1px solid #e0a0a0; color: #7a1010; }
 .brats-msg-info { background: #eef5ff; border: 1px solid #a8c4e8; color: #123; }
+.brats-msg-warning { background: #fff6e0; border: 1px solid #e0c080; color: #5a3a00; margin-top: 4px; }
 .brats-table { border-collapse: collapse; margin: 4px 12px 4px 0; }
 .brats-table th, .brats-table td { border: 1px solid #ccc; padding: 2px 8px; text-align: left; }
 .brats-table td.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -624,6 +625,9 @@ class App:
         self.progress_label.add_class("brats-progress-label")
         self.message = W.HTML("")
         self.message.add_class("brats-message")
+        self.warnings_html = W.HTML("")
+        self.warnings_html.add_class("brats-warnings")
+        self.warnings: list[str] = []
 
         # Review
         self.background = W.Dropdown(
@@ -765,6 +769,7 @@ class App:
                 self.keep_parts,
                 self.quick,
                 self.message,
+                self.warnings_html,
                 self.review_box,
                 self.numbers_box,
                 self.downloads_box,
@@ -804,6 +809,13 @@ class App:
         """Show an information line in the page."""
         self.message_kind = "info"
         self.message.value = _message_html(text, "info")
+
+    def show_warnings(self, warnings: list[str]) -> None:
+        """Show the study's input warnings (:func:`brats_seg.quality.check_study`) under the message."""
+        self.warnings = list(warnings)
+        self.warnings_html.value = "".join(
+            _message_html(f"Warning: {text}", "warning") for text in self.warnings
+        )
 
     def clear_message(self) -> None:
         """Remove the message."""
@@ -1039,6 +1051,7 @@ class App:
 
     def _load_study(self, *, origin: str) -> Study | None:
         self.study = None
+        self.show_warnings([])
         self.viewer = None
         self.review_box.layout.display = "none"
         self._update_controls()
@@ -1059,6 +1072,7 @@ class App:
         self.show_info(
             f"Loaded {study.name} ({origin}): {shape} voxels of {spacing} mm; {found}{truth}. Press Predict."
         )
+        self.show_warnings(quality.check_study(study))
         self._update_controls()
         return study
 
@@ -1141,6 +1155,7 @@ class App:
             raise
         self.result = result
         self._show_result(result)
+        self.show_warnings(seg.warnings)
         t = seg.timings
         self.progress.value = 100
         self.progress.bar_style = "success"

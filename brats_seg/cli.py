@@ -361,6 +361,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         (args.output / f"{study.name}_report.json").write_text(json.dumps(rep, indent=2) + "\n")
         wt = vols["regions"]["WT"]["mL"]
         print(f"{study.name}: {out_seg} (WT {wt:.1f} mL, {seg.timings['wall']:.1f} s)")
+        for warning in seg.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         if args.dicom_seg:
             failures += not _write_dicom_seg(study, seg.labels, model, args.output, single=len(sources) == 1)
     if failures:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import inference, postprocess, preprocess
+from . import inference, postprocess, preprocess, quality
 from .inference import ProgressCallback
 from .model import Model
 from .types import LabelMap, Study
@@ -25,11 +25,14 @@ class Segmentation:
         labels: BraTS label map on the study's grid, with the study's affine and header.
         settings: The sliding-window settings used.
         timings: Seconds spent in each step (``prepare``, ``predict``, ``postprocess``, ``total``).
+        warnings: Ways in which the study differs from what the model was trained on
+            (:func:`brats_seg.quality.check_study`); the labels are made all the same.
     """
 
     labels: LabelMap
     settings: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def segment(
@@ -61,8 +64,8 @@ def segment(
         progress: Called with the fraction done (0..1).
 
     Returns:
-        The label map on the study's grid (with a copy of its affine and header), the settings used
-        and the seconds spent in each step.
+        The label map on the study's grid (with a copy of its affine and header), the settings used,
+        the seconds spent in each step and the input warnings of :func:`brats_seg.quality.check_study`.
 
     Raises:
         StudyError: when every sequence is zero (no brain to crop to).
@@ -109,6 +112,7 @@ def segment(
         labels = postprocess.clean_labels(
             labels, voxel_volume_mm3=float(np.prod(study.spacing)), **settings["postprocess"]
         )
+    warnings = quality.check_study(study)
     t3 = time.perf_counter()
     label_map = LabelMap(labels, study.affine.copy(), study.header.copy())
     timings = {
@@ -117,4 +121,4 @@ def segment(
         "postprocess": round(t3 - t2, 3),
         "total": round(t3 - t0, 3),
     }
-    return Segmentation(labels=label_map, settings=settings, timings=timings)
+    return Segmentation(labels=label_map, settings=settings, timings=timings, warnings=warnings)

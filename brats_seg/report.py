@@ -106,6 +106,7 @@ def study_report(
         "model": {"name": card.name, "files": {f: card.sha256[f] for f in card.files}, "directory": str(model.directory)},
         "settings": seg.settings,
         "volumes": vols,
+        "warnings": list(seg.warnings),
         "timings_s": seg.timings,
         "brats_seg": __version__,
         "intended_use": "Research only, not for clinical use.",

@@ -229,6 +229,26 @@ def test_list_entries_reads_zip_members_like_io(tiny_paths: dict[str, Path]) -> 
 # --------------------------------------------------------------------------------------------------
 
 
+def test_input_warnings_are_shown_on_upload_kept_after_predict_and_cleared_by_the_next_study(
+    app: App, tiny_paths: dict[str, Path], tmp_path: Path
+) -> None:
+    app.set_files(study_files(tiny_paths))  # 32 x 32 x 24 voxels of 1 mm: 8 mL, far smaller than a brain
+    assert app.message_kind == "info", app.message_text
+    assert len(app.warnings) == 1 and app.warnings[0].startswith("Tiny_001: the non-zero region measures 8 mL")
+    assert "brats-msg-warning" in app.warnings_html.value and "Warning: Tiny_001" in app.warnings_html.value
+    predict_ok(app)
+    assert app.warnings == app.result.segmentation.warnings == app.result.report["warnings"]
+    assert "Warning: Tiny_001" in app.warnings_html.value
+    # a brain-sized study (64 x 64 x 48 voxels of 2.8 mm, about 1,340 mL) has none
+    shape, spacing = (64, 64, 48), (2.8, 2.8, 2.8)
+    images, _ = tiny_volumes(shape)
+    files = {f"Big_001_{m.lower()}.nii.gz": write_nifti(tmp_path / f"Big_001_{m.lower()}.nii.gz", images[m],
+                                                        brats_affine(shape, spacing)).read_bytes() for m in images}
+    app.set_files(files)
+    assert app.study is not None and app.study.name == "Big_001", app.message_text
+    assert app.warnings == [] and app.warnings_html.value == ""
+
+
 def test_upload_predict_review_and_download(app: App, tiny_paths: dict[str, Path]) -> None:
     assert app.predict_button.disabled
     app.upload.value = upload_value(list(tiny_paths.values()))

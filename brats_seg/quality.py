@@ -1,0 +1,105 @@
+"""Checks that warn, not refuse: a study that loads but does not look like what the model was trained on.
+
+``brats_seg.io`` refuses what cannot be segmented at all (wrong count, mismatched grids, NaN, empty
+images). What it lets through can still be segmented badly without any error: a head that was not
+skull-stripped, voxel sizes that are wrong in the header, thick clinical slices, or a sequence that
+covers only part of the brain. :func:`check_study` names each of these, with what it found and what
+the model expects, so that the command line, the report and the dashboard can say so next to the labels.
+
+The limits come from BraTS-preprocessed studies (skull-stripped, co-registered, 1 mm isotropic): on
+the 23 BraTS 2018 cases and the BraTS 2023 demo case in ``../shared/data`` the non-zero region (the
+brain) is 13–20 % of the field of view and 1,174–1,747 mL, and every sequence has signal on every
+slice of it but one: the FLAIR of Brats18_2013_20_1 is blank on 38 coronal slices that hold 13 % of
+its brain, which :func:`check_study` reports (``python benchmarks/input_checks.py ../shared/data/brats
+../shared/data/demo`` prints these figures).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import preprocess
+from .types import MODALITIES, Study
+
+#: Above this fraction of the field of view non-zero, the study still holds skull, scalp or background noise.
+MAX_BRAIN_FRACTION = 0.5
+#: A brain's volume in mL, generously: outside it, the voxel sizes in the header or the coverage are wrong.
+BRAIN_ML = (600.0, 2500.0)
+#: Voxels thicker than this (mm) along any axis are coarser than anything the model saw.
+MAX_SPACING_MM = 3.0
+#: A sequence blank on slices that hold more than this fraction of the brain covers only part of it.
+MAX_UNCOVERED_FRACTION = 0.05
+
+
+def _slices_with_signal(volume: np.ndarray) -> list[np.ndarray]:
+    """For each axis, which slices along it hold a non-zero voxel (two passes over the volume, not three)."""
+    nonzero = volume != 0
+    across_z = nonzero.any(axis=2)  # (x, y)
+    across_x = nonzero.any(axis=0)  # (y, z)
+    return [across_z.any(axis=1), across_z.any(axis=0), across_x.any(axis=0)]
+
+
+def uncovered_fraction(image: np.ndarray, mask: np.ndarray) -> float:
+    """Fraction of the ``mask`` voxels that lie on slices (along any axis) where ``image`` is all zero.
+
+    A sequence acquired over fewer slices than the others is zero on the slices it lacks; a dark
+    tissue inside the brain (CSF in FLAIR) is zero only here and there, and does not count.
+    """
+    total = int(np.count_nonzero(mask))
+    if total == 0:
+        return 0.0
+    blank = [~signal & in_mask for signal, in_mask in zip(_slices_with_signal(image), _slices_with_signal(mask), strict=True)]
+    if not any(b.any() for b in blank):
+        return 0.0
+    uncovered = blank[0][:, None, None] | blank[1][None, :, None] | blank[2][None, None, :]
+    return float(np.count_nonzero(uncovered & mask)) / total
+
+
+def check_study(study: Study) -> list[str]:
+    """Ways in which ``study`` differs from the skull-stripped, 1 mm studies the model was trained on.
+
+    Args:
+        study: A study that :mod:`brats_seg.io` loaded (so four sequences on one grid, none empty).
+
+    Returns:
+        One sentence per finding, naming the study or file, what was found and what was expected;
+        empty when the study looks like a BraTS-preprocessed one.
+    """
+    warnings: list[str] = []
+    mask = preprocess.brain_mask(study)
+    fraction = float(mask.mean())
+    if fraction > MAX_BRAIN_FRACTION:
+        warnings.append(
+            f"{study.name}: {fraction:.0%} of the field of view is non-zero; a skull-stripped study is mostly "
+            f"zero around the brain (13-20% non-zero in BraTS studies). If the skull is still there, skull-strip "
+            "the four sequences first (for example with HD-BET or SynthStrip): the model was trained on brains "
+            "only, and its labels on a whole head are unreliable."
+        )
+    spacing = tuple(float(s) for s in study.spacing)
+    shown = " x ".join(f"{s:g}" for s in spacing)
+    brain_ml = float(mask.sum()) * float(np.prod(spacing)) / 1000.0
+    low, high = BRAIN_ML
+    if not low <= brain_ml <= high:
+        warnings.append(
+            f"{study.name}: the non-zero region measures {brain_ml:,.0f} mL with the header's voxel size of "
+            f"{shown} mm; a whole brain is about 1,100-1,800 mL. Check the voxel sizes in the header and that the "
+            "study covers the whole brain: the tumour volumes are computed with these voxel sizes."
+        )
+    if max(spacing) > MAX_SPACING_MM:
+        warnings.append(
+            f"{study.name}: voxels of {shown} mm; the model was trained on 1 mm isotropic studies (worked at 2 mm), "
+            f"and slices thicker than {MAX_SPACING_MM:g} mm lose detail it relies on, so expect coarse borders "
+            "and missed small regions."
+        )
+    for modality in MODALITIES:
+        image = study.images.get(modality)
+        if image is None:
+            continue
+        uncovered = uncovered_fraction(image, mask)
+        if uncovered > MAX_UNCOVERED_FRACTION:
+            source = study.sources.get(modality) or modality
+            warnings.append(
+                f"{source}: the {modality} sequence is blank on slices that hold {uncovered:.0%} of the brain the "
+                f"other sequences show (it covers only part of it); the labels there are made without {modality}."
+            )
+    return warnings

@@ -1,0 +1,131 @@
+"""Tests for ``brats_seg.quality``: input checks that warn (not refuse), on generated studies and,
+marked by the ``shared_data`` fixture, on real BraTS studies; and how the warnings reach the report,
+the command line and the dashboard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from helpers import brats_affine, tiny_volumes, write_nifti
+
+from brats_seg import io, quality
+from brats_seg.cli import main
+from brats_seg.types import MODALITIES, Study
+
+#: At 2.8 mm a 64 x 64 x 48 generated study holds a brain of about 1,340 mL, as a real one does.
+BRAIN_SHAPE = (64, 64, 48)
+BRAIN_SPACING = (2.8, 2.8, 2.8)
+
+
+def make_study(
+    spacing: tuple[float, float, float] = BRAIN_SPACING, shape: tuple[int, int, int] = BRAIN_SHAPE, *, name: str = "Gen_001"
+) -> Study:
+    """A generated skull-stripped study: an ellipsoid brain (about 31 % of the view) in zeros."""
+    images, _ = tiny_volumes(shape)
+    affine = brats_affine(shape, spacing)
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_zooms(spacing)
+    return Study(
+        name=name, images=images, affine=affine, header=header,
+        sources={m: f"{name}_{m.lower()}.nii.gz" for m in MODALITIES},
+    )
+
+
+def test_a_brain_like_study_has_no_warning() -> None:
+    study = make_study()
+    assert 1100 < np.count_nonzero(study.images["T1"]) * 2.8**3 / 1000 < 1800  # the premise
+    assert quality.check_study(study) == []
+
+
+def test_a_head_that_was_not_skull_stripped_is_named() -> None:
+    study = make_study()
+    rng = np.random.default_rng(1)
+    for image in study.images.values():  # background noise and scalp around the brain
+        outside = image == 0
+        image[outside] = rng.integers(1, 60, size=int(outside.sum()))
+    warnings = quality.check_study(study)
+    assert any(w.startswith("Gen_001: 100% of the field of view is non-zero") and "skull-strip" in w for w in warnings), warnings
+
+
+def test_wrong_voxel_sizes_are_named_with_the_volume_they_give() -> None:
+    warnings = quality.check_study(make_study((1.0, 1.0, 1.0)))
+    assert len(warnings) == 1, warnings
+    assert "the non-zero region measures 61 mL with the header's voxel size of 1 x 1 x 1 mm" in warnings[0]
+    assert "Check the voxel sizes" in warnings[0]
+
+
+def test_thick_slices_are_named() -> None:
+    study = make_study((2.5, 2.5, 3.6))  # 22.5 mm^3 voxels: still a brain-sized volume
+    warnings = quality.check_study(study)
+    assert warnings == [
+        "Gen_001: voxels of 2.5 x 2.5 x 3.6 mm; the model was trained on 1 mm isotropic studies (worked at 2 mm), "
+        "and slices thicker than 3 mm lose detail it relies on, so expect coarse borders and missed small regions."
+    ]
+
+
+def test_a_sequence_covering_part_of_the_brain_is_named_by_its_file() -> None:
+    study = make_study()
+    mask = np.any([im != 0 for im in study.images.values()], axis=0)
+    study.images["FLAIR"][:, :, 36:] = 0  # the FLAIR stack stops short of the top of the brain
+    expected = mask[:, :, 36:].sum() / mask.sum()
+    assert quality.uncovered_fraction(study.images["FLAIR"], mask) == pytest.approx(expected)
+    warnings = quality.check_study(study)
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(f"Gen_001_flair.nii.gz: the FLAIR sequence is blank on slices that hold {expected:.0%} of the brain")
+
+
+def test_dark_voxels_inside_the_brain_are_not_missing_coverage() -> None:
+    study = make_study()
+    rng = np.random.default_rng(2)
+    study.images["FLAIR"][rng.random(BRAIN_SHAPE) < 0.4] = 0  # dark CSF, here and there
+    mask = np.any([im != 0 for im in study.images.values()], axis=0)
+    assert quality.uncovered_fraction(study.images["FLAIR"], mask) < 0.001  # only an edge slice or two
+    assert quality.check_study(study) == []
+
+
+def test_warnings_reach_the_report_and_the_command_line(tiny_study, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    files = tiny_study(name="Tiny_Q")  # 32 x 32 x 24 voxels of 1 mm: far smaller than a brain
+    code = main(["predict", str(files["T1"].parent), "--output", str(tmp_path / "out"), "--model", str(tiny_model_dir), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    report = json.loads((tmp_path / "out" / "Tiny_Q_report.json").read_text())
+    assert len(report["warnings"]) == 1 and "Tiny_Q: the non-zero region measures 8 mL" in report["warnings"][0]
+    assert f"warning: {report['warnings'][0]}" in err
+
+
+def test_a_brain_sized_study_predicts_without_warnings(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    study = make_study()
+    folder = tmp_path / "Gen_001"
+    folder.mkdir()
+    for modality in MODALITIES:
+        write_nifti(folder / study.sources[modality], study.images[modality], study.affine)
+    code = main(["predict", str(folder), "--output", str(tmp_path / "out"), "--model", str(tiny_model_dir), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "warning" not in err
+    assert json.loads((tmp_path / "out" / "Gen_001_report.json").read_text())["warnings"] == []
+
+
+@pytest.mark.parametrize("case", ["brats/Brats18_CBICA_ABM_1", "brats/Brats18_TCIA01_201_1", "demo/BraTS-GLI-00001-000"])
+def test_real_studies_give_no_warning(shared_data: Path, case: str) -> None:
+    folder = shared_data / case
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found")
+    assert quality.check_study(io.load_study(folder, load_truth=False)) == []
+
+
+def test_a_real_flair_that_misses_part_of_the_brain_is_named(shared_data: Path) -> None:
+    folder = shared_data / "brats" / "Brats18_2013_20_1"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found")
+    warnings = quality.check_study(io.load_study(folder, load_truth=False))
+    # Its FLAIR is blank on 38 coronal slices (y 179-216) where the other three sequences show brain.
+    assert warnings == [
+        "Brats18_2013_20_1_flair.nii.gz: the FLAIR sequence is blank on slices that hold 13% of the brain the other "
+        "sequences show (it covers only part of it); the labels there are made without FLAIR."
+    ]
