@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from brats_seg import io, preprocess, quality
+from brats_seg import io, quality
+from brats_seg.types import brain_mask
 
 
 def main() -> None:
@@ -25,7 +26,7 @@ def main() -> None:
     for folder in args.folders:
         for path in io.find_studies(folder):
             study = io.load_study(path)
-            mask = preprocess.brain_mask(study)
+            mask = brain_mask(study)
             fraction = float(mask.mean())
             ml = float(mask.sum()) * float(np.prod(study.spacing)) / 1000
             uncovered = {m: round(quality.uncovered_fraction(im, mask), 3) for m, im in study.images.items()}

@@ -32,6 +32,7 @@ import torch
 
 from brats_seg import io, metrics, postprocess, preprocess
 from brats_seg.card import ModelCard
+from brats_seg.types import brain_mask
 
 REGIONS = ("TC", "WT", "ET")  # the card's channel order
 THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
@@ -68,7 +69,7 @@ def score_case(job: tuple) -> list[dict]:
     spacing = preprocess.oriented_spacing(study, ornt)
     sl = tuple(slice(a, b) for a, b in prepared.box)
     truth = preprocess.reorient(study.truth, ornt)[sl]
-    brain = preprocess.reorient(preprocess.brain_mask(study), ornt)[sl]
+    brain = preprocess.reorient(brain_mask(study), ornt)[sl]
     outside = preprocess.reorient(study.truth, ornt).copy()
     outside[sl] = 0
     if outside.any():

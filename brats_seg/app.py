@@ -55,7 +55,7 @@ from typing import Any
 import ipyevents
 import ipywidgets as widgets
 
-from . import io, report, viz
+from . import io, quality, report, viz
 from .card import postprocess_line, scores_line
 from .errors import ModelError, StudyError
 from .types import LABEL_NAMES, MODALITIES, Study
@@ -1072,9 +1072,7 @@ class App:
         self.show_info(
             f"Loaded {study.name} ({origin}): {shape} voxels of {spacing} mm; {found}{truth}. Press Predict."
         )
-        from .quality import check_study  # imports torch (via preprocess), which the page must not wait for
-
-        self.show_warnings(check_study(study))
+        self.show_warnings(quality.check_study(study))
         self._update_controls()
         return study
 

@@ -170,6 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write OUT_DIR/<study>_seg.dcm, a DICOM Segmentation on the T1CE series (DICOM input only)")
     _add_window_args(p)
 
+    p = sub.add_parser("check", formatter_class=_Formatter,
+                       help="load and check studies without predicting: what would be refused, and warnings",
+                       description="For each study: whether it loads (else the reason it would be refused, naming the "
+                       "file) and the warnings of brats_seg.quality (not skull-stripped, implausible voxel sizes, thick "
+                       "slices, a sequence covering only part of the brain). Loads no model; use it before a long batch. "
+                       "Exit status 0 when every study loads (warnings or not), 2 when one is refused.")
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                   help="a study folder (NIfTI or DICOM), a .zip of one, four NIfTI files, or a folder of study folders")
+    p.add_argument("--map", action="append", type=_mapping_item, default=None, metavar="KEY=SEQUENCE", dest="mapping",
+                   help="say which file or DICOM series is which sequence, as for predict (default: told from the names)")
+
     p = sub.add_parser("evaluate", formatter_class=_Formatter,
                        help="predict (or read predictions) for every case with a *_seg ground truth and score them",
                        description="Writes OUT_DIR/scores.csv (Dice and HD95 per region and case) and OUT_DIR/summary.json "
@@ -369,6 +380,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"brats-seg predict: {failures} of {len(sources)} studies skipped (bad input)", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from . import io, quality
+
+    sources = _resolve_inputs(args.inputs)
+    counts = {"ok": 0, "with warnings": 0, "refused": 0}
+    for src in sources:
+        try:
+            study = io.load_study(src, mapping=dict(args.mapping or ()))
+        except StudyError as e:
+            counts["refused"] += 1
+            where = src if isinstance(src, Path) else ", ".join(str(p) for p in src)
+            print(f"{where}: refused: {e}")
+            continue
+        warnings = quality.check_study(study)
+        counts["with warnings" if warnings else "ok"] += 1
+        shape = " x ".join(str(n) for n in study.shape)
+        spacing = " x ".join(f"{s:g}" for s in study.spacing)
+        files = ", ".join(f"{m} {study.sources[m]}" for m in study.sources)
+        status = f"{len(warnings)} warning{'s' * (len(warnings) != 1)}" if warnings else "ok"
+        print(f"{study.name}: {status} ({shape} voxels of {spacing} mm; {files})")
+        for warning in warnings:
+            print(f"  warning: {warning}")
+    print(f"{len(sources)} {'study' if len(sources) == 1 else 'studies'}: "
+          + ", ".join(f"{n} {what}" for what, n in counts.items()))
+    return EXIT_BAD_INPUT if counts["refused"] else EXIT_OK
 
 
 def _write_dicom_seg(study: Study, labels: LabelMap, model: Any, out_dir: Path, *, single: bool) -> bool:
@@ -655,7 +693,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "predict": cmd_predict, "evaluate": cmd_evaluate, "train": cmd_train, "pack": cmd_pack, "bundle": cmd_bundle, "info": cmd_info,
+    "predict": cmd_predict, "check": cmd_check, "evaluate": cmd_evaluate, "train": cmd_train, "pack": cmd_pack, "bundle": cmd_bundle, "info": cmd_info,
 }
 
 

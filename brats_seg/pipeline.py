@@ -14,7 +14,7 @@ import torch
 from . import inference, postprocess, preprocess, quality
 from .inference import ProgressCallback
 from .model import Model
-from .types import LabelMap, Study
+from .types import LabelMap, Study, brain_mask
 
 
 @dataclass
@@ -106,7 +106,7 @@ def segment(
     full = preprocess.restore(probs, prepared, background=background)
     labels = postprocess.to_labels(full, card).astype(np.uint8)
     # No tumour where every sequence is zero (outside the skull-stripped brain).
-    labels[~preprocess.brain_mask(study)] = 0
+    labels[~brain_mask(study)] = 0
     if postprocessing:
         settings["postprocess"] = postprocess.postprocess_settings(card)
         labels = postprocess.clean_labels(

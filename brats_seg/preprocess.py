@@ -75,14 +75,6 @@ def _invert_ornt(ornt: np.ndarray) -> np.ndarray:
     return inv
 
 
-def brain_mask(study: Study) -> np.ndarray:
-    """Voxels where any of the four sequences is non-zero (the skull-stripped brain), on the study's grid."""
-    mask = np.zeros(study.shape, dtype=bool)
-    for image in study.images.values():
-        mask |= image != 0
-    return mask
-
-
 def brain_box(mask: np.ndarray, *, margin: int = 8) -> tuple[tuple[int, int], ...]:
     """Bounding box (start, stop) per axis of the non-zero voxels of ``mask``, grown by ``margin``.
 

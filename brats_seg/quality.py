@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import preprocess
-from .types import MODALITIES, Study
+from .types import MODALITIES, Study, brain_mask
 
 #: Above this fraction of the field of view non-zero, the study still holds skull, scalp or background noise.
 MAX_BRAIN_FRACTION = 0.5
@@ -66,7 +65,7 @@ def check_study(study: Study) -> list[str]:
         empty when the study looks like a BraTS-preprocessed one.
     """
     warnings: list[str] = []
-    mask = preprocess.brain_mask(study)
+    mask = brain_mask(study)
     fraction = float(mask.mean())
     if fraction > MAX_BRAIN_FRACTION:
         warnings.append(

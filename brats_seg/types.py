@@ -72,6 +72,14 @@ class Study:
         return LabelMap(self.truth.astype(np.uint8), self.affine, self.header)
 
 
+def brain_mask(study: Study) -> np.ndarray:
+    """Voxels where any of the four sequences is non-zero (the skull-stripped brain), on the study's grid."""
+    mask = np.zeros(study.shape, dtype=bool)
+    for image in study.images.values():
+        mask |= image != 0
+    return mask
+
+
 @dataclass
 class LabelMap:
     """A BraTS label map (0 background, 1 NCR, 2 ED, 4 ET) with the geometry of its study."""

@@ -148,6 +148,35 @@ def test_predict_folder_with_a_bad_study_writes_the_others_and_exits_2(
     assert "Traceback" not in err
 
 
+def test_check_names_refused_and_warned_studies_without_a_model(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data"
+    write_tiny_study(data / "Good_001", "Good_001", seg=False)  # 32 x 32 x 24 mm: far smaller than a brain
+    bad = write_tiny_study(data / "Bad_002", "Bad_002", seg=False)
+    bad["FLAIR"].unlink()
+    code, out, err = run(capsys, "check", data)
+    assert code == 2, err
+    lines = out.splitlines()
+    assert lines[0].startswith(f"{data / 'Bad_002'}: refused: ") and "missing FLAIR" in lines[0]
+    assert lines[1].startswith("Good_001: 1 warning (32 x 32 x 24 voxels of 1 x 1 x 1 mm; T1 Good_001_t1.nii.gz, ")
+    assert lines[2].startswith("  warning: Good_001: the non-zero region measures 8 mL")
+    assert lines[-1] == "2 studies: 0 ok, 1 with warnings, 1 refused"
+    assert "Traceback" not in err
+    shutil.rmtree(data / "Bad_002")
+    code, out, _ = run(capsys, "check", data / "Good_001")
+    assert code == 0 and out.splitlines()[-1] == "1 study: 0 ok, 1 with warnings, 0 refused"
+
+
+def test_check_a_real_study(brats_case: Path, capsys) -> None:
+    code, out, err = run(capsys, "check", brats_case)
+    assert code == 0, err
+    assert out.splitlines() == [
+        f"{brats_case.name}: ok (240 x 240 x 155 voxels of 1 x 1 x 1 mm; T1 {brats_case.name}_t1.nii.gz, T1CE "
+        f"{brats_case.name}_t1ce.nii.gz, T2 {brats_case.name}_t2.nii.gz, FLAIR {brats_case.name}_flair.nii.gz, SEG "
+        f"{brats_case.name}_seg.nii.gz)",
+        "1 study: 1 ok, 0 with warnings, 0 refused",
+    ]
+
+
 # --------------------------------------------------------------------------------------------------
 # Help texts
 # --------------------------------------------------------------------------------------------------

@@ -191,7 +191,7 @@ def test_no_tumour_outside_the_brain(tiny_model_dir, tiny_study_dir) -> None:
     from brats_seg import io
     from brats_seg.model import load_model
     from brats_seg.pipeline import segment
-    from brats_seg.preprocess import brain_mask
+    from brats_seg.types import brain_mask
 
     study = io.load_study(tiny_study_dir)
     seg = segment(study, load_model(tiny_model_dir, device="cpu"))
