@@ -137,6 +137,7 @@ _CSS = """
                 vertical-align: middle; margin-right: 4px; }
 .brats-view-axial, .brats-view-coronal, .brats-view-sagittal { width: 100%; height: auto; }
 .brats-download { margin-right: 24px; white-space: nowrap; }
+.brats-download a { color: #1a56b0; text-decoration: underline; }
 </style>
 """
 
@@ -653,6 +654,7 @@ class App:
             step=0.5,
             description="Contrast %",
             continuous_update=False,
+            readout_format=".1f",
             tooltip="Percentiles of the brain's intensities shown black and white",
         )
         self.contrast.add_class("brats-contrast")
@@ -781,6 +783,8 @@ class App:
         self.example_button.on_click(self._guard(self._on_example_click))
         self.predict_button.on_click(self._guard(self._on_predict_click))
         self.refresh_png_button.on_click(self._guard(self._on_refresh_png))
+        for control in (self.keep_parts, self.quick):
+            control.observe(self._guard(self._on_predict_setting), "value")
         for control in (
             self.background,
             self.overlay,
@@ -1062,7 +1066,15 @@ class App:
                 "in the list next to the file (T1, T1CE, T2, FLAIR, ground truth or ignore)."
             )
             return None
-        study = io.load_study_from_bytes(self.files, mapping=self.mapping() or None)
+        try:
+            study = io.load_study_from_bytes(self.files, mapping=self.mapping() or None)
+        except StudyError as e:
+            if len(self.files) < 4 and not any(name.lower().endswith(".zip") for name in self.files):
+                raise StudyError(
+                    f"{e}. Each upload replaces the files before it: select the four sequences (and the ground "
+                    "truth, if any) together in one upload, or upload one .zip of them."
+                ) from e
+            raise
         self.study = study
         self._show_study(study)
         found = ", ".join(f"{m} {study.sources[m]}" for m in MODALITIES)
@@ -1118,6 +1130,11 @@ class App:
             return
         self._start(self._predict_job)
 
+    def _on_predict_setting(self, _change: Mapping[str, Any]) -> None:
+        """A prediction setting changed: the shown result was made without it until Predict runs again."""
+        if self.result is not None and not self._busy:
+            self.progress_label.value = "Settings changed: press Predict to apply them to the labels shown."
+
     def predict(self) -> Result | None:
         """Run the prediction now, in this thread; returns the result, or None (reason shown)."""
         if self.study is None or not self._claim():
@@ -1159,9 +1176,10 @@ class App:
         t = seg.timings
         self.progress.value = 100
         self.progress.bar_style = "success"
+        quick = " Quick prediction: no test-time flips." if self.quick.value and model.card.tta_flips else ""
         self.progress_label.value = (
             f"Done in {time.perf_counter() - start:.1f} s (prepare {t.get('prepare', 0):.1f} s, "
-            f"network {t.get('predict', 0):.1f} s, labels {t.get('postprocess', 0):.1f} s)"
+            f"network {t.get('predict', 0):.1f} s, labels {t.get('postprocess', 0):.1f} s).{quick}"
         )
         wt = result.volumes["regions"]["WT"]["mL"]
         self.show_info(

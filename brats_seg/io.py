@@ -53,6 +53,7 @@ __all__ = [
     "load_study_from_bytes",
     "save_labels",
     "sha256_file",
+    "study_id",
 ]
 
 StrPath = str | os.PathLike[str]
@@ -223,6 +224,17 @@ def _parse_name(filename: str) -> tuple[str | None, str]:
         modality = "T1CE"
     id_part = stem[: spans[first][0]].rstrip("_-. ") if first < len(spans) else stem
     return modality, id_part
+
+
+def study_id(filename: str) -> str | None:
+    """The study-ID part of a file name, e.g. ``Brats18_CBICA_ABM_1`` of ``Brats18_CBICA_ABM_1_t1ce.nii.gz``.
+
+    Returns:
+        The name without its sequence (and processing) tokens, or None when the name shows no
+        sequence or nothing before it (``t1.nii.gz``).
+    """
+    modality, id_part = _parse_name(filename)
+    return (id_part or None) if modality else None
 
 
 def detect_modality(filename: str) -> str | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .io import SEG, study_id
 from .types import MODALITIES, Study, brain_mask
 
 #: Above this fraction of the field of view non-zero, the study still holds skull, scalp or background noise.
@@ -54,6 +55,29 @@ def uncovered_fraction(image: np.ndarray, mask: np.ndarray) -> float:
     return float(np.count_nonzero(uncovered & mask)) / total
 
 
+def file_studies(sources: dict[str, str]) -> dict[str, list[str]]:
+    """Group a study's files by the study ID in their names, when the names point to different studies.
+
+    Two IDs agree when one begins with the other (``sub-01`` and ``sub-01_ce-gd``); names without an ID
+    (``t1.nii.gz``) agree with any.
+
+    Args:
+        sources: File name per modality (``Study.sources``).
+
+    Returns:
+        Study ID -> the modalities whose file names carry it; empty when the names agree.
+    """
+    groups: dict[str, list[str]] = {}
+    for modality, filename in sources.items():
+        found = study_id(filename)
+        if found:
+            groups.setdefault(found, []).append(modality)
+    ids = [i.lower() for i in groups]
+    if all(a.startswith(b) or b.startswith(a) for a in ids for b in ids):
+        return {}
+    return groups
+
+
 def check_study(study: Study) -> list[str]:
     """Ways in which ``study`` differs from the skull-stripped, 1 mm studies the model was trained on.
 
@@ -65,6 +89,17 @@ def check_study(study: Study) -> list[str]:
         empty when the study looks like a BraTS-preprocessed one.
     """
     warnings: list[str] = []
+    if study.dicom is None:  # a DICOM study's series were already checked to share one study and frame
+        groups = file_studies(study.sources)
+        if groups:
+            named = "; ".join(
+                f"{sid} ({', '.join('ground truth' if m == SEG else m for m in modalities)})"
+                for sid, modalities in groups.items()
+            )
+            warnings.append(
+                f"{study.name}: the file names point to different studies: {named}. Check that all the files "
+                "are of one study; sequences of two patients give labels that look real and mean nothing."
+            )
     mask = brain_mask(study)
     fraction = float(mask.mean())
     if fraction > MAX_BRAIN_FRACTION:

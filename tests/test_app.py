@@ -382,6 +382,8 @@ def test_predict_is_disabled_until_four_sequences_are_assigned(app: App, tiny_pa
     app.upload.value = upload_value(three)
     assert app.predict_button.disabled and app.study is None
     assert app.message_kind == "error" and "missing FLAIR" in app.message_text
+    # uploading the missing file alone would replace the three: the message says to upload them together
+    assert "Each upload replaces the files before it: select the four sequences" in app.message_text
     app.predict_button.click()
     assert app.result is None and app.run_count == 0
     app.upload.value = upload_value(study_files(tiny_paths, seg=False))
@@ -622,10 +624,16 @@ def test_quick_prediction_skips_the_cards_test_time_flips(tiny_model_dir: Path, 
     predict_ok(app)
     assert app.quick.layout.display == "" and "test-time flips, " in app.model_status.value
     assert app.result.report["settings"]["tta_flips"] is True
+    assert "Quick prediction" not in app.progress_label.value
     flipped = app.result.segmentation.labels.array.copy()
     app.quick.value = True
+    # the labels shown were made with the flips: the page says so until Predict runs again
+    assert app.progress_label.value == "Settings changed: press Predict to apply them to the labels shown."
     predict_ok(app)
+    assert app.progress_label.value.endswith("). Quick prediction: no test-time flips.")
     assert app.result.report["settings"]["tta_flips"] is False
+    app.keep_parts.value = True
+    assert app.progress_label.value.startswith("Settings changed")
     assert not np.array_equal(app.result.segmentation.labels.array, flipped)  # a different prediction
 
 

@@ -129,3 +129,36 @@ def test_a_real_flair_that_misses_part_of_the_brain_is_named(shared_data: Path) 
         "Brats18_2013_20_1_flair.nii.gz: the FLAIR sequence is blank on slices that hold 13% of the brain the other "
         "sequences show (it covers only part of it); the labels there are made without FLAIR."
     ]
+
+
+def test_files_named_for_two_studies_are_named() -> None:
+    study = make_study(name="Brats18")
+    study.sources = {
+        "T1": "Brats18_2013_20_1_t1.nii.gz", "T1CE": "Brats18_2013_20_1_t1ce.nii.gz",
+        "T2": "Brats18_CBICA_ABM_1_t2.nii.gz", "FLAIR": "Brats18_CBICA_ABM_1_flair.nii.gz",
+        "SEG": "Brats18_CBICA_ABM_1_seg.nii.gz",
+    }
+    assert quality.check_study(study) == [
+        "Brats18: the file names point to different studies: Brats18_2013_20_1 (T1, T1CE); Brats18_CBICA_ABM_1 "
+        "(T2, FLAIR, ground truth). Check that all the files are of one study; sequences of two patients give labels "
+        "that look real and mean nothing."
+    ]
+
+
+@pytest.mark.parametrize("names", [
+    ["sub-01_T1w.nii.gz", "sub-01_ce-gd_T1w.nii.gz", "sub-01_T2w.nii.gz", "sub-01_FLAIR.nii.gz"],  # BIDS
+    ["patient7_T1.nii.gz", "patient7 T1 post contrast.nii.gz", "patient7_T2w.nii.gz", "patient7.FLAIR.nii.gz"],
+    ["t1.nii.gz", "t1ce.nii.gz", "Case_9_t2.nii.gz", "Case_9_flair.nii.gz"],  # names without an ID agree with any
+    ["BraTS-GLI-00001-000-t1n.nii.gz", "BraTS-GLI-00001-000-t1c.nii.gz", "BraTS-GLI-00001-000-t2w.nii.gz",
+     "BraTS-GLI-00001-000-t2f.nii.gz"],
+])
+def test_names_of_one_study_agree(names: list[str]) -> None:
+    assert quality.file_studies(dict(zip(MODALITIES, names, strict=True))) == {}
+
+
+def test_dicom_studies_are_not_checked_by_file_name() -> None:
+    study = make_study()
+    study.sources = {"T1": "3 AX T1", "T1CE": "7 AX T1 POST GD", "T2": "4 AX T2", "FLAIR": "5 AX T2 FLAIR"}
+    assert quality.file_studies(study.sources)  # as file names these would disagree
+    study.dicom = {"T1": object()}  # read from DICOM: one study by construction (io refuses series of several)
+    assert quality.check_study(study) == []
