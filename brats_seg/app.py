@@ -451,6 +451,11 @@ def parse_links(text: str) -> dict[str, bytes]:
     return {html.unescape(name): base64.b64decode(payload) for name, payload in links}
 
 
+#: The figure button's text while the PNG download shows the views on the page, and once they have moved on.
+FIGURE_CURRENT = "Figure (PNG) shows the current view"
+FIGURE_STALE = "Update the figure (PNG) to the current view"
+
+
 def _message_html(text: str, kind: str) -> str:
     if not text:
         return ""
@@ -742,7 +747,7 @@ class App:
         self.downloads_html = W.HTML("")
         self.downloads_html.add_class("brats-downloads")
         self.refresh_png_button = W.Button(
-            description="Figure of the current view",
+            description=FIGURE_CURRENT,
             tooltip="Rebuild the PNG figure with the current slices and settings",
             layout=W.Layout(width="auto"),
         )
@@ -1069,6 +1074,12 @@ class App:
         try:
             study = io.load_study_from_bytes(self.files, mapping=self.mapping() or None)
         except StudyError as e:
+            studies = quality.file_studies({name: name for name in self.files})
+            if len(studies) > 1:
+                raise StudyError(
+                    f"{e}. The files name {len(studies)} studies ({', '.join(studies)}): upload one study at a time, "
+                    "or choose \"ignore\" in the list next to each file of the others."
+                ) from e
             if len(self.files) < 4 and not any(name.lower().endswith(".zip") for name in self.files):
                 raise StudyError(
                     f"{e}. Each upload replaces the files before it: select the four sequences (and the ground "
@@ -1277,6 +1288,7 @@ class App:
             links.append(data_uri_link(name, data, mime, text, css=css))
         self.downloads_html.value = " ".join(links)
         self.downloads_box.layout.display = "flex"
+        self._mark_figure(current=True)
         self._update_controls()
 
     def _on_refresh_png(self, _button: Any) -> None:
@@ -1367,6 +1379,15 @@ class App:
         with self._render_lock:
             for view in views:
                 self.images[view].value = viewer.png(view)
+        if views and self.result is not None:
+            self._mark_figure(current=False)
+
+    def _mark_figure(self, *, current: bool) -> None:
+        """Say on the figure button whether the PNG download still shows the views on the page."""
+        description, style = (FIGURE_CURRENT, "") if current else (FIGURE_STALE, "warning")
+        if self.refresh_png_button.description != description:
+            self.refresh_png_button.description = description
+            self.refresh_png_button.button_style = style
 
     def _on_slider(self, view: str, change: Mapping[str, Any]) -> None:
         if self._syncing or self.viewer is None:

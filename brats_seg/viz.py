@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CROSSHAIR_COLOUR",
     "ERROR_COLOURS",
+    "ERROR_MIN_OPACITY",
     "LABEL_COLOURS",
     "OVERLAY_MODES",
     "VIEWS",
@@ -93,6 +94,9 @@ LABEL_COLOURS: dict[int, tuple[int, int, int]] = {
 
 #: Colours of the error view: false positives and false negatives against the ground truth.
 ERROR_COLOURS: dict[str, tuple[int, int, int]] = {"FP": (255, 40, 40), "FN": (40, 120, 255)}
+
+#: The error view is drawn at least this opaque: its marks are one or two voxels thick.
+ERROR_MIN_OPACITY = 0.8
 
 #: Colour of the crosshair lines.
 CROSSHAIR_COLOUR: tuple[int, int, int] = (0, 220, 255)
@@ -545,6 +549,8 @@ def slice_rgb(
         An RGB uint8 image (rows, columns, 3).
     """
     codes, colours, shown = _overlay_codes(mode, axis, index, labels, truth, visible_labels)
+    if mode == "errors" and opacity > 0:  # thin error rims vanish at a label opacity; the slider still turns them off
+        opacity = max(opacity, ERROR_MIN_OPACITY)
     rgb = _blend(display_slice(background_u8, axis, index), codes, colours, shown, opacity)
     col_axis, row_axis = _in_plane(axis)
     rows, cols = zoom_indices(rgb.shape[:2], (spacing[row_axis], spacing[col_axis]), min_size=min_size)

@@ -360,8 +360,14 @@ def test_display_controls_redraw(app: App, tiny_paths: dict[str, Path]) -> None:
     app.overlay.value = "prediction"
     assert app.error_legend.layout.display == "none"
     before = app.downloads()[f"{app.study.name}_views.png"]
+    # the figure link still holds the view of the prediction time, and the button says so
+    assert app.refresh_png_button.description == "Update the figure (PNG) to the current view"
+    assert app.refresh_png_button.button_style == "warning"
     app.refresh_png_button.click()
     assert app.downloads()[f"{app.study.name}_views.png"] != before
+    assert app.refresh_png_button.description == "Figure (PNG) shows the current view"
+    app.sliders["axial"].value = app.sliders["axial"].value - 1
+    assert app.refresh_png_button.description == "Update the figure (PNG) to the current view"
 
 
 def test_zip_upload(app: App, tiny_paths: dict[str, Path]) -> None:
@@ -375,6 +381,20 @@ def test_zip_upload(app: App, tiny_paths: dict[str, Path]) -> None:
     predict_ok(app)
     check_numbers(app)
     assert [o[1] for o in app.overlay.options] == ["prediction", "none"]
+
+
+def test_two_studies_in_one_upload_are_named_with_what_to_do(app: App, tiny_study) -> None:
+    files = {**study_files(tiny_study(name="Case_A"), seg=False), **study_files(tiny_study(name="Case_B"), seg=False)}
+    app.upload.value = upload_value(files)
+    assert app.study is None and app.message_kind == "error"
+    assert app.message_text.endswith(
+        'The files name 2 studies (Case_A, Case_B): upload one study at a time, or choose "ignore" in the list next '
+        "to each file of the others."
+    ), app.message_text
+    for name, dropdown in app.modality_dropdowns.items():
+        if name.startswith("Case_B"):
+            dropdown.value = "IGNORE"
+    assert app.study is not None and app.study.name == "Case_A", app.message_text
 
 
 def test_predict_is_disabled_until_four_sequences_are_assigned(app: App, tiny_paths: dict[str, Path]) -> None:

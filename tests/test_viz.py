@@ -311,6 +311,13 @@ def test_hidden_labels_and_error_mode() -> None:
     viewer.labels["truth"] = np.zeros_like(truth)
     viewer.update(opacity=0.99)
     assert coloured(viewer.rgb("axial"), viz.ERROR_COLOURS["FP"]).any()
+    # at the default label opacity the error marks are still drawn at ERROR_MIN_OPACITY (0.8), not 0.4
+    viewer.update(opacity=0.4)
+    errors = viewer.rgb("axial").astype(int)
+    viewer.update(opacity=viz.ERROR_MIN_OPACITY)
+    np.testing.assert_array_equal(errors, viewer.rgb("axial"))
+    viewer.update(opacity=0.0)  # the slider still turns them off
+    assert not coloured(viewer.rgb("axial"), viz.ERROR_COLOURS["FP"]).any()
 
 
 def test_small_studies_are_upscaled_for_display() -> None:
