@@ -128,6 +128,15 @@ def _device(value: str) -> str:
     return value
 
 
+def _add_study_args(p: argparse.ArgumentParser) -> None:
+    """The inputs of ``predict`` and ``check``: studies, and which file is which sequence."""
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                   help="a study folder (NIfTI or DICOM), a .zip of one, four NIfTI files, or a folder of study folders")
+    p.add_argument("--map", action="append", type=_mapping_item, default=None, metavar="KEY=SEQUENCE", dest="mapping",
+                   help="say which file (NIfTI file name) or DICOM series (description, number or UID) is which sequence: "
+                   "T1, T1CE, T2, FLAIR, SEG or IGNORE; repeat for several (default: told from the names)")
+
+
 def _add_window_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, default=None, help="model folder with model.json and the exported learner(s) "
                    "(default: $BRATS_SEG_MODEL, else the bundled model/)")
@@ -159,13 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "and OUT_DIR/<study>_report.json (input files and sha256, model, settings, volumes, timings). "
                        "A folder or zip without NIfTI files is read as DICOM: the four MR series of one study "
                        "(co-registered, on one grid), told apart by their series descriptions.")
-    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
-                   help="a study folder (NIfTI or DICOM), a .zip of one, four NIfTI files, or a folder of study folders")
+    _add_study_args(p)
     p.add_argument("--output", "-o", type=Path, required=True, help="output folder (created if needed)")
     p.add_argument("--name", default=None, help="study name for a single study (default: folder name or common file prefix)")
-    p.add_argument("--map", action="append", type=_mapping_item, default=None, metavar="KEY=SEQUENCE", dest="mapping",
-                   help="say which file (NIfTI file name) or DICOM series (description, number or UID) is which sequence: "
-                   "T1, T1CE, T2, FLAIR, SEG or IGNORE; repeat for several (default: told from the names)")
     p.add_argument("--dicom-seg", action="store_true",
                    help="also write OUT_DIR/<study>_seg.dcm, a DICOM Segmentation on the T1CE series (DICOM input only)")
     _add_window_args(p)
@@ -174,12 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="load and check studies without predicting: what would be refused, and warnings",
                        description="For each study: whether it loads (else the reason it would be refused, naming the "
                        "file) and the warnings of brats_seg.quality (not skull-stripped, implausible voxel sizes, thick "
-                       "slices, a sequence covering only part of the brain). Loads no model; use it before a long batch. "
-                       "Exit status 0 when every study loads (warnings or not), 2 when one is refused.")
-    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
-                   help="a study folder (NIfTI or DICOM), a .zip of one, four NIfTI files, or a folder of study folders")
-    p.add_argument("--map", action="append", type=_mapping_item, default=None, metavar="KEY=SEQUENCE", dest="mapping",
-                   help="say which file or DICOM series is which sequence, as for predict (default: told from the names)")
+                       "slices, a sequence covering only part of the brain, file names of two studies). Loads no "
+                       "model; use it before a long batch. Exit status 0 when every study loads (warnings or not), 2 "
+                       "when one is refused.")
+    _add_study_args(p)
 
     p = sub.add_parser("evaluate", formatter_class=_Formatter,
                        help="predict (or read predictions) for every case with a *_seg ground truth and score them",

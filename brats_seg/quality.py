@@ -2,8 +2,8 @@
 
 ``brats_seg.io`` refuses what cannot be segmented at all (wrong count, mismatched grids, NaN, empty
 images). What it lets through can still be segmented badly without any error: a head that was not
-skull-stripped, voxel sizes that are wrong in the header, thick clinical slices, or a sequence that
-covers only part of the brain. :func:`check_study` names each of these, with what it found and what
+skull-stripped, voxel sizes that are wrong in the header, thick clinical slices, a sequence that
+covers only part of the brain, or files whose names point to two different studies. :func:`check_study` names each of these, with what it found and what
 the model expects, so that the command line, the report and the dashboard can say so next to the labels.
 
 The limits come from BraTS-preprocessed studies (skull-stripped, co-registered, 1 mm isotropic): on
@@ -62,10 +62,10 @@ def file_studies(sources: dict[str, str]) -> dict[str, list[str]]:
     (``t1.nii.gz``) agree with any.
 
     Args:
-        sources: File name per modality (``Study.sources``).
+        sources: File name per label: per modality (``Study.sources``), or per file name itself.
 
     Returns:
-        Study ID -> the modalities whose file names carry it; empty when the names agree.
+        Study ID -> the labels whose file names carry it; empty when the names agree.
     """
     groups: dict[str, list[str]] = {}
     for modality, filename in sources.items():
@@ -105,7 +105,7 @@ def check_study(study: Study) -> list[str]:
     if fraction > MAX_BRAIN_FRACTION:
         warnings.append(
             f"{study.name}: {fraction:.0%} of the field of view is non-zero; a skull-stripped study is mostly "
-            f"zero around the brain (13-20% non-zero in BraTS studies). If the skull is still there, skull-strip "
+            "zero around the brain (13-20% non-zero in BraTS studies). If the skull is still there, skull-strip "
             "the four sequences first (for example with HD-BET or SynthStrip): the model was trained on brains "
             "only, and its labels on a whole head are unreliable."
         )
