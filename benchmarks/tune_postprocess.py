@@ -19,7 +19,8 @@ With ``--record MODEL_JSON`` (and ``--splits``) those nested scores are written 
 ``scores.cross_validation_nested`` (``scores.cross_validation_nested_tta`` for predictions made with
 test-time flips): the estimate for unseen cases of the model *and* its tuned
 post-processing, which the dashboard then states. The card's ``postprocess`` must be the setting that
-ranks best on all the cases, i.e. what the nested procedure emulates; anything else is refused.
+ranks best on all the cases, i.e. what the nested procedure emulates; anything else is refused. So is
+a nested choice that does not rank above no post-processing: then the card should have none.
 """
 
 from __future__ import annotations
@@ -79,6 +80,19 @@ def rank_value(summary: dict[str, dict[str, float]]) -> float:
     dice = np.mean([summary[f"dice_{r}"]["mean"] for r in REGIONS])
     hd = np.mean([summary[f"hd95_{r}"]["mean"] for r in REGIONS])
     return float(dice - hd / 100)
+
+
+def nested_verdict(nested: dict[str, dict[str, float]], none: dict[str, dict[str, float]]) -> str | None:
+    """The project's rule for post-processing: use it only if the nested choice ranks above none.
+
+    Returns:
+        None when the nested choice ranks above no post-processing (:func:`rank_value`); else why not.
+    """
+    ranked, plain = rank_value(nested), rank_value(none)
+    if ranked > plain:
+        return None
+    return (f"the nested choice ranks {ranked:.4f}, not above no post-processing ({plain:.4f}): on cases it was "
+            "not tuned on, post-processing does not help; bundle without it")
 
 
 def best_setting(table: dict[Setting, dict[str, dict[str, float]]], names: Sequence[str]) -> Setting:
@@ -164,7 +178,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"  fold {f}: min_component_mm3={setting[0]:g} min_component_fraction={setting[1]:g} et_min_mm3={setting[2]:g}")
         print(_line("no post-processing  ", summaries[settings[0]]))
         print(_line("nested choice       ", metrics.summarise(rows)))
+        verdict = nested_verdict(metrics.summarise(rows), summaries[settings[0]])
+        print(f"verdict: {verdict or 'the nested choice ranks above no post-processing: use the overall pick'}")
         if args.record is not None:
+            if verdict is not None:
+                raise SystemExit(f"--record: {verdict}, and record plain cross-validation with brats-seg evaluate "
+                                 "--record-as instead")
             _record_nested(args.record, args.predictions, best_setting(table, names), metrics.summarise(rows), names,
                            argv if argv is not None else sys.argv[1:])
 

@@ -570,7 +570,7 @@ class App:
         self._model_thread: threading.Thread | None = None
 
         self._build()
-        self._offer_quick(self._read_card())
+        self._offer_options(self._read_card())
         preload = not synchronous if preload_model is None else preload_model
         if preload:
             self._model_thread = threading.Thread(target=self._preload_model, name="brats-model", daemon=True)
@@ -612,7 +612,7 @@ class App:
             indent=False,
             description="Keep every tumour part (skip the model card's post-processing)",
             tooltip="The card may remove small separate tumour parts (see the model line above); tick to see the network's own output",
-            layout=W.Layout(width="auto"),
+            layout=W.Layout(width="auto", display="none"),
         )
         self.keep_parts.add_class("brats-keep-parts")
         # Shown once a card that turns test-time flips on is loaded; checked = this run skips them.
@@ -920,9 +920,11 @@ class App:
         except Exception:  # noqa: BLE001 - loading the model reports the problem in the status line
             return None
 
-    def _offer_quick(self, card: Any) -> None:
-        """Show "Quick prediction" for a card that turns test-time flips on (before the first Predict)."""
+    def _offer_options(self, card: Any) -> None:
+        """Show "Quick prediction" for a card that turns test-time flips on, and "Keep every tumour part"
+        for one whose post-processing changes the labels (before the first Predict)."""
         self.quick.layout.display = "" if card is not None and card.tta_flips else "none"
+        self.keep_parts.layout.display = "" if card is not None and postprocess_line(card) else "none"
 
     def _preload_model(self) -> None:
         self.model_status.value = "Model: loading in the background..."
@@ -974,7 +976,7 @@ class App:
         measured = scores_line(card)
         cleaning = postprocess_line(card)
         flips = "test-time flips, " if card.tta_flips else ""
-        self._offer_quick(card)
+        self._offer_options(card)
         # one assignment: the preloading thread and a Predict click may both get here
         self.model_status.value = (
             f"Model: <b>{html.escape(card.name)}</b> ready ({len(model.networks)} network(s), "

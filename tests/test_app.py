@@ -608,6 +608,8 @@ def test_keep_every_part_skips_the_cards_post_processing(tiny_model_dir: Path, t
     card.postprocess = {"et_min_mm3": 1e9}  # every enhancing tumour becomes necrotic core
     card.save(model_dir / "model.json")
     app = make_app(model_dir, tmp_path / "app")
+    assert app.keep_parts.layout.display == ""  # offered: this card's post-processing changes labels
+    assert make_app(tiny_model_dir, tmp_path / "plain").keep_parts.layout.display == "none"  # nothing to skip
     app.upload.value = upload_value(list(tiny_paths.values()))
     assert app.keep_parts.value is False
     predict_ok(app)

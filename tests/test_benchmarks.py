@@ -50,9 +50,28 @@ def test_tune_postprocess_nested_choice_removes_false_islands(island_predictions
     chosen = [line for line in nested.splitlines() if line.startswith("nested choice")][0]
     assert float(raw.split("|")[1].split()[0]) < 1.0, "the island must cost WT Dice before post-processing"
     assert chosen.split("|")[1].split() == ["1.000", "1.000", "1.000"]
+    assert "verdict: the nested choice ranks above no post-processing: use the overall pick" in nested
     # the gentlest setting that removes the island wins on the other fold (ties go to grid order)
     assert "fold 0: min_component_mm3=0 min_component_fraction=0.1 et_min_mm3=0" in nested
     assert "fold 1: min_component_mm3=0 min_component_fraction=0.1 et_min_mm3=0" in nested
+
+
+def test_post_processing_is_used_only_if_its_nested_choice_ranks_above_none() -> None:
+    tune = _load_script("tune_postprocess")
+
+    def summary(dice: float, hd95: float) -> dict[str, dict[str, float]]:
+        return {f"{m}_{r}": {"mean": v} for r in ("WT", "TC", "ET") for m, v in (("dice", dice), ("hd95", hd95))}
+
+    assert tune.nested_verdict(summary(0.80, 10.0), summary(0.80, 12.0)) is None  # fewer far-off islands
+    # the stage-3 model's figures: the nested choice lowers WT Dice and raises WT HD95
+    nested = {**summary(0.0, 0.0), "dice_WT": {"mean": 0.836}, "dice_TC": {"mean": 0.770}, "dice_ET": {"mean": 0.713},
+              "hd95_WT": {"mean": 11.31}, "hd95_TC": {"mean": 12.08}, "hd95_ET": {"mean": 10.14}}
+    none = {**nested, "dice_WT": {"mean": 0.839}, "hd95_WT": {"mean": 10.01}, "hd95_TC": {"mean": 12.46}}
+    assert tune.nested_verdict(nested, none) == (
+        "the nested choice ranks 0.6612, not above no post-processing (0.6653): on cases it was not tuned on, "
+        "post-processing does not help; bundle without it"
+    )
+    assert tune.nested_verdict(none, none) is not None  # a tie is not a gain
 
 
 def test_tune_postprocess_records_nested_scores_only_in_a_card_with_the_overall_pick(
