@@ -16,6 +16,7 @@ its brain, which :func:`check_study` reports (``python benchmarks/input_checks.p
 
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 
 from .io import SEG, study_id
@@ -39,6 +40,11 @@ def _slices_with_signal(volume: np.ndarray) -> list[np.ndarray]:
     return [across_z.any(axis=1), across_z.any(axis=0), across_x.any(axis=0)]
 
 
+def blank_slices(image: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
+    """Per array axis, the slices (booleans) where ``mask`` has voxels but ``image`` is all zero."""
+    return [~signal & in_mask for signal, in_mask in zip(_slices_with_signal(image), _slices_with_signal(mask), strict=True)]
+
+
 def uncovered_fraction(image: np.ndarray, mask: np.ndarray) -> float:
     """Fraction of the ``mask`` voxels that lie on slices (along any axis) where ``image`` is all zero.
 
@@ -46,13 +52,47 @@ def uncovered_fraction(image: np.ndarray, mask: np.ndarray) -> float:
     tissue inside the brain (CSF in FLAIR) is zero only here and there, and does not count.
     """
     total = int(np.count_nonzero(mask))
-    if total == 0:
-        return 0.0
-    blank = [~signal & in_mask for signal, in_mask in zip(_slices_with_signal(image), _slices_with_signal(mask), strict=True)]
-    if not any(b.any() for b in blank):
+    blank = blank_slices(image, mask)
+    if total == 0 or not any(b.any() for b in blank):
         return 0.0
     uncovered = blank[0][:, None, None] | blank[1][None, :, None] | blank[2][None, None, :]
     return float(np.count_nonzero(uncovered & mask)) / total
+
+
+def _runs(indices: np.ndarray) -> list[tuple[int, int]]:
+    """Consecutive runs ``(first, last)`` of sorted integer indices."""
+    runs: list[tuple[int, int]] = []
+    for i in indices.tolist():
+        if runs and i == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    return runs
+
+
+def describe_blank_slices(blank: list[np.ndarray], mask: np.ndarray, affine: np.ndarray) -> str:
+    """The blank slices as the dashboard's sliders number them: views of the RAS-reoriented volume.
+
+    Only the axes whose blank slices hold at least 1 % of ``mask`` are named (a lone edge slice is not).
+
+    Example: ``"coronal slices 23-60 of 240"``.
+    """
+    ornt = nib.orientations.io_orientation(affine)  # array axis -> (RAS axis, direction)
+    total = max(int(np.count_nonzero(mask)), 1)
+    parts = []
+    for axis, slices in enumerate(blank):
+        others = tuple(a for a in range(3) if a != axis)
+        if np.count_nonzero(mask, axis=others)[slices].sum() < 0.01 * total:
+            continue
+        ras_axis, direction = int(ornt[axis, 0]), int(ornt[axis, 1])
+        n = slices.size
+        index = np.flatnonzero(slices)
+        shown = np.sort(n - 1 - index if direction < 0 else index)
+        runs = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in _runs(shown)[:3])
+        more = ", ..." if len(_runs(shown)) > 3 else ""
+        noun = "slice" if shown.size == 1 else "slices"
+        parts.append(f"{('sagittal', 'coronal', 'axial')[ras_axis]} {noun} {runs}{more} of {n}")
+    return "; ".join(parts)
 
 
 def file_studies(sources: dict[str, str]) -> dict[str, list[str]]:
@@ -132,8 +172,10 @@ def check_study(study: Study) -> list[str]:
         uncovered = uncovered_fraction(image, mask)
         if uncovered > MAX_UNCOVERED_FRACTION:
             source = study.sources.get(modality) or modality
+            where = describe_blank_slices(blank_slices(image, mask), mask, study.affine)
             warnings.append(
                 f"{source}: the {modality} sequence is blank on slices that hold {uncovered:.0%} of the brain the "
-                f"other sequences show (it covers only part of it); the labels there are made without {modality}."
+                f"other sequences show ({where}; it covers only part of it); the labels there are made without "
+                f"{modality}."
             )
     return warnings

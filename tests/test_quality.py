@@ -76,7 +76,11 @@ def test_a_sequence_covering_part_of_the_brain_is_named_by_its_file() -> None:
     assert quality.uncovered_fraction(study.images["FLAIR"], mask) == pytest.approx(expected)
     warnings = quality.check_study(study)
     assert len(warnings) == 1, warnings
-    assert warnings[0].startswith(f"Gen_001_flair.nii.gz: the FLAIR sequence is blank on slices that hold {expected:.0%} of the brain")
+    last = int(np.flatnonzero(mask.any(axis=(0, 1)))[-1])  # the top slice that holds brain
+    assert warnings[0] == (
+        f"Gen_001_flair.nii.gz: the FLAIR sequence is blank on slices that hold {expected:.0%} of the brain the other "
+        f"sequences show (axial slices 36-{last} of 48; it covers only part of it); the labels there are made without FLAIR."
+    )
 
 
 def test_dark_voxels_inside_the_brain_are_not_missing_coverage() -> None:
@@ -124,10 +128,11 @@ def test_a_real_flair_that_misses_part_of_the_brain_is_named(shared_data: Path) 
     if not folder.is_dir():
         pytest.skip(f"{folder} not found")
     warnings = quality.check_study(io.load_study(folder, load_truth=False))
-    # Its FLAIR is blank on 38 coronal slices (y 179-216) where the other three sequences show brain.
+    # Its FLAIR is blank on 38 coronal slices (array y 179-216) where the other three sequences show brain;
+    # the dashboard's coronal slider numbers them 23-60 (the view is reoriented to RAS).
     assert warnings == [
         "Brats18_2013_20_1_flair.nii.gz: the FLAIR sequence is blank on slices that hold 13% of the brain the other "
-        "sequences show (it covers only part of it); the labels there are made without FLAIR."
+        "sequences show (coronal slices 23-60 of 240; it covers only part of it); the labels there are made without FLAIR."
     ]
 
 
@@ -162,3 +167,20 @@ def test_dicom_studies_are_not_checked_by_file_name() -> None:
     assert quality.file_studies(study.sources)  # as file names these would disagree
     study.dicom = {"T1": object()}  # read from DICOM: one study by construction (io refuses series of several)
     assert quality.check_study(study) == []
+
+
+def test_blank_slices_are_numbered_as_the_reoriented_views_show_them() -> None:
+    shape = (10, 12, 8)
+    mask = np.ones(shape, dtype=bool)
+    blank = [np.zeros(10, bool), np.zeros(12, bool), np.zeros(8, bool)]
+    blank[1][[0, 1, 2, 7]] = True
+    # array y runs posterior (diag -1 on y): RAS index = 11 - array index
+    assert quality.describe_blank_slices(blank, mask, brats_affine(shape)) == "coronal slices 4, 9-11 of 12"
+    assert quality.describe_blank_slices(blank, mask, np.eye(4)) == "coronal slices 0-2, 7 of 12"
+    one = [np.zeros(10, bool), np.zeros(12, bool), np.zeros(8, bool)]
+    one[2][5] = True
+    assert quality.describe_blank_slices(one, mask, np.eye(4)) == "axial slice 5 of 8"
+    edge = np.zeros(shape, dtype=bool)
+    edge[:, :, :7] = True
+    edge[0, 0, 7] = True  # one voxel of brain on the top slice: under 1 %, not named
+    assert quality.describe_blank_slices(one[:2] + [np.eye(8, dtype=bool)[7]], edge, np.eye(4)) == ""
