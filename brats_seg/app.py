@@ -693,6 +693,7 @@ class App:
 
         self.images: dict[str, widgets.Image] = {}
         self.sliders: dict[str, widgets.IntSlider] = {}
+        self.view_titles: dict[str, widgets.HTML] = {}
         self._click_events: dict[str, Any] = {}
         view_boxes = []
         directions = {"axial": "I \u2192 S", "coronal": "P \u2192 A", "sagittal": "L \u2192 R"}
@@ -713,9 +714,10 @@ class App:
             clicks = ipyevents.Event(source=image, watched_events=["click"], prevent_default_action=True)
             clicks.on_dom_event(self._guard(lambda event, view=view: self._on_click(view, event)))
             self._click_events[view] = clicks
+            self.view_titles[view] = W.HTML(f"<b>{view.capitalize()}</b>")
             view_boxes.append(
                 W.VBox(
-                    [W.HTML(f"<b>{view.capitalize()}</b>"), image, slider],
+                    [self.view_titles[view], image, slider],
                     layout=W.Layout(width="33%", padding="0 4px"),
                 )
             )
@@ -1371,6 +1373,10 @@ class App:
                 axis = viz.VIEW_AXIS[view]
                 slider.max = max(viewer.shape[axis] - 1, 1)
                 slider.value = int(viewer.position[axis])
+                self.view_titles[view].value = (  # what the slider's bare number counts
+                    f"<b>{view.capitalize()}</b> <small>slices 0-{viewer.shape[axis] - 1}, "
+                    f"{viewer.spacing[axis]:g} mm apart</small>"
+                )
         finally:
             self._syncing = False
 

@@ -334,6 +334,7 @@ def test_clicking_a_view_moves_the_other_views_and_the_sliders(app: App, tiny_pa
     shape = viewer.shape
     assert viewer.position == [shape[0] - 1, shape[1] - 1, start[2]]
     assert app.sliders["sagittal"].value == shape[0] - 1
+    assert app.view_titles["axial"].value == f"<b>Axial</b> <small>slices 0-{shape[2] - 1}, 1 mm apart</small>"
     assert app.sliders["coronal"].value == shape[1] - 1
     assert app.sliders["axial"].value == start[2]
     assert all(app.images[v].value != before[v] for v in viz.VIEWS)
