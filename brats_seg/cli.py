@@ -353,7 +353,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         except StudyError as e:
             if len(sources) == 1:
                 raise
-            print(f"skipping {src}: {e}", file=sys.stderr)
+            print(f"skipping {src}: {_one_line(e)}", file=sys.stderr)
             failures += 1
             continue
         t_load = time.perf_counter() - t0
@@ -396,7 +396,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         except StudyError as e:
             counts["refused"] += 1
             where = src if isinstance(src, Path) else ", ".join(str(p) for p in src)
-            print(f"{where}: refused: {e}")
+            print(f"{where}: refused: {_one_line(e)}")
             continue
         warnings = quality.check_study(study)
         counts["with warnings" if warnings else "ok"] += 1
@@ -700,6 +700,11 @@ COMMANDS = {
 }
 
 
+def _one_line(error: BaseException) -> str:
+    """An error message on one line (some hold a matrix or a list over several)."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``brats-seg`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -708,8 +713,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (StudyError, ModelError) as e:
-        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())  # one line
-        print(f"brats-seg {args.command}: error: {message}", file=sys.stderr)
+        print(f"brats-seg {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

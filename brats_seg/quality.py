@@ -98,8 +98,8 @@ def describe_blank_slices(blank: list[np.ndarray], mask: np.ndarray, affine: np.
 def file_studies(sources: dict[str, str]) -> dict[str, list[str]]:
     """Group a study's files by the study ID in their names, when the names point to different studies.
 
-    Two IDs agree when one begins with the other (``sub-01`` and ``sub-01_ce-gd``); names without an ID
-    (``t1.nii.gz``) agree with any.
+    Two IDs agree when they are equal or one continues the other after a separator (``sub-01`` and
+    ``sub-01_ce-gd``, not ``sub-1`` and ``sub-12``); names without an ID (``t1.nii.gz``) agree with any.
 
     Args:
         sources: File name per label: per modality (``Study.sources``), or per file name itself.
@@ -113,9 +113,14 @@ def file_studies(sources: dict[str, str]) -> dict[str, list[str]]:
         if found:
             groups.setdefault(found, []).append(modality)
     ids = [i.lower() for i in groups]
-    if all(a.startswith(b) or b.startswith(a) for a in ids for b in ids):
+    if all(_continues(a, b) or _continues(b, a) for a in ids for b in ids):
         return {}
     return groups
+
+
+def _continues(longer: str, shorter: str) -> bool:
+    """``longer`` is ``shorter``, or ``shorter`` followed by a separator and more."""
+    return longer == shorter or (longer.startswith(shorter) and longer[len(shorter)] in "_-. ")
 
 
 def check_study(study: Study) -> list[str]:

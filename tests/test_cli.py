@@ -166,6 +166,25 @@ def test_check_names_refused_and_warned_studies_without_a_model(tmp_path: Path, 
     assert code == 0 and out.splitlines()[-1] == "1 study: 0 ok, 1 with warnings, 0 refused"
 
 
+def test_check_and_batch_predict_print_each_refusal_on_one_line(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data"
+    write_tiny_study(data / "Good_001", "Good_001", seg=False)
+    bad = write_tiny_study(data / "Moved_002", "Moved_002", seg=False)
+    image = nib.load(bad["FLAIR"])
+    moved = image.affine.copy()
+    moved[:3, 3] += 50.0  # the message shows both affines as matrices
+    write_nifti(bad["FLAIR"], np.asarray(image.dataobj), moved)
+    code, out, _ = run(capsys, "check", data)
+    assert code == 2
+    refused = [line for line in out.splitlines() if ": refused: " in line]
+    assert len(refused) == 1 and "Moved_002_flair.nii.gz: affine differs" in refused[0]
+    assert len(out.splitlines()) == 4  # refused, Good_001 and its warning, the summary
+    code, _, err = predict(capsys, tiny_model_dir, tmp_path / "out", data)
+    assert code == 2
+    skipped = [line for line in err.splitlines() if line.startswith("skipping")]
+    assert len(skipped) == 1 and "affine differs" in skipped[0] and skipped[0].rstrip().endswith("]]")
+
+
 def test_check_a_real_study(brats_case: Path, capsys) -> None:
     code, out, err = run(capsys, "check", brats_case)
     assert code == 0, err

@@ -161,6 +161,12 @@ def test_names_of_one_study_agree(names: list[str]) -> None:
     assert quality.file_studies(dict(zip(MODALITIES, names, strict=True))) == {}
 
 
+def test_an_id_that_only_begins_another_is_another_study() -> None:
+    names = ["sub-1_T1w.nii.gz", "sub-1_ce-gd_T1w.nii.gz", "sub-1_T2w.nii.gz", "sub-12_FLAIR.nii.gz"]
+    assert quality.file_studies(dict(zip(MODALITIES, names, strict=True))) == {
+        "sub-1": ["T1", "T2"], "sub-1_ce": ["T1CE"], "sub-12": ["FLAIR"]}
+
+
 def test_dicom_studies_are_not_checked_by_file_name() -> None:
     study = make_study()
     study.sources = {"T1": "3 AX T1", "T1CE": "7 AX T1 POST GD", "T2": "4 AX T2", "FLAIR": "5 AX T2 FLAIR"}
