@@ -36,6 +36,7 @@ import nibabel as nib
 import numpy as np
 
 from .errors import StudyError
+from .io import check_image_content
 from .types import LABEL_NAMES, MODALITIES, LabelMap, Study
 
 __all__ = [
@@ -609,8 +610,7 @@ def load_dicom_study(
     sha256: dict[str, str] = {}
     for modality, s in assigned.items():
         volume, digest = _read_voxels(s)
-        if not np.any(volume):
-            raise StudyError(f"{s.name}: every voxel is 0 (an empty image); expected an MRI {modality} sequence")
+        check_image_content(s.name, modality, volume)
         images[modality], sha256[modality] = volume, digest
     return Study(
         name=name,

@@ -47,6 +47,7 @@ __all__ = [
     "MAX_ZIP_BYTES",
     "NIFTI_SUFFIXES",
     "SEG",
+    "check_image_content",
     "detect_modality",
     "find_studies",
     "load_study",
@@ -636,6 +637,21 @@ def _check_finite(name: str, data: np.ndarray) -> None:
         )
 
 
+def check_image_content(name: str, modality: str, data: np.ndarray) -> None:
+    """Refuse an image that holds no picture: every voxel 0, or every voxel one value.
+
+    Raises:
+        StudyError: naming the file (or series) and the value found.
+    """
+    if not np.any(data):
+        raise StudyError(f"{name}: every voxel is 0 (an empty image); expected an MRI {modality} sequence")
+    first = data.flat[0]
+    if np.all(data == first):
+        raise StudyError(
+            f"{name}: every voxel is {first:g} (an image without contrast); expected an MRI {modality} sequence"
+        )
+
+
 def _to_labels(name: str, data: np.ndarray) -> np.ndarray:
     """Validate a segmentation (values in 0, 1, 2, 4) and return it as uint8."""
     lo, hi = float(data.min()), float(data.max())
@@ -787,10 +803,7 @@ def _load_files(
         if modality == SEG:
             truth = _to_labels(info.name, data)
             continue
-        if not np.any(data):
-            raise StudyError(
-                f"{info.name}: every voxel is 0 (an empty image); expected an MRI {modality} sequence"
-            )
+        check_image_content(info.name, modality, data)
         images[modality] = data
         if modality == "T1":
             study_header, study_affine = header, affine

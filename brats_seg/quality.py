@@ -174,9 +174,16 @@ def check_study(study: Study) -> list[str]:
         image = study.images.get(modality)
         if image is None:
             continue
+        source = study.sources.get(modality) or modality
+        inside = image[mask]
+        if inside.size and np.all(inside == inside[0]):
+            warnings.append(
+                f"{source}: the {modality} sequence has one value ({inside[0]:g}) over the whole brain the other "
+                f"sequences show: no contrast, so the network sees nothing in it and labels without {modality}."
+            )
+            continue
         uncovered = uncovered_fraction(image, mask)
         if uncovered > MAX_UNCOVERED_FRACTION:
-            source = study.sources.get(modality) or modality
             where = describe_blank_slices(blank_slices(image, mask), mask, study.affine)
             warnings.append(
                 f"{source}: the {modality} sequence is blank on slices that hold {uncovered:.0%} of the brain the "

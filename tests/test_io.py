@@ -526,6 +526,14 @@ def test_error_empty_image(tiny_study) -> None:
         load_study(paths["T1"].parent)
 
 
+def test_error_image_without_contrast(tiny_study) -> None:
+    paths = tiny_study()
+    write_nifti(paths["T2"], np.full((32, 32, 24), 100, dtype=np.int16), brats_affine((32, 32, 24)))
+    with pytest.raises(StudyError, match=err(paths["T2"].name, r"every voxel is 100 \(an image without contrast\); "
+                                                              r"expected an MRI T2 sequence")):
+        load_study(paths["T1"].parent)
+
+
 def test_empty_segmentation_is_fine(tiny_study) -> None:
     paths = tiny_study()
     write_nifti(paths["SEG"], np.zeros((32, 32, 24), dtype=np.uint8), brats_affine((32, 32, 24)))

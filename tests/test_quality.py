@@ -190,3 +190,14 @@ def test_blank_slices_are_numbered_as_the_reoriented_views_show_them() -> None:
     edge[:, :, :7] = True
     edge[0, 0, 7] = True  # one voxel of brain on the top slice: under 1 %, not named
     assert quality.describe_blank_slices(one[:2] + [np.eye(8, dtype=bool)[7]], edge, np.eye(4)) == ""
+
+
+def test_a_sequence_with_one_value_over_the_brain_is_named() -> None:
+    study = make_study()
+    brain = study.images["T1"] != 0
+    study.images["T2"] = np.where(brain, 100, 0).astype(np.int16)  # contrast at the brain's edge only
+    warnings = quality.check_study(study)
+    assert warnings == [
+        "Gen_001_t2.nii.gz: the T2 sequence has one value (100) over the whole brain the other sequences show: no "
+        "contrast, so the network sees nothing in it and labels without T2."
+    ]
