@@ -156,6 +156,13 @@ def check_study(study: Study) -> list[str]:
         )
     spacing = tuple(float(s) for s in study.spacing)
     shown = " x ".join(f"{s:g}" for s in spacing)
+    pixdim = tuple(float(z) for z in study.header.get_zooms()[:3])
+    if study.dicom is None and not np.allclose(pixdim, spacing, rtol=0.01):
+        warnings.append(
+            f"{study.sources.get('T1') or study.name}: the header's voxel size (pixdim {' x '.join(f'{z:g}' for z in pixdim)} "
+            f"mm) disagrees with its affine ({shown} mm); brats-seg uses the affine, as viewers do. If the affine is "
+            "wrong, fix the file: sizes and volumes depend on it."
+        )
     brain_ml = float(mask.sum()) * float(np.prod(spacing)) / 1000.0
     low, high = BRAIN_ML
     if not low <= brain_ml <= high:

@@ -23,9 +23,14 @@ LABEL_NAMES: dict[int, str] = {1: "NCR", 2: "ED", 4: "ET"}
 REGIONS: dict[str, tuple[int, ...]] = {"ET": (4,), "TC": (1, 4), "WT": (1, 2, 4)}
 
 
-def _spacing(header: nib.Nifti1Header) -> tuple[float, float, float]:
-    zooms = header.get_zooms()[:3]
-    return tuple(float(z) for z in zooms)  # type: ignore[return-value]
+def affine_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size in mm along the three array axes, from the voxel-to-world affine (its column lengths).
+
+    The affine is what places the voxels in the world (and what viewers use); a NIfTI header's
+    ``pixdim`` can disagree with it, and then the affine is right about where the voxels are.
+    """
+    lengths = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+    return tuple(round(float(v), 6) for v in lengths)  # type: ignore[return-value]
 
 
 @dataclass
@@ -62,7 +67,7 @@ class Study:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along the three array axes."""
-        return _spacing(self.header)
+        return affine_spacing(self.affine)
 
     @property
     def truth_map(self) -> LabelMap | None:
@@ -96,7 +101,7 @@ class LabelMap:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along the three array axes."""
-        return _spacing(self.header)
+        return affine_spacing(self.affine)
 
     @property
     def voxel_volume_mm3(self) -> float:

@@ -201,3 +201,25 @@ def test_a_sequence_with_one_value_over_the_brain_is_named() -> None:
         "Gen_001_t2.nii.gz: the T2 sequence has one value (100) over the whole brain the other sequences show: no "
         "contrast, so the network sees nothing in it and labels without T2."
     ]
+
+
+def test_voxel_size_comes_from_the_affine_and_a_disagreeing_pixdim_is_named(tmp_path: Path) -> None:
+    shape = (32, 32, 24)
+    images, _ = tiny_volumes(shape)
+    affine = brats_affine(shape, (2.0, 2.0, 5.0))  # where the voxels are: 5 mm slices
+    folder = tmp_path / "Pix_001"
+    folder.mkdir()
+    for modality, data in images.items():
+        image = nib.Nifti1Image(data, affine)
+        image.header.set_zooms((2.0, 2.0, 2.0))  # a stale pixdim, as some converters leave it
+        image.header.set_sform(affine, code=1)
+        image.header.set_qform(None, code=0)
+        nib.save(image, folder / f"Pix_001_{modality.lower()}.nii.gz")
+    study = io.load_study(folder)
+    assert study.spacing == (2.0, 2.0, 5.0)
+    warnings = quality.check_study(study)
+    assert warnings[0] == (
+        "Pix_001_t1.nii.gz: the header's voxel size (pixdim 2 x 2 x 2 mm) disagrees with its affine (2 x 2 x 5 mm); "
+        "brats-seg uses the affine, as viewers do. If the affine is wrong, fix the file: sizes and volumes depend on it."
+    )
+    assert any("voxels of 2 x 2 x 5 mm" in w for w in warnings)  # the thick-slice warning sees the real size
