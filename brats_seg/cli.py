@@ -134,7 +134,8 @@ def _add_study_args(p: argparse.ArgumentParser) -> None:
                    help="a study folder (NIfTI or DICOM), a .zip of one, four NIfTI files, or a folder of study folders")
     p.add_argument("--map", action="append", type=_mapping_item, default=None, metavar="KEY=SEQUENCE", dest="mapping",
                    help="say which file (NIfTI file name) or DICOM series (description, number or UID) is which sequence: "
-                   "T1, T1CE, T2, FLAIR, SEG or IGNORE; repeat for several (default: told from the names)")
+                   "T1, T1CE, T2, FLAIR, SEG or IGNORE; repeat for several; for a folder of studies, a key applies to "
+                   "the studies that have it (default: told from the names)")
 
 
 def _add_window_args(p: argparse.ArgumentParser) -> None:
@@ -344,7 +345,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for src in sources:
         t0 = time.perf_counter()
         try:
-            study = io.load_study(src, mapping=dict(args.mapping or ()), name=args.name if len(sources) == 1 else None)
+            study = io.load_study(src, mapping=dict(args.mapping or ()), name=args.name if len(sources) == 1 else None,
+                                  partial_mapping=len(sources) > 1)
             if args.dicom_seg and study.dicom is None and len(sources) == 1:
                 raise StudyError(
                     f"{study.name}: --dicom-seg needs DICOM input, found NIfTI files; a DICOM Segmentation refers to "
@@ -392,7 +394,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     counts = {"ok": 0, "with warnings": 0, "refused": 0}
     for src in sources:
         try:
-            study = io.load_study(src, mapping=dict(args.mapping or ()))
+            study = io.load_study(src, mapping=dict(args.mapping or ()), partial_mapping=len(sources) > 1)
         except StudyError as e:
             counts["refused"] += 1
             where = src if isinstance(src, Path) else ", ".join(str(p) for p in src)

@@ -491,7 +491,7 @@ def _listing(series: Sequence[DicomSeries]) -> str:
 
 
 def _assign_series(
-    series: Sequence[DicomSeries], mapping: Mapping[str, str] | None, where: str
+    series: Sequence[DicomSeries], mapping: Mapping[str, str] | None, where: str, *, partial: bool = False
 ) -> dict[str, DicomSeries]:
     """Decide which series is which sequence; other series (localizers, DWI, ...) are left out."""
     from .io import SEG, _normalise_modality
@@ -513,7 +513,7 @@ def _assign_series(
         if modality is not None:
             chosen.setdefault(modality, []).append(s)
     unknown = sorted(set(mapped) - used)
-    if unknown:
+    if unknown and not partial:
         raise StudyError(
             f"{unknown[0]!r}: named in the mapping but no series has that description, number or UID; "
             f"found {_listing(series)}"
@@ -559,6 +559,7 @@ def load_dicom_study(
     where: str,
     max_voxels: int,
     affine_atol: float,
+    partial_mapping: bool = False,
 ) -> Study:
     """Read the four MR series of one study from DICOM files.
 
@@ -570,6 +571,7 @@ def load_dicom_study(
         where: How messages name the whole input (folder or zip name).
         max_voxels: Voxel budget per series, checked before pixel data are read.
         affine_atol: Largest allowed entry-wise difference (mm) between the series' affines.
+        partial_mapping: Ignore mapping keys that match no series of this study (a batch's mapping).
 
     Returns:
         The study, with ``dicom`` holding the series (the T1CE one is referenced by
@@ -586,7 +588,7 @@ def load_dicom_study(
     if not series:
         extra = f" (only non-image objects: {', '.join(skipped[:3])})" if skipped else ""
         raise StudyError(f"{where}: no DICOM image series{extra}; expected the 4 MR series T1, T1CE, T2, FLAIR")
-    assigned = _assign_series(series, mapping, where)
+    assigned = _assign_series(series, mapping, where, partial=partial_mapping)
     for s in assigned.values():
         _series_geometry(s, max_voxels=max_voxels)
     frames = {m: str(_get(s.headers[0], s.files[0], "FrameOfReferenceUID", "")) for m, s in assigned.items()}

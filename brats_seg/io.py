@@ -684,8 +684,13 @@ def _normalise_mapping(mapping: Mapping[str, str] | None) -> dict[str, str | Non
     return {_basename(k): _normalise_modality(v, filename=_basename(k)) for k, v in mapping.items()}
 
 
-def _assign(paths: Sequence[Path], mapping: dict[str, str | None], where: str) -> dict[str, Path]:
-    """Decide the modality of each file and check there is one file per sequence."""
+def _assign(
+    paths: Sequence[Path], mapping: dict[str, str | None], where: str, *, partial: bool = False
+) -> dict[str, Path]:
+    """Decide the modality of each file and check there is one file per sequence.
+
+    With ``partial``, mapping keys that name none of ``paths`` are ignored instead of refused.
+    """
     if not paths:
         raise StudyError(
             f"{where}: no NIfTI files (.nii, .nii.gz) found; expected 4 (T1, T1CE, T2, FLAIR) and "
@@ -693,7 +698,7 @@ def _assign(paths: Sequence[Path], mapping: dict[str, str | None], where: str) -
         )
     names = [p.name for p in paths]
     unknown_keys = sorted(set(mapping) - set(names))
-    if unknown_keys:
+    if unknown_keys and not partial:
         raise StudyError(
             f"{unknown_keys[0]}: named in the mapping but not among the study's files ({', '.join(names)})"
         )
@@ -781,9 +786,10 @@ def _load_files(
     max_voxels: int,
     affine_atol: float,
     load_truth: bool,
+    partial_mapping: bool,
 ) -> Study:
     """Assign, check and read the files of one study."""
-    assigned = _assign(paths, _normalise_mapping(mapping), where)
+    assigned = _assign(paths, _normalise_mapping(mapping), where, partial=partial_mapping)
     wanted = [*MODALITIES, *([SEG] if load_truth and SEG in assigned else [])]
     headers = {m: _read_header(assigned[m], max_voxels=max_voxels) for m in wanted}
     ref = headers["T1"]
@@ -978,6 +984,7 @@ def _load_dicom(
     max_voxels: int,
     affine_atol: float,
     load_truth: bool,
+    partial_mapping: bool,
 ) -> Study:
     """Load the DICOM series under ``folder`` (see :mod:`brats_seg.dicom`)."""
     from .dicom import dicom_files, load_dicom_study
@@ -990,6 +997,7 @@ def _load_dicom(
         where=where,
         max_voxels=max_voxels,
         affine_atol=affine_atol,
+        partial_mapping=partial_mapping,
     )
 
 
@@ -1006,6 +1014,7 @@ def load_study(
     max_voxels: int = MAX_VOXELS,
     affine_atol: float = AFFINE_ATOL,
     load_truth: bool = True,
+    partial_mapping: bool = False,
 ) -> Study:
     """Load and validate one study.
 
@@ -1022,6 +1031,8 @@ def load_study(
         max_voxels: Voxel budget per file; a larger header is refused before its data are read.
         affine_atol: Largest allowed entry-wise difference (mm) between the files' affines.
         load_truth: Read the segmentation file, when present, into ``Study.truth``.
+        partial_mapping: Ignore mapping keys that name no file (or series) of this study, as when one
+            mapping serves a batch of studies; by default such a key is refused as a likely typo.
 
     Returns:
         The study: float32 images keyed by modality, the T1 file's affine and (copied) header,
@@ -1038,6 +1049,7 @@ def load_study(
         "max_voxels": max_voxels,
         "affine_atol": affine_atol,
         "load_truth": load_truth,
+        "partial_mapping": partial_mapping,
     }
     if isinstance(source, str | os.PathLike):
         path = Path(source)
@@ -1134,6 +1146,7 @@ def load_study_from_bytes(
         "max_voxels": max_voxels,
         "affine_atol": affine_atol,
         "load_truth": load_truth,
+        "partial_mapping": False,  # an upload is one study: a key that names no file is a mistake
     }
     zips = [n for n in clean if n.lower().endswith(".zip")]
     if zips and len(clean) > 1:

@@ -185,6 +185,20 @@ def test_check_and_batch_predict_print_each_refusal_on_one_line(tiny_model_dir: 
     assert len(skipped) == 1 and "affine differs" in skipped[0] and skipped[0].rstrip().endswith("]]")
 
 
+def test_a_batch_mapping_applies_to_the_studies_that_have_its_files(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data"
+    write_tiny_study(data / "Case_001", "Case_001", seg=False)
+    odd = write_tiny_study(data / "Case_002", "Case_002", seg=False)
+    odd["T2"].rename(odd["T2"].with_name("scan7.nii.gz"))  # a name nothing can tell
+    code, out, _ = run(capsys, "check", data, "--map", "scan7.nii.gz=T2")
+    assert code == 0, out
+    assert out.splitlines()[-1] == "2 studies: 0 ok, 2 with warnings, 0 refused"
+    assert "T2 scan7.nii.gz" in out
+    # one study: a key that names none of its files is still a mistake worth refusing
+    code, _, err = run(capsys, "predict", data / "Case_001", "--output", tmp_path / "out", "--map", "scan7.nii.gz=T2")
+    assert code == 2 and "scan7.nii.gz: named in the mapping but not among the study's files" in err
+
+
 def test_check_a_real_study(brats_case: Path, capsys) -> None:
     code, out, err = run(capsys, "check", brats_case)
     assert code == 0, err
