@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the card is not changed)")
     _add_window_args(p)
 
-    from .train import EXPORT_DTYPES, INTENSITY_AUGMENTS, PRECISIONS, TrainConfig
+    from .train_config import EXPORT_DTYPES, INTENSITY_AUGMENTS, PRECISIONS, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", formatter_class=_Formatter,
@@ -649,7 +649,8 @@ def format_summary(summary: dict[str, dict[str, float]]) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, train
+    from .train import train
+    from .train_config import TrainConfig
 
     config = TrainConfig(
         folds=args.folds, fold=args.fold, seed=args.seed, epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,

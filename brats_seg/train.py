@@ -37,6 +37,7 @@ from fastai.callback.core import Callback
 from . import io, postprocess, preprocess
 from .card import ModelCard
 from .errors import StudyError
+from .train_config import EXPORT_DTYPES, INTENSITY_AUGMENTS, PRECISIONS, TrainConfig
 from .types import MODALITIES, Study
 
 REGION_ORDER = ("TC", "WT", "ET")
@@ -302,17 +303,6 @@ def crop_patch(case: Case, center: Sequence[int], size: Sequence[int]) -> tuple[
     img[(slice(None), *dst)] = case.image[(slice(None), *src)]
     tgt[(slice(None), *dst)] = case.target[(slice(None), *src)]
     return img, tgt
-
-
-#: How exported weights are stored (``--export-dtype``); inference always computes in float32.
-EXPORT_DTYPES: tuple[str, ...] = ("float32", "float16")
-
-#: Training precision (``--precision``): ``auto`` is bfloat16 mixed precision on a GPU that has it,
-#: else float16 mixed precision on a GPU, and float32 on the CPU.
-PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp16", "fp32")
-
-#: Intensity augmentation presets (``--intensity-augment``).
-INTENSITY_AUGMENTS: tuple[str, ...] = ("mild", "strong", "none")
 
 
 def augmentations(
@@ -624,39 +614,6 @@ def samples_for_budget(config: TrainConfig, batches_per_second: float, *, margin
 # ----------------------------------------------------------------------------------------------------
 # The recipe
 # ----------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TrainConfig:
-    """Every knob of ``brats-seg train`` (defaults are the shipped model's, see ``--help``)."""
-
-    folds: int = 5
-    fold: int = 0
-    seed: int = 0
-    epochs: int = 30
-    samples_per_epoch: int = 200
-    batch_size: int = 2
-    patch_size: tuple[int, int, int] = (64, 64, 64)
-    spacing: tuple[float, float, float] = (2.0, 2.0, 2.0)
-    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
-    num_res_units: int = 2
-    lr: float | None = None
-    lr_find: bool = True
-    weight_decay: float = 1e-4
-    pct_start: float = 0.6
-    intensity_augment: str = "mild"
-    val_patches: int = 4
-    overlap: float = 0.5
-    num_workers: int = 0
-    time_budget_minutes: float | None = None
-    init_from: Path | None = None
-    export_dtype: str = "float32"
-    precision: str = "auto"
-    channels_last: bool | None = None  # None: on the CPU (measured faster), off on a GPU (not measured)
-    device: str | None = None
-    resume: bool = False
-    progress: bool = True
-    splits: Path | None = None
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
