@@ -131,7 +131,8 @@ def _device(value: str) -> str:
 def _add_study_args(p: argparse.ArgumentParser) -> None:
     """The inputs of ``predict`` and ``check``: studies, and which file is which sequence."""
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
-                   help="a study folder (NIfTI or DICOM), a .zip of one, four NIfTI files, or a folder of study folders")
+                   help="a study folder (NIfTI or DICOM), a .zip of one, four NIfTI files, or a folder of study folders; "
+                   "several folders or zips are a batch")
     p.add_argument("--map", action="append", type=_mapping_item, default=None, metavar="KEY=SEQUENCE", dest="mapping",
                    help="say which file (NIfTI file name) or DICOM series (description, number or UID) is which sequence: "
                    "T1, T1CE, T2, FLAIR, SEG or IGNORE; repeat for several; for a folder of studies, a key applies to "
@@ -314,23 +315,30 @@ def _window_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _resolve_inputs(inputs: Sequence[Path]) -> list[Any]:
-    """A list of study sources: folders, zips, or one list of files."""
+    """A list of study sources: folders, zips, or one list of files.
+
+    Each folder (a study, or a folder of studies) and each zip is a source of its own; NIfTI files
+    given together are one study.
+    """
     from . import io
 
     for p in inputs:
         if not p.exists():
             raise StudyError(f"{p}: no such file or folder")
-    if len(inputs) == 1:
-        src = inputs[0]
+    if len(inputs) > 1 and not all(p.is_dir() or p.suffix.lower() == ".zip" for p in inputs):
+        return [list(inputs)]
+    sources: list[Any] = []
+    for src in inputs:
         if src.is_dir():
             studies = io.find_studies(src)
             if not studies:
                 raise StudyError(f"{src}: expected NIfTI files, DICOM series or study folders, found none")
-            return studies
-        if src.suffix.lower() == ".zip":
-            return [src]
-        raise StudyError(f"{src}: expected a study folder, a .zip or four NIfTI files, found a single file")
-    return [list(inputs)]
+            sources.extend(studies)
+        elif src.suffix.lower() == ".zip":
+            sources.append(src)
+        else:
+            raise StudyError(f"{src}: expected a study folder, a .zip or four NIfTI files, found a single file")
+    return sources
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -199,6 +199,22 @@ def test_a_batch_mapping_applies_to_the_studies_that_have_its_files(tmp_path: Pa
     assert code == 2 and "scan7.nii.gz: named in the mapping but not among the study's files" in err
 
 
+def test_several_folders_and_zips_are_a_batch(tmp_path: Path, capsys) -> None:
+    a = write_tiny_study(tmp_path / "A" / "Case_001", "Case_001", seg=False)["T1"].parent
+    b = write_tiny_study(tmp_path / "B" / "Case_002", "Case_002", seg=False)["T1"].parent
+    archive = tmp_path / "Case_003.zip"
+    c = write_tiny_study(tmp_path / "C" / "Case_003", "Case_003", seg=False)
+    with zipfile.ZipFile(archive, "w") as z:
+        for path in c.values():
+            z.write(path, path.name)
+    code, out, _ = run(capsys, "check", a, tmp_path / "B", archive)
+    assert code == 0, out
+    assert [line.split(":")[0] for line in out.splitlines() if not line.startswith(" ")][:3] == [
+        "Case_001", "Case_002", "Case_003"]
+    assert out.splitlines()[-1] == "3 studies: 0 ok, 3 with warnings, 0 refused"
+    assert b.is_dir()
+
+
 def test_check_a_real_study(brats_case: Path, capsys) -> None:
     code, out, err = run(capsys, "check", brats_case)
     assert code == 0, err
