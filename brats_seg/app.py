@@ -686,7 +686,8 @@ class App:
         self.error_legend = W.HTML(
             f'<span class="brats-swatch" style="background:{viz.colour_hex(fp)}"></span>FP: predicted, not in the ground truth '
             f'&nbsp; <span class="brats-swatch" style="background:{viz.colour_hex(fn)}"></span>FN: in the ground truth, missed '
-            "(of the region made of the ticked labels)",
+            "&nbsp; (errors of the region the ticked labels make: all three ticked is the whole tumour, ET alone "
+            "the enhancing tumour)",
             layout=W.Layout(display="none"),
         )
         self.error_legend.add_class("brats-legend-errors")
