@@ -1095,11 +1095,7 @@ class App:
         self._show_study(study)
         found = ", ".join(f"{m} {study.sources[m]}" for m in MODALITIES)
         truth = f"; ground truth {study.sources[io.SEG]}" if study.truth is not None else ""
-        spacing = " x ".join(f"{s:g}" for s in study.spacing)
-        shape = " x ".join(str(n) for n in study.shape)
-        self.show_info(
-            f"Loaded {study.name} ({origin}): {shape} voxels of {spacing} mm; {found}{truth}. Press Predict."
-        )
+        self.show_info(f"Loaded {study.name} ({origin}): {study.grid_text}; {found}{truth}. Press Predict.")
         self.show_warnings(quality.check_study(study))
         self._update_controls()
         return study

@@ -410,11 +410,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             continue
         warnings = quality.check_study(study)
         counts["with warnings" if warnings else "ok"] += 1
-        shape = " x ".join(str(n) for n in study.shape)
-        spacing = " x ".join(f"{s:g}" for s in study.spacing)
         files = ", ".join(f"{m} {study.sources[m]}" for m in study.sources)
         status = f"{len(warnings)} warning{'s' * (len(warnings) != 1)}" if warnings else "ok"
-        print(f"{study.name}: {status} ({shape} voxels of {spacing} mm; {files})")
+        print(f"{study.name}: {status} ({study.grid_text}; {files})")
         for warning in warnings:
             print(f"  warning: {warning}")
     print(f"{len(sources)} {'study' if len(sources) == 1 else 'studies'}: "

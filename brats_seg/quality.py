@@ -3,8 +3,9 @@
 ``brats_seg.io`` refuses what cannot be segmented at all (wrong count, mismatched grids, NaN, empty
 images). What it lets through can still be segmented badly without any error: a head that was not
 skull-stripped, voxel sizes that are wrong in the header, thick clinical slices, a sequence that
-covers only part of the brain, or files whose names point to two different studies. :func:`check_study` names each of these, with what it found and what
-the model expects, so that the command line, the report and the dashboard can say so next to the labels.
+covers only part of the brain, or files whose names point to two different studies.
+:func:`check_study` names each of these, with what it found and what the model expects, so that the
+command line, the report and the dashboard can say so next to the labels.
 
 The limits come from BraTS-preprocessed studies (skull-stripped, co-registered, 1 mm isotropic): on
 the 23 BraTS 2018 cases and the BraTS 2023 demo case in ``../shared/data`` the non-zero region (the
@@ -51,8 +52,12 @@ def uncovered_fraction(image: np.ndarray, mask: np.ndarray) -> float:
     A sequence acquired over fewer slices than the others is zero on the slices it lacks; a dark
     tissue inside the brain (CSF in FLAIR) is zero only here and there, and does not count.
     """
+    return _uncovered(blank_slices(image, mask), mask)
+
+
+def _uncovered(blank: list[np.ndarray], mask: np.ndarray) -> float:
+    """Fraction of the ``mask`` voxels on the ``blank`` slices of :func:`blank_slices`."""
     total = int(np.count_nonzero(mask))
-    blank = blank_slices(image, mask)
     if total == 0 or not any(b.any() for b in blank):
         return 0.0
     uncovered = blank[0][:, None, None] | blank[1][None, :, None] | blank[2][None, None, :]
@@ -88,8 +93,9 @@ def describe_blank_slices(blank: list[np.ndarray], mask: np.ndarray, affine: np.
         n = slices.size
         index = np.flatnonzero(slices)
         shown = np.sort(n - 1 - index if direction < 0 else index)
-        runs = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in _runs(shown)[:3])
-        more = ", ..." if len(_runs(shown)) > 3 else ""
+        found = _runs(shown)
+        runs = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in found[:3])
+        more = ", ..." if len(found) > 3 else ""
         noun = "slice" if shown.size == 1 else "slices"
         parts.append(f"{('sagittal', 'coronal', 'axial')[ras_axis]} {noun} {runs}{more} of {n}")
     return "; ".join(parts)
@@ -189,9 +195,10 @@ def check_study(study: Study) -> list[str]:
                 f"sequences show: no contrast, so the network sees nothing in it and labels without {modality}."
             )
             continue
-        uncovered = uncovered_fraction(image, mask)
+        blank = blank_slices(image, mask)
+        uncovered = _uncovered(blank, mask)
         if uncovered > MAX_UNCOVERED_FRACTION:
-            where = describe_blank_slices(blank_slices(image, mask), mask, study.affine)
+            where = describe_blank_slices(blank, mask, study.affine)
             warnings.append(
                 f"{source}: the {modality} sequence is blank on slices that hold {uncovered:.0%} of the brain the "
                 f"other sequences show ({where}; it covers only part of it); the labels there are made without "

@@ -70,6 +70,12 @@ class Study:
         return affine_spacing(self.affine)
 
     @property
+    def grid_text(self) -> str:
+        """The grid in words for messages, e.g. ``"240 x 240 x 155 voxels of 1 x 1 x 1 mm"``."""
+        shape = " x ".join(str(n) for n in self.shape)
+        return f"{shape} voxels of {' x '.join(f'{s:g}' for s in self.spacing)} mm"
+
+    @property
     def truth_map(self) -> LabelMap | None:
         """The ground truth as a ``LabelMap`` on the study's grid, or None."""
         if self.truth is None:
