@@ -1,4 +1,4 @@
-"""The ``brats-seg`` command line: ``predict``, ``evaluate``, ``train`` and ``info``.
+"""The ``brats-seg`` command line: ``predict``, ``check``, ``evaluate``, ``train``, ``pack``, ``bundle``, ``average`` and ``info``.
 
 Exit codes: 0 done, 2 bad input (a one-line message on stderr, no traceback; also when any study of
 a folder of studies was skipped), 1 internal error. Every default is stated in ``--help``.
@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pct-start", type=float, default=d.pct_start, help="fraction of fit_flat_cos at the flat learning rate")
     p.add_argument("--intensity-augment", choices=INTENSITY_AUGMENTS, default=d.intensity_augment,
                    help="intensity augmentation: mild = joint scale/shift 10%%; strong = per-channel scale/shift, "
-                   "gamma, noise, blur, low resolution; none")
+                   "gamma, noise, blur, low resolution; strong-bias = strong plus a smooth coil bias field shared by the channels; none")
     p.add_argument("--val-patches", type=int, default=d.val_patches, help="validation patches per held-out case")
     p.add_argument("--num-workers", type=int, default=d.num_workers, help="data-loader worker processes (0: load in the main process)")
     p.add_argument("--time-budget", type=_positive_float, default=d.time_budget_minutes, metavar="MINUTES",
@@ -246,8 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train in the channels_last_3d memory format (faster 3-D convolutions on the CPU; "
                    "exported weights keep the standard layout) (default: on the CPU, where it is measured; off on a GPU)")
     p.add_argument("--init-from", type=Path, default=d.init_from, metavar="MODEL_DIR",
-                   help="start from the weights of a trained run or model folder (its first learner, sha256-checked; "
-                   "it must not have trained on this run's held-out cases) and fine-tune them; ignored when --resume "
+                   help="start from the weights of a trained run folder, or of a bundle's member of this fold (e.g. model/), "
+                   "sha256-checked (it must not have trained on this run's held-out cases), and fine-tune them; ignored when --resume "
                    "finds a checkpoint (default: random initialisation)")
     p.add_argument("--device", type=_device, default=d.device, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--resume", action="store_true", help="resume from the run folder's last checkpoint")
@@ -282,6 +282,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store every learner's weights in this type (loaded sha256-checked, converted, exported "
                    "again); float16 halves the files and predictions still compute in float32 "
                    "(default: copy each run's file unchanged)")
+
+    p = sub.add_parser("average", formatter_class=_Formatter,
+                       help="average the weights of several runs of one fold into one learner (a model soup)",
+                       description="Loads each learner (sha256-checked), takes the float32 mean of their weights and "
+                       "exports it with the first run's card as OUTPUT/model.pkl, a run folder that brats-seg bundle "
+                       "takes. Every source must hold out the same cases; a bundle of fold models (e.g. model/) "
+                       "contributes its member of that fold. Predicting costs one network, not one per source.")
+    p.add_argument("sources", nargs="+", type=Path, metavar="RUN",
+                   help="model folders, at least two; the first a run folder written by brats-seg train")
+    p.add_argument("--output", "-o", type=Path, required=True, help="run folder to write")
+    p.add_argument("--weights-dtype", choices=EXPORT_DTYPES, default=None,
+                   help="how the averaged weights are stored (default: as the first run's)")
 
     p = sub.add_parser("info", formatter_class=_Formatter, help="print the model card")
     p.add_argument("--model", type=Path, default=None, help="model folder (default: $BRATS_SEG_MODEL, else the bundled model/)")
@@ -704,8 +716,18 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_average(args: argparse.Namespace) -> int:
+    from .train import average
+
+    card = average(args.sources, args.output, weights_dtype=args.weights_dtype)
+    sources = card.extra["training"]["averaged_from"]
+    print(f"wrote {args.output / 'model.pkl'}: the mean of {len(sources)} learners ({', '.join(s['file'] for s in sources)})")
+    return EXIT_OK
+
+
 COMMANDS = {
-    "predict": cmd_predict, "check": cmd_check, "evaluate": cmd_evaluate, "train": cmd_train, "pack": cmd_pack, "bundle": cmd_bundle, "info": cmd_info,
+    "predict": cmd_predict, "check": cmd_check, "evaluate": cmd_evaluate, "train": cmd_train, "pack": cmd_pack,
+    "bundle": cmd_bundle, "average": cmd_average, "info": cmd_info,
 }
 
 

@@ -305,6 +305,55 @@ def crop_patch(case: Case, center: Sequence[int], size: Sequence[int]) -> tuple[
     return img, tgt
 
 
+class BrainBiasField:
+    """A smooth multiplicative intensity field over the brain (an MRI coil bias), shared by all channels.
+
+    The patch holds z-scored channels whose background is exactly 0. The field ``f`` is applied as
+    if to the raw intensities before z-scoring: ``(z + shift) * f - shift`` inside the brain (any
+    channel non-zero), with ``shift`` about the z-score of dark brain tissue, so brightness drifts
+    across the brain as it does on an uncorrected coil (e.g. a brightened frontal lobe on an old
+    FLAIR) while the background stays 0. ``log f`` is Gaussian noise on a coarse ``grid`` of control
+    points, upsampled smoothly to the patch, with standard deviation ``sigma``.
+
+    A MONAI-style randomisable dictionary transform: ``set_random_state`` (called by ``Compose``)
+    seeds it, so a seeded :class:`PatchDataset` stays reproducible.
+
+    Args:
+        keys: The image key.
+        prob: Probability of applying the field to a patch.
+        sigma: Standard deviation of ``log f`` at the control points (0.25: about ±25 %).
+        grid: Control points per axis (3: one smooth bump or dip across a brain-sized patch).
+        shift: Added before and taken away after the multiplication.
+    """
+
+    def __init__(self, keys: str = "image", *, prob: float = 0.3, sigma: float = 0.25, grid: int = 3, shift: float = 3.0) -> None:
+        if not 0.0 <= prob <= 1.0 or sigma < 0 or grid < 2:
+            raise ValueError(f"BrainBiasField: expected 0 <= prob <= 1, sigma >= 0 and grid >= 2, found {prob}, {sigma}, {grid}")
+        self.keys, self.prob, self.sigma, self.grid, self.shift = keys, prob, sigma, grid, shift
+        self.R = np.random.RandomState()
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> BrainBiasField:
+        """Seed the transform (the MONAI ``Randomizable`` protocol)."""
+        self.R = state if state is not None else np.random.RandomState(seed)
+        return self
+
+    def field(self, shape: Sequence[int]) -> torch.Tensor:
+        """A random smooth field of ``shape`` (X, Y, Z), positive, 1 on average in the log domain."""
+        coarse = torch.from_numpy(self.R.normal(0.0, self.sigma, size=(1, 1, self.grid, self.grid, self.grid)).astype(np.float32))
+        log_f = torch.nn.functional.interpolate(coarse, size=tuple(int(n) for n in shape), mode="trilinear", align_corners=True)
+        return torch.exp(log_f[0, 0])
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        if self.R.random_sample() >= self.prob:
+            return data
+        out = dict(data)
+        img = torch.as_tensor(data[self.keys])
+        brain = img.abs().sum(0, keepdim=True) > 0
+        f = self.field(img.shape[1:]).to(img.dtype)
+        out[self.keys] = torch.where(brain, (img + self.shift) * f - self.shift, img)
+        return out
+
+
 def augmentations(
     *, flip: bool = True, zoom: bool = True, affine: bool = True, intensity: bool | str = True
 ):
@@ -318,7 +367,9 @@ def augmentations(
             ``"strong"``: in the spirit of nnU-Net, each channel scaled (±25 %) and shifted (±0.2) on
             its own, so the tumour's contrast in one sequence varies against the others, plus gamma,
             Gaussian noise, blur and simulated low resolution, for scanners and protocols the
-            training cases do not cover. ``"none"`` (or False): no intensity augmentation.
+            training cases do not cover. ``"strong-bias"``: ``"strong"`` plus a smooth coil bias
+            field shared by the channels (:class:`BrainBiasField`), first among the intensity
+            transforms. ``"none"`` (or False): no intensity augmentation.
     """
     from monai import transforms as T
 
@@ -343,7 +394,9 @@ def augmentations(
         )
     if intensity == "mild":
         tfms += [T.RandScaleIntensityd("image", factors=0.1, prob=0.5), T.RandShiftIntensityd("image", offsets=0.1, prob=0.5)]
-    elif intensity == "strong":
+    if intensity == "strong-bias":
+        tfms.append(BrainBiasField("image", prob=0.3))
+    if intensity in ("strong", "strong-bias"):
         tfms += [
             T.RandScaleIntensityd("image", factors=0.25, prob=0.5, channel_wise=True),
             T.RandShiftIntensityd("image", offsets=0.2, prob=0.5, channel_wise=True),
@@ -934,30 +987,64 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainConfig | None 
     return out
 
 
-def init_weights(net: nn.Module, model_dir: str | Path, *, held_out: Sequence[str] = ()) -> dict[str, Any]:
-    """Copy the weights of a trained model folder's first learner into ``net`` (to fine-tune it).
+def pick_member(card: ModelCard, held_out: Sequence[str], *, what: str) -> tuple[str, dict[str, Any]]:
+    """The learner of a model folder that a run of the same fold may start from or average with.
 
-    The learner is loaded the safe way (sha256 checked against its card first). ``held_out`` are
-    the cases the new run holds out: a source trained on any of them is refused, since its scores
-    on them would no longer come from unseen cases.
+    A run folder has one learner. A bundle of fold models has several: the member whose
+    ``held_out_cases`` are exactly ``held_out`` (the same fold of the same split) is picked.
+
+    Args:
+        card: The folder's model card.
+        held_out: The cases the new run or average holds out.
+        what: How messages name the folder (e.g. ``"--init-from model"``).
+
+    Returns:
+        The learner's file name (as the card lists it) and its ``training`` record.
+
+    Raises:
+        StudyError: for a bundle none of whose members holds out exactly ``held_out``.
+    """
+    members = card.extra.get("members")
+    if not members:
+        return card.files[0], dict(card.extra.get("training", {}))
+    for member in members:
+        training = member.get("training", {})
+        if held_out and set(training.get("held_out_cases", [])) == set(held_out):
+            return member["file"], dict(training)
+    found = "; ".join(f"{m['file']}: {sorted(m.get('training', {}).get('held_out_cases', []))}" for m in members)
+    raise StudyError(
+        f"{what}: expected a bundle member that holds out exactly {sorted(held_out)} (the same fold of the same "
+        f"split), found none among its {len(members)} members ({found})"
+    )
+
+
+def init_weights(net: nn.Module, model_dir: str | Path, *, held_out: Sequence[str] = ()) -> dict[str, Any]:
+    """Copy the weights of a trained model folder's learner into ``net`` (to fine-tune it).
+
+    The learner is loaded the safe way (sha256 checked against its card first). From a run folder
+    that is its one learner; from a bundle of fold models (e.g. the shipped ``model/``), the member
+    of the same fold (:func:`pick_member`). ``held_out`` are the cases the new run holds out: a
+    source trained on any of them is refused, since its scores on them would no longer come from
+    unseen cases.
 
     Returns:
         What was loaded: ``file``, ``sha256`` and the earlier run's ``training`` record.
 
     Raises:
-        StudyError: naming the folder, when its network's layers or shapes differ from ``net``'s, or
-            when it was trained on a case in ``held_out``.
+        StudyError: naming the folder, when its network's layers or shapes differ from ``net``'s, when
+            it was trained on a case in ``held_out``, or when no bundle member is of this fold.
     """
     from .model import load_model
 
     source = load_model(model_dir, device="cpu")
-    seen = set(held_out) & set(source.card.extra.get("training", {}).get("train_cases", []))
+    fname, training = pick_member(source.card, held_out, what=f"--init-from {model_dir}")
+    seen = set(held_out) & set(training.get("train_cases", []))
     if seen:
         raise StudyError(
             f"--init-from {model_dir}: it was trained on {sorted(seen)}, which this run holds out; "
             "expected a model that never saw the held-out cases (e.g. the same fold of the same split)"
         )
-    state = source.networks[0].state_dict()
+    state = source.networks[source.card.files.index(fname)].state_dict()
     ours = net.state_dict()
     mismatched = sorted(k for k in ours if k not in state or state[k].shape != ours[k].shape)
     if mismatched or len(state) != len(ours):
@@ -967,8 +1054,7 @@ def init_weights(net: nn.Module, model_dir: str | Path, *, held_out: Sequence[st
             "expected the same --channels and --num-res-units"
         )
     net.load_state_dict({k: v.to(ours[k].dtype) for k, v in state.items()})
-    first = source.card.files[0]
-    return {"file": str(Path(model_dir) / first), "sha256": source.card.sha256[first], "training": source.card.extra.get("training", {})}
+    return {"file": str(Path(model_dir) / fname), "sha256": source.card.sha256[fname], "training": training}
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
@@ -1077,11 +1163,7 @@ def bundle(
     runs = [Path(r) for r in runs]
     cards = [ModelCard.load(r / "model.json") for r in runs]
     first = cards[0]
-    must_match = ("channels", "output", "spacing", "orientation", "normalisation", "roi_size")
-    for run, card in zip(runs[1:], cards[1:], strict=True):
-        for key in must_match:
-            if getattr(card, key) != getattr(first, key):
-                raise ModelError(f"cannot bundle {run}: its {key} {getattr(card, key)} differs from {getattr(first, key)} of {runs[0]}")
+    _refuse_other_reading(runs, cards, verb="bundle")
     names = [run.name for run in runs]
     if len(set(names)) != len(names):
         raise ModelError(f"cannot bundle runs with the same folder name (each becomes <run>.pkl): {', '.join(names)}")
@@ -1122,6 +1204,103 @@ def bundle(
     return merged
 
 
+def _refuse_other_reading(folders: Sequence[Path], cards: Sequence[ModelCard], *, verb: str) -> None:
+    """Refuse model folders that read inputs or decode outputs differently from the first one."""
+    from .errors import ModelError
+
+    must_match = ("channels", "output", "spacing", "orientation", "normalisation", "roi_size")
+    for folder, card in zip(folders[1:], cards[1:], strict=True):
+        for key in must_match:
+            if getattr(card, key) != getattr(cards[0], key):
+                raise ModelError(
+                    f"cannot {verb} {folder}: its {key} {getattr(card, key)} differs from {getattr(cards[0], key)} of {folders[0]}"
+                )
+
+
+def average(sources: Sequence[str | Path], out_dir: str | Path, *, weights_dtype: str | None = None) -> ModelCard:
+    """Average the weights of several runs of one fold into one learner (a "model soup").
+
+    Fine-tunes that start from the same weights stay close enough for the mean of their weights to be
+    a network of its own, often better than each of them, at the cost of one network when predicting.
+    Every learner is loaded the safe way (sha256 checked against its card). Sources must hold out the
+    same cases: a run folder's one learner, or a bundle's member of that fold (:func:`pick_member`),
+    so that the average's scores on the held-out cases still come from unseen cases.
+
+    Args:
+        sources: Model folders: at least two, the first a run folder written by :func:`train` (its
+            card and held-out cases are the average's).
+        out_dir: Run folder to write (``model.pkl`` and ``model.json``), usable by :func:`bundle`.
+        weights_dtype: ``"float16"`` or ``"float32"`` for the stored weights; default the first
+            run's. The mean itself is computed in float32.
+
+    Returns:
+        The card written; its ``training.averaged_from`` lists each source learner and its sha256.
+
+    Raises:
+        ModelError: for fewer than two sources, a first source that is not a run, sources that hold
+            out other cases, read inputs differently or hold other networks, or a changed learner.
+    """
+    from .errors import ModelError
+    from .model import load_learner_checked
+
+    sources = [Path(src) for src in sources]
+    if len(sources) < 2:
+        raise ModelError(f"average: expected at least two model folders, found {len(sources)}")
+    cards = [ModelCard.load(src / "model.json") for src in sources]
+    if weights_dtype is not None and weights_dtype not in EXPORT_DTYPES:
+        raise ModelError(f"average: expected weights_dtype in {EXPORT_DTYPES} or None, found {weights_dtype!r}")
+    if cards[0].extra.get("members"):
+        raise ModelError(f"cannot average into {sources[0]}'s card: expected a run folder first (one learner), found a bundle")
+    _refuse_other_reading(sources, cards, verb="average")
+    held_out = cards[0].extra.get("training", {}).get("held_out_cases", [])
+    picked: list[tuple[Path, str, dict[str, Any]]] = []
+    for src, card in zip(sources, cards, strict=True):
+        try:
+            fname, training = pick_member(card, held_out, what=f"cannot average {src}")
+        except StudyError as e:
+            raise ModelError(str(e)) from e
+        if set(training.get("held_out_cases", [])) != set(held_out):
+            raise ModelError(
+                f"cannot average {src}: it holds out {sorted(training.get('held_out_cases', []))}, expected "
+                f"{sorted(held_out)} (those of {sources[0]}); only runs of the same fold can be averaged"
+            )
+        picked.append((src, fname, training))
+    learners = [load_learner_checked(src / fname, card.sha256[fname], cpu=True) for (src, fname, _), card in zip(picked, cards, strict=True)]
+    states = [learn.model.state_dict() for learn in learners]
+    for (src, _, _), state in zip(picked[1:], states[1:], strict=True):
+        if state.keys() != states[0].keys() or any(state[k].shape != states[0][k].shape for k in state):
+            raise ModelError(f"cannot average {src}: its network differs from {sources[0]}'s (other layers or shapes)")
+    mean = {}
+    for key, ref in states[0].items():
+        if ref.is_floating_point():
+            mean[key] = torch.stack([state[key].float() for state in states]).mean(0)
+        else:
+            mean[key] = ref.clone()
+    learn = learners[0]
+    dtype = getattr(torch, weights_dtype) if weights_dtype else next(learn.model.parameters()).dtype
+    learn.model.load_state_dict({k: v.to(ref.dtype) for (k, v), ref in zip(mean.items(), states[0].values(), strict=True)})
+    learn.model.to(dtype)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    learn.path = out
+    learn.export("model.pkl")
+    from .model import sha256_of
+
+    training = dict(picked[0][2])
+    training["averaged_from"] = [
+        {"file": str(src / fname), "sha256": card.sha256[fname], "training": _training_brief(t)}
+        for (src, fname, t), card in zip(picked, cards, strict=True)
+    ]
+    training["train_cases"] = sorted(set().union(*(t.get("train_cases", []) for _, _, t in picked)))
+    training["weights_dtype"] = str(dtype).removeprefix("torch.")
+    extra = dict(cards[0].extra)
+    extra["training"] = training
+    extra["scores"] = {}
+    card = dataclasses.replace(cards[0], files=["model.pkl"], sha256={"model.pkl": sha256_of(out / "model.pkl")}, extra=extra)
+    card.save(out / "model.json")
+    return card
+
+
 def _check_run_learner(run: Path, card: ModelCard) -> None:
     """Refuse a run whose card does not list exactly one learner, or whose learner is missing or changed."""
     from .errors import ModelError
@@ -1156,10 +1335,14 @@ def _init_record(init: dict[str, Any] | None) -> dict[str, Any] | None:
     """What a fine-tuned model started from: file, sha256 and the earlier training in brief."""
     if not init:
         return None
-    t = init.get("training") or {}
+    return {"file": init["file"], "sha256": init["sha256"], "training": _training_brief(init.get("training") or {})}
+
+
+def _training_brief(training: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a training record that say what a learner saw and how long it trained."""
     keep = ("train_cases", "held_out_cases", "fold", "epochs", "iterations", "batch_size", "patch_size", "intensity_augment",
-            "lr", "wall_time_minutes", "hardware", "init_from")
-    return {"file": init["file"], "sha256": init["sha256"], "training": {k: t[k] for k in keep if k in t}}
+            "lr", "wall_time_minutes", "hardware", "init_from", "averaged_from")
+    return {k: training[k] for k in keep if k in training}
 
 
 def _hardware(device) -> str:
@@ -1172,10 +1355,12 @@ def _hardware(device) -> str:
 
 __all__ = [
     "MODALITIES",
+    "BrainBiasField",
     "DiceBCELoss",
     "FixedPatchDataset",
     "PatchDataset",
     "TrainConfig",
+    "average",
     "build_unet",
     "dice_et",
     "dice_tc",

@@ -16,7 +16,7 @@ EXPORT_DTYPES: tuple[str, ...] = ("float32", "float16")
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp16", "fp32")
 
 #: Intensity augmentation presets (``--intensity-augment``).
-INTENSITY_AUGMENTS: tuple[str, ...] = ("mild", "strong", "none")
+INTENSITY_AUGMENTS: tuple[str, ...] = ("mild", "strong", "strong-bias", "none")
 
 
 @dataclass

@@ -162,7 +162,7 @@ def test_patch_dataset_shapes_and_tumour_bias() -> None:
     assert len(ds.new_empty()) == 0
 
 
-@pytest.mark.parametrize("intensity", ["mild", "strong", "none"])
+@pytest.mark.parametrize("intensity", ["mild", "strong", "strong-bias", "none"])
 def test_augmentations_keep_shapes_labels_and_finite_values(intensity: str) -> None:
     tfms = train.augmentations(intensity=intensity)
     tfms.set_random_state(seed=0)
@@ -196,8 +196,37 @@ def test_strong_intensity_augmentation_changes_channels_independently() -> None:
         assert torch.allclose(img[0], img[3])
 
 
+def test_bias_field_is_smooth_shared_by_the_channels_and_keeps_the_background() -> None:
+    """The coil bias field multiplies every channel by the same smooth field, as if before z-scoring,
+    leaves the background at 0, and is reproducible from a seed (MONAI's Compose seeds it)."""
+    image = torch.zeros(4, 24, 24, 24)
+    image[:, 4:20, 4:20, 4:20] = torch.randn(4, 16, 16, 16)
+    image[:, 4:20, 4:20, 4:20][image[:, 4:20, 4:20, 4:20] == 0] = 0.5  # every brain voxel non-zero
+    bias = train.BrainBiasField("image", prob=1.0, sigma=0.3, shift=3.0).set_random_state(seed=0)
+    out = bias({"image": image.clone(), "label": torch.ones(3, 24, 24, 24)})
+    img = out["image"]
+    assert torch.equal(out["label"], torch.ones(3, 24, 24, 24)), "labels must not change"
+    brain = image.abs().sum(0) > 0
+    assert torch.equal(img[:, ~brain], torch.zeros(4, int((~brain).sum()))), "the background stays 0"
+    field = (img[:, brain] + 3.0) / (image[:, brain] + 3.0)
+    assert torch.allclose(field, field[0:1].expand_as(field), atol=1e-4), "one field for all four channels"
+    assert 0.4 < float(field.min()) < float(field.max()) < 2.5 and float(field.max() - field.min()) > 0.05
+    f = bias.field((24, 24, 24))
+    steps = max(float(f.diff(dim=d).abs().max()) for d in range(3))
+    assert steps < float(f.max() - f.min()) / 5, "the field varies slowly across the patch, not voxel to voxel"
+    again = train.BrainBiasField("image", prob=1.0, sigma=0.3).set_random_state(seed=0)({"image": image.clone()})["image"]
+    assert torch.equal(again, img)
+    assert torch.equal(train.BrainBiasField("image", prob=0.0)({"image": image})["image"], image)
+    with pytest.raises(ValueError, match="expected 0 <= prob <= 1"):
+        train.BrainBiasField("image", prob=1.5)
+    # "strong-bias" is "strong" with the field first among the intensity transforms
+    names = [type(t).__name__ for t in train.augmentations(intensity="strong-bias").transforms]
+    strong = [type(t).__name__ for t in train.augmentations(intensity="strong").transforms]
+    assert names == strong[:5] + ["BrainBiasField"] + strong[5:]
+
+
 def test_unknown_intensity_augmentation_is_refused(capsys) -> None:
-    with pytest.raises(ValueError, match=r"expected one of \('mild', 'strong', 'none'\), found 'wild'"):
+    with pytest.raises(ValueError, match=r"expected one of \('mild', 'strong', 'strong-bias', 'none'\), found 'wild'"):
         train.augmentations(intensity="wild")
     with pytest.raises(SystemExit):
         main(["train", "data", "--output", "out", "--intensity-augment", "wild"])
@@ -517,6 +546,129 @@ def test_init_from_fine_tunes_a_trained_model(tiny_data_dir: Path, tiny_model_di
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "its network differs from the one being trained" in err and "Traceback" not in err
+
+
+def test_init_from_a_bundle_of_fold_models_takes_the_member_of_the_same_fold(
+    tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
+    """--init-from model/ (a bundle of fold models) starts each fold from its own member, never from a
+    member that trained on the run's held-out cases; a bundle with no member of the fold is refused."""
+    from conftest import TINY_TRAIN_ARGS
+
+    splits = tiny_model_dir / "splits.json"
+    fold1 = tmp_path / "fold1"
+    args = ["train", str(tiny_data_dir), "--output", str(fold1), *TINY_TRAIN_ARGS, "--splits", str(splits)]
+    args[args.index("--fold") + 1] = "1"
+    assert main(args) == 0
+    bundled = tmp_path / "model"
+    assert main(["bundle", str(tiny_model_dir), str(fold1), "--output", str(bundled)]) == 0
+
+    ft = tmp_path / "ft1"
+    args = ["train", str(tiny_data_dir), "--output", str(ft), *TINY_TRAIN_ARGS, "--splits", str(splits), "--init-from", str(bundled)]
+    args[args.index("--fold") + 1] = "1"
+    assert main(args) == 0
+    init = ModelCard.load(ft / "model.json").extra["training"]["init_from"]
+    assert init["file"] == str(bundled / "fold1.pkl")
+    assert init["sha256"] == ModelCard.load(fold1 / "model.json").sha256["model.pkl"]
+    fresh = train.build_unet(channels=(4, 8, 16), num_res_units=1)
+    held_out = ModelCard.load(fold1 / "model.json").extra["training"]["held_out_cases"]
+    train.init_weights(fresh, bundled, held_out=held_out)
+    source = load_model(fold1, device="cpu").networks[0].state_dict()
+    assert all(torch.equal(v, source[k]) for k, v in fresh.state_dict().items())
+
+    args[args.index("--fold") + 1] = "2"  # no member holds out fold 2
+    args[args.index("--output") + 1] = str(tmp_path / "ft2")
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--init-from {bundled}: expected a bundle member that holds out exactly" in err
+    assert "found none among its 2 members (run.pkl: [" in err and "Traceback" not in err
+
+
+def test_average_writes_the_mean_of_one_folds_runs_as_a_run(
+    tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
+    """brats-seg average: the float32 mean of the weights of runs that hold out the same cases (a bundle
+    contributes its member of that fold), exported as a run folder that loads, predicts and bundles."""
+    from conftest import TINY_TRAIN_ARGS
+
+    from brats_seg.model import load_learner_checked, sha256_of
+
+    splits = tiny_model_dir / "splits.json"
+    second = tmp_path / "seed1"
+    args = ["train", str(tiny_data_dir), "--output", str(second), *TINY_TRAIN_ARGS, "--splits", str(splits),
+            "--seed", "1", "--init-from", str(tiny_model_dir), "--lr", "3e-2", "--export-dtype", "float16"]
+    assert main(args) == 0
+    fold1 = tmp_path / "fold1"
+    args = ["train", str(tiny_data_dir), "--output", str(fold1), *TINY_TRAIN_ARGS, "--splits", str(splits)]
+    args[args.index("--fold") + 1] = "1"
+    assert main(args) == 0
+    bundled = tmp_path / "model"
+    assert main(["bundle", str(fold1), str(second), "--output", str(bundled)]) == 0  # members of folds 1 and 0
+
+    soup = tmp_path / "soup"
+    capsys.readouterr()
+    assert main(["average", str(tiny_model_dir), str(bundled), "--output", str(soup)]) == 0
+    assert f"wrote {soup / 'model.pkl'}: the mean of 2 learners" in capsys.readouterr().out
+    card = ModelCard.load(soup / "model.json")
+    first = ModelCard.load(tiny_model_dir / "model.json")
+    assert card.files == ["model.pkl"] and card.sha256["model.pkl"] == sha256_of(soup / "model.pkl")
+    training = card.extra["training"]
+    assert training["held_out_cases"] == first.extra["training"]["held_out_cases"]
+    assert [s["file"] for s in training["averaged_from"]] == [str(tiny_model_dir / "model.pkl"), str(bundled / "seed1.pkl")]
+    assert training["averaged_from"][1]["sha256"] == ModelCard.load(second / "model.json").sha256["model.pkl"]
+    assert training["weights_dtype"] == "float32" and card.extra["scores"] == {}
+
+    a = load_model(tiny_model_dir, device="cpu").networks[0].state_dict()
+    b = load_model(second, device="cpu").networks[0].state_dict()
+    mean = load_learner_checked(soup / "model.pkl", card.sha256["model.pkl"]).model.state_dict()
+    weights = [k for k in a if a[k].is_floating_point()]
+    assert any(not torch.allclose(a[k], b[k]) for k in weights), "the fine-tune must have moved the weights"
+    for k in weights:
+        assert torch.allclose(mean[k], (a[k] + b[k].float()) / 2, atol=1e-6), k
+    assert main(["bundle", str(soup), "--output", str(tmp_path / "souped")]) == 0
+    assert len(load_model(tmp_path / "souped", device="cpu").networks) == 1
+
+
+def test_average_refuses_other_folds_bundles_first_and_tampered_learners(
+    tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
+    import shutil
+
+    from conftest import TINY_TRAIN_ARGS
+
+    fold1 = tmp_path / "fold1"
+    args = ["train", str(tiny_data_dir), "--output", str(fold1), *TINY_TRAIN_ARGS, "--splits", str(tiny_model_dir / "splits.json")]
+    args[args.index("--fold") + 1] = "1"
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["average", str(tiny_model_dir), str(fold1), "--output", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot average {fold1}: it holds out [" in err and "only runs of the same fold can be averaged" in err
+    assert not (tmp_path / "x" / "model.pkl").exists()
+
+    assert main(["average", str(tiny_model_dir), "--output", str(tmp_path / "x")]) == 2
+    assert "expected at least two model folders, found 1" in capsys.readouterr().err
+
+    bundled = tmp_path / "model"
+    assert main(["bundle", str(tiny_model_dir), "--output", str(bundled)]) == 0
+    assert main(["average", str(bundled), str(tiny_model_dir), "--output", str(tmp_path / "x")]) == 2
+    assert "expected a run folder first (one learner), found a bundle" in capsys.readouterr().err
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(tiny_model_dir, tampered)
+    with open(tampered / "model.pkl", "ab") as f:
+        f.write(b"x")
+    assert main(["average", str(tiny_model_dir), str(tampered), "--output", str(tmp_path / "x")]) == 2
+    assert "refusing to unpickle" in capsys.readouterr().err
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model_dir, other)
+    d = json.loads((other / "model.json").read_text())
+    d["spacing"] = [1.0, 1.0, 1.0]
+    (other / "model.json").write_text(json.dumps(d))
+    assert main(["average", str(tiny_model_dir), str(other), "--output", str(tmp_path / "x")]) == 2
+    assert f"cannot average {other}: its spacing [1.0, 1.0, 1.0] differs" in capsys.readouterr().err
 
 
 def test_cross_validation_scores_each_case_with_the_members_that_held_it_out(
