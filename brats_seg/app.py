@@ -22,12 +22,12 @@ Configuration (keyword arguments win over environment variables):
 * ``BRATS_SEG_TORCH_THREADS``: CPU threads torch uses in this kernel (default: one per core).
 
 Stable CSS classes for browser tests: ``brats-app``, ``brats-model-status``, ``brats-upload``,
-``brats-example``, ``brats-files``, ``brats-file-row``, ``brats-modality``, ``brats-predict``,
+``brats-example``, ``brats-example-note``, ``brats-files``, ``brats-file-row``, ``brats-modality``, ``brats-predict``,
 ``brats-keep-parts``, ``brats-quick``, ``brats-progress``, ``brats-progress-label``, ``brats-message``, ``brats-review``, ``brats-background``,
 ``brats-overlay-mode``, ``brats-opacity``, ``brats-contrast``, ``brats-window``, ``brats-crosshair``,
 ``brats-toggle-ncr`` / ``-ed`` / ``-et``, ``brats-legend-errors``, ``brats-view-axial`` /
 ``-coronal`` / ``-sagittal``, ``brats-slider-axial`` / ``-coronal`` / ``-sagittal``,
-``brats-volumes``, ``brats-metrics``, ``brats-downloads``, ``brats-refresh-png``.
+``brats-volumes``, ``brats-metrics``, ``brats-downloads``, ``brats-refresh-png``, ``brats-scroller``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import http.client
 import io as _io
 import json
 import logging
@@ -44,10 +45,9 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -67,13 +67,17 @@ __all__ = [
     "EXAMPLE_FILES",
     "EXAMPLE_URL",
     "EXAMPLE_URL_ENV",
+    "SCROLL_TO_REVIEW_JS",
     "App",
     "Entry",
     "ExampleError",
+    "ExampleUnreachable",
     "data_uri_link",
     "default_cache_dir",
     "fetch_example",
+    "javascript_output",
     "list_entries",
+    "model_status_html",
     "parse_links",
     "parse_table",
     "read_study_folder",
@@ -144,6 +148,21 @@ _CSS = """
 
 class ExampleError(RuntimeError):
     """The example study could not be fetched or read (network, address, or sha256 mismatch)."""
+
+
+class ExampleUnreachable(ExampleError):
+    """The example's server could not be reached, or did not serve the file (no network, a firewall,
+    a refused connection, a timeout, an HTTP error): trying again from this server will fail again.
+
+    Attributes:
+        url: The address that was asked.
+        reason: What urllib said, in words.
+    """
+
+    def __init__(self, message: str, *, url: str, reason: str) -> None:
+        super().__init__(message)
+        self.url = url
+        self.reason = reason
 
 
 # --------------------------------------------------------------------------------------------------
@@ -294,6 +313,71 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+#: Errors of reaching a server or reading its answer (``URLError``, ``HTTPError`` and timeouts are OSErrors).
+_NETWORK_ERRORS: tuple[type[BaseException], ...] = (OSError, http.client.HTTPException)
+
+
+def _unreachable(name: str, url: str, exc: BaseException) -> ExampleUnreachable:
+    """The ExampleUnreachable for a failed request of ``url``, with urllib's reason in words."""
+    reason = str(getattr(exc, "reason", None) or exc or type(exc).__name__)
+    return ExampleUnreachable(
+        f"could not download the example file {name} from {url} ({reason}). Check the network "
+        f"connection, or set {EXAMPLE_DIR_ENV} to a local copy of the example study.",
+        url=url,
+        reason=reason,
+    )
+
+
+def _chunks(response: Any, name: str, url: str) -> Iterator[bytes]:
+    """The body of a urllib response in 1 MiB pieces; a transfer that breaks off is ExampleUnreachable."""
+    while True:
+        try:
+            chunk = response.read(1 << 20)
+        except _NETWORK_ERRORS as exc:
+            raise _unreachable(name, url, exc) from exc
+        if not chunk:
+            return
+        yield chunk
+
+
+def _download(url: str, name: str, target: Path, timeout: float) -> str:
+    """Download ``url`` into ``target`` (at most :data:`MAX_DOWNLOAD_BYTES`); returns its sha256.
+
+    Raises:
+        ExampleUnreachable: When the server cannot be reached, answers with an error, or the
+            transfer breaks off.
+        ExampleError: When the address is not a URL urllib can open, ``target`` cannot be written,
+            or the file is larger than :data:`MAX_DOWNLOAD_BYTES`.
+    """
+    try:
+        response = urllib.request.urlopen(url, timeout=timeout)
+    except ValueError as exc:  # the address itself is wrong: a setting to fix, not a network failure
+        raise ExampleError(
+            f"the example address {url!r} cannot be opened ({exc}); expected an https://, http:// or "
+            f"file:// address ({EXAMPLE_URL_ENV})"
+        ) from exc
+    except _NETWORK_ERRORS as exc:
+        raise _unreachable(name, url, exc) from exc
+    digest = hashlib.sha256()
+    size = 0
+    with response:
+        try:
+            with target.open("wb") as dst:
+                for chunk in _chunks(response, name, url):
+                    size += len(chunk)
+                    if size > MAX_DOWNLOAD_BYTES:
+                        raise ExampleError(
+                            f"{name}: the download from {url} exceeds {MAX_DOWNLOAD_BYTES:,} bytes; refused"
+                        )
+                    digest.update(chunk)
+                    dst.write(chunk)
+        except ExampleError:
+            raise
+        except OSError as exc:  # the transfer's own errors are ExampleUnreachable already: this is the disk
+            raise ExampleError(f"cannot write {target} in the example cache ({exc})") from exc
+    return digest.hexdigest()
+
+
 def fetch_example(
     base_url: str = EXAMPLE_URL,
     *,
@@ -315,8 +399,10 @@ def fetch_example(
         File name -> path of the verified file.
 
     Raises:
-        ExampleError: When a file cannot be downloaded, is too large, or its sha256 differs from the
-            pinned one (the downloaded file is then discarded).
+        ExampleUnreachable: When the server cannot be reached or does not serve a file (see
+            :func:`_download`).
+        ExampleError: When the address is malformed, the cache cannot be written, a file is too large,
+            or its sha256 differs from the pinned one (the downloaded file is then discarded).
     """
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = folder / "examples"
@@ -332,29 +418,11 @@ def fetch_example(
             continue
         url = f"{base_url.rstrip('/')}/{name}"
         tmp = folder / f".{name}.{os.getpid()}.{threading.get_ident()}.part"
-        digest = hashlib.sha256()
-        size = 0
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response, tmp.open("wb") as dst:
-                for chunk in iter(lambda response=response: response.read(1 << 20), b""):
-                    size += len(chunk)
-                    if size > MAX_DOWNLOAD_BYTES:
-                        raise ExampleError(
-                            f"{name}: the download from {url} exceeds {MAX_DOWNLOAD_BYTES:,} bytes; refused"
-                        )
-                    digest.update(chunk)
-                    dst.write(chunk)
-        except ExampleError:
+            actual = _download(url, name, tmp, timeout)
+        except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            tmp.unlink(missing_ok=True)
-            reason = getattr(exc, "reason", None) or exc
-            raise ExampleError(
-                f"could not download the example file {name} from {url} ({reason}). Check the network "
-                f"connection, or set {EXAMPLE_DIR_ENV} to a local copy of the example study."
-            ) from exc
-        actual = digest.hexdigest()
         if actual != expected:
             tmp.unlink(missing_ok=True)
             raise ExampleError(
@@ -454,6 +522,68 @@ def parse_links(text: str) -> dict[str, bytes]:
 #: The figure button's text while the PNG download shows the views on the page, and once they have moved on.
 FIGURE_CURRENT = "Figure (PNG) shows the current view"
 FIGURE_STALE = "Update the figure (PNG) to the current view"
+
+
+#: The model line's first figure: the whole tumour's mean Dice on unseen cases, from :func:`scores_line`.
+_HEADLINE_SCORE = re.compile(r"^mean Dice WT (\d\.\d+)\b.* over (\d+) cases")
+
+
+def model_status_html(model: Any, threads: str) -> str:
+    """The model line: a short first line, and every detail in a ``<details>`` element.
+
+    Args:
+        model: The loaded model (``card``, ``networks``, ``directory``).
+        threads: The CPU threads torch uses, as HTML (a warning when the setting is wrong).
+
+    Returns:
+        ``Model: <b>NAME</b> ready — for research only`` (plus the whole tumour's mean Dice on unseen
+        cases when the card records it), then ``<details><summary>Details</summary>...</details>``
+        with the networks, spacing, window, flips, threads, folder, post-processing and scores.
+    """
+    card = model.card
+    measured = scores_line(card)
+    cleaning = postprocess_line(card)
+    headline = _HEADLINE_SCORE.match(measured or "")
+    figure = f"; mean Dice WT {headline[1]} on {headline[2]} unseen cases" if headline else ""
+    spacing = "x".join(f"{s:g}" for s in card.spacing)
+    roi = "x".join(str(r) for r in card.roi_size)
+    flips = "test-time flips, " if card.tta_flips else ""
+    details = [
+        f"{len(model.networks)} network(s), {spacing} mm, window {roi} voxels, {flips}{threads}",
+        f"From {html.escape(str(model.directory))}",
+    ]
+    if cleaning:
+        details.append(f'Post-processing: {html.escape(cleaning)} (tick "Keep every tumour part" to skip it).')
+    if measured:
+        details.append(f"Measured: {html.escape(measured)}.")
+    return (
+        f"Model: <b>{html.escape(card.name)}</b> ready \u2014 for research only{figure}"
+        f'<details class="brats-model-details"><summary>Details</summary>{"<br>".join(details)}</details>'
+    )
+
+
+#: Brings the review section into view. ipywidgets' HTML does not run ``<script>``; Voilà runs an
+#: ``application/javascript`` output of an Output widget with its JavaScript renderer when the output
+#: arrives. The element is looked up once the output is attached and laid out (``setTimeout``), as the
+#: renderer runs the code before its node is in the page.
+SCROLL_TO_REVIEW_JS = (
+    "setTimeout(function () {"
+    " var review = document.querySelector('.brats-app .brats-review');"
+    " if (review) { review.scrollIntoView({behavior: 'smooth', block: 'start'}); }"
+    " }, 100);"
+)
+
+
+def javascript_output(code: str, tag: str = "") -> dict[str, Any]:
+    """An ``application/javascript`` display output for ``Output.outputs`` (no IPython needed).
+
+    Args:
+        code: The JavaScript the browser runs when the output is shown.
+        tag: Words put in a leading comment; a new tag makes an otherwise equal output a change that
+            the widget sends (and the browser runs) again.
+    """
+    text = f"/* {tag} */ {code}" if tag else code
+    return {"output_type": "display_data", "data": {"application/javascript": text, "text/plain": ""}, "metadata": {}}
 
 
 def _message_html(text: str, kind: str) -> str:
@@ -559,9 +689,11 @@ class App:
         self.result: Result | None = None
         self.viewer: viz.SliceViewer | None = None
         self.run_count = 0
+        self.scroll_count = 0
         self.last_redraw_s = 0.0
         self.message_kind = ""
         self._model: Any = None
+        self._scrolled_study: Study | None = None
         self._busy = False
         self._syncing = False
         self._state_lock = threading.Lock()
@@ -596,6 +728,9 @@ class App:
         self.upload.add_class("brats-upload")
         self.example_button = W.Button(description="Load example", tooltip="Load a real BraTS example study")
         self.example_button.add_class("brats-example")
+        # Takes the button's place once the example proved unreachable from this server.
+        self.example_note = W.HTML("", layout=W.Layout(display="none", margin="0 0 0 8px"))
+        self.example_note.add_class("brats-example-note")
         self.files_box = W.VBox([])
         self.files_box.add_class("brats-files")
         self.modality_dropdowns: dict[str, widgets.Dropdown] = {}
@@ -634,6 +769,9 @@ class App:
         self.warnings_html = W.HTML("")
         self.warnings_html.add_class("brats-warnings")
         self.warnings: list[str] = []
+        # Runs SCROLL_TO_REVIEW_JS in the browser (see _scroll_to_review); shows nothing.
+        self.scroller = W.Output(layout=W.Layout(display="none"))
+        self.scroller.add_class("brats-scroller")
 
         # Review
         self.background = W.Dropdown(
@@ -772,7 +910,7 @@ class App:
                 header,
                 self.model_status,
                 W.HTML("<h3>1. Study</h3>"),
-                W.HBox([self.upload, self.example_button]),
+                W.HBox([self.upload, self.example_button, self.example_note]),
                 self.files_box,
                 W.HTML("<h3>2. Predict</h3>"),
                 W.HBox([self.predict_button, self.progress, self.progress_label]),
@@ -783,6 +921,7 @@ class App:
                 self.review_box,
                 self.numbers_box,
                 self.downloads_box,
+                self.scroller,
             ]
         )
         self.widget.add_class("brats-app")
@@ -968,26 +1107,14 @@ class App:
             ) from exc
         from .inference import configure_threads
 
-        card = model.card
-        spacing = "x".join(f"{s:g}" for s in card.spacing)
-        roi = "x".join(str(r) for r in card.roi_size)
         try:
             threads = f"{configure_threads()} CPU thread(s)"
         except ValueError as exc:  # a server setting, not the user's fault: say so and go on
             log.warning("%s", exc)
             threads = f'<span style="color:#a00">{html.escape(str(exc))}; using the default threads</span>'
-        measured = scores_line(card)
-        cleaning = postprocess_line(card)
-        flips = "test-time flips, " if card.tta_flips else ""
-        self._offer_options(card)
+        self._offer_options(model.card)
         # one assignment: the preloading thread and a Predict click may both get here
-        self.model_status.value = (
-            f"Model: <b>{html.escape(card.name)}</b> ready ({len(model.networks)} network(s), "
-            f"{spacing} mm, window {roi} voxels, {flips}{threads}) from {html.escape(str(model.directory))}"
-            + (f"<br>Post-processing: {html.escape(cleaning)} (tick \"Keep every tumour part\" to skip it)."
-               if cleaning else "")
-            + (f"<br>Measured: {html.escape(measured)}. For research only." if measured else "")
-        )
+        self.model_status.value = model_status_html(model, threads)
         self._model = model
         return model
 
@@ -1128,10 +1255,33 @@ class App:
             origin = f"example from {self.example_dir}"
         else:
             self.show_info(f"Downloading the example study {EXAMPLE_CASE} from {self.example_url} ...")
-            paths = fetch_example(self.example_url, cache_dir=self.cache_dir)
+            try:
+                paths = fetch_example(self.example_url, cache_dir=self.cache_dir)
+            except ExampleUnreachable as exc:
+                self._example_unreachable(exc)
+                return None
             files = {name: path.read_bytes() for name, path in paths.items()}
             origin = f"example {EXAMPLE_CASE}"
         return self.set_files(files, origin=origin)
+
+    def _example_unreachable(self, exc: ExampleUnreachable) -> None:
+        """Hide "Load example" (another click would fail the same way) and say what to do instead.
+
+        Only for a server that cannot be reached; a file that arrives damaged (sha256 mismatch)
+        leaves the button, since the next try may succeed.
+        """
+        log.warning("example download failed: %s", exc)
+        self.example_button.layout.display = "none"
+        self.example_note.value = (
+            f"<small>Example not available from this server: upload the files, or set "
+            f"<code>{EXAMPLE_DIR_ENV}</code>.</small>"
+        )
+        self.example_note.layout.display = ""
+        self.show_error(
+            f"The example study cannot be downloaded from this server ({exc.url}: {exc.reason}). "
+            f'Upload the four sequences of a study with "Upload files" instead, or set {EXAMPLE_DIR_ENV} '
+            "to a folder holding a local copy of the example study and restart the dashboard."
+        )
 
     # ---------------------------------------------------------------------------------------------
     # Prediction
@@ -1198,7 +1348,20 @@ class App:
             f"{study.name}: whole tumour {wt:.1f} mL. Review the labels below; downloads at the bottom."
             + "".join(f" {note}" for note in result.notes)
         )
+        self._scroll_to_review(study)
         return result
+
+    def _scroll_to_review(self, study: Study) -> None:
+        """Bring the review section into view after the first successful prediction of ``study``.
+
+        Later predictions of the same study, and slider moves, leave the page where the user put it.
+        Without a browser this only sets the Output widget's ``outputs``: nothing runs, nothing raises.
+        """
+        if self._scrolled_study is study:
+            return
+        self._scrolled_study = study
+        self.scroll_count += 1
+        self.scroller.outputs = (javascript_output(SCROLL_TO_REVIEW_JS, f"brats-seg scroll {self.scroll_count}"),)
 
     def _progress_callback(self, start: float) -> Callable[[float], None]:
         last = {"pct": -1, "t": 0.0}

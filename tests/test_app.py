@@ -27,7 +27,15 @@ from PIL import Image
 
 from brats_seg import app as app_module
 from brats_seg import metrics, report, viz
-from brats_seg.app import App, ExampleError, fetch_example, list_entries, parse_table, upload_files
+from brats_seg.app import (
+    App,
+    ExampleError,
+    ExampleUnreachable,
+    fetch_example,
+    list_entries,
+    parse_table,
+    upload_files,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -540,6 +548,36 @@ def test_unexpected_error_is_a_short_message_and_the_app_recovers(
     predict_ok(app)
 
 
+def test_the_page_scrolls_to_the_review_once_after_a_studys_first_prediction(
+    app: App, tiny_paths: dict[str, Path], tmp_path: Path
+) -> None:
+    """The review section is below the fold: the first Predict of a study brings it into view (by a
+    JavaScript output in a hidden Output widget, which Voilà runs); slider moves and a second Predict
+    leave the page where the user scrolled it."""
+    assert app.scroller.layout.display == "none" and app.scroller in all_widgets(app.widget)
+    app.upload.value = upload_value(list(tiny_paths.values()))
+    assert app.scroller.outputs == () and app.scroll_count == 0  # loading a study does not scroll
+    predict_ok(app)
+    assert app.scroll_count == 1
+    (output,) = app.scroller.outputs
+    assert output["output_type"] == "display_data"
+    code = output["data"]["application/javascript"]
+    assert app_module.SCROLL_TO_REVIEW_JS in code and "brats-seg scroll 1" in code
+    assert ".brats-review" in code and "scrollIntoView" in code
+    app.move("axial", 1)
+    predict_ok(app)
+    assert app.scroll_count == 1 and app.scroller.outputs == (output,)
+    # a new study: its first prediction scrolls again, with an output the widget sends anew
+    app.upload.value = upload_value(list(tiny_paths.values()))
+    predict_ok(app)
+    assert app.scroll_count == 2 and "brats-seg scroll 2" in app.scroller.outputs[0]["data"]["application/javascript"]
+    # a prediction that fails does not scroll
+    broken = make_app(tmp_path / "no_model", tmp_path / "broken")
+    broken.upload.value = upload_value(list(tiny_paths.values()))
+    broken.predict_button.click()
+    assert broken.message_kind == "error" and broken.scroll_count == 0 and broken.scroller.outputs == ()
+
+
 def test_model_error_is_shown_and_the_app_stays_usable(
     tiny_model_dir: Path, tiny_paths: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -587,13 +625,51 @@ def test_model_status_states_the_cards_unseen_case_scores(tiny_model_dir: Path, 
     app = App(model_dir=model_dir, cache_dir=tmp_path / "cache", synchronous=True)
     app.model()
     assert "Measured: mean Dice WT 0.900, TC 0.800, ET 0.700; WT HD95 4.2 mm over 3 cases, each scored by a member that never saw it (cross-validation)" in app.model_status.value
-    assert "For research only." in app.model_status.value
+    assert "for research only; mean Dice WT 0.900 on 3 unseen cases<details" in app.model_status.value
 
     assert "Post-processing:" not in app.model_status.value  # the tiny card has none
 
     bare = App(model_dir=tiny_model_dir, cache_dir=tmp_path / "cache2", synchronous=True)
     bare.model()
     assert "ready" in bare.model_status.value and "Measured:" not in bare.model_status.value
+
+
+def test_model_line_is_a_short_summary_with_the_details_folded(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The page shows one calm line; networks, spacing, threads, folder and scores are one click away."""
+    import shutil
+
+    from brats_seg.card import ModelCard, record_scores
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    card = ModelCard.load(model_dir / "model.json")
+    card.postprocess = {"min_component_fraction": 0.5}
+    card.save(model_dir / "model.json")
+    summary = {"dice_WT": {"mean": 0.9}, "dice_TC": {"mean": 0.8}, "dice_ET": {"mean": 0.7}}
+    record_scores(model_dir / "model.json", summary, cases=["a", "b"], command="brats-seg evaluate", key="held_out")
+    app = make_app(model_dir, tmp_path / "app")
+    app.model()
+    value = app.model_status.value
+    match = re.fullmatch(
+        r"Model: <b>(?P<name>[^<]+)</b> ready \u2014 for research only(?P<figure>[^<]*)"
+        r'<details class="brats-model-details"><summary>Details</summary>(?P<details>.*)</details>',
+        value,
+        flags=re.S,
+    )
+    assert match, f"expected a short line and a <details> element, found {value!r}"
+    assert match["name"] == card.name and match["figure"] == "; mean Dice WT 0.900 on 2 unseen cases"
+    details = match["details"].split("<br>")
+    assert details[0].startswith(f"{len(app.model().networks)} network(s), ") and "CPU thread(s)" in details[0]
+    assert details[0].count(" mm, window ") == 1
+    assert details[1] == f"From {model_dir}"
+    assert details[2].startswith("Post-processing: tumour parts smaller than 50%")
+    assert details[3].startswith("Measured: mean Dice WT 0.900, TC 0.800, ET 0.700 over 2 cases")
+    assert len(details) == 4
+    # a card without scores: the short line has no figure, the details no "Measured"
+    bare = make_app(tiny_model_dir, tmp_path / "bare")
+    bare.model()
+    assert bare.model_status.value.startswith("Model: <b>") and "unseen cases" not in bare.model_status.value
+    assert "ready \u2014 for research only<details" in bare.model_status.value
 
 
 def test_keep_every_part_skips_the_cards_post_processing(tiny_model_dir: Path, tmp_path: Path,
@@ -715,17 +791,27 @@ def test_fetch_example_downloads_checks_and_caches(tiny_paths: dict[str, Path], 
     assert again == got
 
 
-def test_fetch_example_failures(tiny_paths: dict[str, Path], tmp_path: Path) -> None:
+def test_fetch_example_failures(tiny_paths: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tiny_paths["T1"].parent
     name = tiny_paths["T1"].name
-    with pytest.raises(ExampleError, match="could not download the example file"):
+    with pytest.raises(ExampleUnreachable, match="could not download the example file") as missing:
         fetch_example((tmp_path / "missing").as_uri(), files={name: "0" * 64}, cache_dir=tmp_path)
-    with pytest.raises(ExampleError, match="could not download"):
+    assert missing.value.url == f"{(tmp_path / 'missing').as_uri()}/{name}" and missing.value.reason
+    with pytest.raises(ExampleUnreachable, match="could not download"):
         fetch_example("http://127.0.0.1:9/nothing", files={name: "0" * 64}, cache_dir=tmp_path, timeout=2)
+    # the server answered: not "unreachable", so the dashboard keeps its button
     with pytest.raises(
         ExampleError, match=f"{name}: the file downloaded from .* has sha256 .*expected 0+; it was discarded"
-    ):
+    ) as mismatch:
         fetch_example(folder.as_uri(), files={name: "0" * 64}, cache_dir=tmp_path)
+    assert not isinstance(mismatch.value, ExampleUnreachable)
+    monkeypatch.setattr(app_module, "MAX_DOWNLOAD_BYTES", 100)
+    with pytest.raises(ExampleError, match="exceeds 100 bytes; refused") as large:
+        fetch_example(folder.as_uri(), files={name: "0" * 64}, cache_dir=tmp_path)
+    assert not isinstance(large.value, ExampleUnreachable)
+    with pytest.raises(ExampleError, match="cannot be opened .*expected an https://, http:// or file:// address") as bad:
+        fetch_example("no-scheme/folder", files={name: "0" * 64}, cache_dir=tmp_path)
+    assert not isinstance(bad.value, ExampleUnreachable)
     assert not list((tmp_path / "examples").iterdir())  # nothing half-written or unverified is kept
 
 
@@ -733,24 +819,46 @@ def test_example_button_failures_leave_the_app_usable(
     tiny_model_dir: Path, tiny_paths: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(app_module.EXAMPLE_DIR_ENV, raising=False)
-    app = make_app(tiny_model_dir, tmp_path, example_url=(tmp_path / "nowhere").as_uri())
-    app.example_button.click()
-    assert app.message_kind == "error" and "could not download the example file" in app.message_text
-    assert not app.example_button.disabled and not app.busy
-    # a server that sends other bytes than the pinned ones
+    # a server that sends other bytes than the pinned ones: the next try may work, the button stays
     wrong = tmp_path / "wrong"
     wrong.mkdir()
     for name in app_module.EXAMPLE_FILES:
         (wrong / name).write_bytes(b"not the example")
-    app.example_url = wrong.as_uri()
+    app = make_app(tiny_model_dir, tmp_path, example_url=wrong.as_uri())
     app.example_button.click()
     assert app.message_kind == "error" and "sha256" in app.message_text and "discarded" in app.message_text
+    assert app.example_button.layout.display != "none" and app.example_note.layout.display == "none"
+    assert not app.example_button.disabled and not app.busy
     # a configured example folder that is not there
     app.example_dir = tmp_path / "no_such_study"
     app.example_button.click()
     assert app.message_kind == "error" and "example folder" in app.message_text
+    assert app.example_button.layout.display != "none"
     app.upload.value = upload_value(list(tiny_paths.values()))
     predict_ok(app)
+
+
+def test_unreachable_example_hides_the_button_and_says_what_to_do(
+    tiny_model_dir: Path, tiny_paths: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline (here: a file:// address of a folder that does not exist), "Load example" would fail
+    on every click: it is hidden, and the page says how to get a study in instead."""
+    monkeypatch.delenv(app_module.EXAMPLE_DIR_ENV, raising=False)
+    nowhere = tmp_path / "nowhere"
+    app = make_app(tiny_model_dir, tmp_path, example_url=nowhere.as_uri())
+    assert app.example_button.layout.display != "none" and app.example_note.layout.display == "none"
+    app.example_button.click()
+    text = app.message_text
+    assert app.message_kind == "error", text
+    assert "The example study cannot be downloaded from this server" in text and nowhere.as_uri() in text
+    assert '"Upload files"' in text and app_module.EXAMPLE_DIR_ENV in text
+    assert app.example_button.layout.display == "none"
+    assert app.example_note.layout.display != "none"
+    assert "upload the files" in app.example_note.value and app_module.EXAMPLE_DIR_ENV in app.example_note.value
+    assert not app.busy and app.study is None
+    app.upload.value = upload_value(list(tiny_paths.values()))  # the upload still works
+    predict_ok(app)
+    assert app.example_button.layout.display == "none"  # and the button stays hidden
 
 
 def test_example_url_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

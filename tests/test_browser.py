@@ -78,6 +78,33 @@ def dicom_zip_of(case: Path, tmp_path: Path) -> Path:
     return out
 
 
+#: Where the review section's top is, in the viewport: its distance from the viewport's top (px) and
+#: the viewport's height. The dashboard scrolls the review to the top (``block: 'start'``).
+REVIEW_TOP = (
+    "() => { const r = document.querySelector('.brats-review');"
+    " return r ? {top: r.getBoundingClientRect().top, height: window.innerHeight} : null; }"
+)
+#: True once the review section's top is in the upper fifth of the viewport.
+REVIEW_AT_TOP = (
+    "() => { const r = document.querySelector('.brats-review');"
+    " if (!r) return false; const t = r.getBoundingClientRect().top;"
+    " return t >= -2 && t <= 0.2 * window.innerHeight; }"
+)
+
+
+def settled_review_top(page, timeout: float = 10.0) -> dict[str, float]:
+    """:data:`REVIEW_TOP` once the page has stopped scrolling (two reads 250 ms apart agree)."""
+    last = page.evaluate(REVIEW_TOP)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.25)
+        now = page.evaluate(REVIEW_TOP)
+        if abs(now["top"] - last["top"]) < 0.5:
+            return now
+        last = now
+    raise AssertionError(f"the page was still scrolling after {timeout} s: review section top {last}")
+
+
 def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -104,18 +131,30 @@ def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tm
             "() => { const b = document.querySelector('.brats-predict button, button.brats-predict');"
             " return b && !b.disabled; }", timeout=120_000,
         )
+        before_predict = page.evaluate(REVIEW_TOP)
+        assert before_predict["top"] > 0.2 * before_predict["height"], before_predict  # below the top: the test means something
         t1 = time.perf_counter()
         predict.click()
         page.wait_for_selector(".brats-volumes table", timeout=300_000)
         page.wait_for_selector(".brats-view-axial", timeout=60_000)
         print(f"Predict to overlay: {time.perf_counter() - t1:.1f} s")
+        # the page brought the review section to the top of the viewport (JavaScript run by Voila)
+        page.wait_for_function(REVIEW_AT_TOP, timeout=15_000)
+        after_predict = settled_review_top(page)
+        assert -2 <= after_predict["top"] <= 0.2 * after_predict["height"], after_predict
+        print(f"review section top: {before_predict['top']:.0f} px before Predict, {after_predict['top']:.0f} px after")
+        page.screenshot(path=str(ARTIFACTS / "predicted_viewport.png"))
         page.screenshot(path=str(ARTIFACTS / "predicted.png"), full_page=True)
         table = page.inner_text(".brats-volumes")
         assert "WT" in table and "mL" in table
         numbers = [float(x) for x in re.findall(r"\d+\.\d+", table)]
         assert numbers and max(numbers) > 1.0  # a real tumour of several mL
+        # the model line is one short line; its details open with a click
         status = page.inner_text(".brats-model-status")
-        assert "ready" in status and status.count("Measured: mean Dice WT") == 1, status
+        assert "ready" in status and "for research only" in status and "Measured:" not in status, status
+        page.click(".brats-model-status summary")
+        status = page.inner_text(".brats-model-status")
+        assert status.count("Measured: mean Dice WT") == 1 and "CPU thread(s)" in status, status
 
         axial = page.locator(".brats-view-axial").first
         before = axial.get_attribute("src")
@@ -158,12 +197,18 @@ def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tm
             quick.check()
             t2 = time.perf_counter()
             predict.click()
+            before_again = page.evaluate(REVIEW_TOP)
             page.wait_for_function(
                 "(b) => { const l = document.querySelector('.brats-progress-label');"
                 " return l && l.innerText.startsWith('Done') && l.innerText !== b; }", arg=label, timeout=300_000,
             )
             print(f"Predict to overlay, quick (no flips): {time.perf_counter() - t2:.1f} s")
             assert "WT" in page.inner_text(".brats-volumes")
+            # the second prediction of the same study leaves the page where it was
+            again = settled_review_top(page)
+            print(f"review section top: {before_again['top']:.0f} px before the second Predict, {again['top']:.0f} px after")
+            assert before_again["top"] > 0.2 * before_again["height"], before_again  # scrolling would show
+            assert abs(again["top"] - before_again["top"]) < 40, (before_again, again)
 
         # The same case as a zip of four DICOM series (one folder per series, as a PACS exports them):
         # the series are listed with their detected sequence, and a DICOM SEG is offered for download.
@@ -179,10 +224,13 @@ def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tm
         )
         listing = page.inner_text(".brats-files")
         assert "series 2 'AX T1 POST GD' (155 files)" in listing and "detected: T1CE" in listing, listing
+        page.evaluate("() => document.querySelector('.brats-app').scrollIntoView({block: 'start'})")
         t3 = time.perf_counter()
         predict.click()
         page.wait_for_selector("a.brats-download-dicom-seg", timeout=300_000)
         print(f"DICOM zip: Predict to DICOM SEG link: {time.perf_counter() - t3:.1f} s")
+        page.wait_for_function(REVIEW_AT_TOP, timeout=15_000)  # a new study: scrolled to its review again
+        print(f"review section top after the DICOM study's Predict: {settled_review_top(page)['top']:.0f} px")
         page.screenshot(path=str(ARTIFACTS / "dicom_predicted.png"), full_page=True)
         assert "WT" in page.inner_text(".brats-volumes")
         assert f"{brats_case.name}_seg.dcm" in page.inner_html(".brats-downloads")
