@@ -251,3 +251,27 @@ def test_per_region_thresholds_match_regions_to_labels_and_ties_go_to_one_half()
     table = {m: {"a": dict(row)} for m in moves}
     table[(0.5, 0.4, 0.5)]["a"]["dice_WT"] = 0.1  # WT is better at 0.4; TC and ET tie everywhere
     assert decode.choose(table, ["a"], [0.4, 0.5, 0.6]) == (0.5, 0.4, 0.5)
+
+
+def test_error_breakdown_counts_missed_added_and_island_voxels(island_predictions, capsys) -> None:
+    """The island fixture's predictions are the truth plus a 27-voxel oedema island in a corner."""
+    data, preds, _ = island_predictions
+    breakdown = _load_script("error_breakdown")
+    assert breakdown.main([str(preds), "--data", str(data)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("WT: case | Dice | truth | false positive")
+    row = out[1].split(" | ")
+    assert row[0] == "Tiny_001" and row[3] == "27" and row[4] == "0" and row[6] == "1" and row[7] == "27"
+    assert out[-1].startswith("0 of 4 cases miss more WT voxels than they add; in all, 0 missed and 108 added (108 of them in islands)")
+
+    truth = np.zeros((8, 8, 8), dtype=np.uint8)
+    truth[2:6, 2:6, 2:6] = 2
+    truth[3:5, 3:5, 3:5] = 4
+    predicted = np.zeros_like(truth)
+    predicted[3:5, 3:5, 3:5] = 1  # tumour core where enhancing tumour is: WT misses the oedema shell
+    b = breakdown.breakdown("x", predicted, truth, region="WT")
+    assert (b.truth, b.false_positive, b.false_negative, b.parts, b.islands) == (64, 0, 56, 1, 0)
+    assert b.dice == pytest.approx(2 * 8 / (2 * 8 + 56))
+    et = breakdown.breakdown("x", predicted, truth, region="ET")
+    assert (et.truth, et.false_negative, et.parts) == (8, 8, 0) and et.dice == 0.0
+    assert breakdown.main([str(data), "--data", str(data)]) == 2
