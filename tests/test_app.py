@@ -634,17 +634,24 @@ def test_model_status_states_the_cards_unseen_case_scores(tiny_model_dir: Path, 
     assert "ready" in bare.model_status.value and "Measured:" not in bare.model_status.value
 
 
-def test_model_line_is_a_short_summary_with_the_details_folded(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """The page shows one calm line; networks, spacing, threads, folder and scores are one click away."""
+def _model_removing_small_parts(tiny_model_dir: Path, model_dir: Path) -> Path:
+    """A copy of the tiny model whose card removes tumour parts under half the largest."""
     import shutil
 
-    from brats_seg.card import ModelCard, record_scores
+    from brats_seg.card import ModelCard
 
-    model_dir = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model_dir)
     card = ModelCard.load(model_dir / "model.json")
     card.postprocess = {"min_component_fraction": 0.5}
     card.save(model_dir / "model.json")
+    return model_dir
+
+
+def test_model_line_is_a_short_summary_with_the_details_folded(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The page shows one calm line; networks, spacing, threads, folder and scores are one click away."""
+    from brats_seg.card import ModelCard, record_scores
+
+    model_dir = _model_removing_small_parts(tiny_model_dir, tmp_path / "model")
     summary = {"dice_WT": {"mean": 0.9}, "dice_TC": {"mean": 0.8}, "dice_ET": {"mean": 0.7}}
     record_scores(model_dir / "model.json", summary, cases=["a", "b"], command="brats-seg evaluate", key="held_out")
     app = make_app(model_dir, tmp_path / "app")
@@ -657,7 +664,7 @@ def test_model_line_is_a_short_summary_with_the_details_folded(tiny_model_dir: P
         flags=re.S,
     )
     assert match, f"expected a short line and a <details> element, found {value!r}"
-    assert match["name"] == card.name and match["figure"] == "; mean Dice WT 0.900 on 2 unseen cases"
+    assert match["name"] == ModelCard.load(model_dir / "model.json").name and match["figure"] == "; mean Dice WT 0.900 on 2 unseen cases"
     details = match["details"].split("<br>")
     assert details[0].startswith(f"{len(app.model().networks)} network(s), ") and "CPU thread(s)" in details[0]
     assert details[0].count(" mm, window ") == 1
@@ -738,15 +745,7 @@ def test_quick_prediction_skips_the_cards_test_time_flips(tiny_model_dir: Path, 
 
 def test_model_status_says_what_post_processing_removes(tiny_model_dir: Path, tmp_path: Path) -> None:
     """A tuned card removes small tumour parts; the researcher is told, not left to wonder."""
-    import shutil
-
-    from brats_seg.card import ModelCard
-
-    model_dir = tmp_path / "model"
-    shutil.copytree(tiny_model_dir, model_dir)
-    card = ModelCard.load(model_dir / "model.json")
-    card.postprocess = {"min_component_fraction": 0.5}
-    card.save(model_dir / "model.json")
+    model_dir = _model_removing_small_parts(tiny_model_dir, tmp_path / "model")
     app = App(model_dir=model_dir, cache_dir=tmp_path / "cache", synchronous=True)
     app.model()
     assert ('<br>Post-processing: tumour parts smaller than 50% of the largest part are removed (tick "Keep every '

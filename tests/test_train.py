@@ -329,14 +329,19 @@ def test_seed_ensemble_on_the_same_split_bundles_and_records_scores(
         assert sha256_of(bundled / name) == card.sha256[name]
 
 
-def test_bundle_refuses_runs_that_read_inputs_differently(tiny_model_dir: Path, tmp_path: Path) -> None:
+def _run_at_other_spacing(tiny_model_dir: Path, other: Path) -> Path:
+    """A copy of the tiny run whose card says it reads inputs at 1 mm (the run's is 2 mm)."""
     import shutil
 
-    other = tmp_path / "other"
     shutil.copytree(tiny_model_dir, other)
     d = json.loads((other / "model.json").read_text())
     d["spacing"] = [1.0, 1.0, 1.0]
     (other / "model.json").write_text(json.dumps(d))
+    return other
+
+
+def test_bundle_refuses_runs_that_read_inputs_differently(tiny_model_dir: Path, tmp_path: Path) -> None:
+    other = _run_at_other_spacing(tiny_model_dir, tmp_path / "other")
     assert main(["bundle", str(tiny_model_dir), str(other), "--output", str(tmp_path / "m")]) == 2
     with pytest.raises(Exception, match=r"its spacing \[1.0, 1.0, 1.0\] differs"):
         train.bundle([tiny_model_dir, other], tmp_path / "m2")
@@ -548,6 +553,16 @@ def test_init_from_fine_tunes_a_trained_model(tiny_data_dir: Path, tiny_model_di
     assert "its network differs from the one being trained" in err and "Traceback" not in err
 
 
+def _train_fold(tiny_data_dir: Path, tiny_model_dir: Path, out: Path, fold: int) -> Path:
+    """A tiny run of ``fold`` on the split of ``tiny_model_dir`` (whose own run holds out fold 0)."""
+    from conftest import TINY_TRAIN_ARGS
+
+    args = ["train", str(tiny_data_dir), "--output", str(out), *TINY_TRAIN_ARGS, "--splits", str(tiny_model_dir / "splits.json")]
+    args[args.index("--fold") + 1] = str(fold)
+    assert main(args) == 0
+    return out
+
+
 def test_init_from_a_bundle_of_fold_models_takes_the_member_of_the_same_fold(
     tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path, capsys
 ) -> None:
@@ -556,10 +571,7 @@ def test_init_from_a_bundle_of_fold_models_takes_the_member_of_the_same_fold(
     from conftest import TINY_TRAIN_ARGS
 
     splits = tiny_model_dir / "splits.json"
-    fold1 = tmp_path / "fold1"
-    args = ["train", str(tiny_data_dir), "--output", str(fold1), *TINY_TRAIN_ARGS, "--splits", str(splits)]
-    args[args.index("--fold") + 1] = "1"
-    assert main(args) == 0
+    fold1 = _train_fold(tiny_data_dir, tiny_model_dir, tmp_path / "fold1", 1)
     bundled = tmp_path / "model"
     assert main(["bundle", str(tiny_model_dir), str(fold1), "--output", str(bundled)]) == 0
 
@@ -599,10 +611,7 @@ def test_average_writes_the_mean_of_one_folds_runs_as_a_run(
     args = ["train", str(tiny_data_dir), "--output", str(second), *TINY_TRAIN_ARGS, "--splits", str(splits),
             "--seed", "1", "--init-from", str(tiny_model_dir), "--lr", "3e-2", "--export-dtype", "float16"]
     assert main(args) == 0
-    fold1 = tmp_path / "fold1"
-    args = ["train", str(tiny_data_dir), "--output", str(fold1), *TINY_TRAIN_ARGS, "--splits", str(splits)]
-    args[args.index("--fold") + 1] = "1"
-    assert main(args) == 0
+    fold1 = _train_fold(tiny_data_dir, tiny_model_dir, tmp_path / "fold1", 1)
     bundled = tmp_path / "model"
     assert main(["bundle", str(fold1), str(second), "--output", str(bundled)]) == 0  # members of folds 1 and 0
 
@@ -635,12 +644,7 @@ def test_average_refuses_other_folds_bundles_first_and_tampered_learners(
 ) -> None:
     import shutil
 
-    from conftest import TINY_TRAIN_ARGS
-
-    fold1 = tmp_path / "fold1"
-    args = ["train", str(tiny_data_dir), "--output", str(fold1), *TINY_TRAIN_ARGS, "--splits", str(tiny_model_dir / "splits.json")]
-    args[args.index("--fold") + 1] = "1"
-    assert main(args) == 0
+    fold1 = _train_fold(tiny_data_dir, tiny_model_dir, tmp_path / "fold1", 1)
     capsys.readouterr()
     assert main(["average", str(tiny_model_dir), str(fold1), "--output", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
@@ -662,11 +666,7 @@ def test_average_refuses_other_folds_bundles_first_and_tampered_learners(
     assert main(["average", str(tiny_model_dir), str(tampered), "--output", str(tmp_path / "x")]) == 2
     assert "refusing to unpickle" in capsys.readouterr().err
 
-    other = tmp_path / "other"
-    shutil.copytree(tiny_model_dir, other)
-    d = json.loads((other / "model.json").read_text())
-    d["spacing"] = [1.0, 1.0, 1.0]
-    (other / "model.json").write_text(json.dumps(d))
+    other = _run_at_other_spacing(tiny_model_dir, tmp_path / "other")
     assert main(["average", str(tiny_model_dir), str(other), "--output", str(tmp_path / "x")]) == 2
     assert f"cannot average {other}: its spacing [1.0, 1.0, 1.0] differs" in capsys.readouterr().err
 
@@ -674,13 +674,9 @@ def test_average_refuses_other_folds_bundles_first_and_tampered_learners(
 def test_cross_validation_scores_each_case_with_the_members_that_held_it_out(
     tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path, capsys
 ) -> None:
-    from conftest import TINY_TRAIN_ARGS
 
     splits = tiny_model_dir / "splits.json"
-    second = tmp_path / "fold1"
-    args = ["train", str(tiny_data_dir), "--output", str(second), *TINY_TRAIN_ARGS, "--splits", str(splits)]
-    args[args.index("--fold") + 1] = "1"
-    assert main(args) == 0
+    second = _train_fold(tiny_data_dir, tiny_model_dir, tmp_path / "fold1", 1)
     bundled = tmp_path / "model"
     assert main(["bundle", str(tiny_model_dir), str(second), "--output", str(bundled)]) == 0
     folds = json.loads(splits.read_text())["folds"]
