@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: install the carried wheels, train the 5 folds at once, return weights.
 # Everything is overridable for a local dry run (OUT, PY, PACK, SPLITS, SPACING, PATCH, BATCH, EPOCHS, BUDGET,
-# DEADLINE, WORKERS, AUG, LR, WHEELS); LR unset means lr_find picks the learning rate.
+# DEADLINE, WORKERS, AUG, LR, WHEELS, INIT, EXTRA); LR unset means lr_find picks the learning rate; BUDGET=none
+# keeps --samples-per-epoch; INIT=model fine-tunes each fold from the bundled model's member of that fold
+# (e.g. INIT=model AUG=strong-bias, then brats-seg average here); EXTRA holds more `brats-seg train` options.
 set -u
 T0=$(date +%s)
 : "${OUT:?}"
@@ -20,7 +22,8 @@ RUNS=${RUNS:-/tmp/runs}
 rm -rf "$RUNS"
 bash scripts/train_folds.sh "${PACK:-.gpu/brats23_1.5mm.npz}" "$RUNS" "${SPLITS:-.gpu/splits.json}" \
   --spacing ${SPACING:-1.5 1.5 1.5} --patch-size ${PATCH:-112 112 112} --batch-size "${BATCH:-2}" --epochs "${EPOCHS:-16}" \
-  --time-budget "${BUDGET:-5.5}" --num-workers "${WORKERS:-3}" --intensity-augment "${AUG:-strong}" --export-dtype float16 ${LR:+--lr "$LR"} &
+  $([[ "${BUDGET:-}" == none ]] || echo --time-budget "${BUDGET:-5.5}") --num-workers "${WORKERS:-3}" \
+  --intensity-augment "${AUG:-strong}" --export-dtype float16 ${LR:+--lr "$LR"} ${INIT:+--init-from "$INIT"} ${EXTRA:-} &
 TP=$!
 DEADLINE=${DEADLINE:-540}
 while kill -0 "$TP" 2>/dev/null; do

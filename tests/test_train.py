@@ -757,6 +757,38 @@ def test_train_folds_script_reports_a_failing_fold(tiny_model_dir: Path, tmp_pat
     assert "fold 0 failed" in result.stderr and "missing.npz" in result.stderr
 
 
+def test_device_script_dry_run_fine_tunes_each_fold_from_the_bundled_member(
+    tiny_pack: Path, tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """scripts/device_train_folds.sh, run here without a GPU or wheels: INIT=<bundle> starts each fold from
+    the bundle's member of that fold, AUG and EXTRA reach brats-seg train, BUDGET=none keeps the epoch
+    length, and every fold's learner comes back in OUT."""
+    import os
+    import subprocess
+    import sys
+
+    members = [tiny_model_dir] + [_train_fold(tiny_data_dir, tiny_model_dir, tmp_path / f"fold{f}", f) for f in (1, 2)]
+    bundled = tmp_path / "model"
+    assert main(["bundle", *map(str, members), "--output", str(bundled)]) == 0
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    out.mkdir()
+    env = {**os.environ, "OUT": str(out), "RUNS": str(runs), "PY": sys.executable, "WHEELS": "none",
+           "PACK": str(tiny_pack), "SPLITS": str(tiny_model_dir / "splits.json"), "SPACING": "2 2 2",
+           "PATCH": "16 16 16", "BATCH": "2", "EPOCHS": "1", "BUDGET": "none", "WORKERS": "0", "AUG": "strong-bias",
+           "LR": "3e-3", "INIT": str(bundled),
+           "EXTRA": "--channels 4 8 16 --num-res-units 1 --samples-per-epoch 4 --val-patches 1 --device cpu"}
+    script = Path(__file__).resolve().parents[1] / "scripts" / "device_train_folds.sh"
+    result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "train_folds exit 0" in result.stdout
+    card = ModelCard.load(bundled / "model.json")
+    for f in range(3):
+        assert (out / f"fold{f}.pkl").is_file()
+        training = ModelCard.load(runs / f"fold{f}" / "model.json").extra["training"]
+        assert training["intensity_augment"] == "strong-bias" and training["iterations"] == 2
+        assert training["init_from"]["file"] == str(bundled / card.files[f])  # run.pkl, fold1.pkl, fold2.pkl
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
