@@ -1264,6 +1264,12 @@ def average(sources: Sequence[str | Path], out_dir: str | Path, *, weights_dtype
                 f"cannot average {src}: it holds out {sorted(training.get('held_out_cases', []))}, expected "
                 f"{sorted(held_out)} (those of {sources[0]}); only runs of the same fold can be averaged"
             )
+        seen = set(held_out) & set(training.get("train_cases", []))
+        if seen:
+            raise ModelError(
+                f"cannot average {src}: it was trained on {sorted(seen)}, which {sources[0]} holds out; "
+                "expected learners that never saw the held-out cases"
+            )
         picked.append((src, fname, training))
     learners = [load_learner_checked(src / fname, card.sha256[fname], cpu=True) for (src, fname, _), card in zip(picked, cards, strict=True)]
     states = [learn.model.state_dict() for learn in learners]

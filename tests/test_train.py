@@ -666,6 +666,15 @@ def test_average_refuses_other_folds_bundles_first_and_tampered_learners(
     assert main(["average", str(tiny_model_dir), str(tampered), "--output", str(tmp_path / "x")]) == 2
     assert "refusing to unpickle" in capsys.readouterr().err
 
+    leaky = tmp_path / "leaky"
+    shutil.copytree(tiny_model_dir, leaky)
+    d = json.loads((leaky / "model.json").read_text())
+    held = d["training"]["held_out_cases"]
+    d["training"]["train_cases"] = [*d["training"]["train_cases"], held[0]]
+    (leaky / "model.json").write_text(json.dumps(d))
+    assert main(["average", str(tiny_model_dir), str(leaky), "--output", str(tmp_path / "x")]) == 2
+    assert f"cannot average {leaky}: it was trained on ['{held[0]}'], which {tiny_model_dir} holds out" in capsys.readouterr().err
+
     other = _run_at_other_spacing(tiny_model_dir, tmp_path / "other")
     assert main(["average", str(tiny_model_dir), str(other), "--output", str(tmp_path / "x")]) == 2
     assert f"cannot average {other}: its spacing [1.0, 1.0, 1.0] differs" in capsys.readouterr().err
