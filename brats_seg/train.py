@@ -1241,7 +1241,7 @@ def average(sources: Sequence[str | Path], out_dir: str | Path, *, weights_dtype
             out other cases, read inputs differently or hold other networks, or a changed learner.
     """
     from .errors import ModelError
-    from .model import load_learner_checked
+    from .model import load_learner_checked, sha256_of
 
     sources = [Path(src) for src in sources]
     if len(sources) < 2:
@@ -1290,8 +1290,6 @@ def average(sources: Sequence[str | Path], out_dir: str | Path, *, weights_dtype
     out.mkdir(parents=True, exist_ok=True)
     learn.path = out
     learn.export("model.pkl")
-    from .model import sha256_of
-
     training = dict(picked[0][2])
     training["averaged_from"] = [
         {"file": str(src / fname), "sha256": card.sha256[fname], "training": _training_brief(t)}
