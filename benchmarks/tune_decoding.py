@@ -111,7 +111,7 @@ def choose(table: dict[Thresholds, dict[str, dict]], names: Sequence[str], grid:
 
 
 def line(label: str, rows: Sequence[dict]) -> str:
-    s = metrics.summarise(rows)
+    s = metrics.summarise(rows, confidence=None)
     return (f"{label:44s} | " + " ".join(f"{s[f'dice_{r}']['mean']:.3f}" for r in ("WT", "TC", "ET")) + " | "
             + " ".join(f"{s[f'hd95_{r}']['mean']:6.2f}" for r in ("WT", "TC", "ET")))
 

@@ -105,7 +105,7 @@ def best_setting(table: dict[Setting, dict[str, dict[str, float]]], names: Seque
     Returns:
         The best setting; on a tie the first in the table's order, i.e. the gentlest of the grid.
     """
-    values = {s: rank_value(metrics.summarise([rows[n] for n in names])) for s, rows in table.items()}
+    values = {s: rank_value(metrics.summarise([rows[n] for n in names], confidence=None)) for s, rows in table.items()}
     best = max(values.values())
     return next(s for s, v in values.items() if v >= best - 1e-12)
 
@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"{len(cases)} cases: {', '.join(names)}")
     settings = list(itertools.product(SIZES_MM3, FRACTIONS, ET_MIN_MM3))
     table = grid_scores(cases, settings)
-    summaries = {s: metrics.summarise(list(rows.values())) for s, rows in table.items()}
+    summaries = {s: metrics.summarise(list(rows.values()), confidence=None) for s, rows in table.items()}
     print("min_component_mm3 min_component_fraction et_min_mm3 | Dice WT TC ET | HD95 WT TC ET")
     for size, fraction, et_min in sorted(summaries, key=lambda s: -rank_value(summaries[s])):
         print(_line(f"{size:8.0f} {fraction:5.2f} {et_min:6.0f}", summaries[(size, fraction, et_min)]))

@@ -56,7 +56,7 @@ import ipyevents
 import ipywidgets as widgets
 
 from . import io, quality, report, viz
-from .card import postprocess_line, scores_line
+from .card import interval_line, postprocess_line, scores_line
 from .errors import ModelError, StudyError
 from .types import LABEL_NAMES, MODALITIES, Study
 
@@ -556,6 +556,9 @@ def model_status_html(model: Any, threads: str) -> str:
         details.append(f'Post-processing: {html.escape(cleaning)} (tick "Keep every tumour part" to skip it).')
     if measured:
         details.append(f"Measured: {html.escape(measured)}.")
+        spread = interval_line(card)
+        if spread:
+            details.append(f"{html.escape(spread)}: how far the mean of so few cases can move.")
     return (
         f"Model: <b>{html.escape(card.name)}</b> ready \u2014 for research only{figure}"
         f'<details class="brats-model-details"><summary>Details</summary>{"<br>".join(details)}</details>'

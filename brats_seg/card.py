@@ -281,6 +281,32 @@ def postprocess_line(card: ModelCard) -> str | None:
     return "; ".join(rules) or None
 
 
+def _unseen_record(card: ModelCard) -> tuple[str, dict[str, Any], str] | None:
+    """The card's preferred record of scores on unseen cases: ``(key, record, how the cases were held out)``.
+
+    The order is :data:`UNSEEN_SCORE_KEYS`; when the card turns test-time flips on, the ``_tta``
+    record of each kind comes first. Records without a usable Dice mean or case count are skipped.
+    """
+    scores = card.extra.get("scores") if isinstance(card.extra, dict) else None
+    if not isinstance(scores, dict):
+        return None
+    for key, how in UNSEEN_SCORE_KEYS.items():
+        for name in ([f"{key}_tta"] if card.tta_flips else []) + [key]:
+            record = scores.get(name)
+            metrics = record.get("metrics") if isinstance(record, dict) else None
+            if not isinstance(metrics, dict):
+                continue
+            n = record.get("n")
+            if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+                continue
+            if all(_mean_of(metrics, f"dice_{r}") is None for r in ("WT", "TC", "ET")):
+                continue
+            if card.tta_flips and name == key:
+                how += ", measured without the test-time flips this card turns on"
+            return name, record, how
+    return None
+
+
 def scores_line(card: ModelCard) -> str | None:
     """One line on how the model scored on cases it never saw, from the card's recorded scores.
 
@@ -298,24 +324,48 @@ def scores_line(card: ModelCard) -> str | None:
         E.g. ``"mean Dice WT 0.833, TC 0.745, ET 0.701; WT HD95 14.9 mm over 23 cases, each scored by a
         member that never saw it (cross-validation)"``, or ``None`` when the card records no such scores.
     """
-    scores = card.extra.get("scores") if isinstance(card.extra, dict) else None
-    if not isinstance(scores, dict):
+    found = _unseen_record(card)
+    if found is None:
         return None
-    for key, how in UNSEEN_SCORE_KEYS.items():
-        for record in ([scores.get(f"{key}_tta")] if card.tta_flips else []) + [scores.get(key)]:
-            metrics = record.get("metrics") if isinstance(record, dict) else None
-            if not isinstance(metrics, dict):
-                continue
-            dice = [(r, _mean_of(metrics, f"dice_{r}")) for r in ("WT", "TC", "ET")]
-            dice = [f"{r} {v:.3f}" for r, v in dice if v is not None]
-            n = record.get("n")
-            if not dice or isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-                continue
-            line = "mean Dice " + ", ".join(dice)
-            hd95 = _mean_of(metrics, "hd95_WT")
-            if hd95 is not None:
-                line += f"; WT HD95 {hd95:.1f} mm"
-            if card.tta_flips and record is not scores.get(f"{key}_tta"):
-                how += ", measured without the test-time flips this card turns on"
-            return f"{line} over {n} cases{how}"
-    return None
+    _, record, how = found
+    metrics = record["metrics"]
+    dice = [(r, _mean_of(metrics, f"dice_{r}")) for r in ("WT", "TC", "ET")]
+    line = "mean Dice " + ", ".join(f"{r} {v:.3f}" for r, v in dice if v is not None)
+    hd95 = _mean_of(metrics, "hd95_WT")
+    if hd95 is not None:
+        line += f"; WT HD95 {hd95:.1f} mm"
+    return f"{line} over {record['n']} cases{how}"
+
+
+def interval_line(card: ModelCard) -> str | None:
+    """The 95% bootstrap intervals of the means that :func:`scores_line` states, when the card records them.
+
+    Total like :func:`scores_line`: a region whose interval is missing or malformed is left out.
+
+    Returns:
+        E.g. ``"95% intervals of these means (bootstrap over the 23 cases): Dice WT 0.79–0.88,
+        TC 0.68–0.85, ET 0.64–0.79; WT HD95 6.2–16.6 mm"``, or ``None``.
+    """
+    found = _unseen_record(card)
+    if found is None:
+        return None
+    _, record, _ = found
+    metrics = record["metrics"]
+
+    def interval(key: str, fmt: str) -> str | None:
+        stats = metrics.get(key)
+        if not isinstance(stats, dict):
+            return None
+        low, high = stats.get("ci_low"), stats.get("ci_high")
+        ok = all(not isinstance(v, bool) and isinstance(v, int | float) and _finite(v) and abs(v) < 1e6 for v in (low, high))
+        return f"{low:{fmt}}\u2013{high:{fmt}}" if ok and low <= high else None
+
+    dice = [(r, interval(f"dice_{r}", ".2f")) for r in ("WT", "TC", "ET")]
+    parts = [f"{r} {v}" for r, v in dice if v is not None]
+    if not parts:
+        return None
+    line = f"95% intervals of these means (bootstrap over the {record['n']} cases): Dice " + ", ".join(parts)
+    hd95 = interval("hd95_WT", ".1f")
+    if hd95 is not None:
+        line += f"; WT HD95 {hd95} mm"
+    return line

@@ -658,11 +658,13 @@ def cross_validation_members(model: Any) -> dict[str, Any]:
 
 
 def format_summary(summary: dict[str, dict[str, float]]) -> str:
-    """A plain-text table of the summary: one row per metric."""
-    lines = [f"{'metric':<10} {'mean':>8} {'median':>8} {'std':>8} {'n':>4}"]
+    """A plain-text table of the summary: one row per metric, with the 95% interval of the mean when known."""
+    lines = [f"{'metric':<10} {'mean':>8} {'95% CI of the mean':>19} {'median':>8} {'std':>8} {'n':>4}"]
     for key in sorted(summary, key=lambda k: (k.split("_")[0], ["ET", "TC", "WT"].index(k.split("_")[1]) if k.split("_")[1] in ("ET", "TC", "WT") else 9)):
         s = summary[key]
-        lines.append(f"{key:<10} {s['mean']:>8.3f} {s['median']:>8.3f} {s['std']:>8.3f} {int(s['n']):>4}")
+        ci = f"{s['ci_low']:.3f}\u2013{s['ci_high']:.3f}" if "ci_low" in s and "ci_high" in s else "-"
+        lines.append(f"{key:<10} {s['mean']:>8.3f} {ci:>19} {s['median']:>8.3f} {s['std']:>8.3f} {int(s['n']):>4}")
+    lines.append("95% CI: percentile bootstrap over the cases (10,000 resamples); it shows how far the mean of so few cases can move.")
     return "\n".join(lines)
 
 

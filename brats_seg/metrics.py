@@ -18,6 +18,7 @@ from .types import REGIONS, LabelMap
 __all__ = [
     "HD95_EMPTY_PENALTY",
     "SCORE_REGIONS",
+    "bootstrap_ci",
     "dice",
     "flatten_scores",
     "hd95",
@@ -207,18 +208,65 @@ def flatten_scores(scores: Mapping[str, Mapping[str, float]]) -> dict[str, float
     }
 
 
-def summarise(rows: Sequence[Mapping[str, float]]) -> dict[str, dict[str, float]]:
+def bootstrap_ci(
+    values: Sequence[float], *, confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of the mean of ``values``.
+
+    Resamples the values with replacement ``n_resamples`` times and returns the central
+    ``confidence`` range of the resampled means. Deterministic for a given ``seed``. For paired
+    comparisons (two models on the same cases), pass the per-case differences.
+
+    Args:
+        values: Finite per-case values (at least one).
+        confidence: Coverage of the interval, in (0, 1).
+        n_resamples: Number of bootstrap resamples (at least 100).
+        seed: Seed of the resampling.
+
+    Returns:
+        ``(low, high)``; both equal the value when there is only one.
+
+    Raises:
+        ValueError: On no values, a value that is not finite, or a knob out of range.
+    """
+    a = np.asarray(values, dtype=float).ravel()
+    if a.size == 0:
+        raise ValueError("bootstrap_ci: expected at least one value, found none")
+    if not np.isfinite(a).all():
+        raise ValueError(f"bootstrap_ci: expected finite values, found {int((~np.isfinite(a)).sum())} that are not")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"bootstrap_ci: expected a confidence in (0, 1), found {confidence}")
+    if n_resamples < 100:
+        raise ValueError(f"bootstrap_ci: expected n_resamples >= 100, found {n_resamples}")
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_resamples)
+    for start in range(0, n_resamples, 1000):  # bounded memory for long value lists
+        stop = min(start + 1000, n_resamples)
+        means[start:stop] = a[rng.integers(0, a.size, size=(stop - start, a.size))].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(means, [tail, 100.0 - tail])
+    # a resampled mean lies within the values; clip what summation rounding puts outside
+    return float(np.clip(low, a.min(), a.max())), float(np.clip(high, a.min(), a.max()))
+
+
+def summarise(
+    rows: Sequence[Mapping[str, float]], *, confidence: float | None = 0.95
+) -> dict[str, dict[str, float]]:
     """Summary statistics per metric over many cases.
 
     Args:
         rows: One dict per case, e.g. ``{"dice_ET": 0.8, "hd95_ET": 3.0, ...}`` (see
             :func:`flatten_scores`). Values that are not real numbers (a case name, a bool) are
             ignored, as are NaN values; a row that lacks a key is left out of that key's statistics.
+        confidence: Coverage of the bootstrap interval of each mean (:func:`bootstrap_ci`, 10,000
+            resamples, seed 0); ``None`` leaves the interval out (for callers that summarise many
+            times and only rank means).
 
     Returns:
-        ``{key: {"mean", "median", "std", "min", "max", "n"}}`` in order of first appearance, where
-        ``std`` is the population standard deviation (``ddof=0``) and ``n`` the number of values
-        used. Keys with no usable value are omitted.
+        ``{key: {"mean", "median", "std", "min", "max", "n", "ci_low", "ci_high"}}`` in order of first
+        appearance, where ``std`` is the population standard deviation (``ddof=0``), ``n`` the
+        number of values used and ``ci_low``/``ci_high`` the interval of the mean (absent when
+        ``confidence`` is ``None``). Keys with no usable value are omitted.
     """
     collected: dict[str, list[float]] = {}
     for row in rows:
@@ -241,4 +289,6 @@ def summarise(rows: Sequence[Mapping[str, float]]) -> dict[str, dict[str, float]
             "max": float(a.max()),
             "n": len(values),
         }
+        if confidence is not None:
+            summary[key]["ci_low"], summary[key]["ci_high"] = bootstrap_ci(a, confidence=confidence)
     return summary

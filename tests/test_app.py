@@ -652,7 +652,7 @@ def test_model_line_is_a_short_summary_with_the_details_folded(tiny_model_dir: P
     from brats_seg.card import ModelCard, record_scores
 
     model_dir = _model_removing_small_parts(tiny_model_dir, tmp_path / "model")
-    summary = {"dice_WT": {"mean": 0.9}, "dice_TC": {"mean": 0.8}, "dice_ET": {"mean": 0.7}}
+    summary = {"dice_WT": {"mean": 0.9, "ci_low": 0.85, "ci_high": 0.95}, "dice_TC": {"mean": 0.8}, "dice_ET": {"mean": 0.7}}
     record_scores(model_dir / "model.json", summary, cases=["a", "b"], command="brats-seg evaluate", key="held_out")
     app = make_app(model_dir, tmp_path / "app")
     app.model()
@@ -671,7 +671,9 @@ def test_model_line_is_a_short_summary_with_the_details_folded(tiny_model_dir: P
     assert details[1] == f"From {model_dir}"
     assert details[2].startswith("Post-processing: tumour parts smaller than 50%")
     assert details[3].startswith("Measured: mean Dice WT 0.900, TC 0.800, ET 0.700 over 2 cases")
-    assert len(details) == 4
+    assert details[4] == ("95% intervals of these means (bootstrap over the 2 cases): Dice WT 0.85\u20130.95: "
+                          "how far the mean of so few cases can move.")
+    assert len(details) == 5
     # a card without scores: the short line has no figure, the details no "Measured"
     bare = make_app(tiny_model_dir, tmp_path / "bare")
     bare.model()

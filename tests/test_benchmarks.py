@@ -275,3 +275,37 @@ def test_error_breakdown_counts_missed_added_and_island_voxels(island_prediction
     et = breakdown.breakdown("x", predicted, truth, region="ET")
     assert (et.truth, et.false_negative, et.parts) == (8, 8, 0) and et.dice == 0.0
     assert breakdown.main([str(data), "--data", str(data)]) == 2
+
+
+def _scores_folder(folder: Path, rows: dict[str, tuple[float, float, float, float]]) -> Path:
+    """An evaluate-like folder whose scores.csv holds (WT, TC, ET Dice, WT HD95) per case."""
+    folder.mkdir()
+    lines = ["case,dice_ET,hd95_ET,dice_TC,hd95_TC,dice_WT,hd95_WT,seconds"]
+    lines += [f"{c},{et},3.0,{tc},4.0,{wt},{hd},1.5" for c, (wt, tc, et, hd) in rows.items()]
+    (folder / "scores.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_compare_scores_pairs_cases_and_gives_the_interval_of_the_mean_change(tmp_path: Path, capsys) -> None:
+    compare = _load_script("compare_scores")
+    base = _scores_folder(tmp_path / "base", {"a": (0.80, 0.7, 0.6, 10.0), "b": (0.90, 0.8, 0.7, 4.0),
+                                              "c": (0.50, 0.4, 0.3, 30.0), "only_base": (0.1, 0.1, 0.1, 90.0)})
+    better = _scores_folder(tmp_path / "better", {"a": (0.82, 0.7, 0.6, 9.0), "b": (0.92, 0.8, 0.6, 4.0),
+                                                  "c": (0.52, 0.4, 0.3, 20.0)})
+    wt = compare.paired_change(compare.read_scores(base), compare.read_scores(better), "dice_WT")
+    assert wt["n"] == 3 and wt["mean"] == pytest.approx(0.02)  # "only_base" is not paired
+    assert wt["ci_low"] == pytest.approx(0.02) and wt["ci_high"] == pytest.approx(0.02)  # every case moved alike
+    assert (wt["up"], wt["down"]) == (3, 0)
+    et = compare.paired_change(compare.read_scores(base), compare.read_scores(better), "dice_ET")
+    assert et["mean"] == pytest.approx(-0.1 / 3) and (et["up"], et["down"]) == (0, 1)
+    assert et["ci_low"] == pytest.approx(-0.1) and et["ci_high"] == pytest.approx(0.0)
+
+    assert compare.main([str(base), str(better)]) == 0
+    out = capsys.readouterr().out
+    assert "Paired change against base" in out
+    assert "| better | 3 | +0.0200 [+0.0200, +0.0200]; 3/0 |" in out
+    assert "| hd95_WT |" in out and "; 0/2 |" in out and "-3.6667 [" in out  # WT HD95: 10→9, 4→4, 30→20 mm
+    assert "| only_base | 0.10/0.10/0.10 | – |" in out
+
+    with pytest.raises(ValueError, match="no case in common between the two evaluations"):
+        compare.paired_change({"x": {"dice_WT": 1.0}}, {"y": {"dice_WT": 1.0}}, "dice_WT")

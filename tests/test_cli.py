@@ -390,6 +390,7 @@ def check_summary(folder: Path, rows: list[dict[str, str]]) -> dict:
         assert stats["median"] == pytest.approx(statistics.median(values), abs=1e-9)
         assert stats["std"] == pytest.approx(statistics.pstdev(values), abs=1e-9)
         assert stats["n"] == len(values)
+        assert min(values) <= stats["ci_low"] <= stats["mean"] + 1e-9 and stats["mean"] - 1e-9 <= stats["ci_high"] <= max(values)
     return summary
 
 
@@ -404,7 +405,9 @@ def test_evaluate_predicts_and_scores_every_case(tiny_data_dir: Path, tiny_model
     assert set(METRIC_COLUMNS) <= set(rows[0])
     summary = check_summary(out, rows)
     assert summary["model"] == json.loads((tiny_model_dir / "model.json").read_text())["name"]
-    assert "dice_WT" in stdout and "median" in stdout
+    assert "dice_WT" in stdout and "median" in stdout and "95% CI of the mean" in stdout
+    wt = summary["summary"]["dice_WT"]
+    assert f"{wt['ci_low']:.3f}\u2013{wt['ci_high']:.3f}" in stdout  # the printed interval is the recorded one
     assert len(list(out.glob("*_seg.nii.gz"))) == 3
 
     # reading the saved predictions back gives the same scores, without loading a model

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from brats_seg.metrics import HD95_EMPTY_PENALTY, dice, flatten_scores, hd95, score, summarise
+from brats_seg.metrics import HD95_EMPTY_PENALTY, bootstrap_ci, dice, flatten_scores, hd95, score, summarise
 from brats_seg.types import LabelMap
 
 
@@ -233,7 +233,7 @@ def test_summarise_population_std_and_order():
         {"dice_ET": 3.0},
         {"dice_ET": 4.0},
     ]
-    s = summarise(rows)
+    s = summarise(rows, confidence=None)
     assert list(s) == ["dice_ET", "hd95_WT"]  # "case" is not numeric: ignored
     assert s["dice_ET"] == {
         "mean": 2.5,
@@ -246,7 +246,53 @@ def test_summarise_population_std_and_order():
     assert s["hd95_WT"] == {"mean": 2.0, "median": 2.0, "std": 0.0, "min": 2.0, "max": 2.0, "n": 1}
 
 
+def test_summarise_adds_the_bootstrap_interval_of_each_mean():
+    rows = [{"dice_ET": v} for v in (1.0, 2.0, 3.0, 4.0)] + [{"hd95_WT": 2.0}]
+    s = summarise(rows)
+    low, high = bootstrap_ci([1.0, 2.0, 3.0, 4.0])
+    assert (s["dice_ET"]["ci_low"], s["dice_ET"]["ci_high"]) == (low, high)
+    assert 1.0 <= low < 2.5 < high <= 4.0
+    assert (s["hd95_WT"]["ci_low"], s["hd95_WT"]["ci_high"]) == (2.0, 2.0)  # one value: no spread
+
+
 def test_summarise_skips_nan_and_empty():
     s = summarise([{"dice_TC": float("nan")}, {"dice_TC": 0.5, "hd95_TC": float("nan")}])
-    assert s == {"dice_TC": {"mean": 0.5, "median": 0.5, "std": 0.0, "min": 0.5, "max": 0.5, "n": 1}}
+    assert s == {"dice_TC": {"mean": 0.5, "median": 0.5, "std": 0.0, "min": 0.5, "max": 0.5, "n": 1,
+                             "ci_low": 0.5, "ci_high": 0.5}}
     assert summarise([]) == {}
+
+
+# --- bootstrap_ci -----------------------------------------------------------------------------------
+
+
+def test_bootstrap_ci_matches_the_normal_interval_for_many_values():
+    values = np.random.default_rng(1).normal(10.0, 2.0, size=400)
+    low, high = bootstrap_ci(values)
+    half = 1.96 * values.std(ddof=1) / math.sqrt(values.size)  # the textbook 95% interval of a mean
+    assert low < values.mean() < high
+    assert (high - low) / 2 == pytest.approx(half, rel=0.1)
+    assert (high + low) / 2 == pytest.approx(values.mean(), abs=0.1 * half)
+
+
+def test_bootstrap_ci_is_deterministic_and_narrows_with_lower_confidence():
+    values = [0.9, 0.85, 0.4, 0.95, 0.7, 0.88]
+    assert bootstrap_ci(values) == bootstrap_ci(values)
+    assert bootstrap_ci(values, seed=1) != bootstrap_ci(values)
+    wide, narrow = bootstrap_ci(values, confidence=0.95), bootstrap_ci(values, confidence=0.5)
+    assert wide[0] < narrow[0] < narrow[1] < wide[1]
+    same = 14.07124727947029  # summation rounding must not put the interval outside equal values
+    assert bootstrap_ci([same] * 3) == (same, same)
+
+
+@pytest.mark.parametrize(
+    ("values", "kwargs", "match"),
+    [
+        ([], {}, "expected at least one value, found none"),
+        ([1.0, float("nan")], {}, "expected finite values, found 1 that are not"),
+        ([1.0], {"confidence": 1.0}, r"expected a confidence in \(0, 1\), found 1.0"),
+        ([1.0], {"n_resamples": 10}, "expected n_resamples >= 100, found 10"),
+    ],
+)
+def test_bootstrap_ci_refuses_bad_input(values, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        bootstrap_ci(values, **kwargs)

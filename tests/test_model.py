@@ -370,6 +370,28 @@ def test_scores_line_prefers_cross_validation_and_says_how_it_was_measured(tiny_
         "never saw it, with post-processing chosen without it (nested cross-validation)")
 
 
+def test_interval_line_states_the_bootstrap_intervals_of_the_record_scores_line_uses(tiny_model_dir: Path) -> None:
+    from brats_seg.card import interval_line
+
+    cv = _record(23, dice_WT=0.84, dice_TC=0.77, dice_ET=0.715, hd95_WT=10.96)
+    for key, (low, high) in {"dice_WT": (0.7912, 0.8791), "dice_TC": (0.681, 0.851),
+                             "dice_ET": (0.637, 0.79), "hd95_WT": (5.94, 18.04)}.items():
+        cv["metrics"][key].update(ci_low=low, ci_high=high)
+    held = _record(5, dice_WT=0.81)
+    held["metrics"]["dice_WT"].update(ci_low=0.5, ci_high=0.9)
+    assert interval_line(_card_with_scores(tiny_model_dir, {"held_out": held, "cross_validation": cv})) == (
+        "95% intervals of these means (bootstrap over the 23 cases): Dice WT 0.79\u20130.88, TC 0.68\u20130.85, "
+        "ET 0.64\u20130.79; WT HD95 5.9\u201318.0 mm")
+    # scores recorded before intervals were: no line, rather than a made-up one
+    assert interval_line(_card_with_scores(tiny_model_dir, {"cross_validation": _record(23, dice_WT=0.84)})) is None
+    # a malformed interval is left out, the rest kept
+    cv["metrics"]["dice_TC"].update(ci_low="0.6")
+    cv["metrics"]["dice_ET"].update(ci_low=0.9, ci_high=0.1)
+    assert interval_line(_card_with_scores(tiny_model_dir, {"cross_validation": cv})) == (
+        "95% intervals of these means (bootstrap over the 23 cases): Dice WT 0.79\u20130.88; WT HD95 5.9\u201318.0 mm")
+    assert interval_line(_card_with_scores(tiny_model_dir, {})) is None
+
+
 @pytest.mark.parametrize(
     "scores",
     [
