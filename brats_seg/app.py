@@ -137,6 +137,7 @@ _CSS = """
 .brats-table { border-collapse: collapse; margin: 4px 12px 4px 0; }
 .brats-table th, .brats-table td { border: 1px solid #ccc; padding: 2px 8px; text-align: left; }
 .brats-table td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.brats-range-note { font-size: 85%; color: #555; max-width: 36em; margin: 2px 12px 4px 0; }
 .brats-swatch { display: inline-block; width: 14px; height: 14px; border: 1px solid #333;
                 vertical-align: middle; margin-right: 4px; }
 .brats-view-axial, .brats-view-coronal, .brats-view-sagittal { width: 100%; height: auto; }
@@ -459,21 +460,40 @@ def _cell(value: float, text: str, col: str) -> str:
     return f'<td class="num" data-col="{col}" data-value="{value!r}">{text}</td>'
 
 
-def volumes_html(vols: Mapping[str, Any], truth_vols: Mapping[str, Any] | None = None) -> str:
+def volumes_html(
+    vols: Mapping[str, Any], truth_vols: Mapping[str, Any] | None = None, volume_range: Mapping[str, Any] | None = None
+) -> str:
     """HTML table of the NCR, ED, ET, TC and WT volumes in mL (:func:`brats_seg.report.volumes_table`).
 
     Each number cell carries its full-precision value in ``data-value`` (see :func:`parse_table`).
+    With ``volume_range`` (:func:`brats_seg.pipeline.volume_range`), a column gives each row's
+    smallest and largest volume over those thresholds (``range_low``, ``range_high``), and a note
+    under the table says what it means.
     """
+    ts = list(volume_range["thresholds"]) if volume_range else []
     head = "<tr><th>label / region</th><th>meaning</th><th>prediction (mL)</th>"
+    if ts:
+        head += (f'<th title="the volume if each voxel needed {ts[0]:g} or only {ts[-1]:g} of the networks\' '
+                 f'confidence instead of the model\'s cut">range at {ts[0]:g}\u2013{ts[-1]:g} (mL)</th>')
     head += "<th>ground truth (mL)</th></tr>" if truth_vols is not None else "</tr>"
     truth_rows = {n: ml for n, _, ml in report.volumes_table(truth_vols)} if truth_vols is not None else {}
     rows = []
-    for name, desc, ml in report.volumes_table(vols):
+    for (section, _), (name, desc, ml) in zip(report.TABLE_ROWS, report.volumes_table(vols), strict=True):
         cells = f"<td>{name}</td><td>{html.escape(desc)}</td>" + _cell(ml, f"{ml:.2f}", "prediction")
+        if ts:
+            low, high = min(volume_range[section][name]), max(volume_range[section][name])
+            cells += (f'<td class="num"><span data-col="range_low" data-value="{low!r}">{low:.2f}</span>\u2013'
+                      f'<span data-col="range_high" data-value="{high!r}">{high:.2f}</span></td>')
         if truth_vols is not None:
             cells += _cell(truth_rows[name], f"{truth_rows[name]:.2f}", "truth")
         rows.append(f'<tr data-row="{name}">{cells}</tr>')
-    return f'<table class="brats-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+    table = f'<table class="brats-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+    if ts:
+        cut = float(volume_range.get("card_threshold", 0.5))
+        table += (f'<div class="brats-range-note">Range: the volume if a voxel needed a network confidence of '
+                  f"{ts[0]:g}, or only {ts[-1]:g}, instead of {cut:g} to count. A wide range means that the model "
+                  "hesitates over the tumour's edge; it is not a confidence interval.</div>")
+    return table
 
 
 def scores_html(scores: Mapping[str, Mapping[str, float]]) -> str:
@@ -1421,7 +1441,7 @@ class App:
             )
             self._sync_sliders()
             self._render(viz.VIEWS)
-        self.volumes_table.value = volumes_html(result.volumes, result.truth_volumes)
+        self.volumes_table.value = volumes_html(result.volumes, result.truth_volumes, result.segmentation.volume_range)
         self.metrics_table.value = scores_html(result.scores) if result.scores is not None else ""
         self.numbers_box.layout.display = "flex"
         self._build_png(result)

@@ -396,7 +396,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         rep = report.study_report(study, seg, model, vols, scores)
         (args.output / f"{study.name}_report.json").write_text(json.dumps(rep, indent=2) + "\n")
         wt = vols["regions"]["WT"]["mL"]
-        print(f"{study.name}: {out_seg} (WT {wt:.1f} mL, {seg.timings['wall']:.1f} s)")
+        spread = ""
+        if seg.volume_range is not None:
+            strict, loose = seg.volume_range["regions"]["WT"][0], seg.volume_range["regions"]["WT"][-1]
+            ts = seg.volume_range["thresholds"]
+            spread = f", {strict:.1f}\u2013{loose:.1f} mL at thresholds {ts[0]:g}\u2013{ts[-1]:g}"
+        print(f"{study.name}: {out_seg} (WT {wt:.1f} mL{spread}, {seg.timings['wall']:.1f} s)")
         for warning in seg.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         if args.dicom_seg:

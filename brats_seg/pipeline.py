@@ -5,16 +5,22 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import inference, postprocess, preprocess, quality
+from . import inference, postprocess, preprocess, quality, report
+from .card import ModelCard
 from .inference import ProgressCallback
 from .model import Model
 from .types import LabelMap, Study, brain_mask
+
+#: Decision thresholds of the volume range: each volume as if every voxel needed 70 % of the
+#: networks' confidence, and as if 30 % sufficed (the labels use the card's threshold, 0.5 by default).
+VOLUME_RANGE_THRESHOLDS: tuple[float, float] = (0.7, 0.3)
 
 
 @dataclass
@@ -27,12 +33,70 @@ class Segmentation:
         timings: Seconds spent in each step (``prepare``, ``predict``, ``postprocess``, ``total``).
         warnings: Ways in which the study differs from what the model was trained on
             (:func:`brats_seg.quality.check_study`); the labels are made all the same.
+        volume_range: How the volumes move with the decision threshold (:func:`volume_range`), for
+            models with region sigmoids; ``None`` otherwise.
     """
 
     labels: LabelMap
     settings: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    volume_range: dict[str, Any] | None = None
+
+
+def volume_range(
+    probs: np.ndarray,
+    card: ModelCard,
+    *,
+    like: LabelMap,
+    brain: np.ndarray,
+    cleaning: Mapping[str, float] | None = None,
+    thresholds: Sequence[float] = VOLUME_RANGE_THRESHOLDS,
+) -> dict[str, Any]:
+    """The volume of each label and region at other decision thresholds than the card's.
+
+    The labels are decoded at each threshold exactly as :func:`segment` decodes them at the card's
+    (nested regions, nothing outside the brain, the same post-processing), so a wide range means
+    that the networks hesitate over many voxels, and a narrow one that their boundary is sharp. It
+    is a sensitivity of the volume to the threshold, not a calibrated interval.
+
+    Args:
+        probs: Region probabilities on the study's grid, ``(3, X, Y, Z)`` in the card's region order.
+        card: The model card (``output.type`` must be ``"regions_sigmoid"``).
+        like: The label map whose grid and voxel spacing the volumes use.
+        brain: Where any sequence is non-zero; no tumour outside it.
+        cleaning: The post-processing settings applied to the labels (see
+            :func:`brats_seg.postprocess.clean_labels`), or ``None``.
+        thresholds: Decision thresholds in (0, 1), strictest first.
+
+    Returns:
+        ``{"thresholds": [t, ...], "card_threshold": 0.5, "labels": {"NCR": [mL, ...], "ED": [...],
+        "ET": [...]}, "regions": {"ET": [...], "TC": [...], "WT": [...]}}``, one volume per threshold,
+        in order.
+
+    Raises:
+        ValueError: For a card whose output is not region sigmoids, or a threshold outside (0, 1).
+    """
+    if card.output.get("type") != "regions_sigmoid":
+        raise ValueError(f"volume_range: expected a card with region sigmoids, found output type {card.output.get('type')!r}")
+    bad = [t for t in thresholds if not 0.0 < float(t) < 1.0]
+    if bad or not thresholds:
+        raise ValueError(f"volume_range: expected thresholds in (0, 1), found {list(thresholds)}")
+    out: dict[str, Any] = {"thresholds": [float(t) for t in thresholds], "card_threshold": float(card.output.get("threshold", 0.5)),
+                           "labels": {}, "regions": {}}
+    voxel_mm3 = like.voxel_volume_mm3
+    for t in thresholds:
+        labels = postprocess.regions_to_labels(
+            probs, order=card.output.get("regions", postprocess.DEFAULT_REGION_ORDER), threshold=float(t)
+        )
+        labels[~brain] = 0
+        if cleaning:
+            labels = postprocess.clean_labels(labels, voxel_volume_mm3=voxel_mm3, **cleaning)
+        vols = report.volumes(LabelMap(labels, like.affine, like.header))
+        for section in ("labels", "regions"):
+            for name, entry in vols[section].items():
+                out[section].setdefault(name, []).append(round(entry["mL"], 4))
+    return out
 
 
 def segment(
@@ -46,6 +110,7 @@ def segment(
     tta_flips: bool | None = None,
     device: str | None = None,
     postprocessing: bool = True,
+    volume_thresholds: Sequence[float] | None = VOLUME_RANGE_THRESHOLDS,
     progress: ProgressCallback | None = None,
 ) -> Segmentation:
     """Segment one study; every knob left as None takes the model card's value.
@@ -61,6 +126,8 @@ def segment(
         device: Torch device; default CUDA when available, else CPU.
         postprocessing: Apply the card's ``postprocess`` rules (small islands, tiny ET); see
             :func:`brats_seg.postprocess.clean_labels`.
+        volume_thresholds: Decision thresholds at which the volumes are also measured
+            (:func:`volume_range`; region-sigmoid cards only); ``None`` skips them.
         progress: Called with the fraction done (0..1).
 
     Returns:
@@ -106,19 +173,24 @@ def segment(
     full = preprocess.restore(probs, prepared, background=background)
     labels = postprocess.to_labels(full, card).astype(np.uint8)
     # No tumour where every sequence is zero (outside the skull-stripped brain).
-    labels[~brain_mask(study)] = 0
+    brain = brain_mask(study)
+    labels[~brain] = 0
     if postprocessing:
         settings["postprocess"] = postprocess.postprocess_settings(card)
         labels = postprocess.clean_labels(
             labels, voxel_volume_mm3=float(np.prod(study.spacing)), **settings["postprocess"]
         )
+    label_map = LabelMap(labels, study.affine.copy(), study.header.copy())
+    spread = None
+    if volume_thresholds and kind == "regions_sigmoid":
+        spread = volume_range(full, card, like=label_map, brain=brain, cleaning=settings.get("postprocess"),
+                              thresholds=volume_thresholds)
     warnings = quality.check_study(study)
     t3 = time.perf_counter()
-    label_map = LabelMap(labels, study.affine.copy(), study.header.copy())
     timings = {
         "prepare": round(t1 - t0, 3),
         "predict": round(t2 - t1, 3),
         "postprocess": round(t3 - t2, 3),
         "total": round(t3 - t0, 3),
     }
-    return Segmentation(labels=label_map, settings=settings, timings=timings, warnings=warnings)
+    return Segmentation(labels=label_map, settings=settings, timings=timings, warnings=warnings, volume_range=spread)

@@ -111,6 +111,12 @@ def study_report(
         "brats_seg": __version__,
         "intended_use": "Research only, not for clinical use.",
     }
+    if seg.volume_range is not None:
+        report["volume_range"] = {
+            **seg.volume_range,
+            "meaning": "mL of each label and region if the labels were decoded at these thresholds instead of "
+            "the card's: the volume's sensitivity to the decision threshold, not a calibrated interval",
+        }
     if scores is not None:
         report["scores"] = scores
     return report

@@ -104,6 +104,11 @@ def check_numbers(app: App, *, rescore: bool = True) -> None:
     assert list(shown) == ["NCR", "ED", "ET", "TC", "WT"]
     for name, _, ml in report.volumes_table(vols):
         assert shown[name]["prediction"] == ml
+    spread = app.result.segmentation.volume_range
+    if spread is not None:  # the range column shows the pipeline's volumes at the other thresholds
+        for (section, name), row in zip(report.TABLE_ROWS, shown.values(), strict=True):
+            assert (row["range_low"], row["range_high"]) == (min(spread[section][name]), max(spread[section][name]))
+        assert "it is not a confidence interval" in app.volumes_table.value
     if app.study.truth is not None:
         truth_vols = report.volumes(app.study.truth_map)
         for name, _, ml in report.volumes_table(truth_vols):
@@ -964,6 +969,22 @@ def test_parse_table_round_trip() -> None:
     )
     assert parse_table(html)["NCR"]["prediction"] == 1.0 / 3
     assert ">0.33<" in html
+
+
+def test_volumes_table_shows_the_range_over_the_other_thresholds() -> None:
+    vols = {"labels": {n: {"mL": 1.0} for n in ("NCR", "ED", "ET")}, "regions": {n: {"mL": 3.0} for n in ("ET", "TC", "WT")}}
+    spread = {"thresholds": [0.7, 0.3], "card_threshold": 0.5,
+              "labels": {"NCR": [0.5, 1.5], "ED": [1.2, 0.9], "ET": [0.25, 1.0]},  # a label need not grow as the cut falls
+              "regions": {"ET": [0.25, 1.0], "TC": [2.0, 4.0], "WT": [2.5, 3.75]}}
+    html = app_module.volumes_html(vols, None, spread)
+    shown = parse_table(html)
+    assert shown["ED"] == {"prediction": 1.0, "range_low": 0.9, "range_high": 1.2}
+    assert shown["WT"]["range_low"] == 2.5 and shown["WT"]["range_high"] == 3.75
+    assert "range at 0.7\u20130.3 (mL)" in html and ">2.50</span>\u2013<span" in html
+    assert "instead of 0.5 to count" in html and "not a confidence interval" in html
+    # without a range (a softmax model, or none measured): no column, no note
+    plain = app_module.volumes_html(vols)
+    assert "range at" not in plain and "brats-range-note" not in plain
 
 
 @pytest.fixture(autouse=True)

@@ -149,6 +149,10 @@ def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tm
         assert "WT" in table and "mL" in table
         numbers = [float(x) for x in re.findall(r"\d+\.\d+", table)]
         assert numbers and max(numbers) > 1.0  # a real tumour of several mL
+        # each volume's range over the stricter and looser thresholds, and what it means
+        assert "range at 0.7\u20130.3 (mL)" in table and "not a confidence interval" in table, table
+        wt = re.search(r"WT\s+whole tumour\s+(\d+\.\d+)\s+(\d+\.\d+)\u2013(\d+\.\d+)", table)
+        assert wt and float(wt[2]) <= float(wt[1]) <= float(wt[3]), table
         # the model line is one short line; its details open with a click
         status = page.inner_text(".brats-model-status")
         assert "ready" in status and "for research only" in status and "Measured:" not in status, status

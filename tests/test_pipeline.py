@@ -222,3 +222,76 @@ def test_card_postprocess_rules_apply_and_can_be_turned_off(tiny_model: Model, r
     raw = pipeline.segment(study, model, postprocessing=False)
     np.testing.assert_array_equal(raw.labels.array, reference)
     assert "postprocess" not in raw.settings
+
+
+# --- volume range ------------------------------------------------------------------------------------
+
+
+def _sigmoid_card(**output) -> ModelCard:
+    return ModelCard(
+        name="dummy", files=[], sha256={}, channels=list(MODALITIES),
+        output={"type": "regions_sigmoid", "regions": ["TC", "WT", "ET"], **output},
+        spacing=[1.0, 1.0, 1.0], roi_size=[8, 8, 8],
+    )
+
+
+def _graded_whole_tumour() -> np.ndarray:
+    """Region probabilities (TC, WT, ET) on 12 x 12 x 12 voxels: three WT cubes of 8 voxels at 0.9, 0.5 and 0.35."""
+    probs = np.zeros((3, 12, 12, 12), dtype=np.float32)
+    probs[1, 1:3, 1:3, 1:3] = 0.9
+    probs[1, 5:7, 5:7, 5:7] = 0.5
+    probs[1, 9:11, 9:11, 9:11] = 0.35
+    return probs
+
+
+def test_volume_range_decodes_the_labels_at_each_threshold() -> None:
+    from brats_seg.types import LabelMap
+
+    like = LabelMap(np.zeros((12, 12, 12), np.uint8), np.diag([1.0, 1.0, 2.0, 1.0]), nib.Nifti1Header())
+    brain = np.ones((12, 12, 12), bool)
+    spread = pipeline.volume_range(_graded_whole_tumour(), _sigmoid_card(threshold=0.5), like=like, brain=brain)
+    assert spread["thresholds"] == [0.7, 0.3] and spread["card_threshold"] == 0.5
+    assert spread["regions"]["WT"] == [0.016, 0.048]  # 8 or 24 voxels of 2 mm3
+    assert spread["labels"]["ED"] == [0.016, 0.048] and spread["regions"]["TC"] == [0.0, 0.0]
+    # nothing outside the brain, at any threshold
+    brain[9:, 9:, 9:] = False
+    assert pipeline.volume_range(_graded_whole_tumour(), _sigmoid_card(), like=like, brain=brain)["regions"]["WT"] == [0.016, 0.032]
+    # the card's post-processing applies as to the labels: parts under 20 mm3 go, the largest stays
+    cleaned = pipeline.volume_range(_graded_whole_tumour(), _sigmoid_card(), like=like, brain=np.ones((12, 12, 12), bool),
+                                    cleaning={"min_component_mm3": 20.0}, thresholds=(0.8, 0.4, 0.2))
+    assert cleaned["regions"]["WT"] == [0.016, 0.016, 0.016]
+
+
+@pytest.mark.parametrize(
+    ("card", "thresholds", "match"),
+    [
+        (_sigmoid_card(), (0.0, 0.5), r"expected thresholds in \(0, 1\), found \[0.0, 0.5\]"),
+        (_sigmoid_card(), (), r"expected thresholds in \(0, 1\), found \[\]"),
+        (ModelCard(name="d", files=[], sha256={}, channels=list(MODALITIES), output={"type": "classes_softmax", "classes": [0, 1, 2, 4]},
+                   spacing=[1.0, 1.0, 1.0], roi_size=[8, 8, 8]), (0.7, 0.3),
+         "expected a card with region sigmoids, found output type 'classes_softmax'"),
+    ],
+)
+def test_volume_range_refuses_what_it_cannot_measure(card: ModelCard, thresholds, match: str) -> None:
+    from brats_seg.types import LabelMap
+
+    like = LabelMap(np.zeros((12, 12, 12), np.uint8), np.eye(4), nib.Nifti1Header())
+    with pytest.raises(ValueError, match=match):
+        pipeline.volume_range(_graded_whole_tumour(), card, like=like, brain=np.ones((12, 12, 12), bool), thresholds=thresholds)
+
+
+def test_segment_brackets_the_region_volumes_and_reports_the_range(tiny_model: Model, tiny_study_dir: Path) -> None:
+    from brats_seg import report
+
+    study = io.load_study(tiny_study_dir)
+    seg = pipeline.segment(study, tiny_model)
+    vols = report.volumes(seg.labels)
+    spread = seg.volume_range
+    assert spread is not None and spread["thresholds"] == list(pipeline.VOLUME_RANGE_THRESHOLDS)
+    for region in ("ET", "TC", "WT"):
+        strict, loose = spread["regions"][region]
+        assert strict <= vols["regions"][region]["mL"] + 1e-9 <= loose + 2e-9  # a region only grows as the cut falls
+    assert spread["regions"]["WT"][0] < spread["regions"]["WT"][1], "the tiny model should hesitate somewhere"
+    rep = report.study_report(study, seg, tiny_model, vols)
+    assert rep["volume_range"]["regions"] == spread["regions"] and "not a calibrated interval" in rep["volume_range"]["meaning"]
+    assert pipeline.segment(study, tiny_model, volume_thresholds=None).volume_range is None
