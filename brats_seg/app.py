@@ -137,7 +137,7 @@ _CSS = """
 .brats-table { border-collapse: collapse; margin: 4px 12px 4px 0; }
 .brats-table th, .brats-table td { border: 1px solid #ccc; padding: 2px 8px; text-align: left; }
 .brats-table td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.brats-range-note { font-size: 85%; color: #555; max-width: 36em; margin: 2px 12px 4px 0; }
+.brats-range-note { font-size: 85%; color: #555; max-width: 36em; line-height: 1.35; margin: 2px 12px 4px 0; }
 .brats-swatch { display: inline-block; width: 14px; height: 14px; border: 1px solid #333;
                 vertical-align: middle; margin-right: 4px; }
 .brats-view-axial, .brats-view-coronal, .brats-view-sagittal { width: 100%; height: auto; }
