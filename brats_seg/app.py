@@ -123,6 +123,7 @@ OVERLAY_CHOICES: dict[str, str] = {
     "prediction": "prediction",
     "truth": "ground truth",
     "errors": "errors (FP red, FN blue)",
+    "uncertain": "where it hesitates",
     "none": "none",
 }
 
@@ -852,6 +853,14 @@ class App:
             layout=W.Layout(display="none"),
         )
         self.error_legend.add_class("brats-legend-errors")
+        self.uncertain_legend = W.HTML(
+            f'<span class="brats-swatch" style="background:{viz.colour_hex(viz.UNCERTAIN_COLOUR)}"></span>'
+            f"where the model hesitates: the label would differ at a decision threshold of "
+            f"{report.VOLUME_RANGE_THRESHOLDS[0]:g} or {report.VOLUME_RANGE_THRESHOLDS[-1]:g} "
+            "(the volume table's range); the other colours are the prediction",
+            layout=W.Layout(display="none"),
+        )
+        self.uncertain_legend.add_class("brats-legend-uncertain")
 
         self.images: dict[str, widgets.Image] = {}
         self.sliders: dict[str, widgets.IntSlider] = {}
@@ -893,6 +902,7 @@ class App:
                 controls,
                 W.HBox(legend_items, layout=W.Layout(flex_flow="row wrap")),
                 self.error_legend,
+                self.uncertain_legend,
                 W.HBox(view_boxes),
             ],
             layout=W.Layout(display="none"),
@@ -1434,9 +1444,12 @@ class App:
         if viewer is not None:
             with self._render_lock:
                 viewer.set_labels("prediction", result.segmentation.labels.array)
+                uncertain = result.segmentation.uncertain
+                viewer.set_labels("uncertain", uncertain)
                 viewer.centre_on(viewer.focus())
             self._set_overlay_options(
-                ["prediction", *(["truth", "errors"] if result.study.truth is not None else []), "none"],
+                ["prediction", *(["uncertain"] if result.segmentation.uncertain is not None else []),
+                 *(["truth", "errors"] if result.study.truth is not None else []), "none"],
                 "prediction",
             )
             self._sync_sliders()
@@ -1460,7 +1473,8 @@ class App:
                 "visible_labels": sorted(s.visible),
             }
         png = viz.export_png(
-            result.study, result.segmentation.labels, result.volumes, scores=result.scores, **kwargs
+            result.study, result.segmentation.labels, result.volumes, scores=result.scores,
+            uncertain=result.segmentation.uncertain, **kwargs
         )
         result.downloads[f"{result.study.name}_views.png"] = ("image/png", png)
         texts = {
@@ -1534,6 +1548,11 @@ class App:
     def _visible(self) -> list[int]:
         return [value for value, box in self.toggles.items() if box.value]
 
+    def _show_legend(self, mode: str) -> None:
+        """The error and hesitation legends show with their overlay modes only."""
+        self.error_legend.layout.display = "block" if mode == "errors" else "none"
+        self.uncertain_legend.layout.display = "block" if mode == "uncertain" else "none"
+
     def _set_overlay_options(self, modes: list[str], value: str) -> None:
         self._syncing = True
         try:
@@ -1544,7 +1563,7 @@ class App:
         if self.viewer is not None:
             with self._render_lock:
                 self.viewer.update(mode=value)
-        self.error_legend.layout.display = "block" if value == "errors" else "none"
+        self._show_legend(value)
 
     def _sync_sliders(self) -> None:
         viewer = self.viewer
@@ -1614,7 +1633,7 @@ class App:
         if self._syncing or self.viewer is None:
             return
         mode = self.overlay.value
-        self.error_legend.layout.display = "block" if mode == "errors" else "none"
+        self._show_legend(mode)
         with self._render_lock:
             changed = self.viewer.update(
                 background=self.background.value,

@@ -16,11 +16,8 @@ from . import inference, postprocess, preprocess, quality, report
 from .card import ModelCard
 from .inference import ProgressCallback
 from .model import Model
+from .report import VOLUME_RANGE_THRESHOLDS
 from .types import LabelMap, Study, brain_mask
-
-#: Decision thresholds of the volume range: each volume as if every voxel needed 70 % of the
-#: networks' confidence, and as if 30 % sufficed (the labels use the card's threshold, 0.5 by default).
-VOLUME_RANGE_THRESHOLDS: tuple[float, float] = (0.7, 0.3)
 
 
 @dataclass
@@ -35,6 +32,9 @@ class Segmentation:
             (:func:`brats_seg.quality.check_study`); the labels are made all the same.
         volume_range: How the volumes move with the decision threshold (:func:`volume_range`), for
             models with region sigmoids; ``None`` otherwise.
+        uncertain: Where the label at the strictest of those thresholds differs from the label at the
+            loosest (boolean, on the study's grid): where the networks hesitate. ``None`` with
+            ``volume_range``.
     """
 
     labels: LabelMap
@@ -42,6 +42,7 @@ class Segmentation:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     volume_range: dict[str, Any] | None = None
+    uncertain: np.ndarray | None = None
 
 
 def volume_range(
@@ -77,21 +78,43 @@ def volume_range(
     Raises:
         ValueError: For a card whose output is not region sigmoids, or a threshold outside (0, 1).
     """
+    decoded = _decode_at(probs, card, brain=brain, cleaning=cleaning, voxel_mm3=like.voxel_volume_mm3, thresholds=thresholds)
+    return _volumes_at(decoded, card, like=like, thresholds=thresholds)
+
+
+def _decode_at(
+    probs: np.ndarray,
+    card: ModelCard,
+    *,
+    brain: np.ndarray,
+    cleaning: Mapping[str, float] | None,
+    voxel_mm3: float,
+    thresholds: Sequence[float],
+) -> list[np.ndarray]:
+    """Label maps decoded at each threshold as :func:`segment` decodes at the card's (see :func:`volume_range`)."""
     if card.output.get("type") != "regions_sigmoid":
         raise ValueError(f"volume_range: expected a card with region sigmoids, found output type {card.output.get('type')!r}")
     bad = [t for t in thresholds if not 0.0 < float(t) < 1.0]
     if bad or not thresholds:
         raise ValueError(f"volume_range: expected thresholds in (0, 1), found {list(thresholds)}")
-    out: dict[str, Any] = {"thresholds": [float(t) for t in thresholds], "card_threshold": float(card.output.get("threshold", 0.5)),
-                           "labels": {}, "regions": {}}
-    voxel_mm3 = like.voxel_volume_mm3
+    outside = ~brain
+    decoded = []
     for t in thresholds:
         labels = postprocess.regions_to_labels(
             probs, order=card.output.get("regions", postprocess.DEFAULT_REGION_ORDER), threshold=float(t)
         )
-        labels[~brain] = 0
+        labels[outside] = 0
         if cleaning:
             labels = postprocess.clean_labels(labels, voxel_volume_mm3=voxel_mm3, **cleaning)
+        decoded.append(labels)
+    return decoded
+
+
+def _volumes_at(decoded: Sequence[np.ndarray], card: ModelCard, *, like: LabelMap, thresholds: Sequence[float]) -> dict[str, Any]:
+    """The :func:`volume_range` record of label maps decoded at ``thresholds``."""
+    out: dict[str, Any] = {"thresholds": [float(t) for t in thresholds], "card_threshold": float(card.output.get("threshold", 0.5)),
+                           "labels": {}, "regions": {}}
+    for labels in decoded:
         vols = report.volumes(LabelMap(labels, like.affine, like.header))
         for section in ("labels", "regions"):
             for name, entry in vols[section].items():
@@ -181,10 +204,12 @@ def segment(
             labels, voxel_volume_mm3=float(np.prod(study.spacing)), **settings["postprocess"]
         )
     label_map = LabelMap(labels, study.affine.copy(), study.header.copy())
-    spread = None
+    spread = uncertain = None
     if volume_thresholds and kind == "regions_sigmoid":
-        spread = volume_range(full, card, like=label_map, brain=brain, cleaning=settings.get("postprocess"),
-                              thresholds=volume_thresholds)
+        decoded = _decode_at(full, card, brain=brain, cleaning=settings.get("postprocess"),
+                             voxel_mm3=label_map.voxel_volume_mm3, thresholds=volume_thresholds)
+        spread = _volumes_at(decoded, card, like=label_map, thresholds=volume_thresholds)
+        uncertain = decoded[0] != decoded[-1]
     warnings = quality.check_study(study)
     t3 = time.perf_counter()
     timings = {
@@ -193,4 +218,5 @@ def segment(
         "postprocess": round(t3 - t2, 3),
         "total": round(t3 - t0, 3),
     }
-    return Segmentation(labels=label_map, settings=settings, timings=timings, warnings=warnings, volume_range=spread)
+    return Segmentation(labels=label_map, settings=settings, timings=timings, warnings=warnings, volume_range=spread,
+                        uncertain=uncertain)

@@ -18,7 +18,12 @@ if TYPE_CHECKING:
     from .model import Model
     from .pipeline import Segmentation
 
-__all__ = ["DESCRIPTIONS", "TABLE_ROWS", "volumes", "volumes_table"]
+__all__ = ["DESCRIPTIONS", "TABLE_ROWS", "VOLUME_RANGE_THRESHOLDS", "volumes", "volumes_table"]
+
+#: Decision thresholds of the volume range (:func:`brats_seg.pipeline.volume_range`): each volume as
+#: if every voxel needed 70 % of the networks' confidence, and as if 30 % sufficed (the labels use
+#: the card's threshold, 0.5 by default).
+VOLUME_RANGE_THRESHOLDS: tuple[float, float] = (0.7, 0.3)
 
 #: What each label and region name means, for display.
 DESCRIPTIONS: dict[str, str] = {

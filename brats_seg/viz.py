@@ -52,6 +52,8 @@ __all__ = [
     "CROSSHAIR_COLOUR",
     "ERROR_COLOURS",
     "ERROR_MIN_OPACITY",
+    "UNCERTAIN_CODE",
+    "UNCERTAIN_COLOUR",
     "LABEL_COLOURS",
     "OVERLAY_MODES",
     "VIEWS",
@@ -101,8 +103,14 @@ ERROR_MIN_OPACITY = 0.8
 #: Colour of the crosshair lines.
 CROSSHAIR_COLOUR: tuple[int, int, int] = (0, 220, 255)
 
-#: What an overlay shows: nothing, the prediction, the ground truth, or the errors (FP / FN).
-OVERLAY_MODES: tuple[str, ...] = ("none", "prediction", "truth", "errors")
+#: What an overlay shows: nothing, the prediction, the ground truth, the errors (FP / FN), or the
+#: prediction with the voxels whose label depends on the decision threshold (``"uncertain"``).
+OVERLAY_MODES: tuple[str, ...] = ("none", "prediction", "truth", "errors", "uncertain")
+
+#: Colour of the voxels whose label depends on the decision threshold (mode ``"uncertain"``), and the
+#: display code they take over the prediction's labels (3 is not a BraTS label).
+UNCERTAIN_COLOUR: tuple[int, int, int] = (230, 40, 230)
+UNCERTAIN_CODE = 3
 
 #: Codes of :func:`error_codes`.
 FP_CODE, FN_CODE = 1, 2
@@ -121,7 +129,8 @@ def label_colours(*, mode: str = "prediction") -> dict[str, tuple[int, int, int]
 
     Args:
         mode: One of :data:`OVERLAY_MODES`; ``"errors"`` gives ``{"FP": .., "FN": ..}``, ``"none"``
-            an empty dict, the others ``{"NCR": .., "ED": .., "ET": ..}``.
+            an empty dict, ``"uncertain"`` the labels and ``"uncertain"``, the others
+            ``{"NCR": .., "ED": .., "ET": ..}``.
 
     Returns:
         Colours keyed by display name, in legend order.
@@ -130,7 +139,10 @@ def label_colours(*, mode: str = "prediction") -> dict[str, tuple[int, int, int]
         return dict(ERROR_COLOURS)
     if mode == "none":
         return {}
-    return {LABEL_NAMES[v]: LABEL_COLOURS[v] for v in LABEL_NAMES}
+    colours = {LABEL_NAMES[v]: LABEL_COLOURS[v] for v in LABEL_NAMES}
+    if mode == "uncertain":
+        colours["uncertain"] = UNCERTAIN_COLOUR
+    return colours
 
 
 def colour_hex(rgb: Sequence[int]) -> str:
@@ -492,8 +504,14 @@ def _overlay_codes(
     labels: np.ndarray | None,
     truth: np.ndarray | None,
     visible: Iterable[int],
+    uncertain: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Displayed code slice and its colour lookup for an overlay mode."""
+    if mode == "uncertain" and labels is not None and uncertain is not None:
+        codes = display_slice(labels, axis, index).copy()
+        codes[display_slice(uncertain, axis, index).astype(bool)] = UNCERTAIN_CODE
+        colours, shown = _lut({**LABEL_COLOURS, UNCERTAIN_CODE: UNCERTAIN_COLOUR}, (*visible, UNCERTAIN_CODE))
+        return codes, colours, shown
     if mode == "errors" and labels is not None and truth is not None:
         codes = error_codes(
             display_slice(labels, axis, index), display_slice(truth, axis, index), visible=visible
@@ -502,7 +520,7 @@ def _overlay_codes(
             {FP_CODE: ERROR_COLOURS["FP"], FN_CODE: ERROR_COLOURS["FN"]}, (FP_CODE, FN_CODE)
         )
         return codes, colours, shown
-    source = {"prediction": labels, "truth": truth}.get(mode)
+    source = {"prediction": labels, "uncertain": labels, "truth": truth}.get(mode)  # "uncertain" without a map: the prediction
     colours, shown = _lut(LABEL_COLOURS, visible)
     if source is None:
         return None, colours, shown
@@ -523,6 +541,7 @@ def slice_rgb(
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     letters: Mapping[str, str] | None = None,
     min_size: int = 0,
+    uncertain: np.ndarray | None = None,
 ) -> np.ndarray:
     """Compose one displayed slice: grey background, coloured labels, crosshair and letters.
 
@@ -538,17 +557,20 @@ def slice_rgb(
         visible_labels: Label values drawn (the others are hidden).
         crosshair: A voxel position ``(i, j, k)``; lines are drawn through it in this slice.
         truth: Ground-truth label map, for ``mode="truth"`` and ``mode="errors"``.
-        mode: ``"prediction"`` (``labels``), ``"truth"``, ``"errors"`` (FP red / FN blue) or
+        mode: ``"prediction"`` (``labels``), ``"truth"``, ``"errors"`` (FP red / FN blue),
+            ``"uncertain"`` (``labels``, with ``uncertain`` voxels in :data:`UNCERTAIN_COLOUR`) or
             ``"none"``.
         spacing: Voxel size (mm) along the three axes, to show square pixels.
         letters: Orientation letters drawn on the edges (``{"left", "right", "top", "bottom"}``).
         min_size: Upscale (nearest neighbour, integer factor) until the longer side has this many
             pixels; 0 keeps one pixel per voxel on the finest axis.
+        uncertain: Where the label depends on the decision threshold (non-zero), for
+            ``mode="uncertain"``.
 
     Returns:
         An RGB uint8 image (rows, columns, 3).
     """
-    codes, colours, shown = _overlay_codes(mode, axis, index, labels, truth, visible_labels)
+    codes, colours, shown = _overlay_codes(mode, axis, index, labels, truth, visible_labels, uncertain)
     if mode == "errors" and opacity > 0:  # thin error rims vanish at a label opacity; the slider still turns them off
         opacity = max(opacity, ERROR_MIN_OPACITY)
     rgb = _blend(display_slice(background_u8, axis, index), codes, colours, shown, opacity)
@@ -648,7 +670,7 @@ class SliceViewer:
         return tuple(next(iter(self.images.values())).shape)  # type: ignore[return-value]
 
     def set_labels(self, name: str, array: np.ndarray | None) -> None:
-        """Set (or with None remove) the ``"prediction"`` or ``"truth"`` label map, on the study's grid."""
+        """Set (or with None remove) the ``"prediction"``, ``"truth"`` or ``"uncertain"`` map, on the study's grid."""
         if array is None:
             self.labels.pop(name, None)
         else:
@@ -717,6 +739,7 @@ class SliceViewer:
             spacing=self.spacing,
             letters=self.letters(view),
             min_size=self.min_size,
+            uncertain=self.labels.get("uncertain"),
         )
         col_axis, row_axis = _in_plane(axis)
         shown = (self.shape[row_axis], self.shape[col_axis])
@@ -813,6 +836,7 @@ def export_png(
     visible_labels: Iterable[int] = (1, 2, 4),
     dpi: int = 100,
     title: str | None = None,
+    uncertain: np.ndarray | None = None,
 ) -> bytes:
     """A PNG figure of the three views with the label legend and the volume table.
 
@@ -830,6 +854,7 @@ def export_png(
         visible_labels: Label values drawn.
         dpi: Resolution of the figure (it is 12 x 6.4 inches).
         title: Figure title; default the study name.
+        uncertain: Where the label depends on the decision threshold, for ``mode="uncertain"``.
 
     Returns:
         PNG bytes.
@@ -845,9 +870,13 @@ def export_png(
     )
     if labels is not None:
         viewer.set_labels("prediction", np.asarray(getattr(labels, "array", labels)))
+    if uncertain is not None:
+        viewer.set_labels("uncertain", np.asarray(uncertain))
+    if mode == "uncertain" and "uncertain" not in viewer.labels:
+        mode = "prediction"
     if mode in ("truth", "errors") and "truth" not in viewer.labels:
         mode = "prediction"
-    if mode in ("prediction", "errors") and "prediction" not in viewer.labels:
+    if mode in ("prediction", "errors", "uncertain") and "prediction" not in viewer.labels:
         mode = "truth" if "truth" in viewer.labels else "none"
     viewer.update(
         mode=mode, opacity=opacity, percentiles=tuple(percentiles), visible=visible_labels, crosshair=False

@@ -282,7 +282,7 @@ def test_upload_predict_review_and_download(app: App, tiny_paths: dict[str, Path
     check_numbers(app)
     shape = app.study.shape
     check_downloads(app, shape, app.study.affine)
-    assert [o[1] for o in app.overlay.options] == ["prediction", "truth", "errors", "none"]
+    assert [o[1] for o in app.overlay.options] == ["prediction", "uncertain", "truth", "errors", "none"]
     assert app.overlay.value == "prediction"
 
 
@@ -370,9 +370,18 @@ def test_display_controls_redraw(app: App, tiny_paths: dict[str, Path]) -> None:
         control.value = value
         assert app.images["axial"].value != before, control.description
     app.overlay.value = "errors"
-    assert app.error_legend.layout.display == "block"
+    assert app.error_legend.layout.display == "block" and app.uncertain_legend.layout.display == "none"
+    # where the model hesitates: drawn over the prediction, with its own legend
     app.overlay.value = "prediction"
-    assert app.error_legend.layout.display == "none"
+    shown = app.images["axial"].value
+    app.overlay.value = "uncertain"
+    assert app.uncertain_legend.layout.display == "block" and app.error_legend.layout.display == "none"
+    assert "decision threshold of 0.7 or 0.3" in app.uncertain_legend.value
+    uncertain = app.result.segmentation.uncertain
+    axial = viz.display_slice(viz.to_canonical(uncertain, app.study.affine), 2, app.viewer.position[2])
+    assert (app.images["axial"].value != shown) == bool(axial.any())  # the hesitant voxels recolour the slice
+    app.overlay.value = "prediction"
+    assert app.error_legend.layout.display == "none" and app.uncertain_legend.layout.display == "none"
     before = app.downloads()[f"{app.study.name}_views.png"]
     # the figure link still holds the view of the prediction time, and the button says so
     assert app.refresh_png_button.description == "Update the figure (PNG) to the current view"
@@ -394,7 +403,7 @@ def test_zip_upload(app: App, tiny_paths: dict[str, Path]) -> None:
     assert app.study is not None and app.study.name == "Tiny_001" and app.study.truth is None
     predict_ok(app)
     check_numbers(app)
-    assert [o[1] for o in app.overlay.options] == ["prediction", "none"]
+    assert [o[1] for o in app.overlay.options] == ["prediction", "uncertain", "none"]
 
 
 def test_two_studies_in_one_upload_are_named_with_what_to_do(app: App, tiny_study) -> None:

@@ -171,6 +171,21 @@ def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tm
         )
         page.screenshot(path=str(ARTIFACTS / "slider_moved.png"), full_page=True)
 
+        # "where the model hesitates": the same slice, recoloured where the label depends on the threshold
+        from brats_seg.app import OVERLAY_CHOICES
+
+        before = axial.get_attribute("src")
+        page.locator(".brats-overlay-mode select").select_option(label=OVERLAY_CHOICES["uncertain"])
+        page.wait_for_function(
+            "(b) => { const i = document.querySelector('.brats-view-axial');"
+            " return i && i.getAttribute('src') !== b; }", arg=before, timeout=30_000,
+        )
+        legend = page.locator(".brats-legend-uncertain")
+        assert legend.is_visible() and "where the model hesitates" in legend.inner_text()
+        page.screenshot(path=str(ARTIFACTS / "uncertain.png"), full_page=True)
+        page.locator(".brats-overlay-mode select").select_option(label=OVERLAY_CHOICES["prediction"])
+        legend.wait_for(state="hidden", timeout=30_000)  # the kernel hides it on the next round trip
+
         # A click on the axial image moves the crosshair there: the sagittal and coronal slices
         # (and their slider readouts) jump to the clicked voxel.
         sagittal = page.locator(".brats-view-sagittal").first
