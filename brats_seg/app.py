@@ -1425,6 +1425,13 @@ class App:
             f"{study.name}_seg.nii.gz": ("application/gzip", nifti),
             f"{study.name}_report.json": ("application/json", (json.dumps(rep, indent=2) + "\n").encode()),
         }
+        if seg.uncertain is not None:  # as `brats-seg predict --hesitation-map` writes it
+            from .types import LabelMap
+
+            hesitant = LabelMap(seg.uncertain.astype("uint8"), seg.labels.affine, seg.labels.header)
+            with tempfile.TemporaryDirectory(prefix="brats_seg_app_") as tmp:
+                path = io.save_labels(hesitant, Path(tmp) / f"{study.name}_hesitation.nii.gz")
+                downloads[path.name] = ("application/gzip", path.read_bytes())
         notes = []
         if study.dicom:
             from . import __version__
@@ -1477,7 +1484,8 @@ class App:
             uncertain=result.segmentation.uncertain, **kwargs
         )
         result.downloads[f"{result.study.name}_views.png"] = ("image/png", png)
-        texts = {
+        texts = {  # the first suffix that matches names the link
+            "_hesitation.nii.gz": ("Where it hesitates (NIfTI)", "brats-download-hesitation"),
             ".nii.gz": ("Label map (NIfTI)", "brats-download-nifti"),
             ".json": ("Report (JSON)", "brats-download-json"),
             ".png": ("Figure (PNG)", "brats-download-png"),

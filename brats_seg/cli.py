@@ -175,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="study name for a single study (default: folder name or common file prefix)")
     p.add_argument("--dicom-seg", action="store_true",
                    help="also write OUT_DIR/<study>_seg.dcm, a DICOM Segmentation on the T1CE series (DICOM input only)")
+    p.add_argument("--hesitation-map", action="store_true",
+                   help="also write OUT_DIR/<study>_hesitation.nii.gz: 1 where the label would differ at decision thresholds "
+                   "0.7 and 0.3 (where the model hesitates; the report's volume_range), 0 elsewhere, with the input's "
+                   "geometry (region-sigmoid models)")
     _add_window_args(p)
 
     p = sub.add_parser("check", formatter_class=_Formatter,
@@ -354,9 +358,12 @@ def _resolve_inputs(inputs: Sequence[Path]) -> list[Any]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from . import io, report
     from .model import load_model
     from .pipeline import segment
+    from .types import LabelMap
 
     sources = _resolve_inputs(args.inputs)
     _make_output_dir(args.output)
@@ -402,6 +409,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
             ts = seg.volume_range["thresholds"]
             spread = f", {strict:.1f}\u2013{loose:.1f} mL at thresholds {ts[0]:g}\u2013{ts[-1]:g}"
         print(f"{study.name}: {out_seg} (WT {wt:.1f} mL{spread}, {seg.timings['wall']:.1f} s)")
+        if args.hesitation_map:
+            if seg.uncertain is None:
+                print(f"no hesitation map for {study.name}: model {model.card.name} does not output region "
+                      "sigmoids, so it has no decision threshold to vary", file=sys.stderr)
+            else:
+                hesitant = LabelMap(seg.uncertain.astype(np.uint8), seg.labels.affine, seg.labels.header)
+                io.save_labels(hesitant, args.output / f"{study.name}_hesitation.nii.gz")
         for warning in seg.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         if args.dicom_seg:

@@ -74,19 +74,21 @@ def make_app(model_dir: Path, tmp_path: Path, **kwargs) -> App:
 
 
 def check_downloads(app: App, study_shape: tuple[int, ...], affine: np.ndarray) -> dict[str, bytes]:
-    """The three download links decode to a NIfTI with the study's geometry, a JSON report and a PNG."""
+    """The download links decode to NIfTI label and hesitation maps with the study's geometry, a JSON report and a PNG."""
     files = app.downloads()
     name = app.study.name
-    assert set(files) == {f"{name}_seg.nii.gz", f"{name}_report.json", f"{name}_views.png"}
+    assert set(files) == {f"{name}_seg.nii.gz", f"{name}_hesitation.nii.gz", f"{name}_report.json", f"{name}_views.png"}
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{name}_seg.nii.gz"
-        path.write_bytes(files[f"{name}_seg.nii.gz"])
-        image = nib.load(path)
-        assert image.shape == study_shape
-        np.testing.assert_allclose(image.affine, affine, atol=1e-5)
-        data = np.asarray(image.dataobj)
-        np.testing.assert_array_equal(data, app.result.segmentation.labels.array)
-        assert set(np.unique(data).tolist()) <= {0, 1, 2, 4}
+        for suffix, expected in [("seg", app.result.segmentation.labels.array), ("hesitation", app.result.segmentation.uncertain)]:
+            path = Path(tmp) / f"{name}_{suffix}.nii.gz"
+            path.write_bytes(files[path.name])
+            image = nib.load(path)
+            assert image.shape == study_shape
+            np.testing.assert_allclose(image.affine, affine, atol=1e-5)
+            data = np.asarray(image.dataobj)
+            np.testing.assert_array_equal(data, expected)
+            assert set(np.unique(data).tolist()) <= {0, 1, 2, 4}
+    assert "Where it hesitates (NIfTI)" in app.downloads_html.value
     rep = json.loads(files[f"{name}_report.json"])
     assert rep["study"] == name and rep["shape"] == list(study_shape)
     assert rep["volumes"] == json.loads(json.dumps(app.result.volumes))
@@ -1046,7 +1048,7 @@ def test_dicom_zip_upload_lists_series_and_offers_a_dicom_seg(app: App, tmp_path
     assert app.study.sources["T2"] == "series 3 'sequence three' (24 files)"
     predict_ok(app)
     downloads = app.downloads()
-    assert set(downloads) == {"Dicom_01_seg.nii.gz", "Dicom_01_report.json", "Dicom_01_views.png", "Dicom_01_seg.dcm"}
+    assert set(downloads) == {"Dicom_01_seg.nii.gz", "Dicom_01_hesitation.nii.gz", "Dicom_01_report.json", "Dicom_01_views.png", "Dicom_01_seg.dcm"}
     seg = hd.seg.segread(_io.BytesIO(downloads["Dicom_01_seg.dcm"]))
     assert seg.Modality == "SEG" and seg.StudyInstanceUID == first.StudyInstanceUID
     assert "Segmentation (DICOM SEG)" in app.downloads_html.value
@@ -1074,5 +1076,5 @@ def test_dicom_zip_with_an_unreadable_member_and_no_frame_of_reference(app: App,
     app.upload.value = upload_value({"Dicom_02.zip": bytes(data)})
     assert app.study is not None
     predict_ok(app)
-    assert set(app.downloads()) == {"Dicom_02_seg.nii.gz", "Dicom_02_report.json", "Dicom_02_views.png"}
+    assert set(app.downloads()) == {"Dicom_02_seg.nii.gz", "Dicom_02_hesitation.nii.gz", "Dicom_02_report.json", "Dicom_02_views.png"}
     assert "No DICOM SEG download" in app.message_text and "FrameOfReferenceUID" in app.message_text

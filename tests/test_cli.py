@@ -98,6 +98,35 @@ def test_predict_study_folder_with_anisotropic_voxels(tiny_study, tiny_model_dir
     assert "not for clinical use" in report["intended_use"]
 
 
+def test_predict_writes_the_hesitation_map_and_the_range_on_request(tiny_study, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    from brats_seg import report
+
+    shape = (32, 32, 24)
+    files = tiny_study(name="Hes_001", shape=shape, affine=brats_affine(shape, (1.0, 1.0, 2.0)))
+    code, out, err = predict(capsys, tiny_model_dir, tmp_path / "out", files["T1"].parent, extra=("--hesitation-map",))
+    assert code == 0, err
+    rep = check_prediction(tmp_path / "out", "Hes_001", files)
+    strict, loose = rep["volume_range"]["regions"]["WT"]
+    assert rep["volume_range"]["thresholds"] == list(report.VOLUME_RANGE_THRESHOLDS)
+    assert strict <= rep["volumes"]["regions"]["WT"]["mL"] <= loose
+    assert f"{strict:.1f}\u2013{loose:.1f} mL at thresholds 0.7\u20130.3" in out  # the printed line states the range
+    source, hesitant = nib.load(files["T1"]), nib.load(tmp_path / "out" / "Hes_001_hesitation.nii.gz")
+    assert hesitant.shape == source.shape and np.allclose(hesitant.affine, source.affine)
+    mask = np.asarray(hesitant.dataobj)
+    assert set(np.unique(mask).tolist()) <= {0, 1} and mask.any()
+    # at 1 x 1 x 2 mm, the hesitant voxels hold at least what the whole tumour gains from 0.7 to 0.3
+    assert mask.sum() * 2.0 / 1000 + 1e-6 >= loose - strict
+    # the help states the thresholds the pipeline uses
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    thresholds = " and ".join(f"{t:g}" for t in report.VOLUME_RANGE_THRESHOLDS)
+    assert f"decision thresholds {thresholds} " in " ".join(capsys.readouterr().out.split())
+    # without the flag, no map
+    code, _, err = predict(capsys, tiny_model_dir, tmp_path / "plain", files["T1"].parent)
+    assert code == 0, err
+    assert not (tmp_path / "plain" / "Hes_001_hesitation.nii.gz").exists()
+
+
 def test_predict_zip(tiny_study, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     files = tiny_study(name="Zipped_001", seg=False)
     archive = tmp_path / "upload.zip"
