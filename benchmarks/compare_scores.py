@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +38,8 @@ def paired_change(base: dict[str, dict[str, float]], other: dict[str, dict[str, 
     """The mean per-case change ``other - base`` of one column over the cases both scored.
 
     Returns:
-        ``{"n", "mean", "ci_low", "ci_high", "up", "down"}``: the number of shared cases, the mean
+        ``{"n", "mean", "ci_low", "ci_high", "up", "down"}``: the number of shared cases with a finite
+        change (a NaN or infinite score is left out), the mean
         change, its 95% bootstrap interval, and how many cases rose and fell.
 
     Raises:
@@ -46,9 +48,11 @@ def paired_change(base: dict[str, dict[str, float]], other: dict[str, dict[str, 
     cases = sorted(set(base) & set(other))
     if not cases:
         raise ValueError(f"no case in common between the two evaluations, so no paired change of {column}")
-    changes = [other[c][column] - base[c][column] for c in cases]
+    changes = [d for d in (other[c][column] - base[c][column] for c in cases) if math.isfinite(d)]
+    if not changes:
+        raise ValueError(f"no finite paired change of {column} between the two evaluations")
     low, high = bootstrap_ci(changes)
-    return {"n": len(cases), "mean": mean(changes), "ci_low": low, "ci_high": high,
+    return {"n": len(changes), "mean": mean(changes), "ci_low": low, "ci_high": high,
             "up": sum(d > 0 for d in changes), "down": sum(d < 0 for d in changes)}
 
 
@@ -69,13 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     base_folder, base = next(iter(tables.items()))
     if len(tables) > 1:
         print()
-        print(f"Paired change against {base_folder.name} (mean over shared cases [95% bootstrap interval]; cases up/down):")
+        print(f"Paired change against {base_folder.name} (mean over shared cases [95% bootstrap interval]; cases up/down; "
+              "a higher Dice is better, a higher HD95 worse):")
         print()
         print("| evaluation | n | " + " | ".join(PAIRED) + " |")
         print("|---|---|" + "---|" * len(PAIRED))
         for folder, rows in list(tables.items())[1:]:
             changes = [paired_change(base, rows, c) for c in PAIRED]
-            print(f"| {folder.name} | {changes[0]['n']} | " + " | ".join(
+            print(f"| {folder.name} | {min(d['n'] for d in changes)} | " + " | ".join(
                 f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]; {d['up']}/{d['down']}" for d in changes) + " |")
     print()
     cases = sorted({case for rows in tables.values() for case in rows})

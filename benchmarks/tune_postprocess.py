@@ -176,15 +176,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("\nnested choice (each fold gets the setting that ranks best on the other folds):")
         for f, setting in zip(present, chosen, strict=True):
             print(f"  fold {f}: min_component_mm3={setting[0]:g} min_component_fraction={setting[1]:g} et_min_mm3={setting[2]:g}")
+        nested = metrics.summarise(rows)
         print(_line("no post-processing  ", summaries[settings[0]]))
-        print(_line("nested choice       ", metrics.summarise(rows)))
-        verdict = nested_verdict(metrics.summarise(rows), summaries[settings[0]])
+        print(_line("nested choice       ", nested))
+        verdict = nested_verdict(nested, summaries[settings[0]])
         print(f"verdict: {verdict or 'the nested choice ranks above no post-processing: use the overall pick'}")
         if args.record is not None:
             if verdict is not None:
                 raise SystemExit(f"--record: {verdict}, and record plain cross-validation with brats-seg evaluate "
                                  "--record-as instead")
-            _record_nested(args.record, args.predictions, best_setting(table, names), metrics.summarise(rows), names,
+            _record_nested(args.record, args.predictions, best_setting(table, names), nested, names,
                            argv if argv is not None else sys.argv[1:])
 
 

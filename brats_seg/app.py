@@ -1426,11 +1426,8 @@ class App:
             f"{study.name}_report.json": ("application/json", (json.dumps(rep, indent=2) + "\n").encode()),
         }
         if seg.uncertain is not None:  # as `brats-seg predict --hesitation-map` writes it
-            from .types import LabelMap
-
-            hesitant = LabelMap(seg.uncertain.astype("uint8"), seg.labels.affine, seg.labels.header)
             with tempfile.TemporaryDirectory(prefix="brats_seg_app_") as tmp:
-                path = io.save_labels(hesitant, Path(tmp) / f"{study.name}_hesitation.nii.gz")
+                path = io.save_hesitation(seg.uncertain, seg.labels, Path(tmp) / f"{study.name}_hesitation.nii.gz")
                 downloads[path.name] = ("application/gzip", path.read_bytes())
         notes = []
         if study.dicom:
@@ -1529,6 +1526,7 @@ class App:
         if self.viewer is not None:
             with self._render_lock:
                 self.viewer.set_labels("prediction", None)
+                self.viewer.set_labels("uncertain", None)
         self._update_controls()
 
     # ---------------------------------------------------------------------------------------------

@@ -177,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write OUT_DIR/<study>_seg.dcm, a DICOM Segmentation on the T1CE series (DICOM input only)")
     p.add_argument("--hesitation-map", action="store_true",
                    help="also write OUT_DIR/<study>_hesitation.nii.gz: 1 where the label would differ at decision thresholds "
-                   "0.7 and 0.3 (where the model hesitates; the report's volume_range), 0 elsewhere, with the input's "
-                   "geometry (region-sigmoid models)")
+                   "0.7 and 0.3 (where the model hesitates; the report's volume_range; with the card's post-processing a "
+                   "whole part can count), 0 elsewhere, with the input's geometry (region-sigmoid models)")
     _add_window_args(p)
 
     p = sub.add_parser("check", formatter_class=_Formatter,
@@ -358,12 +358,9 @@ def _resolve_inputs(inputs: Sequence[Path]) -> list[Any]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from . import io, report
     from .model import load_model
     from .pipeline import segment
-    from .types import LabelMap
 
     sources = _resolve_inputs(args.inputs)
     _make_output_dir(args.output)
@@ -405,17 +402,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         wt = vols["regions"]["WT"]["mL"]
         spread = ""
         if seg.volume_range is not None:
-            strict, loose = seg.volume_range["regions"]["WT"][0], seg.volume_range["regions"]["WT"][-1]
+            low, high = min(seg.volume_range["regions"]["WT"]), max(seg.volume_range["regions"]["WT"])
             ts = seg.volume_range["thresholds"]
-            spread = f", {strict:.1f}\u2013{loose:.1f} mL at thresholds {ts[0]:g}\u2013{ts[-1]:g}"
+            spread = f", {low:.1f}\u2013{high:.1f} mL at thresholds {ts[0]:g}\u2013{ts[-1]:g}"
         print(f"{study.name}: {out_seg} (WT {wt:.1f} mL{spread}, {seg.timings['wall']:.1f} s)")
         if args.hesitation_map:
             if seg.uncertain is None:
                 print(f"no hesitation map for {study.name}: model {model.card.name} does not output region "
                       "sigmoids, so it has no decision threshold to vary", file=sys.stderr)
             else:
-                hesitant = LabelMap(seg.uncertain.astype(np.uint8), seg.labels.affine, seg.labels.header)
-                io.save_labels(hesitant, args.output / f"{study.name}_hesitation.nii.gz")
+                io.save_hesitation(seg.uncertain, seg.labels, args.output / f"{study.name}_hesitation.nii.gz")
         for warning in seg.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         if args.dicom_seg:
@@ -617,7 +613,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if model is not None:
             from .pipeline import segment
 
-            seg = segment(study, members.get(study.name, model), **_window_kwargs(args))
+            seg = segment(study, members.get(study.name, model), volume_thresholds=None, **_window_kwargs(args))
             pred = seg.labels
             if args.save_predictions:
                 io.save_labels(pred, args.output / f"{study.name}_seg.nii.gz")
@@ -681,7 +677,7 @@ def format_summary(summary: dict[str, dict[str, float]]) -> str:
     lines = [f"{'metric':<10} {'mean':>8} {'95% CI of the mean':>19} {'median':>8} {'std':>8} {'n':>4}"]
     for key in sorted(summary, key=lambda k: (k.split("_")[0], ["ET", "TC", "WT"].index(k.split("_")[1]) if k.split("_")[1] in ("ET", "TC", "WT") else 9)):
         s = summary[key]
-        ci = f"{s['ci_low']:.3f}\u2013{s['ci_high']:.3f}" if "ci_low" in s and "ci_high" in s else "-"
+        ci = f"{s['ci_low']:.3f}\u2013{s['ci_high']:.3f}" if "ci_low" in s and "ci_high" in s and s["n"] >= 2 else "-"
         lines.append(f"{key:<10} {s['mean']:>8.3f} {ci:>19} {s['median']:>8.3f} {s['std']:>8.3f} {int(s['n']):>4}")
     lines.append("95% CI: percentile bootstrap over the cases (10,000 resamples); it shows how far the mean of so few cases can move.")
     return "\n".join(lines)

@@ -1175,7 +1175,21 @@ def load_study_from_bytes(
 # --------------------------------------------------------------------------------------------------
 
 
-def save_labels(labels: LabelMap, path: StrPath) -> Path:
+#: How the hesitation map (:attr:`brats_seg.pipeline.Segmentation.uncertain`) is described in its header.
+HESITATION_DESCRIPTION = "brats_seg hesitation 0/1: label differs at thresholds 0.7/0.3"
+
+
+def save_hesitation(uncertain: np.ndarray, like: LabelMap, path: StrPath) -> Path:
+    """Write the hesitation map (1 where the label depends on the decision threshold) with ``like``'s geometry.
+
+    A 0/1 uint8 NIfTI whose header says what it is (``descrip``, ``cal_max`` 1), so that a viewer
+    does not colour it as BraTS labels.
+    """
+    mask = LabelMap(np.asarray(uncertain).astype(np.uint8), like.affine, like.header)
+    return save_labels(mask, path, description=HESITATION_DESCRIPTION, cal_max=1)
+
+
+def save_labels(labels: LabelMap, path: StrPath, *, description: str = "brats_seg labels 0/1/2/4", cal_max: int = 4) -> Path:
     """Write a label map as NIfTI with the geometry of its study.
 
     The header is a copy of the label map's (the study's T1 header), so shape, affine and the
@@ -1186,6 +1200,8 @@ def save_labels(labels: LabelMap, path: StrPath) -> Path:
         labels: The label map (values 0-255, normally 0, 1, 2, 4).
         path: Output file. ``.nii.gz`` is appended when it ends neither in ``.nii`` nor ``.nii.gz``;
             parent folders are created.
+        description: The header's ``descrip`` (at most 80 ASCII characters), e.g. for a 0/1 mask.
+        cal_max: The header's display maximum (the largest value present wins), e.g. 1 for a mask.
 
     Returns:
         The path written.
@@ -1213,9 +1229,9 @@ def save_labels(labels: LabelMap, path: StrPath) -> Path:
     header.set_data_shape(array.shape)
     header.set_data_dtype(np.uint8)
     header.set_slope_inter(1.0, 0.0)
-    header["cal_min"], header["cal_max"] = 0, max(4, int(array.max()) if array.size else 4)
+    header["cal_min"], header["cal_max"] = 0, max(cal_max, int(array.max()) if array.size else cal_max)
     header.set_intent("label")
-    header["descrip"] = b"brats_seg labels 0/1/2/4"
+    header["descrip"] = description.encode("ascii")[:80]
     image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
     image = image_class(array.astype(np.uint8), None, header=header)
     image.header.set_slope_inter(1.0, 0.0)

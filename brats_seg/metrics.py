@@ -266,7 +266,7 @@ def summarise(
         ``{key: {"mean", "median", "std", "min", "max", "n", "ci_low", "ci_high"}}`` in order of first
         appearance, where ``std`` is the population standard deviation (``ddof=0``), ``n`` the
         number of values used and ``ci_low``/``ci_high`` the interval of the mean (absent when
-        ``confidence`` is ``None``). Keys with no usable value are omitted.
+        ``confidence`` is ``None`` or a value is infinite). Keys with no usable value are omitted.
     """
     collected: dict[str, list[float]] = {}
     for row in rows:
@@ -289,6 +289,6 @@ def summarise(
             "max": float(a.max()),
             "n": len(values),
         }
-        if confidence is not None:
+        if confidence is not None and np.isfinite(a).all():  # an infinite value has no interval
             summary[key]["ci_low"], summary[key]["ci_high"] = bootstrap_ci(a, confidence=confidence)
     return summary

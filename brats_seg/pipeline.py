@@ -33,8 +33,9 @@ class Segmentation:
         volume_range: How the volumes move with the decision threshold (:func:`volume_range`), for
             models with region sigmoids; ``None`` otherwise.
         uncertain: Where the label at the strictest of those thresholds differs from the label at the
-            loosest (boolean, on the study's grid): where the networks hesitate. ``None`` with
-            ``volume_range``.
+            loosest (boolean, on the study's grid): where the networks hesitate (with the card's
+            post-processing, a whole part kept at one threshold and not the other counts too).
+            ``None`` with ``volume_range``.
     """
 
     labels: LabelMap
@@ -118,7 +119,7 @@ def _volumes_at(decoded: Sequence[np.ndarray], card: ModelCard, *, like: LabelMa
         vols = report.volumes(LabelMap(labels, like.affine, like.header))
         for section in ("labels", "regions"):
             for name, entry in vols[section].items():
-                out[section].setdefault(name, []).append(round(entry["mL"], 4))
+                out[section].setdefault(name, []).append(entry["mL"])  # unrounded, like the labels' own volumes
     return out
 
 
@@ -150,7 +151,8 @@ def segment(
         postprocessing: Apply the card's ``postprocess`` rules (small islands, tiny ET); see
             :func:`brats_seg.postprocess.clean_labels`.
         volume_thresholds: Decision thresholds at which the volumes are also measured
-            (:func:`volume_range`; region-sigmoid cards only); ``None`` skips them.
+            (:func:`volume_range`; region-sigmoid cards whose threshold lies strictly between them
+            only); ``None`` skips them.
         progress: Called with the fraction done (0..1).
 
     Returns:
@@ -205,7 +207,8 @@ def segment(
         )
     label_map = LabelMap(labels, study.affine.copy(), study.header.copy())
     spread = uncertain = None
-    if volume_thresholds and kind == "regions_sigmoid":
+    cut = float(card.output.get("threshold", 0.5))
+    if volume_thresholds and kind == "regions_sigmoid" and max(volume_thresholds) > cut > min(volume_thresholds):
         decoded = _decode_at(full, card, brain=brain, cleaning=settings.get("postprocess"),
                              voxel_mm3=label_map.voxel_volume_mm3, thresholds=volume_thresholds)
         spread = _volumes_at(decoded, card, like=label_map, thresholds=volume_thresholds)

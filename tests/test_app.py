@@ -87,7 +87,9 @@ def check_downloads(app: App, study_shape: tuple[int, ...], affine: np.ndarray) 
             np.testing.assert_allclose(image.affine, affine, atol=1e-5)
             data = np.asarray(image.dataobj)
             np.testing.assert_array_equal(data, expected)
-            assert set(np.unique(data).tolist()) <= {0, 1, 2, 4}
+            assert set(np.unique(data).tolist()) <= ({0, 1, 2, 4} if suffix == "seg" else {0, 1})
+        assert data.any(), "the tiny model hesitates somewhere"
+        assert b"hesitation 0/1" in image.header["descrip"].tobytes() and image.header["cal_max"] == 1
     assert "Where it hesitates (NIfTI)" in app.downloads_html.value
     rep = json.loads(files[f"{name}_report.json"])
     assert rep["study"] == name and rep["shape"] == list(study_shape)
@@ -381,7 +383,8 @@ def test_display_controls_redraw(app: App, tiny_paths: dict[str, Path]) -> None:
     assert "decision threshold of 0.7 or 0.3" in app.uncertain_legend.value
     uncertain = app.result.segmentation.uncertain
     axial = viz.display_slice(viz.to_canonical(uncertain, app.study.affine), 2, app.viewer.position[2])
-    assert (app.images["axial"].value != shown) == bool(axial.any())  # the hesitant voxels recolour the slice
+    assert axial.any(), "the view opens on the largest tumour area, where the tiny model hesitates"
+    assert app.images["axial"].value != shown  # the hesitant voxels recolour the slice
     app.overlay.value = "prediction"
     assert app.error_legend.layout.display == "none" and app.uncertain_legend.layout.display == "none"
     before = app.downloads()[f"{app.study.name}_views.png"]

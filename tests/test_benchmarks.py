@@ -307,5 +307,9 @@ def test_compare_scores_pairs_cases_and_gives_the_interval_of_the_mean_change(tm
     assert "| hd95_WT |" in out and "; 0/2 |" in out and "-3.6667 [" in out  # WT HD95: 10→9, 4→4, 30→20 mm
     assert "| only_base | 0.10/0.10/0.10 | – |" in out
 
+    # a NaN score is left out of the pairs, not spread into the mean
+    nan = compare.paired_change({"a": {"hd95_WT": float("nan")}, "b": {"hd95_WT": 4.0}},
+                                {"a": {"hd95_WT": 3.0}, "b": {"hd95_WT": 5.0}}, "hd95_WT")
+    assert nan["n"] == 1 and nan["mean"] == 1.0
     with pytest.raises(ValueError, match="no case in common between the two evaluations"):
         compare.paired_change({"x": {"dice_WT": 1.0}}, {"y": {"dice_WT": 1.0}}, "dice_WT")

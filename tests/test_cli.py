@@ -114,6 +114,7 @@ def test_predict_writes_the_hesitation_map_and_the_range_on_request(tiny_study, 
     assert hesitant.shape == source.shape and np.allclose(hesitant.affine, source.affine)
     mask = np.asarray(hesitant.dataobj)
     assert set(np.unique(mask).tolist()) <= {0, 1} and mask.any()
+    assert b"hesitation 0/1" in hesitant.header["descrip"].tobytes() and hesitant.header["cal_max"] == 1
     # at 1 x 1 x 2 mm, the hesitant voxels hold at least what the whole tumour gains from 0.7 to 0.3
     assert mask.sum() * 2.0 / 1000 + 1e-6 >= loose - strict
     # the help states the thresholds the pipeline uses
@@ -448,6 +449,15 @@ def test_evaluate_predicts_and_scores_every_case(tiny_data_dir: Path, tiny_model
         assert a["case"] == b["case"]
         for column in METRIC_COLUMNS:
             assert float(a[column]) == pytest.approx(float(b[column]))
+
+
+def test_summary_table_gives_no_interval_for_a_single_case() -> None:
+    from brats_seg.metrics import summarise
+
+    one = cli.format_summary(summarise([{"dice_WT": 0.8}]))
+    assert one.splitlines()[1].split()[:3] == ["dice_WT", "0.800", "-"]  # one case cannot show how far a mean moves
+    two = cli.format_summary(summarise([{"dice_WT": 0.8}, {"dice_WT": 0.6}]))
+    assert "0.600\u20130.800" in two.splitlines()[1]
 
 
 def perfect_predictions(data_dir: Path, dest: Path) -> Path:

@@ -255,6 +255,11 @@ def test_summarise_adds_the_bootstrap_interval_of_each_mean():
     assert (s["hd95_WT"]["ci_low"], s["hd95_WT"]["ci_high"]) == (2.0, 2.0)  # one value: no spread
 
 
+def test_summarise_gives_no_interval_for_an_infinite_value():
+    s = summarise([{"x": float("inf")}, {"x": 1.0}])
+    assert s["x"]["mean"] == float("inf") and "ci_low" not in s["x"]
+
+
 def test_summarise_skips_nan_and_empty():
     s = summarise([{"dice_TC": float("nan")}, {"dice_TC": 0.5, "hd95_TC": float("nan")}])
     assert s == {"dice_TC": {"mean": 0.5, "median": 0.5, "std": 0.0, "min": 0.5, "max": 0.5, "n": 1,

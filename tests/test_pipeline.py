@@ -251,15 +251,15 @@ def test_volume_range_decodes_the_labels_at_each_threshold() -> None:
     brain = np.ones((12, 12, 12), bool)
     spread = pipeline.volume_range(_graded_whole_tumour(), _sigmoid_card(threshold=0.5), like=like, brain=brain)
     assert spread["thresholds"] == [0.7, 0.3] and spread["card_threshold"] == 0.5
-    assert spread["regions"]["WT"] == [0.016, 0.048]  # 8 or 24 voxels of 2 mm3
-    assert spread["labels"]["ED"] == [0.016, 0.048] and spread["regions"]["TC"] == [0.0, 0.0]
+    assert spread["regions"]["WT"] == pytest.approx([0.016, 0.048])  # 8 or 24 voxels of 2 mm3
+    assert spread["labels"]["ED"] == pytest.approx([0.016, 0.048]) and spread["regions"]["TC"] == [0.0, 0.0]
     # nothing outside the brain, at any threshold
     brain[9:, 9:, 9:] = False
-    assert pipeline.volume_range(_graded_whole_tumour(), _sigmoid_card(), like=like, brain=brain)["regions"]["WT"] == [0.016, 0.032]
+    assert pipeline.volume_range(_graded_whole_tumour(), _sigmoid_card(), like=like, brain=brain)["regions"]["WT"] == pytest.approx([0.016, 0.032])
     # the card's post-processing applies as to the labels: parts under 20 mm3 go, the largest stays
     cleaned = pipeline.volume_range(_graded_whole_tumour(), _sigmoid_card(), like=like, brain=np.ones((12, 12, 12), bool),
                                     cleaning={"min_component_mm3": 20.0}, thresholds=(0.8, 0.4, 0.2))
-    assert cleaned["regions"]["WT"] == [0.016, 0.016, 0.016]
+    assert cleaned["regions"]["WT"] == pytest.approx([0.016, 0.016, 0.016])
 
 
 @pytest.mark.parametrize(
@@ -301,3 +301,5 @@ def test_segment_brackets_the_region_volumes_and_reports_the_range(tiny_model: M
     assert hesitant.sum() * voxel_ml + 1e-9 >= spread["regions"]["WT"][1] - spread["regions"]["WT"][0] > 0
     plain = pipeline.segment(study, tiny_model, volume_thresholds=None)
     assert plain.volume_range is None and plain.uncertain is None
+    # thresholds that do not bracket the card's (0.5) would not be a range around its labels: none is made
+    assert pipeline.segment(study, tiny_model, volume_thresholds=(0.9, 0.6)).volume_range is None
