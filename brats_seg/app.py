@@ -1448,8 +1448,7 @@ class App:
         if viewer is not None:
             with self._render_lock:
                 viewer.set_labels("prediction", result.segmentation.labels.array)
-                uncertain = result.segmentation.uncertain
-                viewer.set_labels("uncertain", uncertain)
+                viewer.set_labels("uncertain", result.segmentation.uncertain)
                 viewer.centre_on(viewer.focus())
             self._set_overlay_options(
                 ["prediction", *(["uncertain"] if result.segmentation.uncertain is not None else []),

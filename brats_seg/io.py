@@ -1176,7 +1176,7 @@ def load_study_from_bytes(
 
 
 #: How the hesitation map (:attr:`brats_seg.pipeline.Segmentation.uncertain`) is described in its header.
-HESITATION_DESCRIPTION = "brats_seg hesitation 0/1: label differs at thresholds 0.7/0.3"
+HESITATION_DESCRIPTION = "brats_seg hesitation 0/1: the label depends on the decision threshold"
 
 
 def save_hesitation(uncertain: np.ndarray, like: LabelMap, path: StrPath) -> Path:

@@ -98,17 +98,20 @@ def _decode_at(
     bad = [t for t in thresholds if not 0.0 < float(t) < 1.0]
     if bad or not thresholds:
         raise ValueError(f"volume_range: expected thresholds in (0, 1), found {list(thresholds)}")
-    outside = ~brain
-    decoded = []
-    for t in thresholds:
-        labels = postprocess.regions_to_labels(
-            probs, order=card.output.get("regions", postprocess.DEFAULT_REGION_ORDER), threshold=float(t)
-        )
-        labels[outside] = 0
-        if cleaning:
-            labels = postprocess.clean_labels(labels, voxel_volume_mm3=voxel_mm3, **cleaning)
-        decoded.append(labels)
-    return decoded
+    order = card.output.get("regions", postprocess.DEFAULT_REGION_ORDER)
+    return [
+        _finish(postprocess.regions_to_labels(probs, order=order, threshold=float(t)), brain=brain, cleaning=cleaning,
+                voxel_mm3=voxel_mm3)
+        for t in thresholds
+    ]
+
+
+def _finish(labels: np.ndarray, *, brain: np.ndarray, cleaning: Mapping[str, float] | None, voxel_mm3: float) -> np.ndarray:
+    """What :func:`segment` does to decoded labels: no tumour outside the brain, then the card's post-processing."""
+    labels[~brain] = 0  # every sequence is zero there (outside the skull-stripped brain)
+    if cleaning:
+        labels = postprocess.clean_labels(labels, voxel_volume_mm3=voxel_mm3, **cleaning)
+    return labels
 
 
 def _volumes_at(decoded: Sequence[np.ndarray], card: ModelCard, *, like: LabelMap, thresholds: Sequence[float]) -> dict[str, Any]:
@@ -196,21 +199,17 @@ def segment(
         background = np.zeros(probs.shape[0], dtype=np.float32)
         background[list(card.output["classes"]).index(0)] = 1.0
     full = preprocess.restore(probs, prepared, background=background)
-    labels = postprocess.to_labels(full, card).astype(np.uint8)
-    # No tumour where every sequence is zero (outside the skull-stripped brain).
     brain = brain_mask(study)
-    labels[~brain] = 0
+    voxel_mm3 = float(np.prod(study.spacing))
     if postprocessing:
         settings["postprocess"] = postprocess.postprocess_settings(card)
-        labels = postprocess.clean_labels(
-            labels, voxel_volume_mm3=float(np.prod(study.spacing)), **settings["postprocess"]
-        )
+    cleaning = settings.get("postprocess")
+    labels = _finish(postprocess.to_labels(full, card).astype(np.uint8), brain=brain, cleaning=cleaning, voxel_mm3=voxel_mm3)
     label_map = LabelMap(labels, study.affine.copy(), study.header.copy())
     spread = uncertain = None
     cut = float(card.output.get("threshold", 0.5))
     if volume_thresholds and kind == "regions_sigmoid" and max(volume_thresholds) > cut > min(volume_thresholds):
-        decoded = _decode_at(full, card, brain=brain, cleaning=settings.get("postprocess"),
-                             voxel_mm3=label_map.voxel_volume_mm3, thresholds=volume_thresholds)
+        decoded = _decode_at(full, card, brain=brain, cleaning=cleaning, voxel_mm3=voxel_mm3, thresholds=volume_thresholds)
         spread = _volumes_at(decoded, card, like=label_map, thresholds=volume_thresholds)
         uncertain = decoded[0] != decoded[-1]
     warnings = quality.check_study(study)
