@@ -50,15 +50,19 @@ import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipyevents
 import ipywidgets as widgets
 
 from . import io, quality, report, viz
+from .app_harmonise import HarmonisePanel
 from .card import interval_line, postprocess_line, scores_line
 from .errors import ModelError, StudyError
 from .types import LABEL_NAMES, MODALITIES, Study
+
+if TYPE_CHECKING:
+    from .harmonise import Harmonised
 
 __all__ = [
     "CACHE_ENV",
@@ -757,6 +761,8 @@ class App:
         self.example_note.add_class("brats-example-note")
         self.files_box = W.VBox([])
         self.files_box.add_class("brats-files")
+        self.harmonise_panel = HarmonisePanel()
+        self.harmonised: Harmonised | None = None
         self.modality_dropdowns: dict[str, widgets.Dropdown] = {}
 
         self.predict_button = W.Button(
@@ -945,12 +951,14 @@ class App:
                 W.HTML("<h3>1. Study</h3>"),
                 W.HBox([self.upload, self.example_button, self.example_note]),
                 self.files_box,
+                self.harmonise_panel.mode,
                 W.HTML("<h3>2. Predict</h3>"),
                 W.HBox([self.predict_button, self.progress, self.progress_label]),
                 self.keep_parts,
                 self.quick,
                 self.message,
                 self.warnings_html,
+                self.harmonise_panel.box,
                 self.review_box,
                 self.numbers_box,
                 self.downloads_box,
@@ -961,6 +969,7 @@ class App:
 
         self.upload.observe(self._guard(self._on_upload), "value")
         self.example_button.on_click(self._guard(self._on_example_click))
+        self.harmonise_panel.mode.observe(self._guard(self._on_modality_change), "value")
         self.predict_button.on_click(self._guard(self._on_predict_click))
         self.refresh_png_button.on_click(self._guard(self._on_refresh_png))
         for control in (self.keep_parts, self.quick):
@@ -1236,8 +1245,12 @@ class App:
                 "in the list next to the file (T1, T1CE, T2, FLAIR, ground truth or ignore)."
             )
             return None
+        self.harmonised = None
+        self.harmonise_panel.show(None)
+        if not self.files:
+            return None
         try:
-            study = io.load_study_from_bytes(self.files, mapping=self.mapping() or None)
+            study = self._load_and_harmonise()
         except StudyError as e:
             studies = quality.file_studies({name: name for name in self.files})
             if len(studies) > 1:
@@ -1255,9 +1268,38 @@ class App:
         self._show_study(study)
         found = ", ".join(f"{m} {study.sources[m]}" for m in MODALITIES)
         truth = f"; ground truth {study.sources[io.SEG]}" if study.truth is not None else ""
-        self.show_info(f"Loaded {study.name} ({origin}): {study.grid_text}; {found}{truth}. Press Predict.")
+        raw = ""
+        if self.harmonised is not None:
+            raw = (f" Raw study: preprocessed in {self.harmonised.timings['total']:.1f} s onto {study.grid_text} (see "
+                   "\"Preprocessing of a raw study\" below: check the registration).")
+            study_grid = f"as uploaded {self.harmonised.native.shape[0]} x {self.harmonised.native.shape[1]} x " \
+                         f"{self.harmonised.native.shape[2]} ({self.harmonised.reference})"
+        else:
+            study_grid = study.grid_text
+        self.show_info(f"Loaded {study.name} ({origin}): {study_grid}; {found}{truth}.{raw} Press Predict.")
         self.show_warnings(quality.check_study(study))
         self._update_controls()
+        return study
+
+    def _load_and_harmonise(self) -> Study:
+        """The uploaded study as the model reads it: harmonised when it is raw (and the choice allows)."""
+        from .harmonise import harmonise_if_needed
+        from .harmonise_outputs import registration_png
+
+        mode = self.harmonise_panel.mode.value
+        if mode == "off":
+            return io.load_study_from_bytes(self.files, mapping=self.mapping() or None)
+        raw = io.load_native_study_from_bytes(self.files, mapping=self.mapping() or None)
+
+        def say(text: str) -> None:
+            self.progress_label.value = f"Preprocessing {raw.name}: {text}"
+
+        study, self.harmonised = harmonise_if_needed(raw, mode=mode, progress=say)
+        if self.harmonised is not None:
+            self.harmonise_panel.show(self.harmonised, registration_png(self.harmonised))
+            t = self.harmonised.timings
+            self.progress_label.value = f"Preprocessed in {t['total']:.1f} s: " + ", ".join(
+                f"{k.replace('_', ' ')} {v:.1f} s" for k, v in t.items() if k != "total")
         return study
 
     # ---------------------------------------------------------------------------------------------
@@ -1358,7 +1400,7 @@ class App:
             self.progress_label.value = "Preparing..."
             seg = segment(study, model, postprocessing=not self.keep_parts.value,
                           tta_flips=False if self.quick.value else None,
-                          progress=self._progress_callback(start))
+                          progress=self._progress_callback(start), harmonised=self.harmonised)
             self.progress_label.value = f"Computing volumes and scores... {time.perf_counter() - start:.1f} s"
             result = self._make_result(study, seg, model)
         except BaseException:
@@ -1419,15 +1461,17 @@ class App:
             truth_vols = report.volumes(study.truth_map)
             scores = score(seg.labels, study.truth_map)
         rep = report.study_report(study, seg, model, vols, scores)
+        labels = seg.native or seg.labels  # a raw study's labels go back onto its native T1CE grid
         with tempfile.TemporaryDirectory(prefix="brats_seg_app_") as tmp:
-            nifti = io.save_labels(seg.labels, Path(tmp) / f"{study.name}_seg.nii.gz").read_bytes()
+            nifti = io.save_labels(labels, Path(tmp) / f"{study.name}_seg.nii.gz").read_bytes()
         downloads = {
             f"{study.name}_seg.nii.gz": ("application/gzip", nifti),
             f"{study.name}_report.json": ("application/json", (json.dumps(rep, indent=2) + "\n").encode()),
         }
         if seg.uncertain is not None:  # as `brats-seg predict --hesitation-map` writes it
             with tempfile.TemporaryDirectory(prefix="brats_seg_app_") as tmp:
-                path = io.save_hesitation(seg.uncertain, seg.labels, Path(tmp) / f"{study.name}_hesitation.nii.gz")
+                uncertain = seg.uncertain if seg.native is None else seg.native_uncertain
+                path = io.save_hesitation(uncertain, labels, Path(tmp) / f"{study.name}_hesitation.nii.gz")
                 downloads[path.name] = ("application/gzip", path.read_bytes())
         notes = []
         if study.dicom:
@@ -1436,11 +1480,17 @@ class App:
 
             try:
                 with tempfile.TemporaryDirectory(prefix="brats_seg_app_") as tmp:
-                    dcm = write_segmentation(seg.labels, study, Path(tmp) / f"{study.name}_seg.dcm",
+                    dcm = write_segmentation(labels, study, Path(tmp) / f"{study.name}_seg.dcm",
                                              model_name=model.card.name, software_version=f"brats-seg {__version__}")
                     downloads[f"{study.name}_seg.dcm"] = ("application/dicom", dcm.read_bytes())
             except StudyError as e:
                 notes.append(f"No DICOM SEG download: {e}")
+        if self.harmonised is not None and seg.native is not None:
+            from .harmonise_outputs import harmonised_files
+
+            extra = harmonised_files(self.harmonised, seg.labels, seg.native)
+            downloads.update(extra)
+            self.harmonise_panel.show_native(extra[f"{study.name}_native.png"][1], reference=self.harmonised.reference)
         return Result(study, seg, vols, truth_vols, scores, rep, downloads, notes)
 
     def _show_result(self, result: Result) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ModelError, StudyError
+from .types import RawStudy
 
 if TYPE_CHECKING:
     from .types import LabelMap, Study
@@ -137,6 +138,11 @@ def _add_study_args(p: argparse.ArgumentParser) -> None:
                    help="say which file (NIfTI file name) or DICOM series (description, number or UID) is which sequence: "
                    "T1, T1CE, T2, FLAIR, SEG or IGNORE; repeat for several; for a folder of studies, a key applies to "
                    "the studies that have it (default: told from the names)")
+    p.add_argument("--harmonise", choices=("auto", "on", "off"), default="auto",
+                   help="bring a raw study (sequences on different grids, slices over 3 mm, the skull on) onto the model's "
+                   "terms: rigidly register T1, T2, FLAIR onto T1CE, skull-strip (deepbet), resample to 1 mm in the T1CE "
+                   "frame; the labels go back onto the native T1CE grid. auto: when the study needs it; on: always; "
+                   "off: never (a study on several grids is refused) (default: auto)")
 
 
 def _add_window_args(p: argparse.ArgumentParser) -> None:
@@ -168,8 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="segment one study (folder, zip or four files) or a folder of study folders",
                        description="Writes OUT_DIR/<study>_seg.nii.gz (BraTS labels with the input's affine and header) "
                        "and OUT_DIR/<study>_report.json (input files and sha256, model, settings, volumes, timings). "
-                       "A folder or zip without NIfTI files is read as DICOM: the four MR series of one study "
-                       "(co-registered, on one grid), told apart by their series descriptions.")
+                       "A folder or zip without NIfTI files is read as DICOM: the four MR series of one study, told "
+                       "apart by their series descriptions. A raw study (see --harmonise) is harmonised first: then "
+                       "<study>_seg.nii.gz lies on the native T1CE grid, and <study>_seg_1mm.nii.gz, "
+                       "<study>_registration.png (a checkerboard of each sequence over T1CE, brain mask outlined) and "
+                       "<study>_native.png are written too; the volumes are those of the 1 mm labels.")
     _add_study_args(p)
     p.add_argument("--output", "-o", type=Path, required=True, help="output folder (created if needed)")
     p.add_argument("--name", default=None, help="study name for a single study (default: folder name or common file prefix)")
@@ -179,13 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write OUT_DIR/<study>_hesitation.nii.gz: 1 where the label would differ at decision thresholds "
                    "0.7 and 0.3 (where the model hesitates; the report's volume_range; with the card's post-processing a "
                    "whole part can count), 0 elsewhere, with the input's geometry (region-sigmoid models)")
+    p.add_argument("--save-preprocessed", action="store_true",
+                   help="for a harmonised raw study, also write OUT_DIR/<study>_preprocessed/: the four sequences and the "
+                   "brain mask on the 1 mm grid the model read, BraTS-named (default: off)")
     _add_window_args(p)
 
     p = sub.add_parser("check", formatter_class=_Formatter,
                        help="load and check studies without predicting: what would be refused, and warnings",
                        description="For each study: whether it loads (else the reason it would be refused, naming the "
                        "file) and the warnings of brats_seg.quality (not skull-stripped, implausible voxel sizes, thick "
-                       "slices, a sequence covering only part of the brain, file names of two studies). Loads no "
+                       "slices, a sequence covering only part of the brain, file names of two studies), and whether "
+                       "predict would harmonise it (--harmonise; check does not run the registration). Loads no "
                        "model; use it before a long batch. Exit status 0 when every study loads (warnings or not), 2 "
                        "when one is refused.")
     _add_study_args(p)
@@ -369,13 +382,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for src in sources:
         t0 = time.perf_counter()
         try:
-            study = io.load_study(src, mapping=dict(args.mapping or ()), name=args.name if len(sources) == 1 else None,
-                                  partial_mapping=len(sources) > 1)
-            if args.dicom_seg and study.dicom is None and len(sources) == 1:
-                raise StudyError(
-                    f"{study.name}: --dicom-seg needs DICOM input, found NIfTI files; a DICOM Segmentation refers to "
-                    "the source DICOM images (leave out --dicom-seg to write the NIfTI labels)"
-                )
+            study, harmonised = _load_for_predict(src, args, single=len(sources) == 1)
         except StudyError as e:
             if len(sources) == 1:
                 raise
@@ -385,11 +392,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         t_load = time.perf_counter() - t0
         bar, update = _progress_bar(not args.no_progress, study.name)
         try:
-            seg = segment(study, model, progress=update, **_window_kwargs(args))
+            seg = segment(study, model, progress=update, harmonised=harmonised, **_window_kwargs(args))
         finally:
             bar.close()
         seg.timings["load"] = round(t_load, 3)
-        out_seg = io.save_labels(seg.labels, args.output / f"{study.name}_seg.nii.gz")
+        out_seg = io.save_labels(seg.native or seg.labels, args.output / f"{study.name}_seg.nii.gz")
+        if harmonised is not None:
+            _write_harmonised(harmonised, seg, args)
         vols = report.volumes(seg.labels)
         scores = None
         if study.truth is not None:
@@ -411,30 +420,78 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 print(f"no hesitation map for {study.name}: model {model.card.name} does not output region "
                       "sigmoids, so it has no decision threshold to vary", file=sys.stderr)
             else:
-                io.save_hesitation(seg.uncertain, seg.labels, args.output / f"{study.name}_hesitation.nii.gz")
+                io.save_hesitation(seg.uncertain if seg.native is None else seg.native_uncertain,
+                                   seg.native or seg.labels, args.output / f"{study.name}_hesitation.nii.gz")
         for warning in seg.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         if args.dicom_seg:
-            failures += not _write_dicom_seg(study, seg.labels, model, args.output, single=len(sources) == 1)
+            failures += not _write_dicom_seg(study, seg.native or seg.labels, model, args.output, single=len(sources) == 1)
     if failures:
         print(f"brats-seg predict: {failures} of {len(sources)} studies skipped (bad input)", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK
 
 
+def _load_for_predict(src: Any, args: argparse.Namespace, *, single: bool) -> tuple[Study, Any]:
+    """Load one study, harmonised when ``--harmonise`` says so: the study the model reads and the harmonisation."""
+    from . import io
+    from .harmonise import harmonise_if_needed
+
+    load = io.load_study if args.harmonise == "off" else io.load_native_study  # off: exactly as before harmonising
+    raw = load(src, mapping=dict(args.mapping or ()), name=args.name if single else None, partial_mapping=not single)
+    if args.dicom_seg and raw.dicom is None and single:
+        raise StudyError(
+            f"{raw.name}: --dicom-seg needs DICOM input, found NIfTI files; a DICOM Segmentation refers to "
+            "the source DICOM images (leave out --dicom-seg to write the NIfTI labels)"
+        )
+
+    def say(text: str) -> None:
+        if not args.no_progress:
+            print(f"{raw.name}: {text}", file=sys.stderr)
+
+    if not isinstance(raw, RawStudy):
+        return raw, None
+    study, harmonised = harmonise_if_needed(raw, mode=args.harmonise, progress=say)
+    if harmonised is not None:
+        t = harmonised.timings
+        print(f"{raw.name}: harmonised ({'; '.join(harmonised.reasons)}) in {t['total']:.1f} s: "
+              + ", ".join(f"{k} {v:.1f} s" for k, v in t.items() if k != "total"))
+    return study, harmonised
+
+
+def _write_harmonised(harmonised: Any, seg: Any, args: argparse.Namespace) -> None:
+    """The extra files of a harmonised study (1 mm labels, pictures, and the preprocessed sequences if asked)."""
+    from .harmonise_outputs import harmonised_files
+
+    for name, (_mime, data) in harmonised_files(harmonised, seg.labels, seg.native,
+                                                preprocessed=args.save_preprocessed).items():
+        path = args.output / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from . import io, quality
+    from .harmonise import decide
 
     sources = _resolve_inputs(args.inputs)
-    counts = {"ok": 0, "with warnings": 0, "refused": 0}
+    counts = {"ok": 0, "with warnings": 0, "to harmonise": 0, "refused": 0}
     for src in sources:
         try:
-            study = io.load_study(src, mapping=dict(args.mapping or ()), partial_mapping=len(sources) > 1)
+            load = io.load_study if args.harmonise == "off" else io.load_native_study
+            raw = load(src, mapping=dict(args.mapping or ()), partial_mapping=len(sources) > 1)
+            reasons = decide(raw, mode=args.harmonise) if isinstance(raw, RawStudy) else []
         except StudyError as e:
             counts["refused"] += 1
             where = src if isinstance(src, Path) else ", ".join(str(p) for p in src)
             print(f"{where}: refused: {_one_line(e)}")
             continue
+        if reasons:
+            counts["to harmonise"] += 1
+            files = ", ".join(f"{m} {raw.sources[m]} ({raw.grid_text(m)})" for m in raw.images)
+            print(f"{raw.name}: raw study, predict will harmonise it: {'; '.join(reasons)} ({files})")
+            continue
+        study = raw.to_study() if isinstance(raw, RawStudy) else raw
         warnings = quality.check_study(study)
         counts["with warnings" if warnings else "ok"] += 1
         files = ", ".join(f"{m} {study.sources[m]}" for m in study.sources)
@@ -443,7 +500,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         for warning in warnings:
             print(f"  warning: {warning}")
     print(f"{len(sources)} {'study' if len(sources) == 1 else 'studies'}: "
-          + ", ".join(f"{n} {what}" for what, n in counts.items()))
+          + ", ".join(f"{n} {what}" for what, n in counts.items() if n or what != "to harmonise"))
     return EXIT_BAD_INPUT if counts["refused"] else EXIT_OK
 
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from .errors import StudyError
 from .io import check_image_content
-from .types import LABEL_NAMES, MODALITIES, LabelMap, Study
+from .types import LABEL_NAMES, MODALITIES, LabelMap, RawStudy, Study
 
 __all__ = [
     "MAX_DICOM_FILES",
@@ -560,7 +560,8 @@ def load_dicom_study(
     max_voxels: int,
     affine_atol: float,
     partial_mapping: bool = False,
-) -> Study:
+    same_grid: bool = True,
+) -> RawStudy:
     """Read the four MR series of one study from DICOM files.
 
     Args:
@@ -572,6 +573,8 @@ def load_dicom_study(
         max_voxels: Voxel budget per series, checked before pixel data are read.
         affine_atol: Largest allowed entry-wise difference (mm) between the series' affines.
         partial_mapping: Ignore mapping keys that match no series of this study (a batch's mapping).
+        same_grid: Refuse series on different grids or in different frames of reference (as BraTS-style
+            input must be); without it each series keeps its own grid, for :mod:`brats_seg.harmonise`.
 
     Returns:
         The study, with ``dicom`` holding the series (the T1CE one is referenced by
@@ -592,21 +595,21 @@ def load_dicom_study(
     for s in assigned.values():
         _series_geometry(s, max_voxels=max_voxels)
     frames = {m: str(_get(s.headers[0], s.files[0], "FrameOfReferenceUID", "")) for m, s in assigned.items()}
-    if len(set(frames.values())) > 1:
+    if same_grid and len(set(frames.values())) > 1:
         shown = "; ".join(f"{m} {assigned[m].name}: {uid or '(none)'}" for m, uid in frames.items())
         raise StudyError(
             f"{where}: the four series have different FrameOfReferenceUIDs ({shown}); expected one frame of "
             "reference, so that their positions can be compared (series co-registered in one space)"
         )
     ref = assigned["T1"]
-    for modality in MODALITIES[1:]:
+    for modality in MODALITIES[1:] if same_grid else ():
         s = assigned[modality]
         try:
             _check_grid(ref, s, affine_atol=affine_atol)  # a series has the name, shape and affine it compares
         except StudyError as exc:
             raise StudyError(
-                f"{exc}\nbrats-seg does not register series: export them co-registered and resampled to one "
-                "grid (as BraTS preprocessing leaves them)"
+                f"{exc}\nThe series lie on different grids: let brats-seg co-register them (brats-seg predict "
+                "--harmonise on, or the dashboard's raw-study preprocessing)"
             ) from None
     images: dict[str, np.ndarray] = {}
     sha256: dict[str, str] = {}
@@ -614,11 +617,11 @@ def load_dicom_study(
         volume, digest = _read_voxels(s)
         check_image_content(s.name, modality, volume)
         images[modality], sha256[modality] = volume, digest
-    return Study(
+    return RawStudy(
         name=name,
         images=images,
-        affine=ref.affine.copy(),
-        header=_nifti_header(ref.shape, ref.affine),
+        affines={m: s.affine.copy() for m, s in assigned.items()},
+        headers={m: _nifti_header(s.shape, s.affine) for m, s in assigned.items()},
         sources={m: s.name for m, s in assigned.items()},
         sha256=sha256,
         dicom=assigned,
@@ -672,7 +675,7 @@ def write_segmentation(
         )
     ref = series_by_modality[reference]
     array = np.asarray(labels.array)
-    if array.shape != ref.shape or not np.allclose(labels.affine, study.affine, rtol=0, atol=1e-6):
+    if array.shape != ref.shape or not np.allclose(labels.affine, ref.affine, rtol=0, atol=1e-3):
         raise StudyError(f"{study.name}: the label map is not on the grid of {ref.name}; expected the study's grid")
     if not _get(ref.headers[0], ref.files[0], "FrameOfReferenceUID"):
         raise StudyError(

@@ -37,7 +37,7 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
 from .errors import StudyError
-from .types import MODALITIES, LabelMap, Study
+from .types import MODALITIES, LabelMap, RawStudy, Study
 
 __all__ = [
     "AFFINE_ATOL",
@@ -51,7 +51,10 @@ __all__ = [
     "detect_modality",
     "find_studies",
     "load_study",
+    "load_native_study",
+    "load_native_study_from_bytes",
     "load_study_from_bytes",
+    "save_image",
     "save_labels",
     "sha256_file",
     "study_id",
@@ -120,6 +123,9 @@ _SINGLE_TOKEN: dict[str, str] = {
     "t2f": "FLAIR",
     "t2flair": "FLAIR",
     "t2wflair": "FLAIR",
+    "fla": "FLAIR",  # scanner exports (dcm2niix-style suffixes)
+    "tirm": "FLAIR",  # Siemens turbo inversion recovery (dark fluid)
+    "tse": "T2",  # a bare turbo spin echo; "t1_tse" stays T1 (see _ACQUISITION_TOKENS)
     # ground truth
     "seg": SEG,
     "segmentation": SEG,
@@ -148,6 +154,10 @@ _MULTI_TOKEN: dict[tuple[str, ...], str | None] = {
     ("gd", "t1w"): "T1CE",
     ("t1", "pre"): "T1",
     ("t1", "native"): "T1",
+    ("t1", "post", "gad"): "T1CE",
+    ("t1", "post", "gd"): "T1CE",
+    ("t1", "gad"): "T1CE",
+    ("dark", "fluid"): "FLAIR",
     ("t2", "flair"): "FLAIR",
     ("t2w", "flair"): "FLAIR",
     ("ground", "truth"): SEG,
@@ -173,6 +183,13 @@ _PROCESSING_TOKENS = frozenset(
         "normalised",
         "preproc",
     }
+)
+
+
+#: Acquisition words a scanner appends after the sequence (``FLAIR_AX``, ``t1_tse_tra``): skipped
+#: when what stands before them names a sequence; a name made of them alone (``scan_tse``) is read as is.
+_ACQUISITION_TOKENS = frozenset(
+    {"ax", "axial", "tra", "trans", "transverse", "sag", "sagittal", "cor", "coronal", "2d", "3d", "se", "tse", "fse", "ir"}
 )
 
 
@@ -208,15 +225,14 @@ def _parse_name(filename: str) -> tuple[str | None, str]:
     end = len(tokens)
     while end > 1 and tokens[end - 1] in _PROCESSING_TOKENS:
         end -= 1
-    modality: str | None = None
-    used = 0
-    for n in (3, 2):
-        if end >= n and tuple(tokens[end - n : end]) in _MULTI_TOKEN:
-            modality, used = _MULTI_TOKEN[tuple(tokens[end - n : end])], n
-            break
+    short = end
+    while short > 1 and tokens[short - 1] in _ACQUISITION_TOKENS:
+        short -= 1
+    modality, used = _match_tokens(tokens, short) if short < end else (None, 0)
+    if modality is None:
+        modality, used = _match_tokens(tokens, end)
     else:
-        if end >= 1 and tokens[end - 1] in _SINGLE_TOKEN:
-            modality, used = _SINGLE_TOKEN[tokens[end - 1]], 1
+        end = short
     if modality is None:
         return None, stem
     first = end - used
@@ -225,6 +241,16 @@ def _parse_name(filename: str) -> tuple[str | None, str]:
         modality = "T1CE"
     id_part = stem[: spans[first][0]].rstrip("_-. ") if first < len(spans) else stem
     return modality, id_part
+
+
+def _match_tokens(tokens: Sequence[str], end: int) -> tuple[str | None, int]:
+    """The modality named by the tokens that end at ``end`` (three, two or one of them), and how many."""
+    for n in (3, 2):
+        if end >= n and tuple(tokens[end - n : end]) in _MULTI_TOKEN:
+            return _MULTI_TOKEN[tuple(tokens[end - n : end])], n
+    if end >= 1 and tokens[end - 1] in _SINGLE_TOKEN:
+        return _SINGLE_TOKEN[tokens[end - 1]], 1
+    return None, 0
 
 
 def study_id(filename: str) -> str | None:
@@ -249,7 +275,9 @@ def detect_modality(filename: str) -> str | None:
     Recognised spellings include BraTS 2018-2021 (``_t1``, ``_t1ce``, ``_t2``, ``_flair``,
     ``_seg``), BraTS 2023+ (``-t1n``, ``-t1c``, ``-t2w``, ``-t2f``, ``-seg``) and common variants
     (``T1w``, ``T1Gd``, ``T1-Gd``, ``T1c``, ``T1post``, ``T2w``, ``T2-FLAIR``, ``t2flair``,
-    ``label``/``labels``/``mask``/``truth``/``gt`` for a segmentation).
+    ``label``/``labels``/``mask``/``truth``/``gt`` for a segmentation) and scanner exports
+    (``_fla``, ``T1_POST_GAD``, ``T1wCE``, ``tirm``, ``dark-fluid``, a bare ``tse`` for T2, and
+    acquisition words after the sequence such as ``FLAIR_AX`` or ``t1_tse_tra``).
 
     Args:
         filename: A file name or path.
@@ -747,7 +775,22 @@ def _infer_name(paths: Sequence[Path]) -> str:
     common = os.path.commonprefix(ids).rstrip("_-. ")
     if not common:
         common = os.path.commonprefix([_split_suffix(p.name)[0] for p in paths]).rstrip("_-. ")
-    return common or "study"
+    return common or _common_tokens(ids) or "study"
+
+
+def _common_tokens(ids: Sequence[str]) -> str:
+    """The longest run of whole ``_``-separated tokens in every ID (scanner exports put the patient's ID
+    between series descriptions: ``T1_AX_TCGA-FG-6692_SE_10``), or ''."""
+    tokens = [i.split("_") for i in ids]
+    first = tokens[0] if tokens else []
+    best = ""
+    for a in range(len(first)):
+        for b in range(len(first), a, -1):
+            run = "_".join(first[a:b])
+            if len(run) > len(best) and all(f"_{run}_" in f"_{'_'.join(t)}_" for t in tokens[1:]):
+                best = run
+                break
+    return best.strip("_-. ")
 
 
 class _OnGrid(Protocol):
@@ -787,19 +830,26 @@ def _load_files(
     affine_atol: float,
     load_truth: bool,
     partial_mapping: bool,
-) -> Study:
-    """Assign, check and read the files of one study."""
-    assigned = _assign(paths, _normalise_mapping(mapping), where, partial=partial_mapping)
-    wanted = [*MODALITIES, *([SEG] if load_truth and SEG in assigned else [])]
-    headers = {m: _read_header(assigned[m], max_voxels=max_voxels) for m in wanted}
-    ref = headers["T1"]
-    for modality in wanted[1:]:
-        _check_grid(ref, headers[modality], affine_atol=affine_atol)
+    same_grid: bool = True,
+) -> RawStudy:
+    """Assign, check and read the files of one study.
 
+    With ``same_grid`` every file must lie on the T1's grid (checked before any data are read);
+    without it each sequence keeps its own grid, unless a ground truth is read (it is scored voxel by
+    voxel, so it and the four sequences must share the T1's grid).
+    """
+    assigned = _assign(paths, _normalise_mapping(mapping), where, partial=partial_mapping)
+    read = [*MODALITIES, *([SEG] if load_truth and SEG in assigned else [])]
+    headers = {m: _read_header(assigned[m], max_voxels=max_voxels) for m in read}
+    ref = headers["T1"]
+    if same_grid or SEG in headers:  # a ground truth is compared voxel by voxel: it needs one grid
+        for modality in list(headers)[1:]:
+            _check_grid(ref, headers[modality], affine_atol=affine_atol)
+    wanted = read
     images: dict[str, np.ndarray] = {}
+    affines: dict[str, np.ndarray] = {}
+    nifti_headers: dict[str, nib.Nifti1Header] = {}
     sha256: dict[str, str] = {}
-    study_header: nib.Nifti1Header | None = None
-    study_affine = ref.affine
     truth: np.ndarray | None = None
     for modality in wanted:
         info = headers[modality]
@@ -810,15 +860,12 @@ def _load_files(
             truth = _to_labels(info.name, data)
             continue
         check_image_content(info.name, modality, data)
-        images[modality] = data
-        if modality == "T1":
-            study_header, study_affine = header, affine
-    assert study_header is not None
-    return Study(
+        images[modality], affines[modality], nifti_headers[modality] = data, affine, header
+    return RawStudy(
         name=name or default_name or _infer_name(list(assigned.values())),
         images=images,
-        affine=study_affine,
-        header=study_header,
+        affines=affines,
+        headers=nifti_headers,
         sources={m: assigned[m].name for m in wanted},
         truth=truth,
         sha256=sha256,
@@ -985,7 +1032,8 @@ def _load_dicom(
     affine_atol: float,
     load_truth: bool,
     partial_mapping: bool,
-) -> Study:
+    same_grid: bool = True,
+) -> RawStudy:
     """Load the DICOM series under ``folder`` (see :mod:`brats_seg.dicom`)."""
     from .dicom import dicom_files, load_dicom_study
 
@@ -998,6 +1046,7 @@ def _load_dicom(
         max_voxels=max_voxels,
         affine_atol=affine_atol,
         partial_mapping=partial_mapping,
+        same_grid=same_grid,
     )
 
 
@@ -1051,6 +1100,39 @@ def load_study(
         "load_truth": load_truth,
         "partial_mapping": partial_mapping,
     }
+    return _load(source, same_grid=True, **common).to_study()
+
+
+def load_native_study(
+    source: StrPath | Sequence[StrPath],
+    *,
+    mapping: Mapping[str, str] | None = None,
+    name: str | None = None,
+    max_voxels: int = MAX_VOXELS,
+    affine_atol: float = AFFINE_ATOL,
+    load_truth: bool = True,
+    partial_mapping: bool = False,
+) -> RawStudy:
+    """Load one study as it came from the scanner: each sequence on its own grid.
+
+    Everything :func:`load_study` checks is checked, except that the four files (or DICOM series)
+    may lie on different grids (and, for DICOM, in different frames of reference);
+    :func:`brats_seg.harmonise.harmonise` brings them onto one. The arguments are those of
+    :func:`load_study`; a study with a ground truth (read with ``load_truth``) must lie on one grid.
+
+    Returns:
+        The study, each sequence with its own affine and header.
+
+    Raises:
+        StudyError: As :func:`load_study`, except for grids that differ.
+    """
+    return _load(source, same_grid=False, mapping=mapping, name=name, max_voxels=max_voxels, affine_atol=affine_atol,
+                 load_truth=load_truth, partial_mapping=partial_mapping)
+
+
+def _load(source: StrPath | Sequence[StrPath], *, same_grid: bool, **common) -> RawStudy:
+    """:func:`load_study` or :func:`load_native_study`, by ``same_grid``."""
+    common["same_grid"] = same_grid
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         if not path.exists():
@@ -1096,9 +1178,20 @@ def _safe_name(raw: str) -> str:
     return base
 
 
-def load_study_from_bytes(
+def load_study_from_bytes(files: Mapping[str, bytes], **kwargs) -> Study:
+    """Load a study from in-memory files, as a dashboard upload gives them (see :func:`_from_bytes`)."""
+    return _from_bytes(files, same_grid=True, **kwargs)  # type: ignore[return-value]
+
+
+def load_native_study_from_bytes(files: Mapping[str, bytes], **kwargs) -> RawStudy:
+    """:func:`load_native_study` for in-memory files: each sequence keeps its own grid (see :func:`_from_bytes`)."""
+    return _from_bytes(files, same_grid=False, **kwargs)  # type: ignore[return-value]
+
+
+def _from_bytes(
     files: Mapping[str, bytes],
     *,
+    same_grid: bool,
     mapping: Mapping[str, str] | None = None,
     name: str | None = None,
     max_voxels: int = MAX_VOXELS,
@@ -1114,6 +1207,7 @@ def load_study_from_bytes(
     Args:
         files: File name -> content (``bytes``, ``bytearray`` or ``memoryview``): the 4 or 5 NIfTI
             files of a study, or a single ``.zip``.
+        same_grid: As :func:`load_study` (True) or as :func:`load_native_study` (False).
         mapping: As in :func:`load_study` (keys are reduced to base names too).
         name: Study name; by default the zip's folder or stem, or the files' common prefix.
         max_voxels: As in :func:`load_study`.
@@ -1121,7 +1215,7 @@ def load_study_from_bytes(
         load_truth: As in :func:`load_study`.
 
     Returns:
-        The validated study.
+        The validated study (a :class:`~brats_seg.types.RawStudy` without ``same_grid``).
 
     Raises:
         StudyError: As :func:`load_study`, and for an upload that mixes a zip with other files or
@@ -1165,9 +1259,8 @@ def load_study_from_bytes(
             target = Path(tmp) / base
             target.write_bytes(data)
             paths.append(target)
-        if zips:
-            return load_study(paths[0], **common)
-        return load_study(paths, **common)
+        raw = _load(paths[0] if zips else paths, same_grid=same_grid, **common)
+    return raw.to_study() if same_grid else raw
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1242,4 +1335,23 @@ def save_labels(labels: LabelMap, path: StrPath, *, description: str = "brats_se
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+    return out
+
+
+def save_image(image: np.ndarray, study: Study, path: StrPath) -> Path:
+    """Write one sequence of ``study`` (float32) as NIfTI with the study's affine and header.
+
+    Args:
+        image: An array on the study's grid.
+        study: The study whose geometry the file gets.
+        path: Output file (``.nii.gz``); parent folders are created.
+
+    Returns:
+        The path written.
+    """
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = study.header.copy()
+    header.set_data_dtype(np.float32)
+    nib.save(nib.Nifti1Image(np.asarray(image, dtype=np.float32), np.asarray(study.affine, dtype=np.float64), header), out)
     return out

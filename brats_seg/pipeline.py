@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ from .inference import ProgressCallback
 from .model import Model
 from .report import VOLUME_RANGE_THRESHOLDS
 from .types import LabelMap, Study, brain_mask
+
+if TYPE_CHECKING:
+    from .harmonise import Harmonised
 
 
 @dataclass
@@ -36,6 +39,11 @@ class Segmentation:
             loosest (boolean, on the study's grid): where the networks hesitate (with the card's
             post-processing, a whole part kept at one threshold and not the other counts too).
             ``None`` with ``volume_range``.
+        native: For a harmonised raw study, the labels on the reference file's own grid
+            (:func:`brats_seg.harmonise.to_native`); ``labels`` and the volumes stay on the 1 mm grid
+            the model labelled. ``None`` otherwise.
+        native_uncertain: ``uncertain`` on that native grid, or ``None``.
+        harmonisation: :meth:`brats_seg.harmonise.Harmonised.record` of a harmonised study, or ``None``.
     """
 
     labels: LabelMap
@@ -44,6 +52,9 @@ class Segmentation:
     warnings: list[str] = field(default_factory=list)
     volume_range: dict[str, Any] | None = None
     uncertain: np.ndarray | None = None
+    native: LabelMap | None = None
+    native_uncertain: np.ndarray | None = None
+    harmonisation: dict[str, Any] | None = None
 
 
 def volume_range(
@@ -139,6 +150,7 @@ def segment(
     postprocessing: bool = True,
     volume_thresholds: Sequence[float] | None = VOLUME_RANGE_THRESHOLDS,
     progress: ProgressCallback | None = None,
+    harmonised: Harmonised | None = None,
 ) -> Segmentation:
     """Segment one study; every knob left as None takes the model card's value.
 
@@ -157,6 +169,9 @@ def segment(
             (:func:`volume_range`; region-sigmoid cards whose threshold lies strictly between them
             only); ``None`` skips them.
         progress: Called with the fraction done (0..1).
+        harmonised: When ``study`` is ``harmonised.study`` (a raw study brought onto a 1 mm grid by
+            :func:`brats_seg.harmonise.harmonise`), the labels are also mapped back onto the
+            reference's native grid (``Segmentation.native``).
 
     Returns:
         The label map on the study's grid (with a copy of its affine and header), the settings used,
@@ -220,5 +235,21 @@ def segment(
         "postprocess": round(t3 - t2, 3),
         "total": round(t3 - t0, 3),
     }
-    return Segmentation(labels=label_map, settings=settings, timings=timings, warnings=warnings, volume_range=spread,
-                        uncertain=uncertain)
+    result = Segmentation(labels=label_map, settings=settings, timings=timings, warnings=warnings, volume_range=spread,
+                          uncertain=uncertain)
+    if harmonised is not None:
+        _add_native(result, harmonised)
+    return result
+
+
+def _add_native(seg: Segmentation, harmonised: Harmonised) -> None:
+    """Map a harmonised study's labels (and hesitation) back onto the reference's native grid."""
+    from .harmonise import to_native
+
+    t0 = time.perf_counter()
+    seg.native = to_native(seg.labels, harmonised)
+    if seg.uncertain is not None:
+        seg.native_uncertain = to_native(seg.uncertain.astype(np.uint8), harmonised).array.astype(bool)
+    seg.harmonisation = harmonised.record()
+    seg.timings["to_native"] = round(time.perf_counter() - t0, 3)
+    seg.timings["total"] = round(seg.timings["total"] + seg.timings["to_native"], 3)

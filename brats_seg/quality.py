@@ -17,6 +17,8 @@ its brain, which :func:`check_study` reports (``python benchmarks/input_checks.p
 
 from __future__ import annotations
 
+import re
+
 import nibabel as nib
 import numpy as np
 
@@ -119,9 +121,32 @@ def file_studies(sources: dict[str, str]) -> dict[str, list[str]]:
         if found:
             groups.setdefault(found, []).append(modality)
     ids = [i.lower() for i in groups]
-    if all(_continues(a, b) or _continues(b, a) for a in ids for b in ids):
+    if all(_continues(a, b) or _continues(b, a) for a in ids for b in ids) or _inner_id(ids):
         return {}
     return groups
+
+
+def _inner_id(ids: list[str]) -> str | None:
+    """A run of whole tokens (12+ characters, with a digit) inside every ID and not at the start of all of them.
+
+    Scanner exports put the series description around the patient's ID
+    (``T1_AX_TCGA-FG-6692_SE_10``, ``MRHR_FLAIR_AX_TCGA-FG-6692_SE_IR_5``): one ID, other words. An ID
+    that only starts every name (``Brats18_CBICA_ABM_1``, ``Brats18_CBICA_ABM_2``) does not count: there
+    the differing ends are the IDs.
+    """
+    if len(ids) < 2:
+        return None
+    token_lists = [re.split(r"[_.\s]+", i) for i in ids]
+    first = token_lists[0]
+    runs = sorted({"_".join(first[a:b]) for a in range(len(first)) for b in range(a + 1, len(first) + 1)},
+                  key=len, reverse=True)
+    for run in runs:
+        if len(run) < 12 or not any(c.isdigit() for c in run):
+            continue
+        joined = ["_" + "_".join(tokens) + "_" for tokens in token_lists]
+        if all(f"_{run}_" in j for j in joined) and not all(j.startswith(f"_{run}_") for j in joined):
+            return run
+    return None
 
 
 def _continues(longer: str, shorter: str) -> bool:

@@ -122,6 +122,12 @@ def study_report(
             "meaning": "mL of each label and region if the labels were decoded at these thresholds instead of "
             "the card's: the volume's sensitivity to the decision threshold, not a calibrated interval",
         }
+    if seg.harmonisation is not None:
+        report["harmonisation"] = {
+            **seg.harmonisation,
+            "volumes_on": "the 1 mm grid the model labelled (exact voxel counts of its labels); the label map on the "
+            "native grid is those labels resampled, so its voxel counts differ a little",
+        }
     if scores is not None:
         report["scores"] = scores
     return report

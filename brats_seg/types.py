@@ -83,6 +83,50 @@ class Study:
         return LabelMap(self.truth.astype(np.uint8), self.affine, self.header)
 
 
+@dataclass
+class RawStudy:
+    """The four sequences of a study as they came, each on its own grid (a scanner's study).
+
+    :func:`brats_seg.harmonise.harmonise` co-registers and resamples them into a :class:`Study`;
+    :meth:`to_study` takes them as they are when they already share one grid.
+
+    Attributes:
+        name: Study identifier.
+        images: Arrays keyed by modality, each of its own shape.
+        affines: The voxel-to-world affine of each modality's file or series.
+        headers: The NIfTI header of each modality (for DICOM, one made from the series' geometry).
+        sources: File (or series) name of each modality (and ``SEG`` when a ground truth is present).
+        truth: Optional ground truth on the T1 grid (only read when every file shares one grid).
+        sha256: sha256 of each source, keyed like ``sources``.
+        dicom: For DICOM input, the series keyed by modality; else None.
+    """
+
+    name: str
+    images: dict[str, np.ndarray]
+    affines: dict[str, np.ndarray]
+    headers: dict[str, nib.Nifti1Header]
+    sources: dict[str, str] = field(default_factory=dict)
+    truth: np.ndarray | None = None
+    sha256: dict[str, str] = field(default_factory=dict)
+    dicom: dict[str, Any] | None = None
+
+    def grid_text(self, modality: str) -> str:
+        """One sequence's grid in words, e.g. ``"256 x 224 x 26 voxels of 0.9 x 0.9 x 5.5 mm"``."""
+        shape = " x ".join(str(n) for n in self.images[modality].shape)
+        return f"{shape} voxels of {' x '.join(f'{s:.3g}' for s in affine_spacing(self.affines[modality]))} mm"
+
+    def grids_differ(self, *, atol: float) -> list[str]:
+        """The modalities whose grid (shape, or affine beyond ``atol`` mm) differs from the T1's."""
+        ref_shape, ref_affine = self.images["T1"].shape, self.affines["T1"]
+        return [m for m in MODALITIES[1:] if self.images[m].shape != ref_shape
+                or not float(np.max(np.abs(self.affines[m] - ref_affine))) <= atol]
+
+    def to_study(self) -> Study:
+        """The study as it is, on the T1's grid (check :meth:`grids_differ` first)."""
+        return Study(name=self.name, images=dict(self.images), affine=self.affines["T1"], header=self.headers["T1"],
+                     sources=dict(self.sources), truth=self.truth, sha256=dict(self.sha256), dicom=self.dicom)
+
+
 def brain_mask(study: Study) -> np.ndarray:
     """Voxels where any of the four sequences is non-zero (the skull-stripped brain), on the study's grid."""
     mask = np.zeros(study.shape, dtype=bool)

@@ -204,12 +204,12 @@ def test_check_and_batch_predict_print_each_refusal_on_one_line(tiny_model_dir: 
     moved = image.affine.copy()
     moved[:3, 3] += 50.0  # the message shows both affines as matrices
     write_nifti(bad["FLAIR"], np.asarray(image.dataobj), moved)
-    code, out, _ = run(capsys, "check", data)
+    code, out, _ = run(capsys, "check", data, "--harmonise", "off")
     assert code == 2
     refused = [line for line in out.splitlines() if ": refused: " in line]
     assert len(refused) == 1 and "Moved_002_flair.nii.gz: affine differs" in refused[0]
     assert len(out.splitlines()) == 4  # refused, Good_001 and its warning, the summary
-    code, _, err = predict(capsys, tiny_model_dir, tmp_path / "out", data)
+    code, _, err = predict(capsys, tiny_model_dir, tmp_path / "out", data, extra=("--harmonise", "off"))
     assert code == 2
     skipped = [line for line in err.splitlines() if line.startswith("skipping")]
     assert len(skipped) == 1 and "affine differs" in skipped[0] and skipped[0].rstrip().endswith("]]")
@@ -329,7 +329,7 @@ def test_bad_input_exits_2_with_one_line(tiny_study, tiny_model_dir: Path, tmp_p
     shifted = image.affine.copy()
     shifted[2, 3] += 3
     write_nifti(files["T2"], np.asarray(image.dataobj), shifted)
-    code, _, err = predict(capsys, tiny_model_dir, out, files["T1"].parent)
+    code, _, err = predict(capsys, tiny_model_dir, out, files["T1"].parent, extra=("--harmonise", "off"))
     assert_bad_input(code, err, "Shifted_001_t2.nii.gz", "affine differs from that of Shifted_001_t1.nii.gz")
     # a single file
     code, _, err = predict(capsys, tiny_model_dir, out, files["T1"])

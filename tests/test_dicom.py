@@ -188,7 +188,7 @@ def test_series_on_different_grids_are_refused(tmp_path):
     shifted = affine.copy()
     shifted[0, 3] += 3.0
     write_dicom_study(tmp_path / "c", images, affine, affines={"FLAIR": shifted})
-    with pytest.raises(StudyError, match=r"(?s)series 4 'AX T2 FLAIR' \(8 files\): affine differs .* by up to 3 mm.*does not register"):
+    with pytest.raises(StudyError, match=r"(?s)series 4 'AX T2 FLAIR' \(8 files\): affine differs .* by up to 3 mm.*co-register them"):
         io.load_study(tmp_path / "c")
 
 

@@ -156,6 +156,11 @@ def test_files_named_for_two_studies_are_named() -> None:
     ["t1.nii.gz", "t1ce.nii.gz", "Case_9_t2.nii.gz", "Case_9_flair.nii.gz"],  # names without an ID agree with any
     ["BraTS-GLI-00001-000-t1n.nii.gz", "BraTS-GLI-00001-000-t1c.nii.gz", "BraTS-GLI-00001-000-t2w.nii.gz",
      "BraTS-GLI-00001-000-t2f.nii.gz"],
+    # scanner exports: the patient's ID between series descriptions (the real raw study's names)
+    ["T1_AX_OtherEXampleTCIA_TCGA-FG-6692_Si_TCGA-FG-6692_T1_AX_SE_10_se2d1_t1.nii.gz",
+     "MRHR_T1_AX_POST_GAD_OtherEXampleTCIA_TCGA-FG-6692_Si_TCGA-FG-6692_MRHR_T1_AX_POST_GAD_SE_13_se2d1r_t1c.nii.gz",
+     "MRHR_T2_AX_OtherEXampleTCIA_TCGA-FG-6692_Si_TCGA-FG-6692_MRHR_T2_AX_SE_2_tse2d1_11_t2.nii.gz",
+     "MRHR_FLAIR_AX_OtherEXampleTCIA_TCGA-FG-6692_Si_TCGA-FG-6692_MRHR_FLAIR_AX_SE_IR_5_tir2d1_21_fla.nii.gz"],
 ])
 def test_names_of_one_study_agree(names: list[str]) -> None:
     assert quality.file_studies(dict(zip(MODALITIES, names, strict=True))) == {}
@@ -165,6 +170,16 @@ def test_an_id_that_only_begins_another_is_another_study() -> None:
     names = ["sub-1_T1w.nii.gz", "sub-1_ce-gd_T1w.nii.gz", "sub-1_T2w.nii.gz", "sub-12_FLAIR.nii.gz"]
     assert quality.file_studies(dict(zip(MODALITIES, names, strict=True))) == {
         "sub-1": ["T1", "T2"], "sub-1_ce": ["T1CE"], "sub-12": ["FLAIR"]}
+
+
+@pytest.mark.parametrize("names", [
+    ["Brats18_CBICA_ABM_1_t1.nii.gz", "Brats18_CBICA_ABM_1_t1ce.nii.gz", "Brats18_CBICA_ABM_1_t2.nii.gz",
+     "Brats18_CBICA_ABM_2_flair.nii.gz"],  # a shared start is not a shared ID
+    ["T1_AX_Patient_0012_SE_t1.nii.gz", "T1_AX_POST_Patient_0012_SE_t1c.nii.gz", "T2_AX_Patient_0012_SE_t2.nii.gz",
+     "FLAIR_AX_Patient_0013_SE_fla.nii.gz"],  # scanner exports of two patients
+])
+def test_names_of_two_studies_disagree(names: list[str]) -> None:
+    assert quality.file_studies(dict(zip(MODALITIES, names, strict=True)))
 
 
 def test_dicom_studies_are_not_checked_by_file_name() -> None:

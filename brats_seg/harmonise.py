@@ -1,0 +1,482 @@
+"""Harmonise a study as it comes from the scanner into one the model can read, and map labels back.
+
+A raw study has its four sequences on their own grids (thick slices, different fields of view), the
+skull still on, and the sequences a few millimetres apart. :func:`harmonise` does what BraTS
+preprocessing does, with the patient's own post-contrast T1 as the reference instead of an atlas
+(no atlas ships with any package that installs offline):
+
+1. a 1 mm isotropic grid in the reference's frame, covering its field of view;
+2. a brain mask: deepbet (a CNN whose weights ship inside its wheel) on the reference when it shows
+   a skull, else where the reference is non-zero;
+3. rigid registration of the other three onto the reference (SimpleITK, Mattes mutual information,
+   three resolution levels), each checked by the mutual information it reaches inside the brain;
+4. all four resampled (linear) onto the 1 mm grid and masked.
+
+The result is a :class:`~brats_seg.types.Study` like a BraTS one; :func:`to_native` takes labels made
+on it back onto the reference's native grid. :func:`decide` says whether a study needs this at all.
+
+Example::
+
+    raw = io.load_native_study("TCGA-FG-6692/")
+    harmonised = harmonise(raw)
+    seg = pipeline.segment(harmonised.study, model)
+    native = to_native(seg.labels, harmonised)        # on the T1CE file's own grid
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import StudyError
+from .quality import MAX_BRAIN_FRACTION, MAX_SPACING_MM
+from .types import MODALITIES, LabelMap, RawStudy, Study, affine_spacing
+
+__all__ = [
+    "GRID_MM",
+    "MAX_ROTATION_DEG",
+    "MAX_SHIFT_MM",
+    "MIN_BRAIN_ML",
+    "MIN_MUTUAL_INFORMATION",
+    "MODES",
+    "REFERENCE",
+    "Harmonised",
+    "decide",
+    "from_sitk",
+    "harmonise",
+    "harmonise_if_needed",
+    "mutual_information",
+    "to_native",
+    "to_sitk",
+]
+
+#: The sequence the others are registered onto, and whose native grid the labels go back to.
+REFERENCE: str = "T1CE"
+
+#: Voxel size of the grid the model reads, in mm (BraTS studies are 1 mm isotropic).
+GRID_MM: float = 1.0
+
+#: Mutual information (nats, 32-bin joint histogram inside the brain) a registered sequence must
+#: reach with the reference. Measured: 0.21-0.40 for T1, T2 and FLAIR of real studies after
+#: registration; 0.00-0.02 for noise or an unrelated volume (``benchmarks/harmonise_accuracy.py``).
+MIN_MUTUAL_INFORMATION: float = 0.1
+
+#: Rigid motions larger than these between two sequences of one session are refused as a failed
+#: registration (the sequences of a study move by millimetres and degrees between acquisitions).
+MAX_ROTATION_DEG: float = 45.0
+MAX_SHIFT_MM: float = 80.0
+
+#: A skull-stripping mask smaller than this (mL) means no brain was found (a brain is 1,100-1,800 mL).
+MIN_BRAIN_ML: float = 200.0
+
+#: What ``--harmonise`` / the dashboard's choice accept.
+MODES: tuple[str, ...] = ("auto", "on", "off")
+
+ProgressText = Callable[[str], None]
+
+_LPS = np.diag([-1.0, -1.0, 1.0])  # NIfTI/nibabel world (RAS) <-> ITK world (LPS)
+
+
+# --------------------------------------------------------------------------------------------------
+# nibabel <-> SimpleITK
+# --------------------------------------------------------------------------------------------------
+
+
+def to_sitk(array: np.ndarray, affine: np.ndarray) -> sitk.Image:
+    """A SimpleITK image of ``array`` (indexed i, j, k) placed in the world by the RAS ``affine``.
+
+    ITK works in LPS and indexes arrays (k, j, i); a test checks this against ``sitk.ReadImage`` of
+    the same NIfTI file.
+    """
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(array, dtype=np.float32).transpose(2, 1, 0)))
+    linear = _LPS @ np.asarray(affine, dtype=np.float64)[:3, :3]
+    spacing = np.sqrt((linear**2).sum(axis=0))
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetDirection([float(v) for v in (linear / spacing).ravel()])
+    image.SetOrigin([float(v) for v in _LPS @ np.asarray(affine, dtype=np.float64)[:3, 3]])
+    return image
+
+
+def from_sitk(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """The array (indexed i, j, k) and RAS affine of a SimpleITK image; the inverse of :func:`to_sitk`."""
+    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+    direction = np.array(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = _LPS @ direction @ np.diag(image.GetSpacing())
+    affine[:3, 3] = _LPS @ np.array(image.GetOrigin(), dtype=np.float64)
+    return array, affine
+
+
+def grid_1mm(affine: np.ndarray, shape: tuple[int, ...], *, mm: float = GRID_MM) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """An isotropic grid in the frame of (``affine``, ``shape``) that covers the same field of view.
+
+    Returns:
+        The new grid's affine (same axis directions, voxels of ``mm``) and shape.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    directions = affine[:3, :3] / spacing
+    extent = np.asarray(shape[:3]) * spacing
+    new_shape = tuple(int(n) for n in np.maximum(1, np.round(extent / mm)))
+    new = np.eye(4)
+    new[:3, :3] = directions * mm
+    # the first voxel's centre sits half a new voxel inside the first old voxel's outer edge
+    new[:3, 3] = affine[:3, 3] + directions @ ((mm - spacing) / 2.0)
+    return new, new_shape  # type: ignore[return-value]
+
+
+def _header(shape: tuple[int, ...], affine: np.ndarray, description: str) -> nib.Nifti1Header:
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.float32)
+    header.set_qform(affine, code=1)
+    header.set_sform(affine, code=1)
+    header.set_xyzt_units("mm")
+    header["descrip"] = description.encode()[:79]
+    return header
+
+
+# --------------------------------------------------------------------------------------------------
+# Deciding
+# --------------------------------------------------------------------------------------------------
+
+
+def decide(raw: RawStudy, *, mode: str = "auto", atol: float = 1e-3) -> list[str]:
+    """Why ``raw`` needs harmonising (empty: it can go to the model as it is).
+
+    Args:
+        raw: The study as loaded by :func:`brats_seg.io.load_native_study`.
+        mode: ``"auto"`` decides from the study; ``"on"`` always harmonises, ``"off"`` never (a study
+            on several grids is then refused).
+        atol: Largest entry-wise affine difference (mm) that still counts as one grid.
+
+    Returns:
+        One reason per finding (sequences on different grids, slices thicker than 3 mm, a skull).
+
+    Raises:
+        StudyError: With ``mode="off"`` for sequences on different grids; for an unknown mode.
+    """
+    if mode not in MODES:
+        raise StudyError(f"{raw.name}: harmonise mode {mode!r}; expected one of {', '.join(MODES)}")
+    differ = raw.grids_differ(atol=atol)
+    if mode == "off":
+        if differ:
+            raise StudyError(
+                f"{raw.sources.get(differ[0], differ[0])}: {differ[0]} is on another grid than T1 "
+                f"({raw.grid_text(differ[0])} against {raw.grid_text('T1')}); expected all files of a study on one voxel "
+                "grid (co-registered and resampled to the same space); let brats-seg co-register them "
+                "(--harmonise auto or on)"
+            )
+        return []
+    reasons = []
+    if differ:
+        reasons.append(f"{', '.join(differ)} on other grids than T1 ("
+                       + "; ".join(f"{m} {raw.grid_text(m)}" for m in ("T1", *differ)) + ")")
+    reference = raw.images[REFERENCE]
+    spacing = affine_spacing(raw.affines[REFERENCE])
+    if max(spacing) > MAX_SPACING_MM:
+        reasons.append(f"{REFERENCE} slices of {max(spacing):.3g} mm (thicker than {MAX_SPACING_MM:g} mm)")
+    fraction = float(np.count_nonzero(reference)) / reference.size
+    if fraction > MAX_BRAIN_FRACTION:
+        reasons.append(f"{fraction:.0%} of the {REFERENCE} field of view non-zero: not skull-stripped")
+    if mode == "on" and not reasons:
+        reasons.append("asked for (--harmonise on)")
+    return reasons
+
+
+# --------------------------------------------------------------------------------------------------
+# Harmonising
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Harmonised:
+    """A raw study brought onto the model's terms, with what it takes to go back.
+
+    Attributes:
+        study: The four sequences on a 1 mm grid in the reference's frame, registered and masked.
+        reference: The sequence the others were registered onto (``T1CE``).
+        native: An empty label map on the reference's own grid (its affine and header): where
+            :func:`to_native` puts labels.
+        native_image: The reference sequence as loaded, on that grid.
+        brain: The brain mask on the 1 mm grid.
+        skull_stripped: Whether the mask came from skull stripping (else from the non-zero reference).
+        transforms: Per registered sequence, the rigid transform from the reference's world to
+            that sequence's world (SimpleITK, LPS).
+        registration: Per registered sequence: ``mutual_information_before`` / ``_after`` (inside
+            the brain, nats), ``rotation_deg``, ``shift_mm``.
+        reasons: Why the study was harmonised (:func:`decide`).
+        timings: Seconds per step (``grid``, ``skull_strip``, ``register_T1`` ..., ``resample``, ``total``).
+    """
+
+    study: Study
+    reference: str
+    native: LabelMap
+    native_image: np.ndarray
+    brain: np.ndarray
+    skull_stripped: bool
+    transforms: dict[str, sitk.Transform] = field(default_factory=dict)
+    registration: dict[str, dict[str, float]] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """What the report JSON says about the harmonisation."""
+        return {
+            "reference": self.reference,
+            "reasons": list(self.reasons),
+            "grid": self.study.grid_text + f" in the {self.reference} frame",
+            "native_grid": " x ".join(str(n) for n in self.native.shape) + " voxels of "
+            + " x ".join(f"{s:.3g}" for s in self.native.spacing) + f" mm ({self.reference})",
+            "skull_stripped": self.skull_stripped,
+            "brain_mL": round(float(self.brain.sum()) * GRID_MM**3 / 1000.0, 1),
+            "registration": {m: {k: round(v, 4) for k, v in r.items()} for m, r in self.registration.items()},
+            "timings": dict(self.timings),
+        }
+
+
+def harmonise(
+    raw: RawStudy,
+    *,
+    reference: str = REFERENCE,
+    skull_strip: bool | None = None,
+    reasons: list[str] | None = None,
+    progress: ProgressText | None = None,
+) -> Harmonised:
+    """Co-register, skull-strip and resample a raw study onto a 1 mm grid in the reference's frame.
+
+    Args:
+        raw: The study, each sequence on its own grid (:func:`brats_seg.io.load_native_study`).
+        reference: The sequence to register onto (default the post-contrast T1).
+        skull_strip: Strip the skull with deepbet; default when more than half the reference's field
+            of view is non-zero (a skull-stripped study is mostly zero).
+        reasons: Why it is harmonised (:func:`decide`), kept in the result.
+        progress: Called with a line of text before each step.
+
+    Returns:
+        The harmonised study and what it takes to map labels back (:func:`to_native`).
+
+    Raises:
+        StudyError: When a sequence does not overlap the reference, a registration fails (the
+            message names the sequence and the mutual information it reached), or no brain is found.
+    """
+    say = progress or (lambda _text: None)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    ref_image = raw.images[reference]
+    ref_affine = raw.affines[reference]
+    affine, shape = grid_1mm(ref_affine, ref_image.shape)
+    fixed = to_sitk(ref_image, ref_affine)
+    grid = to_sitk(np.zeros(shape, dtype=np.float32), affine)
+    ref_1mm = _resample(fixed, grid, sitk.Transform(3, sitk.sitkIdentity))
+    timings["grid"] = round(time.perf_counter() - t_start, 3)
+    if skull_strip is None:
+        skull_strip = np.count_nonzero(ref_image) / ref_image.size > MAX_BRAIN_FRACTION
+    t0 = time.perf_counter()
+    if skull_strip:
+        say(f"Skull-stripping {reference} (deepbet)...")
+        brain = _skull_strip(ref_1mm, affine, source=raw.sources.get(reference, reference))
+    else:
+        brain = ref_1mm != 0
+    timings["skull_strip"] = round(time.perf_counter() - t0, 3)
+    images = {reference: np.where(brain, ref_1mm, 0.0).astype(np.float32)}
+    transforms: dict[str, sitk.Transform] = {}
+    registration: dict[str, dict[str, float]] = {}
+    others = [m for m in MODALITIES if m != reference]
+    for n, modality in enumerate(others, start=1):
+        say(f"Registering {modality} onto {reference} ({n} of {len(others)})...")
+        t0 = time.perf_counter()
+        moving = to_sitk(raw.images[modality], raw.affines[modality])
+        source = raw.sources.get(modality, modality)
+        _check_overlap(fixed, moving, source=source, modality=modality, reference=reference)
+        transform = _register(fixed, moving, source=source)
+        before = _resample(moving, grid, sitk.Transform(3, sitk.sitkIdentity))
+        after = _resample(moving, grid, transform)
+        registration[modality] = _judge(ref_1mm, before, after, brain, transform, source=source, modality=modality,
+                                        reference=reference)
+        transforms[modality] = transform
+        images[modality] = np.where(brain, after, 0.0).astype(np.float32)
+        timings[f"register_{modality}"] = round(time.perf_counter() - t0, 3)
+    timings["total"] = round(time.perf_counter() - t_start, 3)
+    header = _header(shape, affine, f"brats_seg harmonised: 1 mm, {reference} frame")
+    study = Study(name=raw.name, images={m: images[m] for m in MODALITIES}, affine=affine, header=header,
+                  sources=dict(raw.sources), sha256=dict(raw.sha256), dicom=raw.dicom)
+    native_header = raw.headers[reference].copy()
+    native = LabelMap(np.zeros(ref_image.shape, dtype=np.uint8), np.array(ref_affine, dtype=np.float64), native_header)
+    return Harmonised(study=study, reference=reference, native=native, native_image=ref_image, brain=brain, skull_stripped=bool(skull_strip),
+                      transforms=transforms, registration=registration, reasons=list(reasons or []), timings=timings)
+
+
+def _resample(image: sitk.Image, grid: sitk.Image, transform: sitk.Transform) -> np.ndarray:
+    """``image`` resampled (linear, 0 outside) onto ``grid`` through ``transform``; an (i, j, k) array."""
+    out = sitk.Resample(image, grid, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(out).transpose(2, 1, 0)
+
+
+def _corners(image: sitk.Image) -> np.ndarray:
+    size = image.GetSize()
+    idx = [(i, j, k) for i in (0, size[0] - 1) for j in (0, size[1] - 1) for k in (0, size[2] - 1)]
+    return np.array([image.TransformIndexToPhysicalPoint(p) for p in idx])
+
+
+def _check_overlap(fixed: sitk.Image, moving: sitk.Image, *, source: str, modality: str, reference: str) -> None:
+    """Refuse a sequence whose field of view shares nothing with the reference's in scanner space."""
+    a, b = _corners(fixed), _corners(moving)
+    low, high = np.maximum(a.min(0), b.min(0)), np.minimum(a.max(0), b.max(0))
+    shared = float(np.prod(np.clip(high - low, 0, None)))
+    own = float(np.prod(a.max(0) - a.min(0))) or 1.0
+    if shared / own < 0.1:
+        raise StudyError(
+            f"{source}: the {modality} field of view and the {reference}'s share {shared / own:.0%} of the {reference}'s "
+            "box in scanner coordinates; expected two sequences of one session around the same head (over 10% shared), "
+            "so it cannot be registered: check that it belongs to this study"
+        )
+
+
+def _register(fixed: sitk.Image, moving: sitk.Image, *, source: str) -> sitk.Transform:
+    """Rigid (Euler 3-D) registration of ``moving`` onto ``fixed`` from their scanner positions."""
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(0.1, 1234)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=150,
+                                                    relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel([4, 2, 1])
+    method.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    initial = sitk.Euler3DTransform()
+    centre = np.mean(_corners(fixed), axis=0)
+    initial.SetCenter([float(c) for c in centre])
+    method.SetInitialTransform(initial, inPlace=False)
+    try:
+        return method.Execute(sitk.Cast(fixed, sitk.sitkFloat32), sitk.Cast(moving, sitk.sitkFloat32))
+    except RuntimeError as exc:
+        detail = str(exc).strip().splitlines()[-1][:200]
+        raise StudyError(f"{source}: registration failed ({detail}); expected an MR sequence of this study's head") from None
+
+
+def _rigid_motion(transform: sitk.Transform) -> tuple[float, float]:
+    """Rotation angle (degrees) and the largest displacement (mm) of a rigid transform near its centre."""
+    euler = sitk.Euler3DTransform(sitk.CompositeTransform(transform).GetNthTransform(0)) \
+        if transform.GetName() == "CompositeTransform" else sitk.Euler3DTransform(transform)
+    matrix = np.array(euler.GetMatrix()).reshape(3, 3)
+    angle = float(np.degrees(np.arccos(np.clip((np.trace(matrix) - 1.0) / 2.0, -1.0, 1.0))))
+    return angle, float(np.linalg.norm(euler.GetTranslation()))
+
+
+def mutual_information(a: np.ndarray, b: np.ndarray, *, bins: int = 32) -> float:
+    """Mutual information (nats) of two equally long samples, from their joint histogram."""
+    if a.size == 0:
+        return 0.0
+    joint, _, _ = np.histogram2d(a, b, bins=bins)
+    p = joint / joint.sum()
+    px, py = p.sum(axis=1, keepdims=True), p.sum(axis=0, keepdims=True)
+    nz = p > 0
+    return float((p[nz] * np.log(p[nz] / (px @ py)[nz])).sum())
+
+
+def _judge(ref: np.ndarray, before: np.ndarray, after: np.ndarray, brain: np.ndarray, transform: sitk.Transform, *,
+           source: str, modality: str, reference: str) -> dict[str, float]:
+    """Figures of one registration; refuse it when they say it failed."""
+    mi_before = mutual_information(ref[brain], before[brain])
+    mi_after = mutual_information(ref[brain], after[brain])
+    angle, shift = _rigid_motion(transform)
+    figures = {"mutual_information_before": mi_before, "mutual_information_after": mi_after,
+               "rotation_deg": angle, "shift_mm": shift}
+    if mi_after < MIN_MUTUAL_INFORMATION:
+        raise StudyError(
+            f"{source}: registration of {modality} onto {reference} did not converge: mutual information inside the "
+            f"brain {mi_after:.3f} (from {mi_before:.3f} as scanned); expected at least {MIN_MUTUAL_INFORMATION:g} "
+            "for two sequences of one head (real studies reach 0.2-0.4): check that the file is this study's "
+            f"{modality}, or give the study already co-registered"
+        )
+    if angle > MAX_ROTATION_DEG or shift > MAX_SHIFT_MM:
+        raise StudyError(
+            f"{source}: registration of {modality} onto {reference} moved it by {angle:.0f} degrees and {shift:.0f} mm; "
+            f"expected at most {MAX_ROTATION_DEG:g} degrees and {MAX_SHIFT_MM:g} mm between sequences of one session, "
+            "so the registration is taken as failed"
+        )
+    return figures
+
+
+def _skull_strip(image: np.ndarray, affine: np.ndarray, *, source: str) -> np.ndarray:
+    """deepbet's brain mask of ``image`` (on the 1 mm grid); refuse a mask too small to be a brain."""
+    import torch
+    from deepbet import BrainExtraction  # weights inside the wheel: nothing is downloaded
+
+    nifti = nib.Nifti1Image(np.asarray(image, dtype=np.float32), affine)
+    threads = torch.get_num_threads()
+    try:
+        _, mask_image, _ = BrainExtraction(no_gpu=not torch.cuda.is_available()).run(nifti)
+    except (AssertionError, ValueError) as exc:  # deepbet asserts on an empty foreground
+        raise StudyError(f"{source}: skull stripping found no brain ({exc}); expected a head MR image") from None
+    finally:
+        torch.set_num_threads(threads)
+    mask = np.asarray(mask_image.dataobj).astype(bool).reshape(image.shape)
+    ml = float(mask.sum()) * float(np.prod(affine_spacing(affine))) / 1000.0
+    if ml < MIN_BRAIN_ML:
+        raise StudyError(
+            f"{source}: skull stripping found no brain (a mask of {ml:.0f} mL); expected a brain of about 1,100-1,800 mL "
+            f"(at least {MIN_BRAIN_ML:g} mL): check that this is a head MR image"
+        )
+    return mask
+
+
+def harmonise_if_needed(raw: RawStudy, *, mode: str = "auto", progress: ProgressText | None = None,
+                        ) -> tuple[Study, Harmonised | None]:
+    """The study the model reads: ``raw`` as it is when :func:`decide` finds nothing, else harmonised.
+
+    Args:
+        raw: The study as loaded by :func:`brats_seg.io.load_native_study`.
+        mode: ``"auto"``, ``"on"`` or ``"off"`` (see :func:`decide`).
+        progress: Called with a line of text before each step.
+
+    Returns:
+        The study for :func:`brats_seg.pipeline.segment`, and the harmonisation (None when none was done).
+    """
+    reasons = decide(raw, mode=mode)
+    if not reasons:
+        return raw.to_study(), None
+    harmonised = harmonise(raw, reasons=reasons, progress=progress)
+    return harmonised.study, harmonised
+
+
+# --------------------------------------------------------------------------------------------------
+# Back to the native grid
+# --------------------------------------------------------------------------------------------------
+
+
+def to_native(labels: LabelMap | np.ndarray, harmonised: Harmonised, *, description: str | None = None) -> LabelMap:
+    """Labels on the harmonised 1 mm grid, mapped onto the reference's native grid.
+
+    Each native voxel takes the label that a Gaussian-weighted vote of the 1 mm voxels around it
+    gives (SimpleITK's label-Gaussian interpolator), which treats a thick slice better than the
+    single nearest voxel.
+
+    Args:
+        labels: A label map (or an integer array) on ``harmonised.study``'s grid.
+        harmonised: The result of :func:`harmonise`.
+        description: The ``descrip`` of the returned header (default that of the reference file).
+
+    Returns:
+        A uint8 label map with the reference file's affine and header.
+    """
+    array = labels.array if isinstance(labels, LabelMap) else labels
+    source = to_sitk(np.asarray(array, dtype=np.float32), harmonised.study.affine)
+    source = sitk.Cast(source, sitk.sitkUInt8)
+    native = to_sitk(harmonised.native.array, harmonised.native.affine)
+    out = sitk.Resample(source, native, sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLabelGaussian, 0, sitk.sitkUInt8)
+    result = sitk.GetArrayFromImage(out).transpose(2, 1, 0).astype(np.uint8)
+    header = harmonised.native.header.copy()
+    header.set_data_dtype(np.uint8)
+    if description is not None:
+        header["descrip"] = description.encode()[:79]
+    return LabelMap(result, harmonised.native.affine.copy(), header)
