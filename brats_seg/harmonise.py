@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -415,7 +416,9 @@ def _skull_strip(image: np.ndarray, affine: np.ndarray, *, source: str) -> np.nd
     nifti = nib.Nifti1Image(np.asarray(image, dtype=np.float32), affine)
     threads = torch.get_num_threads()
     try:
-        _, mask_image, _ = BrainExtraction(no_gpu=not torch.cuda.is_available()).run(nifti)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation note: deepbet's to mend
+            _, mask_image, _ = BrainExtraction(no_gpu=not torch.cuda.is_available()).run(nifti)
     except (AssertionError, ValueError) as exc:  # deepbet asserts on an empty foreground
         raise StudyError(f"{source}: skull stripping found no brain ({exc}); expected a head MR image") from None
     finally:

@@ -779,10 +779,13 @@ def _infer_name(paths: Sequence[Path]) -> str:
 
 
 def _common_tokens(ids: Sequence[str]) -> str:
-    """The longest run of whole ``_``-separated tokens in every ID (scanner exports put the patient's ID
-    between series descriptions: ``T1_AX_TCGA-FG-6692_SE_10``), or ''."""
+    """The ID that scanner exports put between series descriptions (``T1_AX_TCGA-FG-6692_SE_10``): the
+    longest ``_``-separated token with a digit that every ID holds, else the longest run of tokens, or ''."""
     tokens = [i.split("_") for i in ids]
     first = tokens[0] if tokens else []
+    shared = [t for t in first if any(c.isdigit() for c in t) and len(t) >= 4 and all(t in other for other in tokens[1:])]
+    if shared:
+        return max(shared, key=len)
     best = ""
     for a in range(len(first)):
         for b in range(len(first), a, -1):

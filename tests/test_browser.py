@@ -265,3 +265,87 @@ def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tm
         assert "broken_t1.nii.gz" in message
         assert "Traceback" not in page.content()
         browser.close()
+
+
+def raw_study_files(shared_data: Path) -> list[str]:
+    folder = shared_data / "raw" / "TCGA-FG-6692"
+    if not folder.is_dir():
+        pytest.skip(f"raw study not found at {folder}")
+    return sorted(str(p) for p in folder.glob("*.nii.gz"))
+
+
+def test_raw_study_is_preprocessed_checked_and_labelled_on_its_native_grid(
+    voila_url: str, shared_data: Path, brats_case: Path, tmp_path: Path
+) -> None:
+    """The real raw study TCGA-FG-6692 (skull on, three grids, 5.5 mm slices, scanner names), no mapping given."""
+    import nibabel as nib
+    import numpy as np
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    files = raw_study_files(shared_data)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(voila_url, timeout=120_000)
+        page.wait_for_selector(".brats-upload", timeout=120_000)
+        t0 = time.perf_counter()
+        with page.expect_file_chooser() as fc:
+            page.click(".brats-upload")
+        fc.value.set_files(files)
+        page.wait_for_function(
+            "() => { const b = document.querySelector('.brats-predict button, button.brats-predict');"
+            " return b && !b.disabled; }", timeout=300_000,
+        )
+        print(f"\nraw study: upload to Predict enabled (preprocessing included): {time.perf_counter() - t0:.1f} s")
+        listing = page.inner_text(".brats-files")
+        assert all(f"detected: {m}" in listing for m in ("T1", "T1CE", "T2", "FLAIR")), listing
+        summary = page.inner_text(".brats-harmonise-summary")
+        assert "Raw study, preprocessed" in summary and "not skull-stripped" in summary, summary
+        assert "mutual information as scanned" in summary and "FLAIR" in summary
+        label = page.inner_text(".brats-progress-label")
+        assert label.startswith("Preprocessed in") and "skull strip" in label and "register FLAIR" in label, label
+        check = page.locator(".brats-registration-check").first
+        check.scroll_into_view_if_needed()
+        check.screenshot(path=str(ARTIFACTS / "raw_registration_check.png"))
+        page.screenshot(path=str(ARTIFACTS / "raw_loaded.png"), full_page=True)
+
+        t1 = time.perf_counter()
+        page.locator(".brats-predict button, button.brats-predict").first.click()
+        page.wait_for_selector(".brats-native-labels", state="visible", timeout=300_000)
+        print(f"raw study: Predict to labels on the native grid: {time.perf_counter() - t1:.1f} s")
+        native = page.locator(".brats-native-labels").first
+        native.scroll_into_view_if_needed()
+        native.screenshot(path=str(ARTIFACTS / "raw_native_labels.png"))
+        page.screenshot(path=str(ARTIFACTS / "raw_predicted.png"), full_page=True)
+        downloads = page.inner_html(".brats-downloads")
+        assert "_seg_1mm.nii.gz" in downloads and "_registration.png" in downloads and "_native.png" in downloads
+        table = page.inner_text(".brats-volumes")
+        wt = re.search(r"WT\s+whole tumour\s+(\d+\.\d+)", table)
+        assert wt and float(wt[1]) > 5.0, table  # the lesion the labels show is several mL
+
+        # A FLAIR that cannot be registered (noise on the FLAIR's own grid): refused, naming the file and the metric
+        flair = next(f for f in files if f.endswith("_fla.nii.gz"))
+        image = nib.load(flair)
+        noise = np.random.default_rng(0).uniform(0, 1000, image.shape).astype(np.float32)
+        bad = tmp_path / Path(flair).name
+        nib.save(nib.Nifti1Image(noise, image.affine), bad)
+        with page.expect_file_chooser() as fc:
+            page.click(".brats-upload")
+        fc.value.set_files([*(f for f in files if f != flair), str(bad)])
+        page.wait_for_selector(".brats-message .brats-msg-error", timeout=300_000)
+        message = page.inner_text(".brats-message")
+        page.screenshot(path=str(ARTIFACTS / "raw_bad_flair.png"), full_page=True)
+        assert Path(flair).name in message and "did not converge" in message and "mutual information" in message
+        assert "Traceback" not in page.content()
+        # the kernel keeps serving: the next study loads
+        with page.expect_file_chooser() as fc:
+            page.click(".brats-upload")
+        fc.value.set_files(sorted(str(p) for p in brats_case.glob("*.nii.gz") if not p.name.endswith("_seg.nii.gz")))
+        page.wait_for_function(
+            "() => { const b = document.querySelector('.brats-predict button, button.brats-predict');"
+            " return b && !b.disabled; }", timeout=120_000,
+        )
+        assert page.locator(".brats-harmonise").first.is_hidden()
+        browser.close()
