@@ -283,8 +283,9 @@ def harmonise(
     if skull_strip:
         say(f"Skull-stripping {reference} (deepbet)...")
         brain = _skull_strip(ref_1mm, affine, source=raw.sources.get(reference, reference))
-    else:
-        brain = ref_1mm != 0
+    else:  # the stripped brain's own edge: not the partial-volume rim that interpolation leaves around it
+        brain = _resample(to_sitk((ref_image != 0).astype(np.float32), ref_affine), grid,
+                          sitk.Transform(3, sitk.sitkIdentity)) >= 0.5
     timings["skull_strip"] = round(time.perf_counter() - t0, 3)
     images = {reference: np.where(brain, ref_1mm, 0.0).astype(np.float32)}
     transforms: dict[str, sitk.Transform] = {}

@@ -254,3 +254,26 @@ def test_cli_predict_and_check_a_raw_study(tiny_model_dir: Path, tmp_path: Path,
     code = main(["predict", str(tmp_path / "Raw_7"), "--output", str(tmp_path / "out2"), "--model", str(tiny_model_dir),
                  "--no-progress", "--harmonise", "off"])
     assert code == 2 and "differs from scan_t1.nii.gz" in capsys.readouterr().err
+
+
+def test_cli_predict_raw_dicom_series_on_different_grids(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    import pydicom
+
+    from tests.helpers import write_dicom_study
+
+    made = write_raw_study(tmp_path / "nifti")
+    arrays = {m: np.asarray(nib.load(made["files"][m]).dataobj) for m in MODALITIES}
+    affines = {m: nib.load(made["files"][m]).affine for m in MODALITIES}
+    series = write_dicom_study(tmp_path / "Raw_DICOM", arrays, affines["T1"], affines=affines)
+    out = tmp_path / "out"
+    code = main(["predict", str(tmp_path / "Raw_DICOM"), "--output", str(out), "--model", str(tiny_model_dir),
+                 "--no-progress", "--dicom-seg"])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    assert "Raw_DICOM: harmonised (T2, FLAIR on other grids than T1" in stdout
+    native = nib.load(out / "Raw_DICOM_seg.nii.gz")
+    assert native.shape == arrays["T1CE"].shape
+    seg = pydicom.dcmread(out / "Raw_DICOM_seg.dcm")
+    t1ce = pydicom.dcmread(series["T1CE"][0], stop_before_pixels=True)
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == t1ce.SeriesInstanceUID
+    assert seg.FrameOfReferenceUID == t1ce.FrameOfReferenceUID
