@@ -255,8 +255,7 @@ def harmonise(
     Args:
         raw: The study, each sequence on its own grid (:func:`brats_seg.io.load_native_study`).
         reference: The sequence to register onto (default the post-contrast T1).
-        skull_strip: Strip the skull with deepbet; default when more than half the reference's field
-            of view is non-zero (a skull-stripped study is mostly zero).
+        skull_strip: Strip the skull with deepbet; default when over half the reference is non-zero.
         reasons: Why it is harmonised (:func:`decide`), kept in the result.
         progress: Called with a line of text before each step.
 
@@ -280,12 +279,8 @@ def harmonise(
     if skull_strip is None:
         skull_strip = np.count_nonzero(ref_image) / ref_image.size > MAX_BRAIN_FRACTION
     t0 = time.perf_counter()
-    if skull_strip:
-        say(f"Skull-stripping {reference} (deepbet)...")
-        brain = _skull_strip(ref_1mm, affine, source=raw.sources.get(reference, reference))
-    else:  # the stripped brain's own edge: not the partial-volume rim that interpolation leaves around it
-        brain = _resample(to_sitk((ref_image != 0).astype(np.float32), ref_affine), grid,
-                          sitk.Transform(3, sitk.sitkIdentity)) >= 0.5
+    say(f"Skull-stripping {reference} (deepbet)..." if skull_strip else f"Brain mask: where {reference} is non-zero...")
+    brain = _brain(raw, reference, ref_1mm, grid, skull_strip=skull_strip)
     timings["skull_strip"] = round(time.perf_counter() - t0, 3)
     images = {reference: np.where(brain, ref_1mm, 0.0).astype(np.float32)}
     transforms: dict[str, sitk.Transform] = {}
@@ -294,25 +289,41 @@ def harmonise(
     for n, modality in enumerate(others, start=1):
         say(f"Registering {modality} onto {reference} ({n} of {len(others)})...")
         t0 = time.perf_counter()
-        moving = to_sitk(raw.images[modality], raw.affines[modality])
-        source = raw.sources.get(modality, modality)
-        _check_overlap(fixed, moving, source=source, modality=modality, reference=reference)
-        transform = _register(fixed, moving, source=source)
-        before = _resample(moving, grid, sitk.Transform(3, sitk.sitkIdentity))
-        after = _resample(moving, grid, transform)
-        registration[modality] = _judge(ref_1mm, before, after, brain, transform, source=source, modality=modality,
-                                        reference=reference)
-        transforms[modality] = transform
+        transforms[modality], registration[modality], after = _register_one(
+            raw, modality, fixed=fixed, grid=grid, ref_1mm=ref_1mm, brain=brain, reference=reference)
         images[modality] = np.where(brain, after, 0.0).astype(np.float32)
         timings[f"register_{modality}"] = round(time.perf_counter() - t0, 3)
     timings["total"] = round(time.perf_counter() - t_start, 3)
-    header = _header(shape, affine, f"brats_seg harmonised: 1 mm, {reference} frame")
-    study = Study(name=raw.name, images={m: images[m] for m in MODALITIES}, affine=affine, header=header,
-                  sources=dict(raw.sources), sha256=dict(raw.sha256), dicom=raw.dicom)
-    native_header = raw.headers[reference].copy()
-    native = LabelMap(np.zeros(ref_image.shape, dtype=np.uint8), np.array(ref_affine, dtype=np.float64), native_header)
-    return Harmonised(study=study, reference=reference, native=native, native_image=ref_image, brain=brain, skull_stripped=bool(skull_strip),
-                      transforms=transforms, registration=registration, reasons=list(reasons or []), timings=timings)
+    study = Study(name=raw.name, images={m: images[m] for m in MODALITIES}, affine=affine, sources=dict(raw.sources),
+                  header=_header(shape, affine, f"brats_seg harmonised: 1 mm, {reference} frame"), sha256=dict(raw.sha256),
+                  dicom=raw.dicom)
+    native = LabelMap(np.zeros(ref_image.shape, dtype=np.uint8), np.array(ref_affine, dtype=np.float64),
+                      raw.headers[reference].copy())
+    return Harmonised(study=study, reference=reference, native=native, native_image=ref_image, brain=brain,
+                      skull_stripped=bool(skull_strip), transforms=transforms, registration=registration,
+                      reasons=list(reasons or []), timings=timings)
+
+
+def _brain(raw: RawStudy, reference: str, ref_1mm: np.ndarray, grid: sitk.Image, *, skull_strip: bool) -> np.ndarray:
+    """The brain mask on the 1 mm grid: deepbet's, or where the (stripped) reference is non-zero."""
+    if skull_strip:
+        return _skull_strip(ref_1mm, from_sitk(grid)[1], source=raw.sources.get(reference, reference))
+    # the stripped brain's own edge, not the partial-volume rim that interpolation leaves around it
+    nonzero = (raw.images[reference] != 0).astype(np.float32)
+    return _resample(to_sitk(nonzero, raw.affines[reference]), grid, sitk.Transform(3, sitk.sitkIdentity)) >= 0.5
+
+
+def _register_one(raw: RawStudy, modality: str, *, fixed: sitk.Image, grid: sitk.Image, ref_1mm: np.ndarray,
+                  brain: np.ndarray, reference: str) -> tuple[sitk.Transform, dict[str, float], np.ndarray]:
+    """Register one sequence onto the reference and judge it: its transform, figures and image on the 1 mm grid."""
+    moving = to_sitk(raw.images[modality], raw.affines[modality])
+    source = raw.sources.get(modality, modality)
+    _check_overlap(fixed, moving, source=source, modality=modality, reference=reference)
+    transform = _register(fixed, moving, source=source)
+    before = _resample(moving, grid, sitk.Transform(3, sitk.sitkIdentity))
+    after = _resample(moving, grid, transform)
+    figures = _judge(ref_1mm, before, after, brain, transform, source=source, modality=modality, reference=reference)
+    return transform, figures, after
 
 
 def _resample(image: sitk.Image, grid: sitk.Image, transform: sitk.Transform) -> np.ndarray:

@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from helpers import brats_affine, tiny_volumes, write_nifti
 from scipy import ndimage
 
 from brats_seg import harmonise, io
@@ -20,7 +21,6 @@ from brats_seg.cli import main
 from brats_seg.errors import StudyError
 from brats_seg.harmonise_outputs import checkerboard, harmonised_files
 from brats_seg.types import MODALITIES, LabelMap
-from tests.helpers import brats_affine, tiny_volumes, write_nifti
 
 SHAPE = (48, 48, 40)
 
@@ -140,7 +140,7 @@ def test_harmonise_recovers_known_motion(tmp_path: Path) -> None:
     raw = io.load_native_study(tmp_path / "raw")
     lines: list[str] = []
     result = harmonise.harmonise(raw, skull_strip=False, progress=lines.append)
-    assert lines == ["Registering T1 onto T1CE (1 of 3)...", "Registering T2 onto T1CE (2 of 3)...",
+    assert lines == ["Brain mask: where T1CE is non-zero...", "Registering T1 onto T1CE (1 of 3)...", "Registering T2 onto T1CE (2 of 3)...",
                      "Registering FLAIR onto T1CE (3 of 3)..."]
     assert result.study.spacing == (1.0, 1.0, 1.0) and result.study.shape == (48, 48, 40)
     assert set(result.study.images) == set(MODALITIES) and result.native.shape == raw.images["T1CE"].shape
@@ -258,8 +258,7 @@ def test_cli_predict_and_check_a_raw_study(tiny_model_dir: Path, tmp_path: Path,
 
 def test_cli_predict_raw_dicom_series_on_different_grids(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     import pydicom
-
-    from tests.helpers import write_dicom_study
+    from helpers import write_dicom_study
 
     made = write_raw_study(tmp_path / "nifti")
     arrays = {m: np.asarray(nib.load(made["files"][m]).dataobj) for m in MODALITIES}

@@ -99,3 +99,22 @@ def test_a_flair_that_cannot_be_registered_is_refused_naming_it(raw_study: Path,
     assert code == 2, err
     assert f"brats-seg predict: error: {path.name}: " in err and expected in err, err
     assert "Traceback" not in err
+
+
+def test_raw_like_brats_case_keeps_most_of_its_dice(brats_case: Path, tmp_path: Path) -> None:
+    """A real BraTS case made raw-like (each sequence moved by a known rigid transform onto a 5-6 mm grid of its
+    own) and run through the raw path scores close to the case as BraTS gives it, with sub-millimetre registration
+    (``benchmarks/harmonise_accuracy.py`` over six cases: see docs/raw-studies.md)."""
+    import importlib.util
+
+    from brats_seg.model import load_model
+
+    spec = importlib.util.spec_from_file_location("harmonise_accuracy", ROOT / "benchmarks" / "harmonise_accuracy.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    members = bench.cross_validation_members(load_model(None))
+    row = bench.run_case(brats_case, members, np.random.default_rng(0), tmp_path)
+    assert max(row["registration_error_mm"].values()) < 1.5, row["registration_error_mm"]
+    for region in ("WT", "TC"):
+        brats, raw = row["brats_path"][region]["dice"], row["raw_1mm"][region]["dice"]
+        assert raw >= 0.85 * brats, (region, raw, brats)
