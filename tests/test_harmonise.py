@@ -276,3 +276,21 @@ def test_cli_predict_raw_dicom_series_on_different_grids(tiny_model_dir: Path, t
     t1ce = pydicom.dcmread(series["T1CE"][0], stop_before_pixels=True)
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == t1ce.SeriesInstanceUID
     assert seg.FrameOfReferenceUID == t1ce.FrameOfReferenceUID
+
+
+def test_deepbet_loads_its_weights_with_no_network() -> None:
+    """Nothing is downloaded at run time: deepbet's networks load inside a network namespace without one."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is not installed")
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a network namespace here ({probe.stderr.decode(errors='replace').strip()[:80]})")
+    code = ("import os\nprint(*sorted(os.listdir('/sys/class/net')))\n"  # a new namespace has only loopback
+            "from deepbet import BrainExtraction\nBrainExtraction(no_gpu=True)\nprint('loaded')\n")
+    done = subprocess.run(["unshare", "-n", sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["lo", "loaded"], done.stdout
