@@ -614,6 +614,11 @@ def javascript_output(code: str, tag: str = "") -> dict[str, Any]:
     return {"output_type": "display_data", "data": {"application/javascript": text, "text/plain": ""}, "metadata": {}}
 
 
+def _without_paths(text: str) -> str:
+    """``text`` with file-system paths of two or more parts (the server's) replaced by '...'."""
+    return re.sub(r"(?<![\w.])(?:[A-Za-z]:)?[/\\](?:[^\s'\"/\\]+[/\\])+[^\s'\"]*", "...", text)
+
+
 def _message_html(text: str, kind: str) -> str:
     if not text:
         return ""
@@ -1020,10 +1025,11 @@ class App:
             self.show_error(str(exc))
             return
         log.exception("unexpected error in the dashboard")
-        text = str(exc).splitlines()[0][:300] if str(exc) else ""
+        text = _without_paths(str(exc).splitlines()[0][:300]) if str(exc) else ""
         self.show_error(
-            f"Unexpected error ({type(exc).__name__}{': ' + text if text else ''}). The details are in the "
-            "server log; the app is still usable: try again, or load another study."
+            f"Internal error of brats-seg, not a problem found in your files ({type(exc).__name__}"
+            f"{': ' + text if text else ''}). The details are in the server log; the app is still usable: try again, "
+            "or load another study."
         )
 
     def _guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -116,6 +116,16 @@ def _mapping_item(value: str) -> tuple[str, str]:
     return key.strip(), modality.strip()
 
 
+def _study_name(value: str) -> str:
+    """A study name that stays a file-name prefix inside --output (no folders, no '..')."""
+    name = value.strip()
+    if not name or name.startswith(".") or any(c in name for c in "/\\\0") or len(name.encode()) > 200:
+        raise argparse.ArgumentTypeError(
+            f"expected a name for the output files (no '/', '\\' or leading '.', at most 200 bytes), found {value!r}"
+        )
+    return name
+
+
 def _device(value: str) -> str:
     """``--device``: a torch device string that exists on this machine."""
     import torch
@@ -181,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "<study>_native.png are written too; the volumes are those of the 1 mm labels.")
     _add_study_args(p)
     p.add_argument("--output", "-o", type=Path, required=True, help="output folder (created if needed)")
-    p.add_argument("--name", default=None, help="study name for a single study (default: folder name or common file prefix)")
+    p.add_argument("--name", type=_study_name, default=None,
+                   help="study name for a single study: the output files' prefix (default: folder name or common file prefix)")
     p.add_argument("--dicom-seg", action="store_true",
                    help="also write OUT_DIR/<study>_seg.dcm, a DICOM Segmentation on the T1CE series (DICOM input only)")
     p.add_argument("--hesitation-map", action="store_true",
@@ -377,7 +388,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     sources = _resolve_inputs(args.inputs)
     _make_output_dir(args.output)
-    model = load_model(args.model, device=args.device)
+    model = None
     failures = 0
     for src in sources:
         t0 = time.perf_counter()
@@ -390,6 +401,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             failures += 1
             continue
         t_load = time.perf_counter() - t0
+        if model is None:  # after the first study passed its checks: bad input is refused without this cost
+            model = load_model(args.model, device=args.device)
         bar, update = _progress_bar(not args.no_progress, study.name)
         try:
             seg = segment(study, model, progress=update, harmonised=harmonised, **_window_kwargs(args))

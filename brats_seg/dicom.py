@@ -36,7 +36,7 @@ import nibabel as nib
 import numpy as np
 
 from .errors import StudyError
-from .io import check_image_content
+from .io import check_geometry, check_image_content
 from .types import LABEL_NAMES, MODALITIES, LabelMap, RawStudy, Study
 
 __all__ = [
@@ -353,6 +353,7 @@ def _series_geometry(series: DicomSeries, *, max_voxels: int) -> None:
     lps[:3, 3] = pos[0]
     series.shape = (cols, rows, len(pos))
     series.affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM LPS -> NIfTI RAS
+    check_geometry(where, series.affine, series.shape)
 
 
 def _read_voxels(series: DicomSeries) -> tuple[np.ndarray, str]:

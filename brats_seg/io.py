@@ -42,11 +42,16 @@ from .types import MODALITIES, LabelMap, RawStudy, Study
 __all__ = [
     "AFFINE_ATOL",
     "BRATS_LABELS",
+    "MAX_FOV_MM",
+    "MAX_NAME_BYTES",
+    "MAX_VOXEL_MM",
+    "MIN_VOXEL_MM",
     "MAX_PIXDIM_MM",
     "MAX_VOXELS",
     "MAX_ZIP_BYTES",
     "NIFTI_SUFFIXES",
     "SEG",
+    "check_geometry",
     "check_image_content",
     "detect_modality",
     "find_studies",
@@ -74,6 +79,18 @@ AFFINE_ATOL: float = 1e-3
 
 #: Largest plausible voxel size in mm; header spacings outside (0, MAX_PIXDIM_MM] are refused.
 MAX_PIXDIM_MM: float = 100.0
+
+#: Plausible voxel edge in mm, measured from the affine (what places the voxels; :func:`check_geometry`).
+MIN_VOXEL_MM: float = 0.1
+MAX_VOXEL_MM: float = 10.0
+
+#: Largest field of view (voxels x voxel size) along any axis in mm: a head, with room to spare. It
+#: bounds the grids the model works on: at most 160 voxels per axis at its 2 mm, 320 at the 1 mm of a
+#: harmonised raw study.
+MAX_FOV_MM: float = 320.0
+
+#: Longest file name (UTF-8 bytes) an upload may have: what common file systems allow.
+MAX_NAME_BYTES: int = 255
 
 #: Budget for the total uncompressed size of a zip's members: 2 GiB (five 240x240x155 float32
 #: volumes take about 180 MB). A larger zip is refused as a possible zip bomb.
@@ -581,6 +598,40 @@ def _check_header(
     return shape[:3], n_voxels * dtype.itemsize  # type: ignore[return-value]
 
 
+def check_geometry(name: str, affine: np.ndarray, shape: Sequence[int]) -> None:
+    """Refuse a voxel-to-world affine that cannot place a head: singular, or implausible sizes.
+
+    Args:
+        name: The file (or series) named in the message.
+        affine: The 4 x 4 voxel-to-world affine.
+        shape: The voxel grid.
+
+    Raises:
+        StudyError: For a singular 3 x 3 part (e.g. all zeros), a voxel edge outside
+            [:data:`MIN_VOXEL_MM`, :data:`MAX_VOXEL_MM`] mm, or a field of view over :data:`MAX_FOV_MM` mm.
+    """
+    linear = np.asarray(affine, dtype=np.float64)[:3, :3]
+    spacing = np.sqrt((linear**2).sum(axis=0))
+    if not abs(float(np.linalg.det(linear))) > 1e-9 * max(float(np.prod(spacing)), 1e-30) or not spacing.all():
+        raise StudyError(
+            f"{name}: the affine (voxel-to-world matrix) is singular (rows {np.round(linear, 4).tolist()}); expected an "
+            "invertible matrix that places each voxel in the scanner's space (check the sform/qform of the header)"
+        )
+    shown = " x ".join(f"{v:.4g}" for v in spacing)
+    if not ((spacing >= MIN_VOXEL_MM) & (spacing <= MAX_VOXEL_MM)).all():
+        raise StudyError(
+            f"{name}: voxels of {shown} mm according to its affine; expected each edge within "
+            f"{MIN_VOXEL_MM:g}-{MAX_VOXEL_MM:g} mm (MIN_VOXEL_MM, MAX_VOXEL_MM) for a brain MR image"
+        )
+    fov = spacing * np.asarray(shape[:3], dtype=np.float64)
+    if fov.max() > MAX_FOV_MM:
+        raise StudyError(
+            f"{name}: a field of view of {' x '.join(f'{v:.0f}' for v in fov)} mm ({' x '.join(map(str, shape[:3]))} voxels "
+            f"of {shown} mm); expected at most {MAX_FOV_MM:g} mm along each axis (MAX_FOV_MM: a head), which bounds "
+            "the time and memory a study can take"
+        )
+
+
 def _read_header(path: Path, *, max_voxels: int) -> _Header:
     """Read and check the header of ``path`` (only its first bytes are read)."""
     name = path.name
@@ -604,6 +655,12 @@ def _read_header(path: Path, *, max_voxels: int) -> _Header:
         )
     header, image_class, header_size = _parse_header_block(name, head)
     shape, data_bytes = _check_header(name, header, max_voxels=max_voxels)
+    vox_offset = float(header["vox_offset"])
+    if not header_size + 4 <= vox_offset < 2**40:
+        raise StudyError(
+            f"{name}: the header's vox_offset is {vox_offset:g}; the NIfTI standard requires at least {header_size + 4} "
+            "in a single-file image (the data follow the header), so the data's start is unknown"
+        )
     offset = max(int(header.get_data_offset()), header_size + 4)
     expected = offset + data_bytes
     if not gzipped and file_size < expected:
@@ -623,6 +680,7 @@ def _read_header(path: Path, *, max_voxels: int) -> _Header:
         raise StudyError(f"{name}: invalid orientation (qform/sform) in the header ({exc})") from exc
     if not np.all(np.isfinite(affine)):
         raise StudyError(f"{name}: the header's affine has non-finite entries; expected a finite affine")
+    check_geometry(name, affine, shape)
     return _Header(path, header, image_class, shape, affine, gzipped, expected, file_size)
 
 
@@ -1178,6 +1236,12 @@ def _safe_name(raw: str) -> str:
     base = _basename(raw).strip()
     if base in ("", ".", "..") or any(ord(c) < 32 for c in base):
         raise StudyError(f"{raw!r}: not a usable file name; expected e.g. 'case_t1.nii.gz'")
+    size = len(base.encode("utf-8", "surrogatepass"))
+    if size > MAX_NAME_BYTES:
+        raise StudyError(
+            f"{base[:40]}...{base[-20:]}: a file name of {size} bytes; expected at most {MAX_NAME_BYTES} "
+            "(the longest name a file system keeps): rename the file"
+        )
     return base
 
 
@@ -1260,7 +1324,11 @@ def _from_bytes(
         paths = []
         for base, data in clean.items():
             target = Path(tmp) / base
-            target.write_bytes(data)
+            try:
+                target.write_bytes(data)
+            except OSError as exc:  # the server's own trouble (disk full); its paths stay out of the message
+                raise StudyError(f"{base}: the server could not store the upload ({exc.strerror or type(exc).__name__}); "
+                                 "try again, or with fewer or smaller files") from None
             paths.append(target)
         raw = _load(paths[0] if zips else paths, same_grid=same_grid, **common)
     return raw.to_study() if same_grid else raw

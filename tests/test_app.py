@@ -522,7 +522,6 @@ def _zip_escaping(paths: dict[str, Path], tmp: Path) -> dict[str, bytes]:
 BAD_UPLOADS = {
     "corrupt_gzip": (_corrupt_gzip, "corrupt or truncated gzip"),
     "three_files": (_three_files, "missing T1CE"),
-    "mismatched_shapes": (_mismatched_shapes, r"shape \(30, 32, 24\) differs"),
     "not_nifti_content": (_not_nifti_content, "not a NIfTI file"),
     "not_nifti_name": (_not_nifti_name, "notes.txt: not a NIfTI file name"),
     "seg_label_3": (_seg_label_3, "unexpected label values 3"),
@@ -546,6 +545,30 @@ def test_bad_upload_shows_a_message_and_the_app_stays_usable(
     predict_ok(app)
 
 
+def test_sequences_on_different_grids_are_harmonised_or_refused_as_chosen(
+    app: App, tiny_paths: dict[str, Path], tmp_path: Path
+) -> None:
+    """auto (the default): preprocessed, and the section says so; never: refused as before harmonising existed."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    files = _mismatched_shapes(tiny_paths, bad)
+    app.harmonise_panel.mode.value = "off"
+    app.upload.value = upload_value(files)
+    assert app.message_kind == "error"
+    assert re.search(r"shape \(30, 32, 24\) differs", app.message_text), app.message_text
+    assert app.predict_button.disabled and app.study is None and app.harmonise_panel.box.layout.display == "none"
+    app.harmonise_panel.mode.value = "auto"  # the choice reloads the files
+    assert app.message_kind == "info" and "Raw study: preprocessed" in app.message_text, app.message_text
+    assert app.harmonise_panel.box.layout.display == "flex" and app.harmonise_panel.check.value[:4] == b"\x89PNG"
+    assert "FLAIR on other grids than T1" in app.harmonise_panel.summary.value
+    assert app.progress_label.value.startswith("Preprocessed in ")
+    predict_ok(app)
+    assert f"{app.study.name}_seg_1mm.nii.gz" in app.result.downloads
+    native = app.result.segmentation.native
+    assert native is not None and native.shape == (32, 32, 24)  # the T1CE's own grid
+    assert app.harmonise_panel.native.layout.display == ""
+
+
 def test_unexpected_error_is_a_short_message_and_the_app_recovers(
     app: App, tiny_paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -560,7 +583,8 @@ def test_unexpected_error_is_a_short_message_and_the_app_recovers(
     monkeypatch.setattr(brats_seg.pipeline, "segment", broken)
     app.predict_button.click()
     assert app.message_kind == "error"
-    assert app.message_text.startswith("Unexpected error (RuntimeError: CUDA out of memory (simulated))")
+    assert app.message_text.startswith(
+        "Internal error of brats-seg, not a problem found in your files (RuntimeError: CUDA out of memory (simulated))")
     assert "second line" not in app.message_text and "Traceback" not in app.message_text
     assert app.progress.bar_style == "danger" and not app.busy
     monkeypatch.setattr(brats_seg.pipeline, "segment", real)
