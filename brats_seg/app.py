@@ -59,6 +59,7 @@ from . import io, quality, report, viz
 from .app_harmonise import HarmonisePanel
 from .card import interval_line, postprocess_line, scores_line
 from .errors import ModelError, StudyError
+from .turns import Turns
 from .types import LABEL_NAMES, MODALITIES, Study
 
 if TYPE_CHECKING:
@@ -733,6 +734,7 @@ class App:
         self._render_lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._model_thread: threading.Thread | None = None
+        self.turns = Turns()  # one heavy job at a time across the server's kernels
 
         self._build()
         self._offer_options(self._read_card())
@@ -1289,7 +1291,7 @@ class App:
 
     def _load_and_harmonise(self) -> Study:
         """The uploaded study as the model reads it: harmonised when it is raw (and the choice allows)."""
-        from .harmonise import harmonise_if_needed
+        from .harmonise import decide, harmonise
         from .harmonise_outputs import registration_png
 
         mode = self.harmonise_panel.mode.value
@@ -1300,13 +1302,16 @@ class App:
         def say(text: str) -> None:
             self.progress_label.value = f"Preprocessing {raw.name}: {text}"
 
-        study, self.harmonised = harmonise_if_needed(raw, mode=mode, progress=say)
-        if self.harmonised is not None:
-            self.harmonise_panel.show(self.harmonised, registration_png(self.harmonised))
-            t = self.harmonised.timings
-            self.progress_label.value = f"Preprocessed in {t['total']:.1f} s: " + ", ".join(
-                f"{k.replace('_', ' ')} {v:.1f} s" for k, v in t.items() if k != "total")
-        return study
+        reasons = decide(raw, mode=mode)
+        if not reasons:
+            return raw.to_study()
+        with self.turns.turn(self._show_wait):  # a heavy job: after the other sessions' jobs
+            self.harmonised = harmonise(raw, reasons=reasons, progress=say)
+        self.harmonise_panel.show(self.harmonised, registration_png(self.harmonised))
+        t = self.harmonised.timings
+        self.progress_label.value = f"Preprocessed in {t['total']:.1f} s: " + ", ".join(
+            f"{k.replace('_', ' ')} {v:.1f} s" for k, v in t.items() if k != "total")
+        return self.harmonised.study
 
     # ---------------------------------------------------------------------------------------------
     # Example
@@ -1404,9 +1409,10 @@ class App:
             from .pipeline import segment
 
             self.progress_label.value = "Preparing..."
-            seg = segment(study, model, postprocessing=not self.keep_parts.value,
-                          tta_flips=False if self.quick.value else None,
-                          progress=self._progress_callback(start), harmonised=self.harmonised)
+            with self.turns.turn(self._show_wait) as waited:
+                seg = segment(study, model, postprocessing=not self.keep_parts.value,
+                              tta_flips=False if self.quick.value else None,
+                              progress=self._progress_callback(time.perf_counter()), harmonised=self.harmonised)
             self.progress_label.value = f"Computing volumes and scores... {time.perf_counter() - start:.1f} s"
             result = self._make_result(study, seg, model)
         except BaseException:
@@ -1420,8 +1426,9 @@ class App:
         self.progress.value = 100
         self.progress.bar_style = "success"
         quick = " Quick prediction: no test-time flips." if self.quick.value and model.card.tta_flips else ""
+        queued = f"waited {waited:.1f} s for other sessions, " if waited >= 0.5 else ""
         self.progress_label.value = (
-            f"Done in {time.perf_counter() - start:.1f} s (prepare {t.get('prepare', 0):.1f} s, "
+            f"Done in {time.perf_counter() - start:.1f} s ({queued}prepare {t.get('prepare', 0):.1f} s, "
             f"network {t.get('predict', 0):.1f} s, labels {t.get('postprocess', 0):.1f} s).{quick}"
         )
         wt = result.volumes["regions"]["WT"]["mL"]
@@ -1431,6 +1438,12 @@ class App:
         )
         self._scroll_to_review(study)
         return result
+
+    def _show_wait(self, place: int, waited: float) -> None:
+        """Say that this session waits for others' jobs on a shared server (see :mod:`brats_seg.turns`)."""
+        jobs = "job" if place == 1 else "jobs"
+        self.progress_label.value = (f"Waiting for {place} other {jobs} on this server to finish (place {place} in the "
+                                     f"queue, {waited:.0f} s so far)...")
 
     def _scroll_to_review(self, study: Study) -> None:
         """Bring the review section into view after the first successful prediction of ``study``.

@@ -1105,3 +1105,23 @@ def test_dicom_zip_with_an_unreadable_member_and_no_frame_of_reference(app: App,
     predict_ok(app)
     assert set(app.downloads()) == {"Dicom_02_seg.nii.gz", "Dicom_02_hesitation.nii.gz", "Dicom_02_report.json", "Dicom_02_views.png"}
     assert "No DICOM SEG download" in app.message_text and "FrameOfReferenceUID" in app.message_text
+
+
+def test_predict_waits_its_turn_behind_another_sessions_job(app: App, tiny_paths: dict[str, Path], tmp_path: Path) -> None:
+    """Another kernel's job (a ticket of a live process) runs first; this session shows its place, then predicts."""
+    import os
+    import threading
+
+    from brats_seg.turns import Turns
+
+    app.turns = Turns(tmp_path / "turns", poll_s=0.05)
+    app.upload.value = upload_value(list(tiny_paths.values()))
+    (tmp_path / "turns").mkdir()
+    other = tmp_path / "turns" / f"{0:020d}-{os.getpid()}-othersession.ticket"
+    other.touch()
+    labels: list[str] = []
+    app.progress_label.observe(lambda change: labels.append(change["new"]), "value")
+    threading.Timer(0.6, other.unlink).start()
+    predict_ok(app)
+    assert any(v.startswith("Waiting for 1 other job on this server to finish (place 1 in the queue") for v in labels), labels
+    assert "waited " in app.progress_label.value and "for other sessions" in app.progress_label.value
