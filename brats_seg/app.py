@@ -59,6 +59,7 @@ from . import io, quality, report, viz
 from .app_harmonise import HarmonisePanel
 from .card import interval_line, postprocess_line, scores_line
 from .errors import ModelError, StudyError
+from .server import session_temp_dir
 from .turns import Turns
 from .types import LABEL_NAMES, MODALITIES, Study
 
@@ -687,6 +688,8 @@ class App:
         preload_model: Load the model in a background thread as soon as the app is built (in a
             Voilà pre-heated kernel: as soon as a visitor opens the page). Default: when not
             ``synchronous``; otherwise the model loads at the first prediction.
+        own_temp_dir: Keep this kernel's temporary files in a folder of its own, removed with the
+            kernel (:func:`brats_seg.server.session_temp_dir`). Default: when not ``synchronous``.
 
     Attributes:
         widget: The root widget to display.
@@ -706,6 +709,7 @@ class App:
         cache_dir: str | Path | None = None,
         synchronous: bool = False,
         preload_model: bool | None = None,
+        own_temp_dir: bool | None = None,
     ) -> None:
         _setup_logging()
         self.model_dir = Path(model_dir) if model_dir is not None else None
@@ -735,6 +739,9 @@ class App:
         self._thread: threading.Thread | None = None
         self._model_thread: threading.Thread | None = None
         self.turns = Turns()  # one heavy job at a time across the server's kernels
+        # a kernel's temporary files in a folder of its own, gone with the kernel (tests keep the system's)
+        own_temp_dir = not synchronous if own_temp_dir is None else own_temp_dir
+        self.temp_dir = session_temp_dir() if own_temp_dir else None
 
         self._build()
         self._offer_options(self._read_card())
