@@ -256,7 +256,7 @@ def list_entries(files: Mapping[str, bytes | memoryview]) -> list[Entry]:
                             others.append(info)
                     if not found:
                         entries += _dicom_series_entries(archive, others, name)
-            except (zipfile.BadZipFile, OSError, ValueError):
+            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError, RuntimeError):
                 entries.append(Entry(name, None, name, False, len(data)))
             continue
         nifti = _is_nifti(name)

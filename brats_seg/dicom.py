@@ -162,8 +162,12 @@ def _read_header(path: Path):
 
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+    except InvalidDicomError as exc:
         raise StudyError(f"{path.name}: cannot be read as DICOM ({exc}); expected an intact DICOM file") from exc
+    except Exception as exc:  # pydicom parses the bytes with many exception types (the fuzzer found
+        # NotImplementedError for an unknown VR and BytesLengthException): all mean a damaged file
+        raise StudyError(f"{path.name}: cannot be read as DICOM ({type(exc).__name__}: {exc}); expected an intact "
+                         "DICOM file") from exc
 
 
 # --------------------------------------------------------------------------------------------------

@@ -991,7 +991,8 @@ def _extract_zip(zip_path: Path, dest: Path, *, tree: bool = False) -> tuple[lis
     budget = MAX_ZIP_BYTES
     try:
         archive = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError, RuntimeError) as exc:
+        # NotImplementedError: a member that needs a newer zip version (found by the fuzzer)
         raise StudyError(f"{zname}: not a valid zip file ({exc}); expected a .zip of one study") from exc
     with archive:
         members: list[tuple[zipfile.ZipInfo, list[str]]] = []

@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from brats_seg import harmonise, io, quality
+from brats_seg.app import list_entries
 from brats_seg.errors import StudyError
 from brats_seg.types import MODALITIES
 
@@ -63,9 +64,10 @@ VALID = {m: nifti_bytes(m) for m in MODALITIES}
 
 
 def load_and_check(files: dict[str, bytes], what: str) -> None:
-    """The property: load (and check) either succeeds or raises StudyError, in bounded time."""
+    """The property: listing and loading (and checking) either succeed or raise StudyError, in bounded time."""
     t0 = time.perf_counter()
     outcome = "loaded"
+    assert isinstance(list_entries(files), list)  # the dashboard's listing of an upload never raises
     try:
         study = io.load_study_from_bytes(files)
         quality.check_study(study)
