@@ -14,6 +14,7 @@ exit 1, a traceback or an "Internal error" on the page; a hang is a run killed a
 from __future__ import annotations
 
 import argparse
+import datetime
 import gzip
 import json
 import pickle
@@ -423,7 +424,8 @@ def run_dashboard(app, upload: dict[str, bytes] | None) -> tuple[str, bool]:
     """What the page says after the upload (and Predict, when the study loads); whether it is a crash."""
     if upload is None:
         return "n/a (a link cannot be uploaded)", False
-    app.set_files(upload)
+    app.upload.value = tuple({"name": n, "type": "", "size": len(d), "content": memoryview(d),
+                              "last_modified": datetime.datetime.now(datetime.UTC)} for n, d in upload.items())
     if app.study is None:
         text = app.message_text
         return f"refused: {text[:70]}", "Internal error" in text

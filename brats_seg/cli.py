@@ -383,8 +383,6 @@ def _resolve_inputs(inputs: Sequence[Path]) -> list[Any]:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from . import io, report
-    from .model import load_model
-    from .pipeline import segment
 
     sources = _resolve_inputs(args.inputs)
     _make_output_dir(args.output)
@@ -402,6 +400,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             continue
         t_load = time.perf_counter() - t0
         if model is None:  # after the first study passed its checks: bad input is refused without this cost
+            from .model import load_model  # torch, MONAI, fastai: seconds and a GB, only for work to do
+            from .pipeline import segment
+
             model = load_model(args.model, device=args.device)
         bar, update = _progress_bar(not args.no_progress, study.name)
         try:
