@@ -208,9 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="load and check studies without predicting: what would be refused, and warnings",
                        description="For each study: whether it loads (else the reason it would be refused, naming the "
                        "file) and the warnings of brats_seg.quality (not skull-stripped, implausible voxel sizes, thick "
-                       "slices, a sequence covering only part of the brain, file names of two studies), and whether "
-                       "predict would harmonise it (--harmonise; check does not run the registration). Loads no "
-                       "model; use it before a long batch. Exit status 0 when every study loads (warnings or not), 2 "
+                       "slices, a sequence covering only part of the brain, file names of two studies). A raw study is "
+                       "harmonised as predict would (--harmonise; about 10 s), so that a registration or skull "
+                       "stripping that fails is refused here too. Loads no model; use it before a long batch. Exit status 0 when every study loads (warnings or not), 2 "
                        "when one is refused.")
     _add_study_args(p)
 
@@ -422,13 +422,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         seg.timings["wall"] = round(time.perf_counter() - t0, 3)
         rep = report.study_report(study, seg, model, vols, scores)
         (args.output / f"{study.name}_report.json").write_text(json.dumps(rep, indent=2) + "\n")
-        wt = vols["regions"]["WT"]["mL"]
-        spread = ""
-        if seg.volume_range is not None:
-            low, high = min(seg.volume_range["regions"]["WT"]), max(seg.volume_range["regions"]["WT"])
-            ts = seg.volume_range["thresholds"]
-            spread = f", {low:.1f}\u2013{high:.1f} mL at thresholds {ts[0]:g}\u2013{ts[-1]:g}"
-        print(f"{study.name}: {out_seg} (WT {wt:.1f} mL{spread}, {seg.timings['wall']:.1f} s)")
+        print(f"{study.name}: {out_seg} ({_wt_line(vols, seg)}, {seg.timings['wall']:.1f} s)")
         if args.hesitation_map:
             if seg.uncertain is None:
                 print(f"no hesitation map for {study.name}: model {model.card.name} does not output region "
@@ -444,6 +438,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"brats-seg predict: {failures} of {len(sources)} studies skipped (bad input)", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK
+
+
+def _wt_line(vols: dict[str, Any], seg: Any) -> str:
+    """``WT 30.7 mL, 25.7–41.5 mL at thresholds 0.7–0.3`` (the range when the model has one)."""
+    spread = ""
+    if seg.volume_range is not None:
+        low, high = min(seg.volume_range["regions"]["WT"]), max(seg.volume_range["regions"]["WT"])
+        ts = seg.volume_range["thresholds"]
+        spread = f", {low:.1f}\u2013{high:.1f} mL at thresholds {ts[0]:g}\u2013{ts[-1]:g}"
+    return f"WT {vols['regions']['WT']['mL']:.1f} mL{spread}"
 
 
 def _load_for_predict(src: Any, args: argparse.Namespace, *, single: bool) -> tuple[Study, Any]:
@@ -486,35 +490,36 @@ def _write_harmonised(harmonised: Any, seg: Any, args: argparse.Namespace) -> No
 
 def cmd_check(args: argparse.Namespace) -> int:
     from . import io, quality
-    from .harmonise import decide
+    from .harmonise import decide, harmonise
 
     sources = _resolve_inputs(args.inputs)
-    counts = {"ok": 0, "with warnings": 0, "to harmonise": 0, "refused": 0}
+    counts = {"ok": 0, "with warnings": 0, "refused": 0}
     for src in sources:
+        note = ""
         try:
             load = io.load_study if args.harmonise == "off" else io.load_native_study
             raw = load(src, mapping=dict(args.mapping or ()), partial_mapping=len(sources) > 1)
             reasons = decide(raw, mode=args.harmonise) if isinstance(raw, RawStudy) else []
+            if reasons:  # as predict would: registration and skull stripping can refuse a study too
+                harmonised = harmonise(raw, reasons=reasons)
+                note = f"raw study, harmonised in {harmonised.timings['total']:.1f} s ({'; '.join(reasons)}); "
+                study = harmonised.study
+            else:
+                study = raw.to_study() if isinstance(raw, RawStudy) else raw
         except StudyError as e:
             counts["refused"] += 1
             where = src if isinstance(src, Path) else ", ".join(str(p) for p in src)
             print(f"{where}: refused: {_one_line(e)}")
             continue
-        if reasons:
-            counts["to harmonise"] += 1
-            files = ", ".join(f"{m} {raw.sources[m]} ({raw.grid_text(m)})" for m in raw.images)
-            print(f"{raw.name}: raw study, predict will harmonise it: {'; '.join(reasons)} ({files})")
-            continue
-        study = raw.to_study() if isinstance(raw, RawStudy) else raw
         warnings = quality.check_study(study)
         counts["with warnings" if warnings else "ok"] += 1
         files = ", ".join(f"{m} {study.sources[m]}" for m in study.sources)
         status = f"{len(warnings)} warning{'s' * (len(warnings) != 1)}" if warnings else "ok"
-        print(f"{study.name}: {status} ({study.grid_text}; {files})")
+        print(f"{study.name}: {status} ({note}{study.grid_text}; {files})")
         for warning in warnings:
             print(f"  warning: {warning}")
     print(f"{len(sources)} {'study' if len(sources) == 1 else 'studies'}: "
-          + ", ".join(f"{n} {what}" for what, n in counts.items() if n or what != "to harmonise"))
+          + ", ".join(f"{n} {what}" for what, n in counts.items()))
     return EXIT_BAD_INPUT if counts["refused"] else EXIT_OK
 
 

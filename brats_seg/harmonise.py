@@ -44,6 +44,7 @@ __all__ = [
     "MAX_ROTATION_DEG",
     "MAX_SHIFT_MM",
     "MIN_BRAIN_ML",
+    "MIN_EXTENT_MM",
     "MIN_MUTUAL_INFORMATION",
     "MODES",
     "REFERENCE",
@@ -75,6 +76,9 @@ MAX_SHIFT_MM: float = 80.0
 
 #: A skull-stripping mask smaller than this (mL) means no brain was found (a brain is 1,100-1,800 mL).
 MIN_BRAIN_ML: float = 200.0
+
+#: The smallest field of view (mm, along each axis) that harmonising takes: less is no head.
+MIN_EXTENT_MM: float = 32.0
 
 #: What ``--harmonise`` / the dashboard's choice accept.
 MODES: tuple[str, ...] = ("auto", "on", "off")
@@ -269,9 +273,9 @@ def harmonise(
     say = progress or (lambda _text: None)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    ref_image = raw.images[reference]
-    ref_affine = raw.affines[reference]
+    ref_image, ref_affine = raw.images[reference], raw.affines[reference]
     affine, shape = grid_1mm(ref_affine, ref_image.shape)
+    _check_head_sized(shape, source=raw.sources.get(reference, reference))
     fixed = to_sitk(ref_image, ref_affine)
     grid = to_sitk(np.zeros(shape, dtype=np.float32), affine)
     ref_1mm = _resample(fixed, grid, sitk.Transform(3, sitk.sitkIdentity))
@@ -302,6 +306,16 @@ def harmonise(
     return Harmonised(study=study, reference=reference, native=native, native_image=ref_image, brain=brain,
                       skull_stripped=bool(skull_strip), transforms=transforms, registration=registration,
                       reasons=list(reasons or []), timings=timings)
+
+
+def _check_head_sized(shape: tuple[int, ...], *, source: str) -> None:
+    """Refuse a reference too small to register and skull-strip (a slice, a crop of a few mm)."""
+    if min(shape) * GRID_MM < MIN_EXTENT_MM:
+        raise StudyError(
+            f"{source}: a field of view of {' x '.join(f'{n * GRID_MM:g}' for n in shape)} mm; expected a head, at least "
+            f"{MIN_EXTENT_MM:g} mm along each axis, to register the sequences and find the brain (or give the study "
+            "already skull-stripped and co-registered, with --harmonise off)"
+        )
 
 
 def _brain(raw: RawStudy, reference: str, ref_1mm: np.ndarray, grid: sitk.Image, *, skull_strip: bool) -> np.ndarray:
@@ -431,8 +445,9 @@ def _skull_strip(image: np.ndarray, affine: np.ndarray, *, source: str) -> np.nd
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation note: deepbet's to mend
             _, mask_image, _ = BrainExtraction(no_gpu=not torch.cuda.is_available()).run(nifti)
-    except (AssertionError, ValueError) as exc:  # deepbet asserts on an empty foreground
-        raise StudyError(f"{source}: skull stripping found no brain ({exc}); expected a head MR image") from None
+    except (AssertionError, ValueError, RuntimeError) as exc:  # deepbet asserts on an empty foreground; torch
+        # refuses a box of no voxels (both found by benchmarks/hostile_inputs.py)
+        raise StudyError(f"{source}: skull stripping found no brain ({str(exc)[:120]}); expected a head MR image") from None
     finally:
         torch.set_num_threads(threads)
     mask = np.asarray(mask_image.dataobj).astype(bool).reshape(image.shape)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import zipfile
 from pathlib import Path
@@ -255,3 +256,47 @@ def zip_tree(folder: str | Path, *, prefix: str | None = None, compress: bool = 
             if p.is_file():
                 z.write(p, f"{top}/{p.relative_to(folder)}" if top else str(p.relative_to(folder)))
     return buffer.getvalue()
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def voila_server(root: Path, log_dir: Path, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()):
+    """``voila app.ipynb`` on a free loopback port (one torch thread per kernel); yields its address."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    voila = shutil.which("voila") or str(Path(sys.executable).with_name("voila"))
+    log = open(log_dir / "voila.log", "w")
+    proc = subprocess.Popen(
+        [voila, "app.ipynb", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1", *args],
+        cwd=root, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.5)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

@@ -7,12 +7,7 @@ Skipped with a reason when chromium, Playwright or the real data are missing.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,12 +20,6 @@ ARTIFACTS = ROOT / "artifacts" / "browser"
 pytestmark = [pytest.mark.browser, pytest.mark.data]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def voila_url(tmp_path_factory: pytest.TempPathFactory):
     if not Path(CHROMIUM).exists():
@@ -38,29 +27,10 @@ def voila_url(tmp_path_factory: pytest.TempPathFactory):
     pytest.importorskip("playwright.sync_api")
     if not (ROOT / "model" / "model.json").is_file():
         pytest.skip("no bundled model in model/")
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("voila") / "voila.log", "w")
-    voila = shutil.which("voila") or str(Path(sys.executable).with_name("voila"))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [voila, "app.ipynb", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.5)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    from helpers import voila_server
+
+    with voila_server(ROOT, tmp_path_factory.mktemp("voila")) as url:
+        yield url
 
 
 def dicom_zip_of(case: Path, tmp_path: Path) -> Path:

@@ -175,6 +175,19 @@ def test_sequence_far_from_the_others_is_refused(tmp_path: Path) -> None:
         harmonise.harmonise(raw, skull_strip=False)
 
 
+def test_a_reference_too_small_for_a_head_is_refused(tmp_path: Path) -> None:
+    """A single slice (once a torch RuntimeError inside deepbet) is no head to register or skull-strip."""
+    images, _ = tiny_volumes((64, 64, 1))
+    folder = tmp_path / "Slice_1"
+    folder.mkdir()
+    for m, suffix in (("T1", "t1"), ("T1CE", "t1ce"), ("T2", "t2"), ("FLAIR", "flair")):
+        write_nifti(folder / f"Slice_1_{suffix}.nii.gz", images[m], brats_affine((64, 64, 1)))
+    raw = io.load_native_study(folder)
+    with pytest.raises(StudyError, match=r"^Slice_1_t1ce.nii.gz: a field of view of 64 x 64 x 1 mm; expected a head, "
+                       r"at least 32 mm along each axis"):
+        harmonise.harmonise(raw)
+
+
 def test_skull_stripping_that_finds_no_brain_is_refused() -> None:
     rng = np.random.default_rng(0)
     noise = rng.uniform(0, 1, (64, 64, 48)).astype(np.float32) * (rng.uniform(size=(64, 64, 48)) > 0.999)
@@ -231,8 +244,8 @@ def test_cli_predict_and_check_a_raw_study(tiny_model_dir: Path, tmp_path: Path,
     write_raw_study(tmp_path / "Raw_7")
     code = main(["check", str(tmp_path / "Raw_7")])
     out = capsys.readouterr().out
-    assert code == 0 and "Raw_7: raw study, predict will harmonise it: T2, FLAIR on other grids" in out
-    assert out.splitlines()[-1] == "1 study: 0 ok, 0 with warnings, 1 to harmonise, 0 refused"
+    assert code == 0 and "(raw study, harmonised in " in out and "(T2, FLAIR on other grids than T1" in out, out
+    assert out.splitlines()[-1] in ("1 study: 1 ok, 0 with warnings, 0 refused", "1 study: 0 ok, 1 with warnings, 0 refused")
     code = main(["predict", str(tmp_path / "Raw_7"), "--output", str(tmp_path / "out"), "--model", str(tiny_model_dir),
                  "--no-progress", "--hesitation-map", "--save-preprocessed"])
     out, err = capsys.readouterr()

@@ -31,12 +31,12 @@ def raw_study(shared_data: Path) -> Path:
     return folder
 
 
-def test_check_says_the_raw_study_will_be_harmonised(raw_study: Path, capsys) -> None:
+def test_check_harmonises_the_raw_study_as_predict_would(raw_study: Path, capsys) -> None:
     assert main(["check", str(raw_study)]) == 0
     out = capsys.readouterr().out
-    assert f"{NAME}: raw study, predict will harmonise it: T2, FLAIR on other grids than T1" in out
+    assert f"{NAME}: ok (raw study, harmonised in " in out and "(T2, FLAIR on other grids than T1" in out, out
     assert "T1CE slices of 5.5 mm" in out and "not skull-stripped" in out
-    assert out.splitlines()[-1] == "1 study: 0 ok, 0 with warnings, 1 to harmonise, 0 refused"
+    assert out.splitlines()[-1] == "1 study: 1 ok, 0 with warnings, 0 refused"
 
 
 def test_predict_raw_study_labels_on_the_native_t1ce_grid(raw_study: Path, tmp_path: Path, capsys) -> None:
@@ -93,7 +93,8 @@ def test_a_flair_that_cannot_be_registered_is_refused_naming_it(raw_study: Path,
     else:
         path = _copy_with(raw_study, tmp_path / NAME, "_fla.nii.gz", shift_mm=400.0)
     code = main(["check", str(tmp_path / NAME)])
-    assert code == 0 and "predict will harmonise it" in capsys.readouterr().out  # check does not register
+    out = capsys.readouterr().out
+    assert code == 2 and f"refused: {path.name}: " in out and expected in out, out  # check refuses what predict would
     code = main(["predict", str(tmp_path / NAME), "--output", str(tmp_path / "out"), "--no-progress", "--no-tta"])
     err = capsys.readouterr().err
     assert code == 2, err

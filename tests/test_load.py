@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import base64
 import gzip
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -38,44 +33,20 @@ SEG_HREF = ("() => { const a = [...document.querySelectorAll('.brats-downloads a
             ".find(a => a.getAttribute('download').endsWith('_seg.nii.gz')); return a ? a.href : null; }")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, shared_data: Path):
     """A Voilà server with kernels culled 4 s after their page closes; its kernels' temporary files in ``tmp``."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api")
+    from helpers import voila_server
+
     root = tmp_path_factory.mktemp("load")
     tmp, turns = root / "tmp", root / "turns"
     tmp.mkdir()
-    port = free_port()
-    voila = shutil.which("voila") or str(Path(sys.executable).with_name("voila"))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp), "BRATS_SEG_TURNS_DIR": str(turns)}
-    log = open(root / "voila.log", "w")
-    proc = subprocess.Popen(
-        [voila, "app.ipynb", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-         "--MappingKernelManager.cull_idle_timeout=4", "--MappingKernelManager.cull_interval=2"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.5)
-    yield {"url": f"http://127.0.0.1:{port}/", "tmp": tmp}
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with voila_server(ROOT, root, env={"TMPDIR": str(tmp), "BRATS_SEG_TURNS_DIR": str(turns)},
+                      args=("--MappingKernelManager.cull_idle_timeout=4", "--MappingKernelManager.cull_interval=2")) as url:
+        yield {"url": url, "tmp": tmp}
 
 
 def upload(page, case: Path) -> None:
