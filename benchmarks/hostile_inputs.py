@@ -205,7 +205,8 @@ def dicom_case(edit: Callable[[Path], None] | None = None):
 
 
 def _gzip_bomb(paths: dict[str, Path]) -> None:
-    header = nib.load(paths["T1"]).header
+    header = nib.load(paths["T1"]).header.copy()
+    header["vox_offset"] = 352
     with gzip.open(paths["T1"], "wb", compresslevel=1) as f:
         f.write(header.binaryblock + b"\0" * 4)
         zeros = bytes(1 << 24)
@@ -329,7 +330,7 @@ def kinds() -> dict[str, tuple[str, str, Callable[[Path, Path], Path]]]:
         "hdr_30000cubed": ("refuse", "T1 header claims 30000^3 voxels", header_bytes_case(42, np.array([30000] * 3, "<i2").tobytes())),
         "dim_negative": ("refuse", "T1 dims (240,-240,155)", header_bytes_case(44, np.array([-240], "<i2").tobytes())),
         "dim_zero": ("refuse", "T1 dims (240,0,155)", header_bytes_case(44, np.array([0], "<i2").tobytes())),
-        "dim0_5": ("refuse", "T1 dim[0]=5", header_bytes_case(40, np.array([5], "<i2").tobytes())),
+        "dim0_5": ("accept", "T1 dim[0]=5, dims 4 and 5 of size 1 (still 3-D)", header_bytes_case(40, np.array([5], "<i2").tobytes())),
         "4d_volume": ("refuse", "T1 is 4-D (4 volumes)", t1_rewrite(data_fn=lambda a: np.stack([a] * 4, axis=-1))),
         "dtype_complex": ("refuse", "T1 stored as complex64", t1_rewrite(data_fn=lambda a: a.astype(np.complex64))),
         "dtype_rgb24": ("refuse", "T1 datatype code RGB24", header_bytes_case(70, np.array([128, 24], "<i2").tobytes())),
@@ -337,8 +338,8 @@ def kinds() -> dict[str, tuple[str, str, Callable[[Path, Path], Path]]]:
         "inf_voxels": ("refuse", "T1 float32 with +inf voxels", t1_rewrite(data_fn=lambda a: np.where(np.arange(a.size).reshape(a.shape) < 100, np.inf, a).astype(f4))),
         "all_zero": ("refuse", "T1 all zeros", t1_rewrite(data_fn=lambda a: np.zeros_like(a))),
         "constant": ("refuse", "T1 constant 100", t1_rewrite(data_fn=lambda a: np.full_like(a, 100))),
-        "tiny_8cubed": ("accept", "all four 8x8x8 voxels", all_four(small((8, 8, 8)))),
-        "single_slice": ("accept", "all four 64x64x1", all_four(small((64, 64, 1)))),
+        "tiny_8cubed": ("refuse", "all four 8x8x8 voxels (no head: harmonising refuses it)", all_four(small((8, 8, 8)))),
+        "single_slice": ("refuse", "all four 64x64x1 (no head: harmonising refuses it)", all_four(small((64, 64, 1)))),
         "pixdim_1000": ("refuse", "T1 pixdim 1000 mm, codes 0", header_bytes_case(76, np.array([1, 1000, 1000, 1000], "<f4").tobytes())),
         "pixdim_zero": ("refuse", "T1 pixdim 0, sform/qform codes 0", _pixdim_zero),
         "affine_singular": ("refuse", "all four: sform all zero, qform code 0", _affine_singular),
