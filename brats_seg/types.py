@@ -96,7 +96,7 @@ class RawStudy:
         affines: The voxel-to-world affine of each modality's file or series.
         headers: The NIfTI header of each modality (for DICOM, one made from the series' geometry).
         sources: File (or series) name of each modality (and ``SEG`` when a ground truth is present).
-        truth: Optional ground truth on the T1 grid (only read when every file shares one grid).
+        truth: Optional ground truth on the T1 grid (a study with one shares that grid in every file).
         sha256: sha256 of each source, keyed like ``sources``.
         dicom: For DICOM input, the series keyed by modality; else None.
     """
