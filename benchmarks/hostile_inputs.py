@@ -381,7 +381,7 @@ def kinds() -> dict[str, tuple[str, str, Callable[[Path, Path], Path]]]:
         "analyze_header": ("refuse", "T1 has a 348-byte header without NIfTI magic", header_bytes_case(344, b"\0\0\0\0")),
         "hdr_img_pair_magic": ("refuse", "T1 has the magic of a .hdr/.img pair", header_bytes_case(344, b"ni1\0")),
         "budget_400cubed": ("refuse", "four 400^3 1 mm volumes of a repeating pattern", _budget_400),
-        "scl_slope_inf": ("refuse", "T1 scl_slope = +inf", header_bytes_case(112, np.array([np.inf], "<f4").tobytes())),
+        "scl_slope_inf": ("accept", "T1 scl_slope = +inf (nibabel ignores a non-finite slope: the file's own values)", header_bytes_case(112, np.array([np.inf], "<f4").tobytes())),
         "scl_slope_nan": ("accept", "T1 scl_slope = NaN (the standard: ignore, use 1)", header_bytes_case(112, np.array([np.nan], "<f4").tobytes())),
         "name_300_chars": ("refuse", "upload names of 300 characters (dashboard only)", _t1_only),
         "mixed_studies": ("accept", "FLAIR of another case (warned, not refused)", _mixed),
