@@ -78,7 +78,7 @@ MAX_SHIFT_MM: float = 80.0
 MIN_BRAIN_ML: float = 200.0
 
 #: The smallest field of view (mm, along each axis) that harmonising takes: less is no head.
-MIN_EXTENT_MM: float = 32.0
+MIN_EXTENT_MM: float = 16.0
 
 #: What ``--harmonise`` / the dashboard's choice accept.
 MODES: tuple[str, ...] = ("auto", "on", "off")

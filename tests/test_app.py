@@ -213,7 +213,8 @@ def test_notebook_only_wires_the_app_and_has_no_outputs() -> None:
 
 def test_voila_configuration() -> None:
     config = json.loads((ROOT / "voila.json").read_text())
-    assert config["VoilaConfiguration"] == {"preheat_kernel": True, "default_pool_size": 1}
+    assert config["VoilaConfiguration"] == {"preheat_kernel": True, "default_pool_size": 1,
+                                            "multi_kernel_manager_class": "brats_seg.kernel_cap.CappedKernelManager"}
     assert config["Voila"]["tornado_settings"]["websocket_max_message_size"] >= 200 * 1024**2
     assert config["MappingKernelManager"] == {"cull_idle_timeout": 1800, "cull_interval": 300}
     procfile = (ROOT / "Procfile").read_text().strip()

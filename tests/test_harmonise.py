@@ -184,7 +184,7 @@ def test_a_reference_too_small_for_a_head_is_refused(tmp_path: Path) -> None:
         write_nifti(folder / f"Slice_1_{suffix}.nii.gz", images[m], brats_affine((64, 64, 1)))
     raw = io.load_native_study(folder)
     with pytest.raises(StudyError, match=r"^Slice_1_t1ce.nii.gz: a field of view of 64 x 64 x 1 mm; expected a head, "
-                       r"at least 32 mm along each axis"):
+                       r"at least 16 mm along each axis"):
         harmonise.harmonise(raw)
 
 
