@@ -697,7 +697,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             pred = load_prediction(args.predictions / f"{study.name}_seg.nii.gz", study)
         seconds = time.perf_counter() - t0
         row: dict[str, Any] = {"case": study.name}
-        row.update(metrics.flatten_scores(metrics.score(pred, study.truth_map)))
+        row.update(metrics.flatten_scores(metrics.score(pred, study.truth_map, per_label=True)))
         row["seconds"] = round(seconds, 2)
         rows.append(row)
     keys = list(rows[0])
@@ -751,7 +751,8 @@ def cross_validation_members(model: Any) -> dict[str, Any]:
 def format_summary(summary: dict[str, dict[str, float]]) -> str:
     """A plain-text table of the summary: one row per metric, with the 95% interval of the mean when known."""
     lines = [f"{'metric':<10} {'mean':>8} {'95% CI of the mean':>19} {'median':>8} {'std':>8} {'n':>4}"]
-    for key in sorted(summary, key=lambda k: (k.split("_")[0], ["ET", "TC", "WT"].index(k.split("_")[1]) if k.split("_")[1] in ("ET", "TC", "WT") else 9)):
+    order = ["ET", "TC", "WT", "NCR", "ED"]  # the regions, then the labels NCR and ED (the label ET is the region)
+    for key in sorted(summary, key=lambda k: (k.split("_")[0], order.index(k.split("_")[1]) if k.split("_")[1] in order else 9)):
         s = summary[key]
         ci = f"{s['ci_low']:.3f}\u2013{s['ci_high']:.3f}" if "ci_low" in s and "ci_high" in s and s["n"] >= 2 else "-"
         lines.append(f"{key:<10} {s['mean']:>8.3f} {ci:>19} {s['median']:>8.3f} {s['std']:>8.3f} {int(s['n']):>4}")

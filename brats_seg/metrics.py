@@ -17,6 +17,7 @@ from .types import REGIONS, LabelMap
 
 __all__ = [
     "HD95_EMPTY_PENALTY",
+    "SCORE_LABELS",
     "SCORE_REGIONS",
     "bootstrap_ci",
     "dice",
@@ -32,6 +33,9 @@ HD95_EMPTY_PENALTY: float = 373.13
 
 #: Region order of :func:`score` results.
 SCORE_REGIONS: tuple[str, ...] = tuple(REGIONS)  # ("ET", "TC", "WT")
+
+#: The labels scored on their own with ``score(..., per_label=True)``; the label ET (4) is the region ET.
+SCORE_LABELS: dict[str, int] = {"NCR": 1, "ED": 2}
 
 
 def _mask_pair(pred: np.ndarray, truth: np.ndarray, *, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -151,18 +155,21 @@ def score(
     truth: LabelMap | np.ndarray,
     *,
     spacing: Sequence[float] | None = None,
+    per_label: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """Dice and HD95 per BraTS region of a predicted label map against a ground truth.
+    """Dice and HD95 per BraTS region (and, with ``per_label``, per label) of a predicted label map.
 
     Args:
         pred: Predicted BraTS label map (values 0, 1, 2, 4), a ``LabelMap`` or an array.
         truth: Ground-truth label map on the same grid.
         spacing: Voxel size in mm. When None, taken from whichever argument is a ``LabelMap``
             (they must agree if both are), else 1 mm isotropic.
+        per_label: Also score the labels NCR (1) and ED (2) on their own, as the original work's
+            table does (the label ET is the region ET).
 
     Returns:
-        ``{"ET": {"dice": .., "hd95": ..}, "TC": {...}, "WT": {...}}``; see :func:`dice` and
-        :func:`hd95` for the empty-region conventions.
+        ``{"ET": {"dice": .., "hd95": ..}, "TC": {...}, "WT": {...}}``, then ``"NCR"`` and ``"ED"``
+        with ``per_label``; see :func:`dice` and :func:`hd95` for the empty-region conventions.
 
     Raises:
         ValueError: if the shapes differ (both are stated), the two ``LabelMap`` spacings differ
@@ -186,10 +193,13 @@ def score(
     check_labels(t, name="ground truth")
     p_regions = labels_to_regions(p, regions=SCORE_REGIONS)
     t_regions = labels_to_regions(t, regions=SCORE_REGIONS)
-    return {
+    out = {
         region: {"dice": dice(pr, tr), "hd95": hd95(pr, tr, spacing=spacing)}
         for region, pr, tr in zip(SCORE_REGIONS, p_regions, t_regions, strict=True)
     }
+    for name, value in SCORE_LABELS.items() if per_label else ():
+        out[name] = {"dice": dice(p == value, t == value), "hd95": hd95(p == value, t == value, spacing=spacing)}
+    return out
 
 
 def flatten_scores(scores: Mapping[str, Mapping[str, float]]) -> dict[str, float]:

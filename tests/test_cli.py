@@ -402,7 +402,7 @@ def test_internal_error_exits_1_with_traceback(
 # evaluate
 # --------------------------------------------------------------------------------------------------
 
-METRIC_COLUMNS = [f"{m}_{r}" for r in ("ET", "TC", "WT") for m in ("dice", "hd95")]
+METRIC_COLUMNS = [f"{m}_{r}" for r in ("ET", "TC", "WT", "NCR", "ED") for m in ("dice", "hd95")]
 
 
 def read_scores(folder: Path) -> list[dict[str, str]]:

@@ -301,3 +301,22 @@ def test_bootstrap_ci_is_deterministic_and_narrows_with_lower_confidence():
 def test_bootstrap_ci_refuses_bad_input(values, kwargs, match):
     with pytest.raises(ValueError, match=match):
         bootstrap_ci(values, **kwargs)
+
+
+def test_score_per_label_scores_ncr_and_ed_on_their_own() -> None:
+    truth = np.zeros((10, 10, 10), dtype=np.uint8)
+    truth[2:8, 2:8, 2:8] = 2
+    truth[3:7, 3:7, 3:7] = 1
+    truth[4:6, 4:6, 4:6] = 4
+    pred = truth.copy()
+    pred[3:7, 3:7, 3] = 2  # one slice of NCR called oedema: TC and NCR lose, WT does not
+    plain = score(pred, truth)
+    assert list(plain) == ["ET", "TC", "WT"]
+    full = score(pred, truth, per_label=True)
+    assert list(full) == ["ET", "TC", "WT", "NCR", "ED"]
+    assert full["WT"]["dice"] == 1.0 and full["ET"] == plain["ET"]
+    ncr_t, ncr_p = int((truth == 1).sum()), int((pred == 1).sum())  # 56 and 40 voxels, all of pred inside truth
+    assert full["NCR"]["dice"] == pytest.approx(2 * ncr_p / (ncr_p + ncr_t))
+    ed_t, ed_p = int((truth == 2).sum()), int((pred == 2).sum())
+    assert full["ED"]["dice"] == pytest.approx(2 * ed_t / (ed_p + ed_t))
+    assert full["ED"]["hd95"] >= 0.0 and full["NCR"]["hd95"] > 0.0
