@@ -434,10 +434,10 @@ def test_bundled_model_card_states_its_unseen_case_scores(bundled_card: ModelCar
     assert ("(nested cross-validation)" in line) == bool(bundled_card.postprocess)
     assert "measured without the test-time flips" not in line  # measured as the card predicts
     # the figures the READMEs quote
-    assert line.startswith("mean Dice WT 0.843, TC 0.773, ET 0.716; WT HD95 11.0 mm over 23 cases")
+    assert line.startswith("mean Dice WT 0.858, TC 0.778, ET 0.719; WT HD95 9.7 mm over 23 cases")
     # and their intervals, recorded by the same evaluate command
     assert interval_line(bundled_card) == ("95% intervals of these means (bootstrap over the 23 cases): Dice WT "
-                                          "0.79\u20130.88, TC 0.68\u20130.85, ET 0.63\u20130.79; WT HD95 6.3\u201317.3 mm")
+                                          "0.82\u20130.89, TC 0.69\u20130.85, ET 0.64\u20130.79; WT HD95 6.2\u201314.6 mm")
 
 
 @pytest.mark.parametrize(("postprocess", "expected"), [
