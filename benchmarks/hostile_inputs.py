@@ -325,6 +325,11 @@ def _t1_only(base: Path, out: Path) -> Path:
 
 
 def kinds() -> dict[str, tuple[str, str, Callable[[Path, Path], Path]]]:
+    """Every kind: name -> (expected outcome, what it is, builder(base, out) -> the input path)."""
+    return {**_header_kinds(), **_study_kinds()}
+
+
+def _header_kinds() -> dict[str, tuple[str, str, Callable[[Path, Path], Path]]]:
     f4 = np.float32
     return {
         "hdr_30000cubed": ("refuse", "T1 header claims 30000^3 voxels", header_bytes_case(42, np.array([30000] * 3, "<i2").tobytes())),
@@ -355,6 +360,11 @@ def kinds() -> dict[str, tuple[str, str, Callable[[Path, Path], Path]]]:
         "zip_symlink": ("refuse", "zip with a symlink member", _zip_symlink),
         "five_sequences": ("refuse", "a fifth file _dwi.nii.gz", files_case(lambda f, p: shutil.copy(p["T1"], f / f"{CASE}_dwi.nii.gz"))),
         "duplicate_modality": ("refuse", "both _t1 and _T1", files_case(lambda f, p: shutil.copy(p["T1"], f / f"{CASE}_T1.nii.gz"))),
+    }
+
+
+def _study_kinds() -> dict[str, tuple[str, str, Callable[[Path, Path], Path]]]:
+    return {
         "shape_mismatch": ("accept", "T1 240x240x154 (harmonised since issue 17)", t1_rewrite(data_fn=lambda a: np.ascontiguousarray(a[:, :, :154]))),
         "affine_shift_1mm": ("accept", "T1 affine shifted 1 mm (harmonised)", _affine_shift),
         "weird_names": ("accept", "names with $(...), backticks, ;, quotes, unicode, spaces", _weird_names),
