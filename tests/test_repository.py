@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -54,6 +55,20 @@ def test_pre_commit_pins_the_ruff_of_requirements() -> None:
     ruff = re.search(r"^ruff==(\S+)$", (ROOT / "requirements.txt").read_text(), re.M)
     assert ruff, "requirements.txt: expected a pinned ruff==VERSION"
     assert f"rev: v{ruff.group(1)}" in (ROOT / ".pre-commit-config.yaml").read_text()
+
+
+def test_model_card_keeps_provenance_in_docs() -> None:
+    """The runtime card stays small; each member's nested training record lives in docs/model/."""
+    card_path = ROOT / "model" / "model.json"
+    if not card_path.is_file():
+        pytest.skip("no bundled model in model/")
+    size = card_path.stat().st_size
+    assert size < 64 * 2**10, f"model/model.json: expected under 64 KiB (history in docs/), found {size:,} B"
+    card = json.loads(card_path.read_text())
+    assert (ROOT / card["provenance"]["records"]).is_file() and (ROOT / card["provenance"]["docs"]).is_file()
+    records = json.loads((ROOT / card["provenance"]["records"]).read_text())
+    assert records["name"] == card["name"] and records["sha256"] == card["sha256"]
+    assert set(records["members"]) == {member["file"] for member in card["members"]}
 
 
 def test_ci_runs_the_readme_test_command() -> None:
