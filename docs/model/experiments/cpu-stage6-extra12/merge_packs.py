@@ -1,7 +1,7 @@
 """Merge training packs written by ``brats-seg pack`` (same preprocessing) into one.
 
-    python experiments/cpu-stage6-extra12/merge_packs.py runs/brats23_2mm.npz ../shared/data/packs/brats12_2mm.npz \
-        --output runs/brats35_2mm.npz
+    python docs/model/experiments/cpu-stage6-extra12/merge_packs.py \
+        runs/brats23_2mm.npz ../shared/data/packs/brats12_2mm.npz --output runs/brats35_2mm.npz
 """
 
 from __future__ import annotations

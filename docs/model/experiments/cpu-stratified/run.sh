@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Retrain the two members whose training cases change when the LGG cases are split across folds
-# (folds 1 and 3 of experiments/cpu-stratified/splits.json), through the same three stages as the
+# (folds 1 and 3 of docs/model/experiments/cpu-stratified/splits.json), through the same three stages as the
 # shipped members; the two folds run side by side, one thread each. Log: runs/strat.log.
-#   usage: bash experiments/cpu-stratified/run.sh   (from the repository root)
+#   usage: bash docs/model/experiments/cpu-stratified/run.sh   (from the repository root)
 set -euo pipefail
 py=${PYTHON:-.venv/bin/python}
-splits=experiments/cpu-stratified/splits.json
+splits=docs/model/experiments/cpu-stratified/splits.json
 pack=.gpu/brats23_2mm.npz
 export OMP_NUM_THREADS=1
 stage() {  # stage NAME FOLD [train options]
