@@ -26,6 +26,8 @@ from brats_seg.metrics import bootstrap_ci  # noqa: E402
 REGIONS = ("WT", "TC", "ET")
 #: The paired comparison's columns: each region's Dice, then the whole tumour's HD95.
 PAIRED = tuple(f"dice_{r}" for r in REGIONS) + ("hd95_WT",)
+#: Per label (``evaluate`` scores NCR and ED on their own since the per-label scores landed; ET is a region).
+PAIRED_LABELS = ("dice_NCR", "dice_ED", "hd95_NCR", "hd95_ED")
 
 
 def read_scores(folder: Path) -> dict[str, dict[str, float]]:
@@ -56,6 +58,17 @@ def paired_change(base: dict[str, dict[str, float]], other: dict[str, dict[str, 
             "up": sum(d > 0 for d in changes), "down": sum(d < 0 for d in changes)}
 
 
+def print_paired(base: dict[str, dict[str, float]], tables: dict[Path, dict[str, dict[str, float]]],
+                 columns: Sequence[str]) -> None:
+    """Print one Markdown row per later folder: the paired change of each column against ``base``."""
+    print("| evaluation | n | " + " | ".join(columns) + " |")
+    print("|---|---|" + "---|" * len(columns))
+    for folder, rows in list(tables.items())[1:]:
+        changes = [paired_change(base, rows, c) for c in columns]
+        print(f"| {folder.name} | {min(d['n'] for d in changes)} | " + " | ".join(
+            f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]; {d['up']}/{d['down']}" for d in changes) + " |")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="+", type=Path, help="evaluate --output folders (each with scores.csv); the first is the base")
@@ -76,12 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Paired change against {base_folder.name} (mean over shared cases [95% bootstrap interval]; cases up/down; "
               "a higher Dice is better, a higher HD95 worse):")
         print()
-        print("| evaluation | n | " + " | ".join(PAIRED) + " |")
-        print("|---|---|" + "---|" * len(PAIRED))
-        for folder, rows in list(tables.items())[1:]:
-            changes = [paired_change(base, rows, c) for c in PAIRED]
-            print(f"| {folder.name} | {min(d['n'] for d in changes)} | " + " | ".join(
-                f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]; {d['up']}/{d['down']}" for d in changes) + " |")
+        with_labels = all(PAIRED_LABELS[0] in row for rows in tables.values() for row in rows.values())
+        print_paired(base, tables, PAIRED)
+        if with_labels:
+            print()
+            print_paired(base, tables, PAIRED_LABELS)
     print()
     cases = sorted({case for rows in tables.values() for case in rows})
     print("| case | " + " | ".join(f"{f.name} WT/TC/ET" for f in tables) + " |")
