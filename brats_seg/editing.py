@@ -14,12 +14,21 @@ the labels byte for byte, and it says how many voxels differ from the model's an
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
-from .types import LABEL_NAMES
+from .types import LABEL_NAMES, Study
+
+#: Where "save for training" writes corrected studies, unless ``BRATS_SEG_CORRECTIONS_DIR`` says otherwise.
+DEFAULT_CORRECTIONS_DIR = "corrections"
+#: The BraTS 2018 file suffix of each sequence, as ``brats-seg train`` and ``brats-seg pack`` read them.
+BRATS_SUFFIXES = {"T1": "t1", "T1CE": "t1ce", "T2": "t2", "FLAIR": "flair"}
 
 #: The tools a stroke can use: paint a label, or erase (to background).
 TOOLS = ("brush", "erase")
@@ -292,3 +301,64 @@ def correction_record(editor: LabelEditor, *, model_name: str) -> dict[str, obje
         "changed_voxels": editor.changed_voxels(),
         "changed_voxels_by_label": editor.edits(),
     }
+
+
+def corrections_dir() -> Path:
+    """The folder corrected studies are saved to: ``$BRATS_SEG_CORRECTIONS_DIR``, else ``./corrections``."""
+    return Path(os.environ.get("BRATS_SEG_CORRECTIONS_DIR") or DEFAULT_CORRECTIONS_DIR)
+
+
+def save_for_training(study: Study, labels: np.ndarray, folder: Path) -> Path:
+    """Write a study's four sequences and its corrected labels as one BraTS case folder for training.
+
+    The case folder ``folder/<name>/`` holds ``<name>_t1.nii.gz``, ``_t1ce``, ``_t2``, ``_flair`` and
+    ``_seg.nii.gz`` with the study's affine and header, the layout ``brats-seg train`` (and fine-tuning with
+    ``--init-from``) and ``brats-seg evaluate`` read. Saving the same study again replaces its files.
+
+    Args:
+        study: The study as the model saw it (for a raw study, the harmonised one, on the labels' grid).
+        labels: The corrected BraTS label map (0, 1, 2, 4) on the study's grid.
+        folder: The folder of corrected cases.
+
+    Returns:
+        The case folder.
+
+    Raises:
+        ValueError: When the labels are not on the study's grid or hold values other than 0, 1, 2, 4.
+    """
+    labels = np.asarray(labels)
+    if labels.shape != study.shape:
+        raise ValueError(
+            f"{study.name}: expected labels of the study's shape {study.shape}, found {labels.shape}"
+        )
+    if not np.isin(labels, (0, *LABEL_NAMES)).all():
+        raise ValueError(
+            f"{study.name}: expected labels 0, 1, 2, 4, found {sorted(np.unique(labels).tolist())}"
+        )
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", study.name).strip("._") or "study"
+    case = Path(folder) / name
+    case.mkdir(parents=True, exist_ok=True)
+    for modality, suffix in BRATS_SUFFIXES.items():
+        image = study.images[modality]
+        _save(_exact_dtype(image), image, study, case / f"{name}_{suffix}.nii.gz")
+    _save(np.uint8, labels, study, case / f"{name}_seg.nii.gz")
+    return case
+
+
+def _exact_dtype(image: np.ndarray) -> type:
+    """int16 where it holds the image exactly (BraTS intensities), else float32: saving loses nothing."""
+    integral = np.issubdtype(image.dtype, np.integer) or (
+        bool(np.isfinite(image).all()) and np.array_equal(image, np.round(image))
+    )
+    limits = np.iinfo(np.int16)
+    if integral and (image.size == 0 or (image.min() >= limits.min and image.max() <= limits.max)):
+        return np.int16
+    return np.float32
+
+
+def _save(dtype: type, array: np.ndarray, study: Study, path: Path) -> None:
+    """Write ``array`` as ``dtype`` (no intensity scaling) with the study's affine and its header."""
+    header = study.header.copy()
+    header.set_data_dtype(dtype)
+    header.set_slope_inter(1.0, 0.0)
+    nib.save(nib.Nifti1Image(array.astype(dtype), study.affine, header), path)
