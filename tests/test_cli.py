@@ -20,6 +20,7 @@ from helpers import brats_affine, write_nifti, write_tiny_study
 
 from brats_seg import cli, io
 from brats_seg.cli import main
+from brats_seg.cli.evaluate import format_summary
 from brats_seg.types import MODALITIES
 
 
@@ -98,24 +99,24 @@ def test_predict_study_folder_with_anisotropic_voxels(tiny_study, tiny_model_dir
     assert "not for clinical use" in report["intended_use"]
 
 
-def test_predict_writes_the_hesitation_map_and_the_range_on_request(tiny_study, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+def test_predict_writes_the_uncertain_map_and_the_range_on_request(tiny_study, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     from brats_seg import report
 
     shape = (32, 32, 24)
     files = tiny_study(name="Hes_001", shape=shape, affine=brats_affine(shape, (1.0, 1.0, 2.0)))
-    code, out, err = predict(capsys, tiny_model_dir, tmp_path / "out", files["T1"].parent, extra=("--hesitation-map",))
+    code, out, err = predict(capsys, tiny_model_dir, tmp_path / "out", files["T1"].parent, extra=("--uncertain-map",))
     assert code == 0, err
     rep = check_prediction(tmp_path / "out", "Hes_001", files)
     strict, loose = rep["volume_range"]["regions"]["WT"]
     assert rep["volume_range"]["thresholds"] == list(report.VOLUME_RANGE_THRESHOLDS)
     assert strict <= rep["volumes"]["regions"]["WT"]["mL"] <= loose
     assert f"{strict:.1f}\u2013{loose:.1f} mL at thresholds 0.7\u20130.3" in out  # the printed line states the range
-    source, hesitant = nib.load(files["T1"]), nib.load(tmp_path / "out" / "Hes_001_hesitation.nii.gz")
-    assert hesitant.shape == source.shape and np.allclose(hesitant.affine, source.affine)
-    mask = np.asarray(hesitant.dataobj)
+    source, uncertain = nib.load(files["T1"]), nib.load(tmp_path / "out" / "Hes_001_uncertain.nii.gz")
+    assert uncertain.shape == source.shape and np.allclose(uncertain.affine, source.affine)
+    mask = np.asarray(uncertain.dataobj)
     assert set(np.unique(mask).tolist()) <= {0, 1} and mask.any()
-    assert b"hesitation 0/1" in hesitant.header["descrip"].tobytes() and hesitant.header["cal_max"] == 1
-    # at 1 x 1 x 2 mm, the hesitant voxels hold at least what the whole tumour gains from 0.7 to 0.3
+    assert b"hesitation 0/1" in uncertain.header["descrip"].tobytes() and uncertain.header["cal_max"] == 1
+    # at 1 x 1 x 2 mm, the uncertain voxels hold at least what the whole tumour gains from 0.7 to 0.3
     assert mask.sum() * 2.0 / 1000 + 1e-6 >= loose - strict
     # the help states the thresholds the pipeline uses
     with pytest.raises(SystemExit):
@@ -125,7 +126,7 @@ def test_predict_writes_the_hesitation_map_and_the_range_on_request(tiny_study, 
     # without the flag, no map
     code, _, err = predict(capsys, tiny_model_dir, tmp_path / "plain", files["T1"].parent)
     assert code == 0, err
-    assert not (tmp_path / "plain" / "Hes_001_hesitation.nii.gz").exists()
+    assert not (tmp_path / "plain" / "Hes_001_uncertain.nii.gz").exists()
 
 
 def test_predict_zip(tiny_study, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
@@ -454,9 +455,9 @@ def test_evaluate_predicts_and_scores_every_case(tiny_data_dir: Path, tiny_model
 def test_summary_table_gives_no_interval_for_a_single_case() -> None:
     from brats_seg.metrics import summarise
 
-    one = cli.format_summary(summarise([{"dice_WT": 0.8}]))
+    one = format_summary(summarise([{"dice_WT": 0.8}]))
     assert one.splitlines()[1].split()[:3] == ["dice_WT", "0.800", "-"]  # one case cannot show how far a mean moves
-    two = cli.format_summary(summarise([{"dice_WT": 0.8}, {"dice_WT": 0.6}]))
+    two = format_summary(summarise([{"dice_WT": 0.8}, {"dice_WT": 0.6}]))
     assert "0.600\u20130.800" in two.splitlines()[1]
 
 

@@ -219,7 +219,7 @@ def test_card_postprocess_rules_apply_and_can_be_turned_off(tiny_model: Model, r
     assert np.all(reference[labels > 0] > 0), "post-processing only removes tumour, never adds it"
     assert np.any(reference == 4), "the reference should hold ET, else the ET rule is untested"
 
-    raw = pipeline.segment(study, model, postprocessing=False)
+    raw = pipeline.segment(study, model, postprocess=False)
     np.testing.assert_array_equal(raw.labels.array, reference)
     assert "postprocess" not in raw.settings
 
@@ -249,17 +249,17 @@ def test_volume_range_decodes_the_labels_at_each_threshold() -> None:
 
     like = LabelMap(np.zeros((12, 12, 12), np.uint8), np.diag([1.0, 1.0, 2.0, 1.0]), nib.Nifti1Header())
     brain = np.ones((12, 12, 12), bool)
-    spread = pipeline.volume_range(_graded_whole_tumour(), _sigmoid_card(threshold=0.5), like=like, brain=brain)
-    assert spread["thresholds"] == [0.7, 0.3] and spread["card_threshold"] == 0.5
-    assert spread["regions"]["WT"] == pytest.approx([0.016, 0.048])  # 8 or 24 voxels of 2 mm3
-    assert spread["labels"]["ED"] == pytest.approx([0.016, 0.048]) and spread["regions"]["TC"] == [0.0, 0.0]
+    ranges = pipeline.volume_range(_graded_whole_tumour(), _sigmoid_card(threshold=0.5), like=like, brain=brain)
+    assert ranges["thresholds"] == [0.7, 0.3] and ranges["card_threshold"] == 0.5
+    assert ranges["regions"]["WT"] == pytest.approx([0.016, 0.048])  # 8 or 24 voxels of 2 mm3
+    assert ranges["labels"]["ED"] == pytest.approx([0.016, 0.048]) and ranges["regions"]["TC"] == [0.0, 0.0]
     # nothing outside the brain, at any threshold
     brain[9:, 9:, 9:] = False
     assert pipeline.volume_range(_graded_whole_tumour(), _sigmoid_card(), like=like, brain=brain)["regions"]["WT"] == pytest.approx([0.016, 0.032])
     # the card's post-processing applies as to the labels: parts under 20 mm3 go, the largest stays
-    cleaned = pipeline.volume_range(_graded_whole_tumour(), _sigmoid_card(), like=like, brain=np.ones((12, 12, 12), bool),
-                                    cleaning={"min_component_mm3": 20.0}, thresholds=(0.8, 0.4, 0.2))
-    assert cleaned["regions"]["WT"] == pytest.approx([0.016, 0.016, 0.016])
+    with_rules = pipeline.volume_range(_graded_whole_tumour(), _sigmoid_card(), like=like, brain=np.ones((12, 12, 12), bool),
+                                    postprocess_settings={"min_component_mm3": 20.0}, thresholds=(0.8, 0.4, 0.2))
+    assert with_rules["regions"]["WT"] == pytest.approx([0.016, 0.016, 0.016])
 
 
 @pytest.mark.parametrize(
@@ -286,19 +286,19 @@ def test_segment_brackets_the_region_volumes_and_reports_the_range(tiny_model: M
     study = io.load_study(tiny_study_dir)
     seg = pipeline.segment(study, tiny_model)
     vols = report.volumes(seg.labels)
-    spread = seg.volume_range
-    assert spread is not None and spread["thresholds"] == list(pipeline.VOLUME_RANGE_THRESHOLDS)
+    ranges = seg.volume_range
+    assert ranges is not None and ranges["thresholds"] == list(pipeline.VOLUME_RANGE_THRESHOLDS)
     for region in ("ET", "TC", "WT"):
-        strict, loose = spread["regions"][region]
+        strict, loose = ranges["regions"][region]
         assert strict <= vols["regions"][region]["mL"] + 1e-9 <= loose + 2e-9  # a region only grows as the cut falls
-    assert spread["regions"]["WT"][0] < spread["regions"]["WT"][1], "the tiny model should hesitate somewhere"
-    rep = report.study_report(study, seg, tiny_model, vols)
-    assert rep["volume_range"]["regions"] == spread["regions"] and "not a calibrated interval" in rep["volume_range"]["meaning"]
+    assert ranges["regions"]["WT"][0] < ranges["regions"]["WT"][1], "the tiny model should be uncertain somewhere"
+    rep = seg.study_report(study, tiny_model)
+    assert rep["volume_range"]["regions"] == ranges["regions"] and "not a calibrated interval" in rep["volume_range"]["meaning"]
     # where the label depends on the threshold: at least the voxels the whole tumour gains from 0.7 to 0.3
-    hesitant = seg.uncertain
-    assert hesitant.dtype == bool and hesitant.shape == study.shape
+    uncertain = seg.uncertain
+    assert uncertain.dtype == bool and uncertain.shape == study.shape
     voxel_ml = seg.labels.voxel_volume_mm3 / 1000
-    assert hesitant.sum() * voxel_ml + 1e-9 >= spread["regions"]["WT"][1] - spread["regions"]["WT"][0] > 0
+    assert uncertain.sum() * voxel_ml + 1e-9 >= ranges["regions"]["WT"][1] - ranges["regions"]["WT"][0] > 0
     plain = pipeline.segment(study, tiny_model, volume_thresholds=None)
     assert plain.volume_range is None and plain.uncertain is None
     # thresholds that do not bracket the card's (0.5) would not be a range around its labels: none is made
