@@ -5,7 +5,8 @@ is a checkerboard of the reference (T1CE) and the registered sequence, so edges 
 the squares show a good registration and steps at the squares' borders a bad one; the brain mask is
 outlined in cyan. :func:`native_png` draws labels over the reference on its own (native) grid.
 Display conventions are those of :mod:`brats_seg.viz`. :func:`harmonised_files` gathers them with
-the labels on the 1 mm grid and, when asked, the preprocessed sequences, for the CLI and the dashboard.
+the labels on the 1 mm grid and, when asked, the preprocessed sequences, for
+:meth:`brats_seg.result.Segmentation.files`.
 """
 
 from __future__ import annotations
