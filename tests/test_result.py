@@ -36,7 +36,9 @@ def test_files_names_order_and_bytes(segmented, tiny_model: Model, tmp_path: Pat
     # byte for byte what the io writers put in a file of that name (gzip records the name)
     expected = io.save_labels(seg.labels, tmp_path / f"{name}_seg.nii.gz").read_bytes()
     assert files[f"{name}_seg.nii.gz"] == expected
-    uncertain = io.save_hesitation(seg.uncertain, seg.labels, tmp_path / f"{name}_uncertain.nii.gz").read_bytes()
+    uncertain = io.save_hesitation(
+        seg.uncertain, seg.labels, tmp_path / f"{name}_uncertain.nii.gz"
+    ).read_bytes()
     assert files[f"{name}_uncertain.nii.gz"] == uncertain
     report = json.loads(files[f"{name}_report.json"])
     assert report == json.loads(json.dumps(seg.study_report(study, tiny_model, scores=report["scores"])))
@@ -49,8 +51,13 @@ def test_files_names_order_and_bytes(segmented, tiny_model: Model, tmp_path: Pat
 def test_files_options(segmented, tiny_model: Model) -> None:
     study, seg = segmented
     name = study.name
-    files = seg.files(study, tiny_model, uncertain_map=False, views={"mode": "prediction"},
-                      started=time.perf_counter() - 2.0)
+    files = seg.files(
+        study,
+        tiny_model,
+        uncertain_map=False,
+        views={"mode": "prediction"},
+        started=time.perf_counter() - 2.0,
+    )
     assert list(files) == [f"{name}_seg.nii.gz", f"{name}_report.json", f"{name}_views.png"]
     assert files[f"{name}_views.png"][:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(files[f"{name}_report.json"])["timings_s"]["wall"] >= 2.0
