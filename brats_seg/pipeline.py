@@ -39,8 +39,8 @@ def volume_range(
 
     The labels are decoded at each threshold exactly as :func:`segment` decodes them at the card's
     (nested regions, nothing outside the brain, the same post-processing), so a wide range means
-    that the networks hesitate over many voxels, and a narrow one that their boundary is sharp. It
-    is a sensitivity of the volume to the threshold, not a calibrated interval.
+    that many voxels are uncertain (their label changes with the threshold), and a narrow one that the
+    boundary is sharp. It is a sensitivity of the volume to the threshold, not a calibrated interval.
 
     Args:
         probs: Region probabilities on the study's grid, ``(3, X, Y, Z)`` in the card's region order.
