@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from brats_seg import inference, io, preprocess
-from brats_seg.cli import _overlap, _positive_int, cross_validation_members
+from brats_seg.cli.common import overlap, positive_int
+from brats_seg.evaluation import cross_validation_members
 from brats_seg.model import load_model
 
 FLIP_DIMS = dict(zip(("none", "x", "y", "z"), inference.FLIPS, strict=True))  # as --tta flips them
@@ -40,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flips", nargs="+", default=list(FLIP_DIMS), choices=list(FLIP_DIMS),
                    help="flips to predict (default: %(default)s)")
     p.add_argument("--cases", nargs="*", help="only these case names (default: every case a member held out)")
-    p.add_argument("--overlap", type=_overlap, default=None, help="sliding-window overlap (default: the card's)")
-    p.add_argument("--roi-size", type=_positive_int, nargs=3, default=None, help="sliding-window size (default: the card's)")
+    p.add_argument("--overlap", type=overlap, default=None, help="sliding-window overlap (default: the card's)")
+    p.add_argument("--roi-size", type=positive_int, nargs=3, default=None, help="sliding-window size (default: the card's)")
     args = p.parse_args(argv)
 
     models = [load_model(m) for m in args.model]

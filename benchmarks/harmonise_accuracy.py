@@ -36,7 +36,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from brats_seg import harmonise, io
-from brats_seg.cli import cross_validation_members
+from brats_seg.evaluation import cross_validation_members
 from brats_seg.metrics import score
 from brats_seg.model import load_model
 from brats_seg.pipeline import segment

@@ -38,7 +38,7 @@ import numpy as np
 
 from brats_seg import io, metrics, postprocess
 from brats_seg.card import POSTPROCESS_KEYS, ModelCard, record_scores
-from brats_seg.cli import load_prediction
+from brats_seg.evaluation import load_prediction
 
 SIZES_MM3 = (0.0, 1000.0, 5000.0)
 FRACTIONS = (0.0, 0.1, 0.2, 0.5, 1.0)  # 1.0: keep only the largest tumour component

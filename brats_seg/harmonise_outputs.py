@@ -5,7 +5,8 @@ is a checkerboard of the reference (T1CE) and the registered sequence, so edges 
 the squares show a good registration and steps at the squares' borders a bad one; the brain mask is
 outlined in cyan. :func:`native_png` draws labels over the reference on its own (native) grid.
 Display conventions are those of :mod:`brats_seg.viz`. :func:`harmonised_files` gathers them with
-the labels on the 1 mm grid and, when asked, the preprocessed sequences, for the CLI and the dashboard.
+the labels on the 1 mm grid and, when asked, the preprocessed sequences, for
+:meth:`brats_seg.result.Segmentation.files`.
 """
 
 from __future__ import annotations
@@ -55,31 +56,40 @@ def registration_png(harmonised: Harmonised) -> bytes:
     study, ref_name = harmonised.study, harmonised.reference
     brain = viz.to_canonical(harmonised.brain.astype(np.uint8), study.affine).astype(bool)
     images = {m: _u8(viz.to_canonical(study.images[m], study.affine), brain) for m in MODALITIES}
-    centre = [int(round(c)) for c in ndimage.center_of_mass(brain)] if brain.any() else [n // 2 for n in brain.shape]
+    centre = ([int(round(c)) for c in ndimage.center_of_mass(brain)] if brain.any()
+              else [n // 2 for n in brain.shape])
     rows = []
     for modality in MODALITIES:
         tiles = [_tile(images[ref_name], images[modality], brain, viz.VIEW_AXIS[v], centre[viz.VIEW_AXIS[v]])
                  for v in viz.VIEWS]
         height = max(t.shape[0] for t in tiles)
-        band = np.zeros((height + 18, sum(t.shape[1] for t in tiles) + 8 * (len(tiles) - 1), 3), dtype=np.uint8)
+        band = np.zeros((height + 18, sum(t.shape[1] for t in tiles) + 8 * (len(tiles) - 1), 3),
+                        dtype=np.uint8)
         x = 0
         for t in tiles:
             band[18:18 + t.shape[0], x:x + t.shape[1]] = t
             x += t.shape[1] + 8
         picture = Image.fromarray(band)
-        figures = harmonised.registration.get(modality)
-        text = (f"{modality} over {ref_name}: mutual information {figures['mutual_information_before']:.2f} as scanned, "
-                f"{figures['mutual_information_after']:.2f} registered" if figures
-                else f"{ref_name} (reference) with the brain mask ({'skull stripped' if harmonised.skull_stripped else 'non-zero'})")
-        ImageDraw.Draw(picture).text((4, 3), text, fill=(255, 255, 255))
+        ImageDraw.Draw(picture).text((4, 3), _row_title(harmonised, modality), fill=(255, 255, 255))
         rows.append(np.asarray(picture))
     width = max(r.shape[1] for r in rows)
     sheet = np.concatenate([np.pad(r, ((0, 6), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
     return viz.png_bytes(sheet)
 
 
+def _row_title(harmonised: Harmonised, modality: str) -> str:
+    """The title of a row of :func:`registration_png`: the mutual information, or what the reference shows."""
+    ref_name = harmonised.reference
+    figures = harmonised.registration.get(modality)
+    if figures:
+        return (f"{modality} over {ref_name}: mutual information {figures['mutual_information_before']:.2f} "
+                f"as scanned, {figures['mutual_information_after']:.2f} registered")
+    mask = "skull stripped" if harmonised.skull_stripped else "non-zero"
+    return f"{ref_name} (reference) with the brain mask ({mask})"
+
+
 def native_png(harmonised: Harmonised, labels: LabelMap, *, title: str) -> bytes:
-    """The labels over the reference sequence on its native grid, as :func:`brats_seg.viz.export_png` draws them.
+    """The labels over the reference sequence on its native grid, as :func:`brats_seg.viz.export_png` draws.
 
     Args:
         harmonised: The harmonisation (the reference as loaded, and its geometry).
@@ -109,14 +119,16 @@ def harmonised_files(harmonised: Harmonised, labels_1mm: LabelMap, native: Label
     files: dict[str, tuple[str, bytes]] = {}
     with tempfile.TemporaryDirectory(prefix="brats_seg_harmonised_") as tmp:
         folder = Path(tmp)
-        files[f"{name}_seg_1mm.nii.gz"] = ("application/gzip", io.save_labels(labels_1mm, folder / "seg.nii.gz").read_bytes())
+        labels_file = io.save_labels(labels_1mm, folder / "seg.nii.gz")
+        files[f"{name}_seg_1mm.nii.gz"] = ("application/gzip", labels_file.read_bytes())
         if preprocessed:
             study = harmonised.study
             for modality, suffix in PREPROCESSED_SUFFIXES.items():
                 path = io.save_image(study.images[modality], study, folder / f"{suffix}.nii.gz")
                 files[f"{name}_preprocessed/{name}_{suffix}.nii.gz"] = ("application/gzip", path.read_bytes())
             mask = LabelMap(harmonised.brain.astype(np.uint8), study.affine, study.header)
-            path = io.save_labels(mask, folder / "mask.nii.gz", description="brats_seg brain mask 0/1", cal_max=1)
+            path = io.save_labels(mask, folder / "mask.nii.gz", description="brats_seg brain mask 0/1",
+                                  cal_max=1)
             files[f"{name}_preprocessed/{name}_brainmask.nii.gz"] = ("application/gzip", path.read_bytes())
     files[f"{name}_registration.png"] = ("image/png", registration_png(harmonised))
     files[f"{name}_native.png"] = ("image/png", native_png(

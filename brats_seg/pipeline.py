@@ -1,60 +1,29 @@
 """One study through the model: prepare, predict, restore, label. The CLI and the dashboard both call
-:func:`segment`; neither holds logic the other lacks.
+:func:`segment`; neither holds logic the other lacks. What it returns, and the files that become of it,
+is :class:`brats_seg.result.Segmentation`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from . import inference, postprocess, preprocess, quality, report
+from . import inference, preprocess, quality
 from .card import ModelCard
 from .inference import ProgressCallback
 from .model import Model
-from .report import VOLUME_RANGE_THRESHOLDS
+from .postprocess import DEFAULT_REGION_ORDER, clean_labels, regions_to_labels, to_labels
+from .postprocess import postprocess_settings as card_postprocess_settings
+from .report import VOLUME_RANGE_THRESHOLDS, volumes
+from .result import Segmentation
 from .types import LabelMap, Study, brain_mask
 
 if TYPE_CHECKING:
     from .harmonise import Harmonised
-
-
-@dataclass
-class Segmentation:
-    """The result of :func:`segment`.
-
-    Attributes:
-        labels: BraTS label map on the study's grid, with the study's affine and header.
-        settings: The sliding-window settings used.
-        timings: Seconds spent in each step (``prepare``, ``predict``, ``postprocess``, ``total``).
-        warnings: Ways in which the study differs from what the model was trained on
-            (:func:`brats_seg.quality.check_study`); the labels are made all the same.
-        volume_range: How the volumes move with the decision threshold (:func:`volume_range`), for
-            models with region sigmoids; ``None`` otherwise.
-        uncertain: Where the label at the strictest of those thresholds differs from the label at the
-            loosest (boolean, on the study's grid): where the networks hesitate (with the card's
-            post-processing, a whole part kept at one threshold and not the other counts too).
-            ``None`` with ``volume_range``.
-        native: For a harmonised raw study, the labels on the reference file's own grid
-            (:func:`brats_seg.harmonise.to_native`); ``labels`` and the volumes stay on the 1 mm grid
-            the model labelled. ``None`` otherwise.
-        native_uncertain: ``uncertain`` on that native grid, or ``None``.
-        harmonisation: :meth:`brats_seg.harmonise.Harmonised.record` of a harmonised study, or ``None``.
-    """
-
-    labels: LabelMap
-    settings: dict[str, Any] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    volume_range: dict[str, Any] | None = None
-    uncertain: np.ndarray | None = None
-    native: LabelMap | None = None
-    native_uncertain: np.ndarray | None = None
-    harmonisation: dict[str, Any] | None = None
 
 
 def volume_range(
@@ -63,22 +32,22 @@ def volume_range(
     *,
     like: LabelMap,
     brain: np.ndarray,
-    cleaning: Mapping[str, float] | None = None,
+    postprocess_settings: Mapping[str, float] | None = None,
     thresholds: Sequence[float] = VOLUME_RANGE_THRESHOLDS,
 ) -> dict[str, Any]:
     """The volume of each label and region at other decision thresholds than the card's.
 
     The labels are decoded at each threshold exactly as :func:`segment` decodes them at the card's
     (nested regions, nothing outside the brain, the same post-processing), so a wide range means
-    that the networks hesitate over many voxels, and a narrow one that their boundary is sharp. It
-    is a sensitivity of the volume to the threshold, not a calibrated interval.
+    that many voxels are uncertain (their label changes with the threshold), and a narrow one that the
+    boundary is sharp. It is a sensitivity of the volume to the threshold, not a calibrated interval.
 
     Args:
         probs: Region probabilities on the study's grid, ``(3, X, Y, Z)`` in the card's region order.
         card: The model card (``output.type`` must be ``"regions_sigmoid"``).
         like: The label map whose grid and voxel spacing the volumes use.
         brain: Where any sequence is non-zero; no tumour outside it.
-        cleaning: The post-processing settings applied to the labels (see
+        postprocess_settings: The card's post-processing settings applied to the labels (see
             :func:`brats_seg.postprocess.clean_labels`), or ``None``.
         thresholds: Decision thresholds in (0, 1), strictest first.
 
@@ -90,7 +59,8 @@ def volume_range(
     Raises:
         ValueError: For a card whose output is not region sigmoids, or a threshold outside (0, 1).
     """
-    decoded = _decode_at(probs, card, brain=brain, cleaning=cleaning, voxel_mm3=like.voxel_volume_mm3, thresholds=thresholds)
+    decoded = _decode_at(probs, card, brain=brain, postprocess_settings=postprocess_settings,
+                         voxel_mm3=like.voxel_volume_mm3, thresholds=thresholds)
     return _volumes_at(decoded, card, like=like, thresholds=thresholds)
 
 
@@ -99,41 +69,51 @@ def _decode_at(
     card: ModelCard,
     *,
     brain: np.ndarray,
-    cleaning: Mapping[str, float] | None,
+    postprocess_settings: Mapping[str, float] | None,
     voxel_mm3: float,
     thresholds: Sequence[float],
 ) -> list[np.ndarray]:
-    """Label maps decoded at each threshold as :func:`segment` decodes at the card's (see :func:`volume_range`)."""
+    """The labels decoded at each threshold as :func:`segment` decodes them at the card's."""
     if card.output.get("type") != "regions_sigmoid":
-        raise ValueError(f"volume_range: expected a card with region sigmoids, found output type {card.output.get('type')!r}")
+        raise ValueError("volume_range: expected a card with region sigmoids, found output type "
+                         f"{card.output.get('type')!r}")
     bad = [t for t in thresholds if not 0.0 < float(t) < 1.0]
     if bad or not thresholds:
         raise ValueError(f"volume_range: expected thresholds in (0, 1), found {list(thresholds)}")
-    order = card.output.get("regions", postprocess.DEFAULT_REGION_ORDER)
+    order = card.output.get("regions", DEFAULT_REGION_ORDER)
     return [
-        _finish(postprocess.regions_to_labels(probs, order=order, threshold=float(t)), brain=brain, cleaning=cleaning,
-                voxel_mm3=voxel_mm3)
+        _finish(regions_to_labels(probs, order=order, threshold=float(t)), brain=brain,
+                postprocess_settings=postprocess_settings, voxel_mm3=voxel_mm3)
         for t in thresholds
     ]
 
 
-def _finish(labels: np.ndarray, *, brain: np.ndarray, cleaning: Mapping[str, float] | None, voxel_mm3: float) -> np.ndarray:
-    """What :func:`segment` does to decoded labels: no tumour outside the brain, then the card's post-processing."""
+def _finish(
+    labels: np.ndarray,
+    *,
+    brain: np.ndarray,
+    postprocess_settings: Mapping[str, float] | None,
+    voxel_mm3: float,
+) -> np.ndarray:
+    """What :func:`segment` does to decoded labels: no tumour outside the brain, then the card's rules."""
     labels[~brain] = 0  # every sequence is zero there (outside the skull-stripped brain)
-    if cleaning:
-        labels = postprocess.clean_labels(labels, voxel_volume_mm3=voxel_mm3, **cleaning)
+    if postprocess_settings:
+        labels = clean_labels(labels, voxel_volume_mm3=voxel_mm3, **postprocess_settings)
     return labels
 
 
-def _volumes_at(decoded: Sequence[np.ndarray], card: ModelCard, *, like: LabelMap, thresholds: Sequence[float]) -> dict[str, Any]:
+def _volumes_at(
+    decoded: Sequence[np.ndarray], card: ModelCard, *, like: LabelMap, thresholds: Sequence[float]
+) -> dict[str, Any]:
     """The :func:`volume_range` record of label maps decoded at ``thresholds``."""
-    out: dict[str, Any] = {"thresholds": [float(t) for t in thresholds], "card_threshold": float(card.output.get("threshold", 0.5)),
+    out: dict[str, Any] = {"thresholds": [float(t) for t in thresholds],
+                           "card_threshold": float(card.output.get("threshold", 0.5)),
                            "labels": {}, "regions": {}}
     for labels in decoded:
-        vols = report.volumes(LabelMap(labels, like.affine, like.header))
+        vols = volumes(LabelMap(labels, like.affine, like.header))
         for section in ("labels", "regions"):
             for name, entry in vols[section].items():
-                out[section].setdefault(name, []).append(entry["mL"])  # unrounded, like the labels' own volumes
+                out[section].setdefault(name, []).append(entry["mL"])  # unrounded, as the labels' volumes
     return out
 
 
@@ -147,7 +127,7 @@ def segment(
     mode: str | None = None,
     tta_flips: bool | None = None,
     device: str | None = None,
-    postprocessing: bool = True,
+    postprocess: bool = True,
     volume_thresholds: Sequence[float] | None = VOLUME_RANGE_THRESHOLDS,
     progress: ProgressCallback | None = None,
     harmonised: Harmonised | None = None,
@@ -163,7 +143,7 @@ def segment(
         mode: Blending, ``"gaussian"`` or ``"constant"``.
         tta_flips: Average test-time flips along each axis.
         device: Torch device; default CUDA when available, else CPU.
-        postprocessing: Apply the card's ``postprocess`` rules (small islands, tiny ET); see
+        postprocess: Apply the card's ``postprocess`` rules (small islands, tiny ET); see
             :func:`brats_seg.postprocess.clean_labels`.
         volume_thresholds: Decision thresholds at which the volumes are also measured
             (:func:`volume_range`; region-sigmoid cards whose threshold lies strictly between them
@@ -182,7 +162,7 @@ def segment(
     """
     card = model.card
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    settings = {
+    settings: dict[str, Any] = {
         "roi_size": list(roi_size or card.roi_size),
         "sw_batch_size": int(sw_batch_size or card.sw_batch_size),
         "overlap": float(card.overlap if overlap is None else overlap),
@@ -195,55 +175,59 @@ def segment(
     t0 = time.perf_counter()
     prepared = preprocess.prepare(study, card)
     t1 = time.perf_counter()
-    kind = card.output["type"]
     probs = inference.predict(
-        prepared.tensor,
-        model.networks,
-        roi_size=settings["roi_size"],
-        sw_batch_size=settings["sw_batch_size"],
-        overlap=settings["overlap"],
-        mode=settings["mode"],
-        activation="sigmoid" if kind == "regions_sigmoid" else "softmax",
-        tta_flips=settings["tta_flips"],
-        device=device,
-        progress=progress,
+        prepared.tensor, model.networks, roi_size=settings["roi_size"],
+        sw_batch_size=settings["sw_batch_size"], overlap=settings["overlap"], mode=settings["mode"],
+        activation="sigmoid" if card.output["type"] == "regions_sigmoid" else "softmax",
+        tta_flips=settings["tta_flips"], device=device, progress=progress,
     )
     t2 = time.perf_counter()
-    background = None
-    if kind == "classes_softmax":
-        background = np.zeros(probs.shape[0], dtype=np.float32)
-        background[list(card.output["classes"]).index(0)] = 1.0
-    full = preprocess.restore(probs, prepared, background=background)
-    brain = brain_mask(study)
-    voxel_mm3 = float(np.prod(study.spacing))
-    if postprocessing:
-        settings["postprocess"] = postprocess.postprocess_settings(card)
-    cleaning = settings.get("postprocess")
-    labels = _finish(postprocess.to_labels(full, card).astype(np.uint8), brain=brain, cleaning=cleaning, voxel_mm3=voxel_mm3)
-    label_map = LabelMap(labels, study.affine.copy(), study.header.copy())
-    spread = uncertain = None
-    cut = float(card.output.get("threshold", 0.5))
-    if volume_thresholds and kind == "regions_sigmoid" and max(volume_thresholds) > cut > min(volume_thresholds):
-        decoded = _decode_at(full, card, brain=brain, cleaning=cleaning, voxel_mm3=voxel_mm3, thresholds=volume_thresholds)
-        spread = _volumes_at(decoded, card, like=label_map, thresholds=volume_thresholds)
-        uncertain = decoded[0] != decoded[-1]
-    warnings = quality.check_study(study)
+    if postprocess:
+        settings["postprocess"] = card_postprocess_settings(card)
+    result = _decode(preprocess.restore(probs, prepared, background=_background(card, probs)), study, card,
+                     settings=settings, volume_thresholds=volume_thresholds)
     t3 = time.perf_counter()
-    timings = {
-        "prepare": round(t1 - t0, 3),
-        "predict": round(t2 - t1, 3),
-        "postprocess": round(t3 - t2, 3),
-        "total": round(t3 - t0, 3),
-    }
-    result = Segmentation(labels=label_map, settings=settings, timings=timings, warnings=warnings, volume_range=spread,
-                          uncertain=uncertain)
+    result.timings = {"prepare": round(t1 - t0, 3), "predict": round(t2 - t1, 3),
+                      "postprocess": round(t3 - t2, 3), "total": round(t3 - t0, 3)}
     if harmonised is not None:
         _add_native(result, harmonised)
     return result
 
 
+def _background(card: ModelCard, probs: np.ndarray) -> np.ndarray | None:
+    """What :func:`brats_seg.preprocess.restore` fills outside the crop: a softmax's background class."""
+    if card.output["type"] != "classes_softmax":
+        return None
+    background = np.zeros(probs.shape[0], dtype=np.float32)
+    background[list(card.output["classes"]).index(0)] = 1.0
+    return background
+
+
+def _decode(
+    full: np.ndarray, study: Study, card: ModelCard, *, settings: dict[str, Any],
+    volume_thresholds: Sequence[float] | None,
+) -> Segmentation:
+    """Labels (and the volume range and uncertain voxels) from the probabilities on the study's grid."""
+    brain = brain_mask(study)
+    voxel_mm3 = float(np.prod(study.spacing))
+    rules = settings.get("postprocess")
+    labels = _finish(to_labels(full, card).astype(np.uint8), brain=brain, postprocess_settings=rules,
+                     voxel_mm3=voxel_mm3)
+    label_map = LabelMap(labels, study.affine.copy(), study.header.copy())
+    ranges = uncertain = None
+    cut = float(card.output.get("threshold", 0.5))
+    if (volume_thresholds and card.output["type"] == "regions_sigmoid"
+            and max(volume_thresholds) > cut > min(volume_thresholds)):
+        decoded = _decode_at(full, card, brain=brain, postprocess_settings=rules, voxel_mm3=voxel_mm3,
+                             thresholds=volume_thresholds)
+        ranges = _volumes_at(decoded, card, like=label_map, thresholds=volume_thresholds)
+        uncertain = decoded[0] != decoded[-1]
+    return Segmentation(labels=label_map, settings=settings, warnings=quality.check_study(study),
+                        volume_range=ranges, uncertain=uncertain)
+
+
 def _add_native(seg: Segmentation, harmonised: Harmonised) -> None:
-    """Map a harmonised study's labels (and hesitation) back onto the reference's native grid."""
+    """Map a harmonised study's labels (and uncertain voxels) back onto the reference's native grid."""
     from .harmonise import to_native
 
     t0 = time.perf_counter()
@@ -251,5 +235,6 @@ def _add_native(seg: Segmentation, harmonised: Harmonised) -> None:
     if seg.uncertain is not None:
         seg.native_uncertain = to_native(seg.uncertain.astype(np.uint8), harmonised).array.astype(bool)
     seg.harmonisation = harmonised.record()
+    seg.harmonised = harmonised
     seg.timings["to_native"] = round(time.perf_counter() - t0, 3)
     seg.timings["total"] = round(seg.timings["total"] + seg.timings["to_native"], 3)

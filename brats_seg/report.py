@@ -1,22 +1,18 @@
 """Tumour volumes of a label map, in physical units.
 
 Volumes always come from the voxel spacing of the ``LabelMap`` (voxel count × voxel volume), never
-from voxel counts alone. Pure functions; no I/O.
+from voxel counts alone. Pure functions; no I/O. The report of a prediction, which lists them, is
+:meth:`brats_seg.result.Segmentation.study_report`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .postprocess import VALID_LABELS, check_labels
-from .types import LABEL_NAMES, REGIONS, LabelMap, Study
-
-if TYPE_CHECKING:
-    from .model import Model
-    from .pipeline import Segmentation
+from .types import LABEL_NAMES, REGIONS, LabelMap
 
 __all__ = ["DESCRIPTIONS", "TABLE_ROWS", "VOLUME_RANGE_THRESHOLDS", "volumes", "volumes_table"]
 
@@ -87,47 +83,3 @@ def volumes_table(vols: Mapping[str, Mapping[str, Mapping[str, float]]]) -> list
     """
     return [(name, DESCRIPTIONS[name], float(vols[section][name]["mL"])) for section, name in TABLE_ROWS]
 
-
-def study_report(
-    study: Study, seg: Segmentation, model: Model, vols: dict[str, Any], scores: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The JSON report of one prediction.
-
-    Args:
-        study: The segmented study (its source file names and sha256 are listed under ``inputs``).
-        seg: What :func:`brats_seg.pipeline.segment` returned.
-        model: The model used (name, file sha256 and folder are recorded).
-        vols: :func:`brats_seg.report.volumes` of the labels.
-        scores: :func:`brats_seg.metrics.score` against the ground truth, when there is one.
-    """
-    from . import __version__
-
-    card = model.card
-    report: dict[str, Any] = {
-        "study": study.name,
-        "inputs": {m: {"file": study.sources.get(m), "sha256": study.sha256.get(m)} for m in study.sources},
-        "shape": list(study.shape),
-        "spacing_mm": list(study.spacing),
-        "model": {"name": card.name, "files": {f: card.sha256[f] for f in card.files}, "directory": str(model.directory)},
-        "settings": seg.settings,
-        "volumes": vols,
-        "warnings": list(seg.warnings),
-        "timings_s": seg.timings,
-        "brats_seg": __version__,
-        "intended_use": "Research only, not for clinical use.",
-    }
-    if seg.volume_range is not None:
-        report["volume_range"] = {
-            **seg.volume_range,
-            "meaning": "mL of each label and region if the labels were decoded at these thresholds instead of "
-            "the card's: the volume's sensitivity to the decision threshold, not a calibrated interval",
-        }
-    if seg.harmonisation is not None:
-        report["harmonisation"] = {
-            **seg.harmonisation,
-            "volumes_on": "the 1 mm grid the model labelled (exact voxel counts of its labels); the label map on the "
-            "native grid is those labels resampled, so its voxel counts differ a little",
-        }
-    if scores is not None:
-        report["scores"] = scores
-    return report

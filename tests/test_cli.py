@@ -20,6 +20,7 @@ from helpers import brats_affine, write_nifti, write_tiny_study
 
 from brats_seg import cli, io
 from brats_seg.cli import main
+from brats_seg.cli.evaluate import format_summary
 from brats_seg.types import MODALITIES
 
 
@@ -30,7 +31,9 @@ def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str
     return code, out, err
 
 
-def predict(capsys, model_dir: Path, out: Path, *inputs: Path, extra: tuple[str, ...] = ()) -> tuple[int, str, str]:
+def predict(
+    capsys, model_dir: Path, out: Path, *inputs: Path, extra: tuple[str, ...] = ()
+) -> tuple[int, str, str]:
     return run(capsys, "predict", *inputs, "--output", out, "--model", model_dir, "--no-progress", *extra)
 
 
@@ -57,7 +60,9 @@ def check_prediction(out: Path, name: str, files: dict[str, Path]) -> dict:
         assert entry["mm3"] == pytest.approx(counts[value] * voxel_mm3)
         assert entry["mL"] == pytest.approx(counts[value] * voxel_mm3 / 1000)
     for region, values in {"ET": (4,), "TC": (1, 4), "WT": (1, 2, 4)}.items():
-        assert report["volumes"]["regions"][region]["mm3"] == pytest.approx(sum(counts[v] for v in values) * voxel_mm3)
+        assert report["volumes"]["regions"][region]["mm3"] == pytest.approx(
+            sum(counts[v] for v in values) * voxel_mm3
+        )
     for modality, path in files.items():
         entry = report["inputs"][modality]
         assert entry["file"] == path.name
@@ -82,7 +87,9 @@ def assert_bad_input(code: int, err: str, *fragments: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_predict_study_folder_with_anisotropic_voxels(tiny_study, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+def test_predict_study_folder_with_anisotropic_voxels(
+    tiny_study, tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
     shape = (32, 32, 24)
     files = tiny_study(name="Aniso_001", shape=shape, affine=brats_affine(shape, (1.0, 1.0, 2.0)))
     code, out, err = predict(capsys, tiny_model_dir, tmp_path / "out", files["T1"].parent)
@@ -98,24 +105,30 @@ def test_predict_study_folder_with_anisotropic_voxels(tiny_study, tiny_model_dir
     assert "not for clinical use" in report["intended_use"]
 
 
-def test_predict_writes_the_hesitation_map_and_the_range_on_request(tiny_study, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+def test_predict_writes_the_uncertain_map_and_the_range_on_request(
+    tiny_study, tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
     from brats_seg import report
 
     shape = (32, 32, 24)
     files = tiny_study(name="Hes_001", shape=shape, affine=brats_affine(shape, (1.0, 1.0, 2.0)))
-    code, out, err = predict(capsys, tiny_model_dir, tmp_path / "out", files["T1"].parent, extra=("--hesitation-map",))
+    code, out, err = predict(
+        capsys, tiny_model_dir, tmp_path / "out", files["T1"].parent, extra=("--uncertain-map",)
+    )
     assert code == 0, err
     rep = check_prediction(tmp_path / "out", "Hes_001", files)
     strict, loose = rep["volume_range"]["regions"]["WT"]
     assert rep["volume_range"]["thresholds"] == list(report.VOLUME_RANGE_THRESHOLDS)
     assert strict <= rep["volumes"]["regions"]["WT"]["mL"] <= loose
-    assert f"{strict:.1f}\u2013{loose:.1f} mL at thresholds 0.7\u20130.3" in out  # the printed line states the range
-    source, hesitant = nib.load(files["T1"]), nib.load(tmp_path / "out" / "Hes_001_hesitation.nii.gz")
-    assert hesitant.shape == source.shape and np.allclose(hesitant.affine, source.affine)
-    mask = np.asarray(hesitant.dataobj)
+    assert (
+        f"{strict:.1f}\u2013{loose:.1f} mL at thresholds 0.7\u20130.3" in out
+    )  # the printed line states the range
+    source, uncertain = nib.load(files["T1"]), nib.load(tmp_path / "out" / "Hes_001_uncertain.nii.gz")
+    assert uncertain.shape == source.shape and np.allclose(uncertain.affine, source.affine)
+    mask = np.asarray(uncertain.dataobj)
     assert set(np.unique(mask).tolist()) <= {0, 1} and mask.any()
-    assert b"hesitation 0/1" in hesitant.header["descrip"].tobytes() and hesitant.header["cal_max"] == 1
-    # at 1 x 1 x 2 mm, the hesitant voxels hold at least what the whole tumour gains from 0.7 to 0.3
+    assert b"hesitation 0/1" in uncertain.header["descrip"].tobytes() and uncertain.header["cal_max"] == 1
+    # at 1 x 1 x 2 mm, the uncertain voxels hold at least what the whole tumour gains from 0.7 to 0.3
     assert mask.sum() * 2.0 / 1000 + 1e-6 >= loose - strict
     # the help states the thresholds the pipeline uses
     with pytest.raises(SystemExit):
@@ -125,7 +138,7 @@ def test_predict_writes_the_hesitation_map_and_the_range_on_request(tiny_study, 
     # without the flag, no map
     code, _, err = predict(capsys, tiny_model_dir, tmp_path / "plain", files["T1"].parent)
     assert code == 0, err
-    assert not (tmp_path / "plain" / "Hes_001_hesitation.nii.gz").exists()
+    assert not (tmp_path / "plain" / "Hes_001_uncertain.nii.gz").exists()
 
 
 def test_predict_zip(tiny_study, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
@@ -146,7 +159,9 @@ def test_predict_four_files(tiny_study, tiny_model_dir: Path, tmp_path: Path, ca
     code, _, err = predict(capsys, tiny_model_dir, tmp_path / "out", *four.values())
     assert code == 0, err
     check_prediction(tmp_path / "out", "Files_007", four)
-    code, _, err = predict(capsys, tiny_model_dir, tmp_path / "named", *four.values(), extra=("--name", "Renamed"))
+    code, _, err = predict(
+        capsys, tiny_model_dir, tmp_path / "named", *four.values(), extra=("--name", "Renamed")
+    )
     assert code == 0, err
     check_prediction(tmp_path / "named", "Renamed", four)
 
@@ -187,7 +202,9 @@ def test_check_names_refused_and_warned_studies_without_a_model(tmp_path: Path, 
     assert code == 2, err
     lines = out.splitlines()
     assert lines[0].startswith(f"{data / 'Bad_002'}: refused: ") and "missing FLAIR" in lines[0]
-    assert lines[1].startswith("Good_001: 1 warning (32 x 32 x 24 voxels of 1 x 1 x 1 mm; T1 Good_001_t1.nii.gz, ")
+    assert lines[1].startswith(
+        "Good_001: 1 warning (32 x 32 x 24 voxels of 1 x 1 x 1 mm; T1 Good_001_t1.nii.gz, "
+    )
     assert lines[2].startswith("  warning: Good_001: the non-zero region measures 8 mL")
     assert lines[-1] == "2 studies: 0 ok, 1 with warnings, 1 refused"
     assert "Traceback" not in err
@@ -196,7 +213,9 @@ def test_check_names_refused_and_warned_studies_without_a_model(tmp_path: Path, 
     assert code == 0 and out.splitlines()[-1] == "1 study: 0 ok, 1 with warnings, 0 refused"
 
 
-def test_check_and_batch_predict_print_each_refusal_on_one_line(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+def test_check_and_batch_predict_print_each_refusal_on_one_line(
+    tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
     data = tmp_path / "data"
     write_tiny_study(data / "Good_001", "Good_001", seg=False)
     bad = write_tiny_study(data / "Moved_002", "Moved_002", seg=False)
@@ -225,7 +244,9 @@ def test_a_batch_mapping_applies_to_the_studies_that_have_its_files(tmp_path: Pa
     assert out.splitlines()[-1] == "2 studies: 0 ok, 2 with warnings, 0 refused"
     assert "T2 scan7.nii.gz" in out
     # one study: a key that names none of its files is still a mistake worth refusing
-    code, _, err = run(capsys, "predict", data / "Case_001", "--output", tmp_path / "out", "--map", "scan7.nii.gz=T2")
+    code, _, err = run(
+        capsys, "predict", data / "Case_001", "--output", tmp_path / "out", "--map", "scan7.nii.gz=T2"
+    )
     assert code == 2 and "scan7.nii.gz: named in the mapping but not among the study's files" in err
 
 
@@ -240,7 +261,10 @@ def test_several_folders_and_zips_are_a_batch(tmp_path: Path, capsys) -> None:
     code, out, _ = run(capsys, "check", a, tmp_path / "B", archive)
     assert code == 0, out
     assert [line.split(":")[0] for line in out.splitlines() if not line.startswith(" ")][:3] == [
-        "Case_001", "Case_002", "Case_003"]
+        "Case_001",
+        "Case_002",
+        "Case_003",
+    ]
     assert out.splitlines()[-1] == "3 studies: 0 ok, 3 with warnings, 0 refused"
     assert b.is_dir()
 
@@ -249,9 +273,9 @@ def test_check_a_real_study(brats_case: Path, capsys) -> None:
     code, out, err = run(capsys, "check", brats_case)
     assert code == 0, err
     assert out.splitlines() == [
-        f"{brats_case.name}: ok (240 x 240 x 155 voxels of 1 x 1 x 1 mm; T1 {brats_case.name}_t1.nii.gz, T1CE "
-        f"{brats_case.name}_t1ce.nii.gz, T2 {brats_case.name}_t2.nii.gz, FLAIR {brats_case.name}_flair.nii.gz, SEG "
-        f"{brats_case.name}_seg.nii.gz)",
+        f"{brats_case.name}: ok (240 x 240 x 155 voxels of 1 x 1 x 1 mm; T1 {brats_case.name}_t1.nii.gz, "
+        f"T1CE {brats_case.name}_t1ce.nii.gz, T2 {brats_case.name}_t2.nii.gz, "
+        f"FLAIR {brats_case.name}_flair.nii.gz, SEG {brats_case.name}_seg.nii.gz)",
         "1 study: 1 ok, 0 with warnings, 0 refused",
     ]
 
@@ -354,14 +378,19 @@ def test_bad_model_folder_exits_2(tiny_study_dir: Path, tiny_model_dir: Path, tm
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        (["--device", "quantum"], "argument --device: expected a torch device such as cpu, cuda or cuda:0, found 'quantum'"),
+        (
+            ["--device", "quantum"],
+            "argument --device: expected a torch device such as cpu, cuda or cuda:0, found 'quantum'",
+        ),
         (["--overlap", "1.5"], "argument --overlap: expected a fraction in [0, 1), found '1.5'"),
         (["--overlap", "half"], "argument --overlap: expected a fraction in [0, 1), found 'half'"),
         (["--roi-size", "16", "0", "16"], "argument --roi-size: expected a whole number >= 1, found '0'"),
         (["--sw-batch-size", "-2"], "argument --sw-batch-size: expected a whole number >= 1, found '-2'"),
     ],
 )
-def test_bad_option_values_exit_2(option: list[str], message: str, tiny_study_dir: Path, tmp_path: Path, capsys) -> None:
+def test_bad_option_values_exit_2(
+    option: list[str], message: str, tiny_study_dir: Path, tmp_path: Path, capsys
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", str(tiny_study_dir), "-o", str(tmp_path), *option])
     assert exit_info.value.code == 2
@@ -377,7 +406,9 @@ def test_cuda_device_without_a_gpu_exits_2(tiny_study_dir: Path, tmp_path: Path,
     assert "no CUDA GPU is available" in capsys.readouterr().err
 
 
-def test_output_that_is_a_file_exits_2(tiny_study_dir: Path, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+def test_output_that_is_a_file_exits_2(
+    tiny_study_dir: Path, tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
     (tmp_path / "taken").write_text("")
     code, _, err = predict(capsys, tiny_model_dir, tmp_path / "taken", tiny_study_dir)
     assert_bad_input(code, err, "taken", "cannot create the output folder")
@@ -395,7 +426,9 @@ def test_internal_error_exits_1_with_traceback(
     code, _, err = predict(capsys, tiny_model_dir, tmp_path / "out", tiny_study_dir)
     assert code == 1
     assert "Traceback" in err
-    assert err.strip().splitlines()[-1] == "brats-seg predict: internal error: RuntimeError: simulated failure"
+    assert (
+        err.strip().splitlines()[-1] == "brats-seg predict: internal error: RuntimeError: simulated failure"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -420,14 +453,26 @@ def check_summary(folder: Path, rows: list[dict[str, str]]) -> dict:
         assert stats["median"] == pytest.approx(statistics.median(values), abs=1e-9)
         assert stats["std"] == pytest.approx(statistics.pstdev(values), abs=1e-9)
         assert stats["n"] == len(values)
-        assert min(values) <= stats["ci_low"] <= stats["mean"] + 1e-9 and stats["mean"] - 1e-9 <= stats["ci_high"] <= max(values)
+        assert min(values) <= stats["ci_low"] <= stats["mean"] + 1e-9 and stats["mean"] - 1e-9 <= stats[
+            "ci_high"
+        ] <= max(values)
     return summary
 
 
-def test_evaluate_predicts_and_scores_every_case(tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+def test_evaluate_predicts_and_scores_every_case(
+    tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
     out = tmp_path / "eval"
     code, stdout, err = run(
-        capsys, "evaluate", tiny_data_dir, "-o", out, "--model", tiny_model_dir, "--no-progress", "--save-predictions"
+        capsys,
+        "evaluate",
+        tiny_data_dir,
+        "-o",
+        out,
+        "--model",
+        tiny_model_dir,
+        "--no-progress",
+        "--save-predictions",
     )
     assert code == 0, err
     rows = read_scores(out)
@@ -437,7 +482,9 @@ def test_evaluate_predicts_and_scores_every_case(tiny_data_dir: Path, tiny_model
     assert summary["model"] == json.loads((tiny_model_dir / "model.json").read_text())["name"]
     assert "dice_WT" in stdout and "median" in stdout and "95% CI of the mean" in stdout
     wt = summary["summary"]["dice_WT"]
-    assert f"{wt['ci_low']:.3f}\u2013{wt['ci_high']:.3f}" in stdout  # the printed interval is the recorded one
+    assert (
+        f"{wt['ci_low']:.3f}\u2013{wt['ci_high']:.3f}" in stdout
+    )  # the printed interval is the recorded one
     assert len(list(out.glob("*_seg.nii.gz"))) == 3
 
     # reading the saved predictions back gives the same scores, without loading a model
@@ -454,9 +501,13 @@ def test_evaluate_predicts_and_scores_every_case(tiny_data_dir: Path, tiny_model
 def test_summary_table_gives_no_interval_for_a_single_case() -> None:
     from brats_seg.metrics import summarise
 
-    one = cli.format_summary(summarise([{"dice_WT": 0.8}]))
-    assert one.splitlines()[1].split()[:3] == ["dice_WT", "0.800", "-"]  # one case cannot show how far a mean moves
-    two = cli.format_summary(summarise([{"dice_WT": 0.8}, {"dice_WT": 0.6}]))
+    one = format_summary(summarise([{"dice_WT": 0.8}]))
+    assert one.splitlines()[1].split()[:3] == [
+        "dice_WT",
+        "0.800",
+        "-",
+    ]  # one case cannot show how far a mean moves
+    two = format_summary(summarise([{"dice_WT": 0.8}, {"dice_WT": 0.6}]))
     assert "0.600\u20130.800" in two.splitlines()[1]
 
 
@@ -479,7 +530,9 @@ def test_evaluate_reads_existing_predictions_instead_of_predicting(
 
     monkeypatch.setattr(brats_seg.model, "load_model", no_model)
     preds = perfect_predictions(tiny_data_dir, tmp_path / "preds")
-    code, _, err = run(capsys, "evaluate", tiny_data_dir, "-o", tmp_path / "out", "--predictions", preds, "--no-progress")
+    code, _, err = run(
+        capsys, "evaluate", tiny_data_dir, "-o", tmp_path / "out", "--predictions", preds, "--no-progress"
+    )
     assert code == 0, err
     rows = read_scores(tmp_path / "out")
     assert len(rows) == 3
@@ -492,7 +545,17 @@ def test_evaluate_reads_existing_predictions_instead_of_predicting(
 
 def test_evaluate_refuses_bad_predictions(tiny_data_dir: Path, tmp_path: Path, capsys) -> None:
     preds = perfect_predictions(tiny_data_dir, tmp_path / "preds")
-    args = ["evaluate", tiny_data_dir, "-o", tmp_path / "out", "--predictions", preds, "--no-progress", "--cases", "Tiny_002"]
+    args = [
+        "evaluate",
+        tiny_data_dir,
+        "-o",
+        tmp_path / "out",
+        "--predictions",
+        preds,
+        "--no-progress",
+        "--cases",
+        "Tiny_002",
+    ]
     target = preds / "Tiny_002_seg.nii.gz"
     reference = nib.load(target)
     truth = np.asarray(reference.dataobj)
@@ -505,7 +568,13 @@ def test_evaluate_refuses_bad_predictions(tiny_data_dir: Path, tmp_path: Path, c
 
     write_nifti(target, truth[:, :, :-1], reference.affine)
     code, _, err = run(capsys, *args)
-    assert_bad_input(code, err, "Tiny_002_seg.nii.gz", f"expected the shape {truth.shape}", f"found {truth[:, :, :-1].shape}")
+    assert_bad_input(
+        code,
+        err,
+        "Tiny_002_seg.nii.gz",
+        f"expected the shape {truth.shape}",
+        f"found {truth[:, :, :-1].shape}",
+    )
 
     shifted = reference.affine.copy()
     shifted[0, 3] += 5
@@ -521,7 +590,9 @@ def test_evaluate_refuses_bad_predictions(tiny_data_dir: Path, tmp_path: Path, c
     code, _, err = run(capsys, *args)
     assert_bad_input(code, err, "Tiny_002_seg.nii.gz", "no prediction for case Tiny_002")
 
-    code, _, err = run(capsys, "evaluate", tiny_data_dir, "-o", tmp_path / "out", "--predictions", tmp_path / "none")
+    code, _, err = run(
+        capsys, "evaluate", tiny_data_dir, "-o", tmp_path / "out", "--predictions", tmp_path / "none"
+    )
     assert_bad_input(code, err, "--predictions", "no such folder")
 
 
@@ -530,7 +601,18 @@ def test_evaluate_case_selection(tiny_data_dir: Path, tiny_model_dir: Path, tmp_
 
     def cases(spec: str) -> list[str]:
         out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
-        code, _, err = run(capsys, "evaluate", tiny_data_dir, "-o", out, "--predictions", preds, "--no-progress", "--cases", spec)
+        code, _, err = run(
+            capsys,
+            "evaluate",
+            tiny_data_dir,
+            "-o",
+            out,
+            "--predictions",
+            preds,
+            "--no-progress",
+            "--cases",
+            spec,
+        )
         assert code == 0, err
         return [r["case"] for r in read_scores(out)]
 
@@ -541,16 +623,32 @@ def test_evaluate_case_selection(tiny_data_dir: Path, tiny_model_dir: Path, tmp_
     held_out = json.loads((tiny_model_dir / "model.json").read_text())["training"]["held_out_cases"]
     assert cases(f"@{tiny_model_dir / 'model.json'}") == sorted(held_out)
 
-    code, _, err = run(capsys, "evaluate", tiny_data_dir, "-o", tmp_path / "x", "--predictions", preds, "--cases", "Tiny_001,Nobody")
+    code, _, err = run(
+        capsys,
+        "evaluate",
+        tiny_data_dir,
+        "-o",
+        tmp_path / "x",
+        "--predictions",
+        preds,
+        "--cases",
+        "Tiny_001,Nobody",
+    )
     assert_bad_input(code, err, "no case with ground truth named ['Nobody']")
-    code, _, err = run(capsys, "evaluate", tiny_data_dir, "-o", tmp_path / "x", "--cases", f"@{tmp_path / 'absent.txt'}")
+    code, _, err = run(
+        capsys, "evaluate", tiny_data_dir, "-o", tmp_path / "x", "--cases", f"@{tmp_path / 'absent.txt'}"
+    )
     assert_bad_input(code, err, "absent.txt", "no such file")
     (tmp_path / "broken.json").write_text("{")
-    code, _, err = run(capsys, "evaluate", tiny_data_dir, "-o", tmp_path / "x", "--cases", f"@{tmp_path / 'broken.json'}")
+    code, _, err = run(
+        capsys, "evaluate", tiny_data_dir, "-o", tmp_path / "x", "--cases", f"@{tmp_path / 'broken.json'}"
+    )
     assert_bad_input(code, err, "broken.json is not valid JSON")
     for members in ("junk", ["junk"], [{"training": "junk"}], [{"training": {"held_out_cases": []}}]):
         (tmp_path / "odd.json").write_text(json.dumps({"members": members, "held_out_cases": []}))
-        code, _, err = run(capsys, "evaluate", tiny_data_dir, "-o", tmp_path / "x", "--cases", f"@{tmp_path / 'odd.json'}")
+        code, _, err = run(
+            capsys, "evaluate", tiny_data_dir, "-o", tmp_path / "x", "--cases", f"@{tmp_path / 'odd.json'}"
+        )
         assert_bad_input(code, err, "found no held-out cases")
         assert "--cross-validation" not in err
 
@@ -573,7 +671,15 @@ def test_info_prints_the_card(tiny_model_dir: Path, capsys) -> None:
 
 @pytest.mark.data
 def test_predict_real_case_end_to_end(brats_case: Path, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
-    args = ["predict", str(brats_case), "--output", str(tmp_path / "out"), "--model", str(tiny_model_dir), "--no-progress"]
+    args = [
+        "predict",
+        str(brats_case),
+        "--output",
+        str(tmp_path / "out"),
+        "--model",
+        str(tiny_model_dir),
+        "--no-progress",
+    ]
     start = time.perf_counter()
     code, out, err = run(capsys, *args)
     seconds = time.perf_counter() - start
@@ -583,5 +689,7 @@ def test_predict_real_case_end_to_end(brats_case: Path, tiny_model_dir: Path, tm
     report = check_prediction(tmp_path / "out", brats_case.name, files)
     assert report["shape"] == [240, 240, 155]
     with capsys.disabled():
-        print(f"\n[timing] brats-seg {' '.join(args)}: {seconds:.1f} s wall in-process, one torch thread "
-              f"(steps in seconds: {report['timings_s']})")
+        print(
+            f"\n[timing] brats-seg {' '.join(args)}: {seconds:.1f} s wall in-process, one torch thread "
+            f"(steps in seconds: {report['timings_s']})"
+        )

@@ -247,7 +247,7 @@ def test_cli_predict_and_check_a_raw_study(tiny_model_dir: Path, tmp_path: Path,
     assert code == 0 and "(raw study, harmonised in " in out and "(T2, FLAIR on other grids than T1" in out, out
     assert out.splitlines()[-1] in ("1 study: 1 ok, 0 with warnings, 0 refused", "1 study: 0 ok, 1 with warnings, 0 refused")
     code = main(["predict", str(tmp_path / "Raw_7"), "--output", str(tmp_path / "out"), "--model", str(tiny_model_dir),
-                 "--no-progress", "--hesitation-map", "--save-preprocessed"])
+                 "--no-progress", "--uncertain-map", "--save-preprocessed"])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "Raw_7: harmonised (T2, FLAIR on other grids than T1" in out
@@ -256,7 +256,7 @@ def test_cli_predict_and_check_a_raw_study(tiny_model_dir: Path, tmp_path: Path,
     assert native.shape == t1ce.shape
     np.testing.assert_allclose(native.affine, t1ce.affine, atol=1e-5)
     assert nib.load(tmp_path / "out" / "Raw_7_seg_1mm.nii.gz").shape == SHAPE
-    assert nib.load(tmp_path / "out" / "Raw_7_hesitation.nii.gz").shape == t1ce.shape
+    assert nib.load(tmp_path / "out" / "Raw_7_uncertain.nii.gz").shape == t1ce.shape
     assert (tmp_path / "out" / "Raw_7_registration.png").stat().st_size > 1000
     assert len(list((tmp_path / "out" / "Raw_7_preprocessed").glob("*.nii.gz"))) == 5
     report = json.loads((tmp_path / "out" / "Raw_7_report.json").read_text())

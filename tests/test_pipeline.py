@@ -43,8 +43,6 @@ def write_stored_study(folder: Path, ornt: np.ndarray) -> tuple[dict[str, Path],
     return paths, labels
 
 
-
-
 @pytest.fixture(scope="module")
 def tiny_model(tiny_model_dir: Path) -> Model:
     return load_model(tiny_model_dir, device="cpu")
@@ -56,7 +54,9 @@ def reference(tiny_model: Model, tmp_path_factory: pytest.TempPathFactory) -> np
     folder = tmp_path_factory.mktemp("reference") / "Stored"
     write_stored_study(folder, np.array(STORAGE["LPS (as BraTS)"], dtype=float))
     labels = pipeline.segment(io.load_study(folder), tiny_model).labels.array
-    assert len(np.unique(labels)) >= 2, "the tiny model should label some voxels, else the comparison is empty"
+    assert len(np.unique(labels)) >= 2, (
+        "the tiny model should label some voxels, else the comparison is empty"
+    )
     return labels
 
 
@@ -98,9 +98,15 @@ def test_settings_come_from_the_card_unless_given(tiny_model: Model, tiny_study_
     assert seg.settings["device"] == "cpu"
     assert set(seg.timings) >= {"prepare", "predict", "postprocess", "total"}
     assert seen and seen[-1] == 1.0 and seen == sorted(seen)
-    seg2 = pipeline.segment(study, tiny_model, roi_size=[8, 8, 8], overlap=0.25, sw_batch_size=3, tta_flips=True, mode="constant")
+    seg2 = pipeline.segment(
+        study, tiny_model, roi_size=[8, 8, 8], overlap=0.25, sw_batch_size=3, tta_flips=True, mode="constant"
+    )
     assert seg2.settings["roi_size"] == [8, 8, 8] and seg2.settings["overlap"] == 0.25
-    assert seg2.settings["sw_batch_size"] == 3 and seg2.settings["tta_flips"] is True and seg2.settings["mode"] == "constant"
+    assert (
+        seg2.settings["sw_batch_size"] == 3
+        and seg2.settings["tta_flips"] is True
+        and seg2.settings["mode"] == "constant"
+    )
     assert seg2.labels.shape == study.shape
 
 
@@ -121,7 +127,7 @@ class ConstantNet(nn.Module):
 
 
 def padded_study() -> tuple[Study, np.ndarray]:
-    """A small brain inside a larger zero volume; returns the study and the brain voxels inside its bounding box."""
+    """A small brain inside a larger zero volume; returns the study and the brain voxels in its box."""
     images, _ = tiny_volumes((16, 16, 12), seed=8)
     shape = (30, 28, 20)
     sl = (slice(7, 23), slice(4, 20), slice(5, 17))
@@ -141,8 +147,15 @@ def padded_study() -> tuple[Study, np.ndarray]:
 
 def dummy_model(output: dict, net: nn.Module, tmp_path: Path) -> Model:
     card = ModelCard(
-        name="dummy", files=[], sha256={}, channels=list(MODALITIES), output=output,
-        spacing=[1.0, 1.0, 1.0], roi_size=[8, 8, 8], crop_margin=0, sw_batch_size=4,
+        name="dummy",
+        files=[],
+        sha256={},
+        channels=list(MODALITIES),
+        output=output,
+        spacing=[1.0, 1.0, 1.0],
+        roi_size=[8, 8, 8],
+        crop_margin=0,
+        sw_batch_size=4,
     )
     return Model(card=card, networks=[net], directory=tmp_path)
 
@@ -181,9 +194,16 @@ def test_prepared_input_is_what_the_network_sees(tmp_path: Path) -> None:
     window = seen[0][0]
     # MONAI pads an input smaller than the window evenly on both sides
     x, y, z = ((64 - n) // 2 for n in prepared.tensor.shape[1:])
-    inner = window[:, x : x + prepared.tensor.shape[1], y : y + prepared.tensor.shape[2], z : z + prepared.tensor.shape[3]]
+    inner = window[
+        :,
+        x : x + prepared.tensor.shape[1],
+        y : y + prepared.tensor.shape[2],
+        z : z + prepared.tensor.shape[3],
+    ]
     np.testing.assert_allclose(inner.numpy(), prepared.tensor.numpy(), atol=1e-6)
-    assert float(window.abs().sum()) == pytest.approx(float(prepared.tensor.abs().sum()), rel=1e-5)  # zeros around
+    assert float(window.abs().sum()) == pytest.approx(
+        float(prepared.tensor.abs().sum()), rel=1e-5
+    )  # zeros around
 
 
 def test_no_tumour_outside_the_brain(tiny_model_dir, tiny_study_dir) -> None:
@@ -200,7 +220,9 @@ def test_no_tumour_outside_the_brain(tiny_model_dir, tiny_study_dir) -> None:
     assert not seg.labels.array[outside].any()
 
 
-def test_card_postprocess_rules_apply_and_can_be_turned_off(tiny_model: Model, reference: np.ndarray, tmp_path: Path) -> None:
+def test_card_postprocess_rules_apply_and_can_be_turned_off(
+    tiny_model: Model, reference: np.ndarray, tmp_path: Path
+) -> None:
     from dataclasses import replace
 
     from scipy import ndimage
@@ -213,13 +235,19 @@ def test_card_postprocess_rules_apply_and_can_be_turned_off(tiny_model: Model, r
 
     seg = pipeline.segment(study, model)
     labels = seg.labels.array
-    assert seg.settings["postprocess"] == {"min_component_mm3": 0.0, "min_component_fraction": 1.0, "et_min_mm3": 1e9}
-    assert ndimage.label(labels > 0, structure=np.ones((3, 3, 3)))[1] == 1, "only the largest component is kept"
+    assert seg.settings["postprocess"] == {
+        "min_component_mm3": 0.0,
+        "min_component_fraction": 1.0,
+        "et_min_mm3": 1e9,
+    }
+    assert ndimage.label(labels > 0, structure=np.ones((3, 3, 3)))[1] == 1, (
+        "only the largest component is kept"
+    )
     assert not np.any(labels == 4), "ET below et_min_mm3 becomes NCR"
     assert np.all(reference[labels > 0] > 0), "post-processing only removes tumour, never adds it"
     assert np.any(reference == 4), "the reference should hold ET, else the ET rule is untested"
 
-    raw = pipeline.segment(study, model, postprocessing=False)
+    raw = pipeline.segment(study, model, postprocess=False)
     np.testing.assert_array_equal(raw.labels.array, reference)
     assert "postprocess" not in raw.settings
 
@@ -229,14 +257,18 @@ def test_card_postprocess_rules_apply_and_can_be_turned_off(tiny_model: Model, r
 
 def _sigmoid_card(**output) -> ModelCard:
     return ModelCard(
-        name="dummy", files=[], sha256={}, channels=list(MODALITIES),
+        name="dummy",
+        files=[],
+        sha256={},
+        channels=list(MODALITIES),
         output={"type": "regions_sigmoid", "regions": ["TC", "WT", "ET"], **output},
-        spacing=[1.0, 1.0, 1.0], roi_size=[8, 8, 8],
+        spacing=[1.0, 1.0, 1.0],
+        roi_size=[8, 8, 8],
     )
 
 
 def _graded_whole_tumour() -> np.ndarray:
-    """Region probabilities (TC, WT, ET) on 12 x 12 x 12 voxels: three WT cubes of 8 voxels at 0.9, 0.5 and 0.35."""
+    """Region probabilities (TC, WT, ET) on 12 x 12 x 12 voxels: WT cubes of 8 voxels at 0.9, 0.5, 0.35."""
     probs = np.zeros((3, 12, 12, 12), dtype=np.float32)
     probs[1, 1:3, 1:3, 1:3] = 0.9
     probs[1, 5:7, 5:7, 5:7] = 0.5
@@ -249,17 +281,27 @@ def test_volume_range_decodes_the_labels_at_each_threshold() -> None:
 
     like = LabelMap(np.zeros((12, 12, 12), np.uint8), np.diag([1.0, 1.0, 2.0, 1.0]), nib.Nifti1Header())
     brain = np.ones((12, 12, 12), bool)
-    spread = pipeline.volume_range(_graded_whole_tumour(), _sigmoid_card(threshold=0.5), like=like, brain=brain)
-    assert spread["thresholds"] == [0.7, 0.3] and spread["card_threshold"] == 0.5
-    assert spread["regions"]["WT"] == pytest.approx([0.016, 0.048])  # 8 or 24 voxels of 2 mm3
-    assert spread["labels"]["ED"] == pytest.approx([0.016, 0.048]) and spread["regions"]["TC"] == [0.0, 0.0]
+    ranges = pipeline.volume_range(
+        _graded_whole_tumour(), _sigmoid_card(threshold=0.5), like=like, brain=brain
+    )
+    assert ranges["thresholds"] == [0.7, 0.3] and ranges["card_threshold"] == 0.5
+    assert ranges["regions"]["WT"] == pytest.approx([0.016, 0.048])  # 8 or 24 voxels of 2 mm3
+    assert ranges["labels"]["ED"] == pytest.approx([0.016, 0.048]) and ranges["regions"]["TC"] == [0.0, 0.0]
     # nothing outside the brain, at any threshold
     brain[9:, 9:, 9:] = False
-    assert pipeline.volume_range(_graded_whole_tumour(), _sigmoid_card(), like=like, brain=brain)["regions"]["WT"] == pytest.approx([0.016, 0.032])
+    assert pipeline.volume_range(_graded_whole_tumour(), _sigmoid_card(), like=like, brain=brain)["regions"][
+        "WT"
+    ] == pytest.approx([0.016, 0.032])
     # the card's post-processing applies as to the labels: parts under 20 mm3 go, the largest stays
-    cleaned = pipeline.volume_range(_graded_whole_tumour(), _sigmoid_card(), like=like, brain=np.ones((12, 12, 12), bool),
-                                    cleaning={"min_component_mm3": 20.0}, thresholds=(0.8, 0.4, 0.2))
-    assert cleaned["regions"]["WT"] == pytest.approx([0.016, 0.016, 0.016])
+    with_rules = pipeline.volume_range(
+        _graded_whole_tumour(),
+        _sigmoid_card(),
+        like=like,
+        brain=np.ones((12, 12, 12), bool),
+        postprocess_settings={"min_component_mm3": 20.0},
+        thresholds=(0.8, 0.4, 0.2),
+    )
+    assert with_rules["regions"]["WT"] == pytest.approx([0.016, 0.016, 0.016])
 
 
 @pytest.mark.parametrize(
@@ -267,9 +309,19 @@ def test_volume_range_decodes_the_labels_at_each_threshold() -> None:
     [
         (_sigmoid_card(), (0.0, 0.5), r"expected thresholds in \(0, 1\), found \[0.0, 0.5\]"),
         (_sigmoid_card(), (), r"expected thresholds in \(0, 1\), found \[\]"),
-        (ModelCard(name="d", files=[], sha256={}, channels=list(MODALITIES), output={"type": "classes_softmax", "classes": [0, 1, 2, 4]},
-                   spacing=[1.0, 1.0, 1.0], roi_size=[8, 8, 8]), (0.7, 0.3),
-         "expected a card with region sigmoids, found output type 'classes_softmax'"),
+        (
+            ModelCard(
+                name="d",
+                files=[],
+                sha256={},
+                channels=list(MODALITIES),
+                output={"type": "classes_softmax", "classes": [0, 1, 2, 4]},
+                spacing=[1.0, 1.0, 1.0],
+                roi_size=[8, 8, 8],
+            ),
+            (0.7, 0.3),
+            "expected a card with region sigmoids, found output type 'classes_softmax'",
+        ),
     ],
 )
 def test_volume_range_refuses_what_it_cannot_measure(card: ModelCard, thresholds, match: str) -> None:
@@ -277,28 +329,39 @@ def test_volume_range_refuses_what_it_cannot_measure(card: ModelCard, thresholds
 
     like = LabelMap(np.zeros((12, 12, 12), np.uint8), np.eye(4), nib.Nifti1Header())
     with pytest.raises(ValueError, match=match):
-        pipeline.volume_range(_graded_whole_tumour(), card, like=like, brain=np.ones((12, 12, 12), bool), thresholds=thresholds)
+        pipeline.volume_range(
+            _graded_whole_tumour(), card, like=like, brain=np.ones((12, 12, 12), bool), thresholds=thresholds
+        )
 
 
-def test_segment_brackets_the_region_volumes_and_reports_the_range(tiny_model: Model, tiny_study_dir: Path) -> None:
+def test_segment_brackets_the_region_volumes_and_reports_the_range(
+    tiny_model: Model, tiny_study_dir: Path
+) -> None:
     from brats_seg import report
 
     study = io.load_study(tiny_study_dir)
     seg = pipeline.segment(study, tiny_model)
     vols = report.volumes(seg.labels)
-    spread = seg.volume_range
-    assert spread is not None and spread["thresholds"] == list(pipeline.VOLUME_RANGE_THRESHOLDS)
+    ranges = seg.volume_range
+    assert ranges is not None and ranges["thresholds"] == list(pipeline.VOLUME_RANGE_THRESHOLDS)
     for region in ("ET", "TC", "WT"):
-        strict, loose = spread["regions"][region]
-        assert strict <= vols["regions"][region]["mL"] + 1e-9 <= loose + 2e-9  # a region only grows as the cut falls
-    assert spread["regions"]["WT"][0] < spread["regions"]["WT"][1], "the tiny model should hesitate somewhere"
-    rep = report.study_report(study, seg, tiny_model, vols)
-    assert rep["volume_range"]["regions"] == spread["regions"] and "not a calibrated interval" in rep["volume_range"]["meaning"]
+        strict, loose = ranges["regions"][region]
+        assert (
+            strict <= vols["regions"][region]["mL"] + 1e-9 <= loose + 2e-9
+        )  # a region only grows as the cut falls
+    assert ranges["regions"]["WT"][0] < ranges["regions"]["WT"][1], (
+        "the tiny model should be uncertain somewhere"
+    )
+    rep = seg.study_report(study, tiny_model)
+    assert (
+        rep["volume_range"]["regions"] == ranges["regions"]
+        and "not a calibrated interval" in rep["volume_range"]["meaning"]
+    )
     # where the label depends on the threshold: at least the voxels the whole tumour gains from 0.7 to 0.3
-    hesitant = seg.uncertain
-    assert hesitant.dtype == bool and hesitant.shape == study.shape
+    uncertain = seg.uncertain
+    assert uncertain.dtype == bool and uncertain.shape == study.shape
     voxel_ml = seg.labels.voxel_volume_mm3 / 1000
-    assert hesitant.sum() * voxel_ml + 1e-9 >= spread["regions"]["WT"][1] - spread["regions"]["WT"][0] > 0
+    assert uncertain.sum() * voxel_ml + 1e-9 >= ranges["regions"]["WT"][1] - ranges["regions"]["WT"][0] > 0
     plain = pipeline.segment(study, tiny_model, volume_thresholds=None)
     assert plain.volume_range is None and plain.uncertain is None
     # thresholds that do not bracket the card's (0.5) would not be a range around its labels: none is made

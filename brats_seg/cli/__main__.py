@@ -1,0 +1,7 @@
+"""``python -m brats_seg.cli``: the ``brats-seg`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
