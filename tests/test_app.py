@@ -1,11 +1,13 @@
-"""Tests for the dashboard (``brats_seg.app``) without a browser: real uploaded bytes, real clicks,
+"""Tests for the dashboard (``brats_seg.ui``) without a browser: real uploaded bytes, real clicks,
 the tiny exported model (``tiny_model_dir``) and, marked ``data``, the real BraTS case."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import gzip
 import hashlib
+import html
 import io as _io
 import json
 import re
@@ -25,17 +27,10 @@ import torch
 from helpers import brats_affine, tiny_volumes, write_dicom_series, write_dicom_study, write_nifti, zip_tree
 from PIL import Image
 
-from brats_seg import app as app_module
 from brats_seg import metrics, report, viz
-from brats_seg.app import (
-    App,
-    ExampleError,
-    ExampleUnreachable,
-    fetch_example,
-    list_entries,
-    parse_table,
-    upload_files,
-)
+from brats_seg.ui import App, example, render
+from brats_seg.ui.entries import list_entries, upload_files
+from brats_seg.ui.example import ExampleError, ExampleUnreachable, fetch_example
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,6 +38,20 @@ ROOT = Path(__file__).resolve().parents[1]
 # --------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------
+
+
+def parse_table(text: str) -> dict[str, dict[str, float]]:
+    """Read back a table of ``render.volumes_html`` or ``render.scores_html``: row -> column -> value."""
+    out: dict[str, dict[str, float]] = {}
+    for row, body in re.findall(r'<tr data-row="([^"]+)">(.*?)</tr>', text, flags=re.S):
+        out[row] = {c: float(v) for c, v in re.findall(r'data-col="([^"]+)" data-value="([^"]+)"', body)}
+    return out
+
+
+def parse_links(text: str) -> dict[str, bytes]:
+    """Decode the ``data:`` links of an HTML fragment: download name -> bytes."""
+    links = re.findall(r'download="([^"]+)" href="data:[^;"]+;base64,([^"]+)"', text)
+    return {html.unescape(name): base64.b64decode(payload) for name, payload in links}
 
 
 def upload_value(files: Mapping[str, bytes | Path] | list[Path]) -> tuple[dict, ...]:
@@ -74,12 +83,13 @@ def make_app(model_dir: Path, tmp_path: Path, **kwargs) -> App:
 
 
 def check_downloads(app: App, study_shape: tuple[int, ...], affine: np.ndarray) -> dict[str, bytes]:
-    """The download links decode to NIfTI label and hesitation maps with the study's geometry, a JSON report and a PNG."""
+    """The download links decode to NIfTI label and uncertain maps with the study's geometry, a JSON report and a PNG."""
     files = app.downloads()
-    name = app.study.name
-    assert set(files) == {f"{name}_seg.nii.gz", f"{name}_hesitation.nii.gz", f"{name}_report.json", f"{name}_views.png"}
+    assert parse_links(app.page.downloads_html.value) == files  # the page's links hold the files the app keeps
+    name = app.state.study.name
+    assert set(files) == {f"{name}_seg.nii.gz", f"{name}_uncertain.nii.gz", f"{name}_report.json", f"{name}_views.png"}
     with tempfile.TemporaryDirectory() as tmp:
-        for suffix, expected in [("seg", app.result.segmentation.labels.array), ("hesitation", app.result.segmentation.uncertain)]:
+        for suffix, expected in [("seg", app.state.result.segmentation.labels.array), ("uncertain", app.state.result.segmentation.uncertain)]:
             path = Path(tmp) / f"{name}_{suffix}.nii.gz"
             path.write_bytes(files[path.name])
             image = nib.load(path)
@@ -88,12 +98,12 @@ def check_downloads(app: App, study_shape: tuple[int, ...], affine: np.ndarray) 
             data = np.asarray(image.dataobj)
             np.testing.assert_array_equal(data, expected)
             assert set(np.unique(data).tolist()) <= ({0, 1, 2, 4} if suffix == "seg" else {0, 1})
-        assert data.any(), "the tiny model hesitates somewhere"
+        assert data.any(), "the tiny model is uncertain somewhere"
         assert b"hesitation 0/1" in image.header["descrip"].tobytes() and image.header["cal_max"] == 1
-    assert "Where it hesitates (NIfTI)" in app.downloads_html.value
+    assert "Uncertain voxels (NIfTI)" in app.page.downloads_html.value
     rep = json.loads(files[f"{name}_report.json"])
     assert rep["study"] == name and rep["shape"] == list(study_shape)
-    assert rep["volumes"] == json.loads(json.dumps(app.result.volumes))
+    assert rep["volumes"] == json.loads(json.dumps(app.state.result.volumes))
     png = Image.open(_io.BytesIO(files[f"{name}_views.png"]))
     assert png.format == "PNG" and png.size[0] > 600
     return files
@@ -102,22 +112,24 @@ def check_downloads(app: App, study_shape: tuple[int, ...], affine: np.ndarray) 
 def check_numbers(app: App, *, rescore: bool = True) -> None:
     """The tables show exactly report.volumes / metrics.score of the label map (``rescore=False``:
     compare the scores with those the app computed, to save an HD95 on a big volume)."""
-    labels = app.result.segmentation.labels
+    labels = app.state.result.segmentation.labels
     vols = report.volumes(labels)
     shown = app.volumes_shown()
+    assert parse_table(app.page.volumes_table.value) == shown  # the page shows the numbers the app keeps
+    assert parse_table(app.page.metrics_table.value) == app.scores_shown()
     assert list(shown) == ["NCR", "ED", "ET", "TC", "WT"]
     for name, _, ml in report.volumes_table(vols):
         assert shown[name]["prediction"] == ml
-    spread = app.result.segmentation.volume_range
-    if spread is not None:  # the range column shows the pipeline's volumes at the other thresholds
+    volume_range = app.state.result.segmentation.volume_range
+    if volume_range is not None:  # the range column shows the pipeline's volumes at the other thresholds
         for (section, name), row in zip(report.TABLE_ROWS, shown.values(), strict=True):
-            assert (row["range_low"], row["range_high"]) == (min(spread[section][name]), max(spread[section][name]))
-        assert "it is not a confidence interval" in app.volumes_table.value
-    if app.study.truth is not None:
-        truth_vols = report.volumes(app.study.truth_map)
+            assert (row["range_low"], row["range_high"]) == (min(volume_range[section][name]), max(volume_range[section][name]))
+        assert "it is not a confidence interval" in app.page.volumes_table.value
+    if app.state.study.truth is not None:
+        truth_vols = report.volumes(app.state.study.truth_map)
         for name, _, ml in report.volumes_table(truth_vols):
             assert shown[name]["truth"] == ml
-        scores = metrics.score(labels, app.study.truth_map) if rescore else app.result.scores
+        scores = metrics.score(labels, app.state.study.truth_map) if rescore else app.state.result.scores
         assert app.scores_shown() == {r: {"dice": s["dice"], "hd95": s["hd95"]} for r, s in scores.items()}
     else:
         assert app.scores_shown() == {}
@@ -125,12 +137,12 @@ def check_numbers(app: App, *, rescore: bool = True) -> None:
 
 def predict_ok(app: App) -> None:
     """Predict is enabled, a click runs it, and the result has the input's shape."""
-    assert not app.predict_button.disabled, app.message_text
-    app.predict_button.click()
-    assert app.message_kind == "info", app.message_text
-    assert app.result is not None
-    assert app.result.segmentation.labels.shape == app.study.shape
-    assert app.progress.value == 100 and app.progress_label.value.startswith("Done")
+    assert not app.page.predict_button.disabled, app.state.message_text
+    app.page.predict_button.click()
+    assert app.state.message_kind == "info", app.state.message_text
+    assert app.state.result is not None
+    assert app.state.result.segmentation.labels.shape == app.state.study.shape
+    assert app.page.progress.value == 100 and app.page.progress_label.value.startswith("Done")
 
 
 def all_widgets(root: widgets.Widget) -> list[widgets.Widget]:
@@ -158,7 +170,7 @@ def app(tiny_model_dir: Path, tmp_path: Path) -> App:
 
 
 def test_importing_the_app_does_not_import_torch() -> None:
-    code = "import sys, brats_seg.app; print('torch' in sys.modules)"
+    code = "import sys, brats_seg.ui; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"
 
@@ -199,7 +211,7 @@ def test_stable_css_classes_and_no_icons(tmp_path: Path) -> None:
     assert expected <= classes, expected - classes
     for w in all_widgets(app.widget):
         assert getattr(w, "icon", "") == "", f"{type(w).__name__} uses an icon (icon fonts need a CDN)"
-    assert app.predict_button.disabled
+    assert app.page.predict_button.disabled
 
 
 def test_notebook_only_wires_the_app_and_has_no_outputs() -> None:
@@ -208,7 +220,7 @@ def test_notebook_only_wires_the_app_and_has_no_outputs() -> None:
     assert 1 <= len(code) <= 3
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
     source = "".join("".join(c["source"]) for c in code)
-    assert "from brats_seg.app import App" in source and "App()" in source
+    assert "from brats_seg.ui import App" in source and "App()" in source
 
 
 def test_voila_configuration() -> None:
@@ -251,152 +263,152 @@ def test_input_warnings_are_shown_on_upload_kept_after_predict_and_cleared_by_th
     app: App, tiny_paths: dict[str, Path], tmp_path: Path
 ) -> None:
     app.set_files(study_files(tiny_paths))  # 32 x 32 x 24 voxels of 1 mm: 8 mL, far smaller than a brain
-    assert app.message_kind == "info", app.message_text
-    assert len(app.warnings) == 1 and app.warnings[0].startswith("Tiny_001: the non-zero region measures 8 mL")
-    assert "brats-msg-warning" in app.warnings_html.value and "Warning: Tiny_001" in app.warnings_html.value
+    assert app.state.message_kind == "info", app.state.message_text
+    assert len(app.state.warnings) == 1 and app.state.warnings[0].startswith("Tiny_001: the non-zero region measures 8 mL")
+    assert "brats-msg-warning" in app.page.warnings_html.value and "Warning: Tiny_001" in app.page.warnings_html.value
     predict_ok(app)
-    assert app.warnings == app.result.segmentation.warnings == app.result.report["warnings"]
-    assert "Warning: Tiny_001" in app.warnings_html.value
+    assert app.state.warnings == app.state.result.segmentation.warnings == app.state.result.report["warnings"]
+    assert "Warning: Tiny_001" in app.page.warnings_html.value
     # a brain-sized study (64 x 64 x 48 voxels of 2.8 mm, about 1,340 mL) has none
     shape, spacing = (64, 64, 48), (2.8, 2.8, 2.8)
     images, _ = tiny_volumes(shape)
     files = {f"Big_001_{m.lower()}.nii.gz": write_nifti(tmp_path / f"Big_001_{m.lower()}.nii.gz", images[m],
                                                         brats_affine(shape, spacing)).read_bytes() for m in images}
     app.set_files(files)
-    assert app.study is not None and app.study.name == "Big_001", app.message_text
-    assert app.warnings == [] and app.warnings_html.value == ""
+    assert app.state.study is not None and app.state.study.name == "Big_001", app.state.message_text
+    assert app.state.warnings == [] and app.page.warnings_html.value == ""
 
 
 def test_upload_predict_review_and_download(app: App, tiny_paths: dict[str, Path]) -> None:
-    assert app.predict_button.disabled
-    app.upload.value = upload_value(list(tiny_paths.values()))
-    assert app.message_kind == "info", app.message_text
-    assert "Loaded Tiny_001" in app.message_text and "ground truth" in app.message_text
-    rows = {row.children[0].value for row in app.files_box.children}
+    assert app.page.predict_button.disabled
+    app.page.upload.value = upload_value(list(tiny_paths.values()))
+    assert app.state.message_kind == "info", app.state.message_text
+    assert "Loaded Tiny_001" in app.state.message_text and "ground truth" in app.state.message_text
+    rows = {row.children[0].value for row in app.page.files_box.children}
     assert len(rows) == 5
     assert {d.value for d in app.modality_dropdowns.values()} == {"T1", "T1CE", "T2", "FLAIR", "SEG"}
     # the scan is shown (with the ground truth) before any prediction
-    assert app.review_box.layout.display == "flex"
-    assert all(bytes(app.images[v].value).startswith(b"\x89PNG") for v in viz.VIEWS)
+    assert app.views.box.layout.display == "flex"
+    assert all(bytes(app.views.images[v].value).startswith(b"\x89PNG") for v in viz.VIEWS)
 
     progress: list[int] = []
-    app.progress.observe(lambda change: progress.append(change["new"]), "value")
+    app.page.progress.observe(lambda change: progress.append(change["new"]), "value")
     predict_ok(app)
     assert progress and progress[-1] == 100 and progress == sorted(progress)
-    assert "ready" in app.model_status.value
+    assert "ready" in app.page.model_status.value
     check_numbers(app)
-    shape = app.study.shape
-    check_downloads(app, shape, app.study.affine)
-    assert [o[1] for o in app.overlay.options] == ["prediction", "uncertain", "truth", "errors", "none"]
-    assert app.overlay.value == "prediction"
+    shape = app.state.study.shape
+    check_downloads(app, shape, app.state.study.affine)
+    assert [o[1] for o in app.views.overlay.options] == ["prediction", "uncertain", "truth", "errors", "none"]
+    assert app.views.overlay.value == "prediction"
 
 
 def test_views_open_on_the_largest_tumour_and_sliders_redraw_only_the_moved_view(
     app: App, tiny_paths: dict[str, Path]
 ) -> None:
-    app.upload.value = upload_value(list(tiny_paths.values()))
+    app.page.upload.value = upload_value(list(tiny_paths.values()))
     predict_ok(app)
-    viewer = app.viewer
-    canon = viz.to_canonical(app.result.segmentation.labels.array, app.study.affine)
+    viewer = app.views.viewer
+    canon = viz.to_canonical(app.state.result.segmentation.labels.array, app.state.study.affine)
     expected = (
         viz.largest_tumour_slices(canon)
         if canon.any()
-        else viz.largest_tumour_slices(viz.to_canonical(app.study.truth, app.study.affine))
+        else viz.largest_tumour_slices(viz.to_canonical(app.state.study.truth, app.state.study.affine))
     )
     assert tuple(viewer.position) == expected
-    assert [app.sliders[v].value for v in viz.VIEWS] == [expected[viz.VIEW_AXIS[v]] for v in viz.VIEWS]
+    assert [app.views.sliders[v].value for v in viz.VIEWS] == [expected[viz.VIEW_AXIS[v]] for v in viz.VIEWS]
 
-    before = {v: app.images[v].value for v in viz.VIEWS}
+    before = {v: app.views.images[v].value for v in viz.VIEWS}
     composed = dict(viewer.composed)
-    app.move("axial", app.sliders["axial"].value - 1)
+    app.views.move("axial", app.views.sliders["axial"].value - 1)
     assert viewer.composed == {**composed, "axial": composed["axial"] + 1}
-    assert all(app.images[v].value != before[v] for v in viz.VIEWS)  # crosshair lines moved
+    assert all(app.views.images[v].value != before[v] for v in viz.VIEWS)  # crosshair lines moved
 
-    app.crosshair.value = False
-    before = {v: app.images[v].value for v in viz.VIEWS}
+    app.views.crosshair.value = False
+    before = {v: app.views.images[v].value for v in viz.VIEWS}
     encoded = dict(viewer.encoded)
-    app.move("sagittal", app.sliders["sagittal"].value + 1)
+    app.views.move("sagittal", app.views.sliders["sagittal"].value + 1)
     assert viewer.encoded == {**encoded, "sagittal": encoded["sagittal"] + 1}
-    assert app.images["axial"].value == before["axial"] and app.images["coronal"].value == before["coronal"]
-    assert app.images["sagittal"].value != before["sagittal"]
+    assert app.views.images["axial"].value == before["axial"] and app.views.images["coronal"].value == before["coronal"]
+    assert app.views.images["sagittal"].value != before["sagittal"]
 
 
 def test_window_label_gives_the_contrast_in_the_files_units(app: App, tiny_paths: dict[str, Path]) -> None:
-    app.upload.value = upload_value(list(tiny_paths.values()))
+    app.page.upload.value = upload_value(list(tiny_paths.values()))
     predict_ok(app)
 
     def expected() -> str:
-        volume = app.study.images[app.background.value]
-        low, high = viz.window_limits(volume, percentiles=app.contrast.value)
+        volume = app.state.study.images[app.views.background.value]
+        low, high = viz.window_limits(volume, percentiles=app.views.contrast.value)
         return f"window <b>{low:.4g}</b> – <b>{high:.4g}</b>"
 
-    assert app.window_label.value == expected()
-    first = app.window_label.value
-    app.contrast.value = (20.0, 80.0)
-    assert app.window_label.value == expected() != first
-    app.background.value = "FLAIR"
-    assert app.window_label.value == expected()
+    assert app.views.window_label.value == expected()
+    first = app.views.window_label.value
+    app.views.contrast.value = (20.0, 80.0)
+    assert app.views.window_label.value == expected() != first
+    app.views.background.value = "FLAIR"
+    assert app.views.window_label.value == expected()
 
 
 def test_clicking_a_view_moves_the_other_views_and_the_sliders(app: App, tiny_paths: dict[str, Path]) -> None:
-    app.upload.value = upload_value(list(tiny_paths.values()))
+    app.page.upload.value = upload_value(list(tiny_paths.values()))
     predict_ok(app)
-    viewer = app.viewer
+    viewer = app.views.viewer
     start = list(viewer.position)
-    before = {v: app.images[v].value for v in viz.VIEWS}
-    app._on_click("axial", {"type": "click"})  # an event without image coordinates is ignored
+    before = {v: app.views.images[v].value for v in viz.VIEWS}
+    app.views.on_click("axial", {"type": "click"})  # an event without image coordinates is ignored
     assert viewer.position == start
     # Click the axial image's top-left pixel, as the browser event reports it (dataX/dataY are
     # pixels of the PNG): the patient's right-anterior corner of this axial slice.
-    app._on_click("axial", {"type": "click", "dataX": 0, "dataY": 0, "relativeX": 0, "relativeY": 0})
+    app.views.on_click("axial", {"type": "click", "dataX": 0, "dataY": 0, "relativeX": 0, "relativeY": 0})
     shape = viewer.shape
     assert viewer.position == [shape[0] - 1, shape[1] - 1, start[2]]
-    assert app.sliders["sagittal"].value == shape[0] - 1
-    assert app.view_titles["axial"].value == f"<b>Axial</b> <small>slices 0-{shape[2] - 1}, 1 mm apart</small>"
-    assert app.sliders["coronal"].value == shape[1] - 1
-    assert app.sliders["axial"].value == start[2]
-    assert all(app.images[v].value != before[v] for v in viz.VIEWS)
-    assert app.message_kind != "error"
-    assert set(app._click_events) == set(viz.VIEWS)
-    assert all(e.source is app.images[v] and "click" in e.watched_events for v, e in app._click_events.items())
+    assert app.views.sliders["sagittal"].value == shape[0] - 1
+    assert app.views.view_titles["axial"].value == f"<b>Axial</b> <small>slices 0-{shape[2] - 1}, 1 mm apart</small>"
+    assert app.views.sliders["coronal"].value == shape[1] - 1
+    assert app.views.sliders["axial"].value == start[2]
+    assert all(app.views.images[v].value != before[v] for v in viz.VIEWS)
+    assert app.state.message_kind != "error"
+    assert set(app.views.click_events) == set(viz.VIEWS)
+    assert all(e.source is app.views.images[v] and "click" in e.watched_events for v, e in app.views.click_events.items())
 
 
 def test_display_controls_redraw(app: App, tiny_paths: dict[str, Path]) -> None:
-    app.upload.value = upload_value(list(tiny_paths.values()))
+    app.page.upload.value = upload_value(list(tiny_paths.values()))
     predict_ok(app)
     for control, value in [
-        (app.opacity, 0.9),
-        (app.contrast, (5.0, 95.0)),
-        (app.background, "FLAIR"),
-        (app.toggles[2], False),
-        (app.overlay, "truth"),
+        (app.views.opacity, 0.9),
+        (app.views.contrast, (5.0, 95.0)),
+        (app.views.background, "FLAIR"),
+        (app.views.toggles[2], False),
+        (app.views.overlay, "truth"),
     ]:
-        before = app.images["axial"].value
+        before = app.views.images["axial"].value
         control.value = value
-        assert app.images["axial"].value != before, control.description
-    app.overlay.value = "errors"
-    assert app.error_legend.layout.display == "block" and app.uncertain_legend.layout.display == "none"
-    # where the model hesitates: drawn over the prediction, with its own legend
-    app.overlay.value = "prediction"
-    shown = app.images["axial"].value
-    app.overlay.value = "uncertain"
-    assert app.uncertain_legend.layout.display == "block" and app.error_legend.layout.display == "none"
-    assert "decision threshold of 0.7 or 0.3" in app.uncertain_legend.value
-    uncertain = app.result.segmentation.uncertain
-    axial = viz.display_slice(viz.to_canonical(uncertain, app.study.affine), 2, app.viewer.position[2])
-    assert axial.any(), "the view opens on the largest tumour area, where the tiny model hesitates"
-    assert app.images["axial"].value != shown  # the hesitant voxels recolour the slice
-    app.overlay.value = "prediction"
-    assert app.error_legend.layout.display == "none" and app.uncertain_legend.layout.display == "none"
-    before = app.downloads()[f"{app.study.name}_views.png"]
+        assert app.views.images["axial"].value != before, control.description
+    app.views.overlay.value = "errors"
+    assert app.views.error_legend.layout.display == "block" and app.views.uncertain_legend.layout.display == "none"
+    # the uncertain voxels: drawn over the prediction, with its own legend
+    app.views.overlay.value = "prediction"
+    shown = app.views.images["axial"].value
+    app.views.overlay.value = "uncertain"
+    assert app.views.uncertain_legend.layout.display == "block" and app.views.error_legend.layout.display == "none"
+    assert "decision threshold of 0.7 or 0.3" in app.views.uncertain_legend.value
+    uncertain = app.state.result.segmentation.uncertain
+    axial = viz.display_slice(viz.to_canonical(uncertain, app.state.study.affine), 2, app.views.viewer.position[2])
+    assert axial.any(), "the view opens on the largest tumour area, where the tiny model is uncertain"
+    assert app.views.images["axial"].value != shown  # the uncertain voxels recolour the slice
+    app.views.overlay.value = "prediction"
+    assert app.views.error_legend.layout.display == "none" and app.views.uncertain_legend.layout.display == "none"
+    before = app.downloads()[f"{app.state.study.name}_views.png"]
     # the figure link still holds the view of the prediction time, and the button says so
-    assert app.refresh_png_button.description == "Update the figure (PNG) to the current view"
-    assert app.refresh_png_button.button_style == "warning"
-    app.refresh_png_button.click()
-    assert app.downloads()[f"{app.study.name}_views.png"] != before
-    assert app.refresh_png_button.description == "Figure (PNG) shows the current view"
-    app.sliders["axial"].value = app.sliders["axial"].value - 1
-    assert app.refresh_png_button.description == "Update the figure (PNG) to the current view"
+    assert app.page.refresh_png_button.description == "Update the figure (PNG) to the current view"
+    assert app.page.refresh_png_button.button_style == "warning"
+    app.page.refresh_png_button.click()
+    assert app.downloads()[f"{app.state.study.name}_views.png"] != before
+    assert app.page.refresh_png_button.description == "Figure (PNG) shows the current view"
+    app.views.sliders["axial"].value = app.views.sliders["axial"].value - 1
+    assert app.page.refresh_png_button.description == "Update the figure (PNG) to the current view"
 
 
 def test_zip_upload(app: App, tiny_paths: dict[str, Path]) -> None:
@@ -405,50 +417,50 @@ def test_zip_upload(app: App, tiny_paths: dict[str, Path]) -> None:
         for m, p in tiny_paths.items():
             if m != "SEG":
                 z.write(p, f"Tiny_001/{p.name}")
-    app.upload.value = upload_value({"Tiny_001.zip": buffer.getvalue()})
-    assert app.study is not None and app.study.name == "Tiny_001" and app.study.truth is None
+    app.page.upload.value = upload_value({"Tiny_001.zip": buffer.getvalue()})
+    assert app.state.study is not None and app.state.study.name == "Tiny_001" and app.state.study.truth is None
     predict_ok(app)
     check_numbers(app)
-    assert [o[1] for o in app.overlay.options] == ["prediction", "uncertain", "none"]
+    assert [o[1] for o in app.views.overlay.options] == ["prediction", "uncertain", "none"]
 
 
 def test_two_studies_in_one_upload_are_named_with_what_to_do(app: App, tiny_study) -> None:
     files = {**study_files(tiny_study(name="Case_A"), seg=False), **study_files(tiny_study(name="Case_B"), seg=False)}
-    app.upload.value = upload_value(files)
-    assert app.study is None and app.message_kind == "error"
-    assert app.message_text.endswith(
+    app.page.upload.value = upload_value(files)
+    assert app.state.study is None and app.state.message_kind == "error"
+    assert app.state.message_text.endswith(
         'The files name 2 studies (Case_A, Case_B): upload one study at a time, or choose "ignore" in the list next '
         "to each file of the others."
-    ), app.message_text
+    ), app.state.message_text
     for name, dropdown in app.modality_dropdowns.items():
         if name.startswith("Case_B"):
             dropdown.value = "IGNORE"
-    assert app.study is not None and app.study.name == "Case_A", app.message_text
+    assert app.state.study is not None and app.state.study.name == "Case_A", app.state.message_text
 
 
 def test_predict_is_disabled_until_four_sequences_are_assigned(app: App, tiny_paths: dict[str, Path]) -> None:
     three = {p.name: p.read_bytes() for m, p in tiny_paths.items() if m in ("T1", "T1CE", "T2")}
-    app.upload.value = upload_value(three)
-    assert app.predict_button.disabled and app.study is None
-    assert app.message_kind == "error" and "missing FLAIR" in app.message_text
+    app.page.upload.value = upload_value(three)
+    assert app.page.predict_button.disabled and app.state.study is None
+    assert app.state.message_kind == "error" and "missing FLAIR" in app.state.message_text
     # uploading the missing file alone would replace the three: the message says to upload them together
-    assert "Each upload replaces the files before it: select the four sequences" in app.message_text
-    app.predict_button.click()
-    assert app.result is None and app.run_count == 0
-    app.upload.value = upload_value(study_files(tiny_paths, seg=False))
-    assert not app.predict_button.disabled
+    assert "Each upload replaces the files before it: select the four sequences" in app.state.message_text
+    app.page.predict_button.click()
+    assert app.state.result is None and app.state.run_count == 0
+    app.page.upload.value = upload_value(study_files(tiny_paths, seg=False))
+    assert not app.page.predict_button.disabled
     predict_ok(app)
 
 
 def test_dropdown_corrects_an_unrecognised_name(app: App, tiny_paths: dict[str, Path]) -> None:
     files = study_files(tiny_paths, seg=False)
     files["scan_003.nii.gz"] = files.pop(tiny_paths["T2"].name)
-    app.upload.value = upload_value(files)
-    assert app.predict_button.disabled
-    assert "scan_003.nii.gz" in app.message_text and "choose" in app.message_text
+    app.page.upload.value = upload_value(files)
+    assert app.page.predict_button.disabled
+    assert "scan_003.nii.gz" in app.state.message_text and "choose" in app.state.message_text
     assert app.modality_dropdowns["scan_003.nii.gz"].value == ""
     app.modality_dropdowns["scan_003.nii.gz"].value = "T2"
-    assert app.study is not None and app.study.sources["T2"] == "scan_003.nii.gz"
+    assert app.state.study is not None and app.state.study.sources["T2"] == "scan_003.nii.gz"
     predict_ok(app)
 
 
@@ -456,15 +468,15 @@ def test_dropdown_corrects_swapped_names(app: App, tiny_paths: dict[str, Path]) 
     files = study_files(tiny_paths, seg=False)
     t1, t1ce = tiny_paths["T1"].name, tiny_paths["T1CE"].name
     files[t1], files[t1ce] = files[t1ce], files[t1]  # T1 content behind the T1CE name and vice versa
-    app.upload.value = upload_value(files)
-    wrong = app.study.images["T1"].copy()
+    app.page.upload.value = upload_value(files)
+    wrong = app.state.study.images["T1"].copy()
     app.modality_dropdowns[t1].value = "T1CE"  # intermediate state: two files for T1CE
-    assert app.predict_button.disabled and "T1CE" in app.message_text
+    assert app.page.predict_button.disabled and "T1CE" in app.state.message_text
     app.modality_dropdowns[t1ce].value = "T1"
-    assert not app.predict_button.disabled
+    assert not app.page.predict_button.disabled
     truth_t1 = np.asarray(nib.load(tiny_paths["T1"]).dataobj, dtype=np.float32)
-    np.testing.assert_array_equal(app.study.images["T1"], truth_t1)
-    assert not np.array_equal(app.study.images["T1"], wrong)
+    np.testing.assert_array_equal(app.state.study.images["T1"], truth_t1)
+    assert not np.array_equal(app.state.study.images["T1"], wrong)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -537,12 +549,12 @@ def test_bad_upload_shows_a_message_and_the_app_stays_usable(
     make, expected = BAD_UPLOADS[kind]
     bad = tmp_path / "bad"
     bad.mkdir()
-    app.upload.value = upload_value(make(tiny_paths, bad))
-    assert app.message_kind == "error"
-    assert re.search(expected, app.message_text), app.message_text
-    assert "Traceback" not in app.message_text and "Unexpected" not in app.message_text
-    assert app.predict_button.disabled and app.study is None
-    app.upload.value = upload_value(list(tiny_paths.values()))
+    app.page.upload.value = upload_value(make(tiny_paths, bad))
+    assert app.state.message_kind == "error"
+    assert re.search(expected, app.state.message_text), app.state.message_text
+    assert "Traceback" not in app.state.message_text and "Unexpected" not in app.state.message_text
+    assert app.page.predict_button.disabled and app.state.study is None
+    app.page.upload.value = upload_value(list(tiny_paths.values()))
     predict_ok(app)
 
 
@@ -554,18 +566,18 @@ def test_sequences_on_different_grids_are_harmonised_or_refused_as_chosen(
     bad.mkdir()
     files = _mismatched_shapes(tiny_paths, bad)
     app.harmonise_panel.mode.value = "off"
-    app.upload.value = upload_value(files)
-    assert app.message_kind == "error"
-    assert re.search(r"shape \(30, 32, 24\) differs", app.message_text), app.message_text
-    assert app.predict_button.disabled and app.study is None and app.harmonise_panel.box.layout.display == "none"
+    app.page.upload.value = upload_value(files)
+    assert app.state.message_kind == "error"
+    assert re.search(r"shape \(30, 32, 24\) differs", app.state.message_text), app.state.message_text
+    assert app.page.predict_button.disabled and app.state.study is None and app.harmonise_panel.box.layout.display == "none"
     app.harmonise_panel.mode.value = "auto"  # the choice reloads the files
-    assert app.message_kind == "info" and "Raw study: preprocessed" in app.message_text, app.message_text
+    assert app.state.message_kind == "info" and "Raw study: preprocessed" in app.state.message_text, app.state.message_text
     assert app.harmonise_panel.box.layout.display == "flex" and app.harmonise_panel.check.value[:4] == b"\x89PNG"
     assert "FLAIR on other grids than T1" in app.harmonise_panel.summary.value
-    assert app.progress_label.value.startswith("Preprocessed in ")
+    assert app.page.progress_label.value.startswith("Preprocessed in ")
     predict_ok(app)
-    assert f"{app.study.name}_seg_1mm.nii.gz" in app.result.downloads
-    native = app.result.segmentation.native
+    assert f"{app.state.study.name}_seg_1mm.nii.gz" in app.state.result.downloads
+    native = app.state.result.segmentation.native
     assert native is not None and native.shape == (32, 32, 24)  # the T1CE's own grid
     assert app.harmonise_panel.native.layout.display == ""
 
@@ -575,19 +587,19 @@ def test_unexpected_error_is_a_short_message_and_the_app_recovers(
 ) -> None:
     import brats_seg.pipeline
 
-    app.upload.value = upload_value(list(tiny_paths.values()))
+    app.page.upload.value = upload_value(list(tiny_paths.values()))
     real = brats_seg.pipeline.segment
 
     def broken(*args, **kwargs):
         raise RuntimeError("CUDA out of memory (simulated)\nwith a second line")
 
     monkeypatch.setattr(brats_seg.pipeline, "segment", broken)
-    app.predict_button.click()
-    assert app.message_kind == "error"
-    assert app.message_text.startswith(
+    app.page.predict_button.click()
+    assert app.state.message_kind == "error"
+    assert app.state.message_text.startswith(
         "Internal error of brats-seg, not a problem found in your files (RuntimeError: CUDA out of memory (simulated))")
-    assert "second line" not in app.message_text and "Traceback" not in app.message_text
-    assert app.progress.bar_style == "danger" and not app.busy
+    assert "second line" not in app.state.message_text and "Traceback" not in app.state.message_text
+    assert app.page.progress.bar_style == "danger" and not app.busy
     monkeypatch.setattr(brats_seg.pipeline, "segment", real)
     predict_ok(app)
 
@@ -598,39 +610,39 @@ def test_the_page_scrolls_to_the_review_once_after_a_studys_first_prediction(
     """The review section is below the fold: the first Predict of a study brings it into view (by a
     JavaScript output in a hidden Output widget, which Voilà runs); slider moves and a second Predict
     leave the page where the user scrolled it."""
-    assert app.scroller.layout.display == "none" and app.scroller in all_widgets(app.widget)
-    app.upload.value = upload_value(list(tiny_paths.values()))
-    assert app.scroller.outputs == () and app.scroll_count == 0  # loading a study does not scroll
+    assert app.page.scroller.layout.display == "none" and app.page.scroller in all_widgets(app.widget)
+    app.page.upload.value = upload_value(list(tiny_paths.values()))
+    assert app.page.scroller.outputs == () and app.state.scroll_count == 0  # loading a study does not scroll
     predict_ok(app)
-    assert app.scroll_count == 1
-    (output,) = app.scroller.outputs
+    assert app.state.scroll_count == 1
+    (output,) = app.page.scroller.outputs
     assert output["output_type"] == "display_data"
     code = output["data"]["application/javascript"]
-    assert app_module.SCROLL_TO_REVIEW_JS in code and "brats-seg scroll 1" in code
+    assert render.SCROLL_TO_REVIEW_JS in code and "brats-seg scroll 1" in code
     assert ".brats-review" in code and "scrollIntoView" in code
-    app.move("axial", 1)
+    app.views.move("axial", 1)
     predict_ok(app)
-    assert app.scroll_count == 1 and app.scroller.outputs == (output,)
+    assert app.state.scroll_count == 1 and app.page.scroller.outputs == (output,)
     # a new study: its first prediction scrolls again, with an output the widget sends anew
-    app.upload.value = upload_value(list(tiny_paths.values()))
+    app.page.upload.value = upload_value(list(tiny_paths.values()))
     predict_ok(app)
-    assert app.scroll_count == 2 and "brats-seg scroll 2" in app.scroller.outputs[0]["data"]["application/javascript"]
+    assert app.state.scroll_count == 2 and "brats-seg scroll 2" in app.page.scroller.outputs[0]["data"]["application/javascript"]
     # a prediction that fails does not scroll
     broken = make_app(tmp_path / "no_model", tmp_path / "broken")
-    broken.upload.value = upload_value(list(tiny_paths.values()))
-    broken.predict_button.click()
-    assert broken.message_kind == "error" and broken.scroll_count == 0 and broken.scroller.outputs == ()
+    broken.page.upload.value = upload_value(list(tiny_paths.values()))
+    broken.page.predict_button.click()
+    assert broken.state.message_kind == "error" and broken.state.scroll_count == 0 and broken.page.scroller.outputs == ()
 
 
 def test_model_error_is_shown_and_the_app_stays_usable(
     tiny_model_dir: Path, tiny_paths: dict[str, Path], tmp_path: Path
 ) -> None:
     app = make_app(tmp_path / "no_model", tmp_path)
-    app.upload.value = upload_value(list(tiny_paths.values()))
-    app.predict_button.click()
-    assert app.message_kind == "error" and "model.json" in app.message_text
-    assert "Model not available" in app.model_status.value
-    assert not app.predict_button.disabled
+    app.page.upload.value = upload_value(list(tiny_paths.values()))
+    app.page.predict_button.click()
+    assert app.state.message_kind == "error" and "model.json" in app.state.message_text
+    assert "Model not available" in app.page.model_status.value
+    assert not app.page.predict_button.disabled
     app.model_dir = tiny_model_dir  # the folder is fixed: the next click works
     predict_ok(app)
 
@@ -641,18 +653,18 @@ def test_model_error_is_shown_and_the_app_stays_usable(
 
 
 def test_a_second_click_while_running_starts_nothing(app: App, tiny_paths: dict[str, Path]) -> None:
-    app.upload.value = upload_value(list(tiny_paths.values()))
+    app.page.upload.value = upload_value(list(tiny_paths.values()))
     states: list[bool] = []
 
     def click_again(change) -> None:
-        states.append(app.predict_button.disabled)
-        app.predict_button.click()
+        states.append(app.page.predict_button.disabled)
+        app.page.predict_button.click()
 
-    app.progress.observe(click_again, "value")
+    app.page.progress.observe(click_again, "value")
     predict_ok(app)
-    assert app.run_count == 1
+    assert app.state.run_count == 1
     assert states and all(states)  # disabled while running
-    assert not app.predict_button.disabled
+    assert not app.page.predict_button.disabled
 
 
 def test_model_status_states_the_cards_unseen_case_scores(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -668,14 +680,14 @@ def test_model_status_states_the_cards_unseen_case_scores(tiny_model_dir: Path, 
                   key="cross_validation")
     app = App(model_dir=model_dir, cache_dir=tmp_path / "cache", synchronous=True)
     app.model()
-    assert "Measured: mean Dice WT 0.900, TC 0.800, ET 0.700; WT HD95 4.2 mm over 3 cases, each scored by a member that never saw it (cross-validation)" in app.model_status.value
-    assert "for research only; mean Dice WT 0.900 on 3 unseen cases<details" in app.model_status.value
+    assert "Measured: mean Dice WT 0.900, TC 0.800, ET 0.700; WT HD95 4.2 mm over 3 cases, each scored by a member that never saw it (cross-validation)" in app.page.model_status.value
+    assert "for research only; mean Dice WT 0.900 on 3 unseen cases<details" in app.page.model_status.value
 
-    assert "Post-processing:" not in app.model_status.value  # the tiny card has none
+    assert "Post-processing:" not in app.page.model_status.value  # the tiny card has none
 
     bare = App(model_dir=tiny_model_dir, cache_dir=tmp_path / "cache2", synchronous=True)
     bare.model()
-    assert "ready" in bare.model_status.value and "Measured:" not in bare.model_status.value
+    assert "ready" in bare.page.model_status.value and "Measured:" not in bare.page.model_status.value
 
 
 def _model_removing_small_parts(tiny_model_dir: Path, model_dir: Path) -> Path:
@@ -700,7 +712,7 @@ def test_model_line_is_a_short_summary_with_the_details_folded(tiny_model_dir: P
     record_scores(model_dir / "model.json", summary, cases=["a", "b"], command="brats-seg evaluate", key="held_out")
     app = make_app(model_dir, tmp_path / "app")
     app.model()
-    value = app.model_status.value
+    value = app.page.model_status.value
     match = re.fullmatch(
         r"Model: <b>(?P<name>[^<]+)</b> ready \u2014 for research only(?P<figure>[^<]*)"
         r'<details class="brats-model-details"><summary>Details</summary>(?P<details>.*)</details>',
@@ -721,8 +733,8 @@ def test_model_line_is_a_short_summary_with_the_details_folded(tiny_model_dir: P
     # a card without scores: the short line has no figure, the details no "Measured"
     bare = make_app(tiny_model_dir, tmp_path / "bare")
     bare.model()
-    assert bare.model_status.value.startswith("Model: <b>") and "unseen cases" not in bare.model_status.value
-    assert "ready \u2014 for research only<details" in bare.model_status.value
+    assert bare.page.model_status.value.startswith("Model: <b>") and "unseen cases" not in bare.page.model_status.value
+    assert "ready \u2014 for research only<details" in bare.page.model_status.value
 
 
 def test_keep_every_part_skips_the_cards_post_processing(tiny_model_dir: Path, tmp_path: Path,
@@ -738,17 +750,17 @@ def test_keep_every_part_skips_the_cards_post_processing(tiny_model_dir: Path, t
     card.postprocess = {"et_min_mm3": 1e9}  # every enhancing tumour becomes necrotic core
     card.save(model_dir / "model.json")
     app = make_app(model_dir, tmp_path / "app")
-    assert app.keep_parts.layout.display == ""  # offered: this card's post-processing changes labels
-    assert make_app(tiny_model_dir, tmp_path / "plain").keep_parts.layout.display == "none"  # nothing to skip
-    app.upload.value = upload_value(list(tiny_paths.values()))
-    assert app.keep_parts.value is False
+    assert app.page.keep_parts.layout.display == ""  # offered: this card's post-processing changes labels
+    assert make_app(tiny_model_dir, tmp_path / "plain").page.keep_parts.layout.display == "none"  # nothing to skip
+    app.page.upload.value = upload_value(list(tiny_paths.values()))
+    assert app.page.keep_parts.value is False
     predict_ok(app)
-    cleaned = app.result.segmentation.labels.array.copy()
-    assert app.result.report["settings"]["postprocess"]["et_min_mm3"] == 1e9
-    app.keep_parts.value = True
+    cleaned = app.state.result.segmentation.labels.array.copy()
+    assert app.state.result.report["settings"]["postprocess"]["et_min_mm3"] == 1e9
+    app.page.keep_parts.value = True
     predict_ok(app)
-    raw = app.result.segmentation.labels.array
-    assert "postprocess" not in app.result.report["settings"]
+    raw = app.state.result.segmentation.labels.array
+    assert "postprocess" not in app.state.result.report["settings"]
     assert (cleaned == 4).sum() == 0 < (raw == 4).sum()  # the network's own ET is back
     assert np.array_equal(raw > 0, cleaned > 0)  # the rule relabels, it removes no tumour here
 
@@ -761,9 +773,9 @@ def test_quick_prediction_skips_the_cards_test_time_flips(tiny_model_dir: Path, 
     from brats_seg.card import ModelCard
 
     plain = make_app(tiny_model_dir, tmp_path / "plain")
-    assert plain.quick.layout.display == "none"
+    assert plain.page.quick.layout.display == "none"
     plain.model()
-    assert plain.quick.layout.display == "none" and "test-time flips" not in plain.model_status.value
+    assert plain.page.quick.layout.display == "none" and "test-time flips" not in plain.page.model_status.value
 
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model_dir)
@@ -771,22 +783,22 @@ def test_quick_prediction_skips_the_cards_test_time_flips(tiny_model_dir: Path, 
     card.tta_flips = True
     card.save(model_dir / "model.json")
     app = make_app(model_dir, tmp_path / "app")
-    assert app.quick.layout.display == "" and app._model is None  # offered before the networks load
-    app.upload.value = upload_value(list(tiny_paths.values()))
+    assert app.page.quick.layout.display == "" and app._model is None  # offered before the networks load
+    app.page.upload.value = upload_value(list(tiny_paths.values()))
     predict_ok(app)
-    assert app.quick.layout.display == "" and "test-time flips, " in app.model_status.value
-    assert app.result.report["settings"]["tta_flips"] is True
-    assert "Quick prediction" not in app.progress_label.value
-    flipped = app.result.segmentation.labels.array.copy()
-    app.quick.value = True
+    assert app.page.quick.layout.display == "" and "test-time flips, " in app.page.model_status.value
+    assert app.state.result.report["settings"]["tta_flips"] is True
+    assert "Quick prediction" not in app.page.progress_label.value
+    flipped = app.state.result.segmentation.labels.array.copy()
+    app.page.quick.value = True
     # the labels shown were made with the flips: the page says so until Predict runs again
-    assert app.progress_label.value == "Settings changed: press Predict to apply them to the labels shown."
+    assert app.page.progress_label.value == "Settings changed: press Predict to apply them to the labels shown."
     predict_ok(app)
-    assert app.progress_label.value.endswith("). Quick prediction: no test-time flips.")
-    assert app.result.report["settings"]["tta_flips"] is False
-    app.keep_parts.value = True
-    assert app.progress_label.value.startswith("Settings changed")
-    assert not np.array_equal(app.result.segmentation.labels.array, flipped)  # a different prediction
+    assert app.page.progress_label.value.endswith("). Quick prediction: no test-time flips.")
+    assert app.state.result.report["settings"]["tta_flips"] is False
+    app.page.keep_parts.value = True
+    assert app.page.progress_label.value.startswith("Settings changed")
+    assert not np.array_equal(app.state.result.segmentation.labels.array, flipped)  # a different prediction
 
 
 def test_model_status_says_what_post_processing_removes(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -795,7 +807,7 @@ def test_model_status_says_what_post_processing_removes(tiny_model_dir: Path, tm
     app = App(model_dir=model_dir, cache_dir=tmp_path / "cache", synchronous=True)
     app.model()
     assert ('<br>Post-processing: tumour parts smaller than 50% of the largest part are removed (tick "Keep every '
-            'tumour part" to skip it).') in app.model_status.value
+            'tumour part" to skip it).') in app.page.model_status.value
 
 
 def test_background_thread_run_updates_progress_and_runs_once(
@@ -804,16 +816,16 @@ def test_background_thread_run_updates_progress_and_runs_once(
     app = App(model_dir=tiny_model_dir, cache_dir=tmp_path, synchronous=False)
     assert app._model_thread is not None
     app._model_thread.join(60)
-    assert "ready" in app.model_status.value
-    assert f"{torch.get_num_threads()} CPU thread(s)" in app.model_status.value
-    app.upload.value = upload_value(list(tiny_paths.values()))
-    app.predict_button.click()
-    app.predict_button.click()
-    assert app.predict_button.disabled or app.result is not None
+    assert "ready" in app.page.model_status.value
+    assert f"{torch.get_num_threads()} CPU thread(s)" in app.page.model_status.value
+    app.page.upload.value = upload_value(list(tiny_paths.values()))
+    app.page.predict_button.click()
+    app.page.predict_button.click()
+    assert app.page.predict_button.disabled or app.state.result is not None
     app.wait(60)
-    assert app.run_count == 1
-    assert app.result is not None and app.progress.value == 100 and not app.busy
-    assert not app.predict_button.disabled
+    assert app.state.run_count == 1
+    assert app.state.result is not None and app.page.progress.value == 100 and not app.busy
+    assert not app.page.predict_button.disabled
 
 
 # --------------------------------------------------------------------------------------------------
@@ -850,7 +862,7 @@ def test_fetch_example_failures(tiny_paths: dict[str, Path], tmp_path: Path, mon
     ) as mismatch:
         fetch_example(folder.as_uri(), files={name: "0" * 64}, cache_dir=tmp_path)
     assert not isinstance(mismatch.value, ExampleUnreachable)
-    monkeypatch.setattr(app_module, "MAX_DOWNLOAD_BYTES", 100)
+    monkeypatch.setattr(example, "MAX_DOWNLOAD_BYTES", 100)
     with pytest.raises(ExampleError, match="exceeds 100 bytes; refused") as large:
         fetch_example(folder.as_uri(), files={name: "0" * 64}, cache_dir=tmp_path)
     assert not isinstance(large.value, ExampleUnreachable)
@@ -863,23 +875,23 @@ def test_fetch_example_failures(tiny_paths: dict[str, Path], tmp_path: Path, mon
 def test_example_button_failures_leave_the_app_usable(
     tiny_model_dir: Path, tiny_paths: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(app_module.EXAMPLE_DIR_ENV, raising=False)
+    monkeypatch.delenv(example.EXAMPLE_DIR_ENV, raising=False)
     # a server that sends other bytes than the pinned ones: the next try may work, the button stays
     wrong = tmp_path / "wrong"
     wrong.mkdir()
-    for name in app_module.EXAMPLE_FILES:
+    for name in example.EXAMPLE_FILES:
         (wrong / name).write_bytes(b"not the example")
     app = make_app(tiny_model_dir, tmp_path, example_url=wrong.as_uri())
-    app.example_button.click()
-    assert app.message_kind == "error" and "sha256" in app.message_text and "discarded" in app.message_text
-    assert app.example_button.layout.display != "none" and app.example_note.layout.display == "none"
-    assert not app.example_button.disabled and not app.busy
+    app.page.example_button.click()
+    assert app.state.message_kind == "error" and "sha256" in app.state.message_text and "discarded" in app.state.message_text
+    assert app.page.example_button.layout.display != "none" and app.page.example_note.layout.display == "none"
+    assert not app.page.example_button.disabled and not app.busy
     # a configured example folder that is not there
     app.example_dir = tmp_path / "no_such_study"
-    app.example_button.click()
-    assert app.message_kind == "error" and "example folder" in app.message_text
-    assert app.example_button.layout.display != "none"
-    app.upload.value = upload_value(list(tiny_paths.values()))
+    app.page.example_button.click()
+    assert app.state.message_kind == "error" and "example folder" in app.state.message_text
+    assert app.page.example_button.layout.display != "none"
+    app.page.upload.value = upload_value(list(tiny_paths.values()))
     predict_ok(app)
 
 
@@ -888,58 +900,58 @@ def test_unreachable_example_hides_the_button_and_says_what_to_do(
 ) -> None:
     """Offline (here: a file:// address of a folder that does not exist), "Load example" would fail
     on every click: it is hidden, and the page says how to get a study in instead."""
-    monkeypatch.delenv(app_module.EXAMPLE_DIR_ENV, raising=False)
+    monkeypatch.delenv(example.EXAMPLE_DIR_ENV, raising=False)
     nowhere = tmp_path / "nowhere"
     app = make_app(tiny_model_dir, tmp_path, example_url=nowhere.as_uri())
-    assert app.example_button.layout.display != "none" and app.example_note.layout.display == "none"
-    app.example_button.click()
-    text = app.message_text
-    assert app.message_kind == "error", text
+    assert app.page.example_button.layout.display != "none" and app.page.example_note.layout.display == "none"
+    app.page.example_button.click()
+    text = app.state.message_text
+    assert app.state.message_kind == "error", text
     assert "The example study cannot be downloaded from this server" in text and nowhere.as_uri() in text
-    assert '"Upload files"' in text and app_module.EXAMPLE_DIR_ENV in text
-    assert app.example_button.layout.display == "none"
-    assert app.example_note.layout.display != "none"
-    assert "upload the files" in app.example_note.value and app_module.EXAMPLE_DIR_ENV in app.example_note.value
-    assert not app.busy and app.study is None
-    app.upload.value = upload_value(list(tiny_paths.values()))  # the upload still works
+    assert '"Upload files"' in text and example.EXAMPLE_DIR_ENV in text
+    assert app.page.example_button.layout.display == "none"
+    assert app.page.example_note.layout.display != "none"
+    assert "upload the files" in app.page.example_note.value and example.EXAMPLE_DIR_ENV in app.page.example_note.value
+    assert not app.busy and app.state.study is None
+    app.page.upload.value = upload_value(list(tiny_paths.values()))  # the upload still works
     predict_ok(app)
-    assert app.example_button.layout.display == "none"  # and the button stays hidden
+    assert app.page.example_button.layout.display == "none"  # and the button stays hidden
 
 
 def test_example_url_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(app_module.EXAMPLE_DIR_ENV, raising=False)
-    monkeypatch.setenv(app_module.EXAMPLE_URL_ENV, "file:///somewhere")
+    monkeypatch.delenv(example.EXAMPLE_DIR_ENV, raising=False)
+    monkeypatch.setenv(example.EXAMPLE_URL_ENV, "file:///somewhere")
     assert App(model_dir=tmp_path, synchronous=True).example_url == "file:///somewhere"
-    monkeypatch.delenv(app_module.EXAMPLE_URL_ENV)
-    assert App(model_dir=tmp_path, synchronous=True).example_url == app_module.EXAMPLE_URL
+    monkeypatch.delenv(example.EXAMPLE_URL_ENV)
+    assert App(model_dir=tmp_path, synchronous=True).example_url == example.EXAMPLE_URL
 
 
 @pytest.mark.data
 def test_load_example_from_a_local_folder(
     demo_case: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(app_module.EXAMPLE_DIR_ENV, str(demo_case))
+    monkeypatch.setenv(example.EXAMPLE_DIR_ENV, str(demo_case))
     app = make_app(tiny_model_dir, tmp_path)
     assert app.example_dir == demo_case
-    app.example_button.click()
-    assert app.message_kind == "info", app.message_text
-    assert app.study.name == "BraTS-GLI-00001-000" and app.study.truth is None
+    app.page.example_button.click()
+    assert app.state.message_kind == "info", app.state.message_text
+    assert app.state.study.name == "BraTS-GLI-00001-000" and app.state.study.truth is None
     assert {d.value for d in app.modality_dropdowns.values()} == {"T1", "T1CE", "T2", "FLAIR"}
-    assert not app.predict_button.disabled
+    assert not app.page.predict_button.disabled
 
 
 @pytest.mark.data
 def test_load_example_from_a_file_url(
     brats_case: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(app_module.EXAMPLE_DIR_ENV, raising=False)
+    monkeypatch.delenv(example.EXAMPLE_DIR_ENV, raising=False)
     app = make_app(tiny_model_dir, tmp_path, example_url=brats_case.as_uri())
-    app.example_button.click()
-    assert app.message_kind == "info", app.message_text
-    assert app.study.name == "Brats18_CBICA_ABM_1" and app.study.truth is not None
+    app.page.example_button.click()
+    assert app.state.message_kind == "info", app.state.message_text
+    assert app.state.study.name == "Brats18_CBICA_ABM_1" and app.state.study.truth is not None
     cached = sorted(p.name for p in (tmp_path / "cache" / "examples").iterdir())
-    assert cached == sorted(app_module.EXAMPLE_FILES)
-    assert not app.predict_button.disabled
+    assert cached == sorted(example.EXAMPLE_FILES)
+    assert not app.page.predict_button.disabled
 
 
 # --------------------------------------------------------------------------------------------------
@@ -950,8 +962,8 @@ def test_load_example_from_a_file_url(
 @pytest.fixture(scope="module")
 def real_app(brats_case: Path, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> App:
     app = make_app(tiny_model_dir, tmp_path_factory.mktemp("real_app"))
-    app.upload.value = upload_value(sorted(brats_case.iterdir()))
-    assert app.message_kind == "info", app.message_text
+    app.page.upload.value = upload_value(sorted(brats_case.iterdir()))
+    assert app.state.message_kind == "info", app.state.message_text
     start = time.perf_counter()
     # One torch thread: with another process busy on this 2-core machine, two OpenMP threads on the
     # tiny model's 16^3 windows thrash (about 90 s instead of 1 s). The app's behaviour is the same.
@@ -965,31 +977,31 @@ def real_app(brats_case: Path, tiny_model_dir: Path, tmp_path_factory: pytest.Te
         torch.set_num_threads(threads)
     print(
         f"\nreal case: predict + volumes + scores + downloads {time.perf_counter() - start:.1f} s "
-        f"(segment timings {app.result.segmentation.timings})"
+        f"(segment timings {app.state.result.segmentation.timings})"
     )
     return app
 
 
 @pytest.mark.data
 def test_real_case_labels_numbers_and_downloads(real_app: App) -> None:
-    assert real_app.study.shape == (240, 240, 155)
-    assert real_app.result.segmentation.labels.shape == (240, 240, 155)
+    assert real_app.state.study.shape == (240, 240, 155)
+    assert real_app.state.result.segmentation.labels.shape == (240, 240, 155)
     check_numbers(real_app, rescore=False)
     assert set(real_app.scores_shown()) == {"ET", "TC", "WT"}
-    check_downloads(real_app, (240, 240, 155), real_app.study.affine)
+    check_downloads(real_app, (240, 240, 155), real_app.state.study.affine)
 
 
 @pytest.mark.data
 def test_real_case_slider_redraw_time(real_app: App) -> None:
-    viewer = real_app.viewer
-    real_app.crosshair.value = True
+    viewer = real_app.views.viewer
+    real_app.views.crosshair.value = True
     for view in viz.VIEWS:
         composed = dict(viewer.composed)
-        start = real_app.sliders[view].value
+        start = real_app.views.sliders[view].value
         times = []
         for step in range(1, 21):
             index = (start + (step if step % 2 else -step)) % viewer.shape[viz.VIEW_AXIS[view]]
-            times.append(real_app.move(view, index))
+            times.append(real_app.views.move(view, index))
         assert viewer.composed[view] == composed[view] + 20
         assert all(viewer.composed[v] == composed[v] for v in viz.VIEWS if v != view)
         ms = np.array(times) * 1000
@@ -1000,42 +1012,45 @@ def test_real_case_slider_redraw_time(real_app: App) -> None:
 
 
 def test_parse_table_round_trip() -> None:
-    html = app_module.volumes_html(
+    table = render.volumes_html(
         {
             "labels": {n: {"mL": 1.0 / 3} for n in ("NCR", "ED", "ET")},
             "regions": {n: {"mL": 2.5} for n in ("ET", "TC", "WT")},
         }
     )
-    assert parse_table(html)["NCR"]["prediction"] == 1.0 / 3
-    assert ">0.33<" in html
+    assert parse_table(table)["NCR"]["prediction"] == 1.0 / 3
+    assert parse_table(table) == render.volume_rows(
+        {"labels": {n: {"mL": 1.0 / 3} for n in ("NCR", "ED", "ET")}, "regions": {n: {"mL": 2.5} for n in ("ET", "TC", "WT")}})
+    assert ">0.33<" in table
 
 
 def test_volumes_table_shows_the_range_over_the_other_thresholds() -> None:
     vols = {"labels": {n: {"mL": 1.0} for n in ("NCR", "ED", "ET")}, "regions": {n: {"mL": 3.0} for n in ("ET", "TC", "WT")}}
-    spread = {"thresholds": [0.7, 0.3], "card_threshold": 0.5,
+    volume_range = {"thresholds": [0.7, 0.3], "card_threshold": 0.5,
               "labels": {"NCR": [0.5, 1.5], "ED": [1.2, 0.9], "ET": [0.25, 1.0]},  # a label need not grow as the cut falls
               "regions": {"ET": [0.25, 1.0], "TC": [2.0, 4.0], "WT": [2.5, 3.75]}}
-    html = app_module.volumes_html(vols, None, spread)
-    shown = parse_table(html)
+    table = render.volumes_html(vols, None, volume_range)
+    shown = parse_table(table)
     assert shown["ED"] == {"prediction": 1.0, "range_low": 0.9, "range_high": 1.2}
+    assert shown == render.volume_rows(vols, None, volume_range)  # the page shows the numbers the app keeps
     assert shown["WT"]["range_low"] == 2.5 and shown["WT"]["range_high"] == 3.75
-    assert "range at 0.7\u20130.3 (mL)" in html and ">2.50</span>\u2013<span" in html
-    assert "instead of 0.5 to count" in html and "not a confidence interval" in html
+    assert "range at 0.7\u20130.3 (mL)" in table and ">2.50</span>\u2013<span" in table
+    assert "instead of 0.5 to count" in table and "not a confidence interval" in table
     # without a range (a softmax model, or none measured): no column, no note
-    plain = app_module.volumes_html(vols)
+    plain = render.volumes_html(vols)
     assert "range at" not in plain and "brats-range-note" not in plain
 
 
 @pytest.fixture(autouse=True)
 def _no_network_example(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may reach the public example address."""
-    real = app_module.urllib.request.urlopen
+    real = example.CappedDownloader.__call__
 
-    def guarded(url, *args, **kwargs):
+    def guarded(self, url, *args, **kwargs):
         assert not str(url).startswith("https://raw.githubusercontent.com"), "tests must not download"
-        return real(url, *args, **kwargs)
+        return real(self, url, *args, **kwargs)
 
-    monkeypatch.setattr(app_module.urllib.request, "urlopen", guarded)
+    monkeypatch.setattr(example.CappedDownloader, "__call__", guarded)
 
 
 def test_bad_thread_setting_is_reported_and_the_model_still_loads(
@@ -1047,8 +1062,8 @@ def test_bad_thread_setting_is_reported_and_the_model_still_loads(
     before = torch.get_num_threads()
     app = App(model_dir=tiny_model_dir, cache_dir=tmp_path, synchronous=True)
     app.model()
-    assert "ready" in app.model_status.value
-    assert "BRATS_SEG_TORCH_THREADS: expected a positive integer, found &#x27;lots&#x27;" in app.model_status.value
+    assert "ready" in app.page.model_status.value
+    assert "BRATS_SEG_TORCH_THREADS: expected a positive integer, found &#x27;lots&#x27;" in app.page.model_status.value
     assert torch.get_num_threads() == before
 
 
@@ -1062,24 +1077,24 @@ def test_dicom_zip_upload_lists_series_and_offers_a_dicom_seg(app: App, tmp_path
     first = pydicom.dcmread(files["T1"][0])
     write_dicom_series(tmp_path / "Dicom_01" / "S5", images["T1"], affine, description="3-plane localizer",
                        series_number=5, study_uid=first.StudyInstanceUID, frame_uid=first.FrameOfReferenceUID)
-    app.upload.value = upload_value({"Dicom_01.zip": zip_tree(tmp_path / "Dicom_01")})
-    labels = [e.label for e in app.entries]
+    app.page.upload.value = upload_value({"Dicom_01.zip": zip_tree(tmp_path / "Dicom_01")})
+    labels = [e.label for e in app.state.entries]
     assert labels == ["series 1 'AX T1 SE' (24 files)", "series 2 'AX T1 POST GD' (24 files)",
                       "series 3 'sequence three' (24 files)", "series 4 'AX T2 FLAIR' (24 files)",
                       "series 5 '3-plane localizer' (24 files)"]
-    dropdowns = [app.modality_dropdowns[e.name].value for e in app.entries]
+    dropdowns = [app.modality_dropdowns[e.name].value for e in app.state.entries]
     assert dropdowns == ["T1", "T1CE", "IGNORE", "FLAIR", "IGNORE"]
-    assert app.study is None and app.predict_button.disabled
-    assert "no series for T2" in app.message_text and "series 3 'sequence three'" in app.message_text
-    app.modality_dropdowns[app.entries[2].name].value = "T2"
-    assert app.study is not None and app.study.name == "Dicom_01"
-    assert app.study.sources["T2"] == "series 3 'sequence three' (24 files)"
+    assert app.state.study is None and app.page.predict_button.disabled
+    assert "no series for T2" in app.state.message_text and "series 3 'sequence three'" in app.state.message_text
+    app.modality_dropdowns[app.state.entries[2].name].value = "T2"
+    assert app.state.study is not None and app.state.study.name == "Dicom_01"
+    assert app.state.study.sources["T2"] == "series 3 'sequence three' (24 files)"
     predict_ok(app)
     downloads = app.downloads()
-    assert set(downloads) == {"Dicom_01_seg.nii.gz", "Dicom_01_hesitation.nii.gz", "Dicom_01_report.json", "Dicom_01_views.png", "Dicom_01_seg.dcm"}
+    assert set(downloads) == {"Dicom_01_seg.nii.gz", "Dicom_01_uncertain.nii.gz", "Dicom_01_report.json", "Dicom_01_views.png", "Dicom_01_seg.dcm"}
     seg = hd.seg.segread(_io.BytesIO(downloads["Dicom_01_seg.dcm"]))
     assert seg.Modality == "SEG" and seg.StudyInstanceUID == first.StudyInstanceUID
-    assert "Segmentation (DICOM SEG)" in app.downloads_html.value
+    assert "Segmentation (DICOM SEG)" in app.page.downloads_html.value
 
 
 def test_dicom_zip_with_an_unreadable_member_and_no_frame_of_reference(app: App, tmp_path: Path) -> None:
@@ -1101,11 +1116,11 @@ def test_dicom_zip_with_an_unreadable_member_and_no_frame_of_reference(app: App,
     odd[central + 10 : central + 12] = (9).to_bytes(2, "little")
     entries = list_entries({"odd.zip": bytes(odd)})
     assert len(entries) == 4 and entries[0].label == "series 1 'AX T1 SE' (23 files)"
-    app.upload.value = upload_value({"Dicom_02.zip": bytes(data)})
-    assert app.study is not None
+    app.page.upload.value = upload_value({"Dicom_02.zip": bytes(data)})
+    assert app.state.study is not None
     predict_ok(app)
-    assert set(app.downloads()) == {"Dicom_02_seg.nii.gz", "Dicom_02_hesitation.nii.gz", "Dicom_02_report.json", "Dicom_02_views.png"}
-    assert "No DICOM SEG download" in app.message_text and "FrameOfReferenceUID" in app.message_text
+    assert set(app.downloads()) == {"Dicom_02_seg.nii.gz", "Dicom_02_uncertain.nii.gz", "Dicom_02_report.json", "Dicom_02_views.png"}
+    assert "No DICOM SEG download" in app.state.message_text and "FrameOfReferenceUID" in app.state.message_text
 
 
 def test_predict_waits_its_turn_behind_another_sessions_job(app: App, tiny_paths: dict[str, Path], tmp_path: Path) -> None:
@@ -1116,13 +1131,13 @@ def test_predict_waits_its_turn_behind_another_sessions_job(app: App, tiny_paths
     from brats_seg.turns import Turns
 
     app.turns = Turns(tmp_path / "turns", poll_s=0.05)
-    app.upload.value = upload_value(list(tiny_paths.values()))
+    app.page.upload.value = upload_value(list(tiny_paths.values()))
     (tmp_path / "turns").mkdir()
     other = tmp_path / "turns" / f"{0:020d}-{os.getpid()}-othersession.ticket"
     other.touch()
     labels: list[str] = []
-    app.progress_label.observe(lambda change: labels.append(change["new"]), "value")
+    app.page.progress_label.observe(lambda change: labels.append(change["new"]), "value")
     threading.Timer(0.6, other.unlink).start()
     predict_ok(app)
     assert any(v.startswith("Waiting for 1 other job on this server to finish (place 1 in the queue") for v in labels), labels
-    assert "waited " in app.progress_label.value and "for other sessions" in app.progress_label.value
+    assert "waited " in app.page.progress_label.value and "for other sessions" in app.page.progress_label.value

@@ -141,8 +141,8 @@ def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tm
         )
         page.screenshot(path=str(ARTIFACTS / "slider_moved.png"), full_page=True)
 
-        # "where the model hesitates": the same slice, recoloured where the label depends on the threshold
-        from brats_seg.app import OVERLAY_CHOICES
+        # "uncertain voxels": the same slice, recoloured where the label depends on the threshold
+        from brats_seg.ui.views import OVERLAY_CHOICES
 
         before = axial.get_attribute("src")
         page.locator(".brats-overlay-mode select").select_option(label=OVERLAY_CHOICES["uncertain"])
@@ -151,7 +151,7 @@ def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tm
             " return i && i.getAttribute('src') !== b; }", arg=before, timeout=30_000,
         )
         legend = page.locator(".brats-legend-uncertain")
-        assert legend.is_visible() and "where the model hesitates" in legend.inner_text()
+        assert legend.is_visible() and "uncertain voxels: the label would differ" in legend.inner_text()
         page.screenshot(path=str(ARTIFACTS / "uncertain.png"), full_page=True)
         page.locator(".brats-overlay-mode select").select_option(label=OVERLAY_CHOICES["prediction"])
         legend.wait_for(state="hidden", timeout=30_000)  # the kernel hides it on the next round trip
