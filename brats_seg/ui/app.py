@@ -40,21 +40,20 @@ from ..errors import ModelError, StudyError
 from ..server import session_temp_dir
 from ..turns import Turns
 from ..types import Study
-from . import jobs, render
-from .downloads import figure_name, figure_png, links_html, result_files
+from . import jobs, render, results
 from .entries import list_entries, upload_files
 from .example import (
     EXAMPLE_CASE,
     EXAMPLE_DIR_ENV,
     EXAMPLE_URL,
     EXAMPLE_URL_ENV,
-    ExampleError,
     ExampleUnreachable,
     fetch_example,
     read_study_folder,
 )
 from .harmonise import HarmonisePanel
-from .layout import FIGURE_CURRENT, FIGURE_STALE, build_page, file_rows
+from .layout import build_page, file_rows
+from .messages import Messages
 from .model_line import failed_html, load_model, log, model_error, read_card, wait_for_page_request
 from .state import Result, Session
 from .views import Views
@@ -133,6 +132,7 @@ class App:
         self.harmonise_panel = HarmonisePanel()
         self.page = build_page(self.views.box, self.harmonise_panel.mode, self.harmonise_panel.box)
         self.widget = self.page.widget
+        self.messages = Messages(self.state, self.page.message, self.page.warnings_html)
         self._wire()
         self._offer_options(read_card(self.model_dir))
         if not synchronous if preload_model is None else preload_model:
@@ -153,42 +153,6 @@ class App:
     # Messages and errors
     # ---------------------------------------------------------------------------------------------
 
-    def _show(self, text: str, kind: str) -> None:
-        self.state.message_text, self.state.message_kind = text, kind
-        self.page.message.value = render.message_html(text, kind)
-
-    def show_error(self, text: str) -> None:
-        """Show a readable error in the page."""
-        self._show(text, "error")
-
-    def show_info(self, text: str) -> None:
-        """Show an information line in the page."""
-        self._show(text, "info")
-
-    def clear_message(self) -> None:
-        """Remove the message."""
-        self._show("", "")
-
-    def show_warnings(self, warnings: list[str]) -> None:
-        """Show the study's input warnings (:func:`brats_seg.quality.check_study`) under the message."""
-        self.state.warnings = list(warnings)
-        self.page.warnings_html.value = "".join(
-            render.message_html(f"Warning: {t}", "warning") for t in warnings
-        )
-
-    def _report_exception(self, exc: BaseException) -> None:
-        if isinstance(exc, StudyError | ModelError | ExampleError):
-            self.show_error(str(exc))
-            return
-        log.exception("unexpected error in the dashboard")
-        text = render.without_paths(str(exc).splitlines()[0][:300]) if str(exc) else ""
-        self.show_error(
-            f"Internal error of brats-seg, not a problem found in your files ({type(exc).__name__}"
-            f"{': ' + text if text else ''}). The details are in the server log; the app is still usable: "
-            "try again, "
-            "or load another study."
-        )
-
     def _guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Wrap a widget callback so no exception escapes to the page as a traceback."""
 
@@ -196,7 +160,7 @@ class App:
             try:
                 return fn(*args)
             except Exception as exc:  # shown as a message, details logged
-                self._report_exception(exc)
+                self.messages.exception(exc)
                 return None
 
         return wrapped
@@ -236,7 +200,7 @@ class App:
         try:
             return job()
         except Exception as exc:
-            self._report_exception(exc)
+            self.messages.exception(exc)
             return None
         finally:
             self._release()
@@ -310,7 +274,7 @@ class App:
         if not files:
             return
         if self.state.busy:
-            self.show_error("Busy: wait for the current run to finish, then upload again.")
+            self.messages.error("Busy: wait for the current run to finish, then upload again.")
             return
         self.set_files(files)
 
@@ -345,12 +309,12 @@ class App:
     def _load_study(self, *, origin: str) -> Study | None:
         state = self.state
         state.study = None
-        self.show_warnings([])
+        self.messages.warnings([])
         self.views.hide()
         self._update_controls()
         unchosen = [name for name, dropdown in self.modality_dropdowns.items() if not dropdown.value]
         if unchosen:
-            self.show_error(
+            self.messages.error(
                 f"{', '.join(unchosen)}: cannot tell which sequence the file holds from its name; choose it "
                 "in the list next to the file (T1, T1CE, T2, FLAIR, ground truth or ignore)."
             )
@@ -376,8 +340,8 @@ class App:
             self.harmonise_panel.show(state.harmonised, registration_png(state.harmonised))
         state.study = study
         self.views.show_study(study)
-        self.show_info(jobs.loaded_message(study, state.harmonised, origin))
-        self.show_warnings(quality.check_study(study))  # before Predict; Predict shows segment's own
+        self.messages.info(jobs.loaded_message(study, state.harmonised, origin))
+        self.messages.warnings(quality.check_study(study))  # before Predict; Predict shows segment's own
         self._update_controls()
         return study
 
@@ -397,11 +361,11 @@ class App:
 
     def _example_job(self) -> Study | None:
         if self.example_dir is not None:
-            self.show_info(f"Loading the example study from {self.example_dir} ...")
+            self.messages.info(f"Loading the example study from {self.example_dir} ...")
             return self.set_files(
                 read_study_folder(self.example_dir), origin=f"example from {self.example_dir}"
             )
-        self.show_info(f"Downloading the example study {EXAMPLE_CASE} from {self.example_url} ...")
+        self.messages.info(f"Downloading the example study {EXAMPLE_CASE} from {self.example_url} ...")
         try:
             paths = fetch_example(self.example_url, cache_dir=self.cache_dir)
         except ExampleUnreachable as exc:
@@ -424,7 +388,7 @@ class App:
             f"<code>{EXAMPLE_DIR_ENV}</code>.</small>"
         )
         self.page.example_note.layout.display = ""
-        self.show_error(
+        self.messages.error(
             f"The example study cannot be downloaded from this server ({exc.url}: {exc.reason}). "
             f'Upload the four sequences of a study with "Upload files" instead, or set {EXAMPLE_DIR_ENV} '
             "to a folder holding a local copy of the example study and restart the dashboard."
@@ -476,11 +440,11 @@ class App:
             p.progress.bar_style = "danger"
             self._say(f"Failed after {time.perf_counter() - start:.1f} s")
             raise
-        self.show_warnings(seg.warnings)
+        self.messages.warnings(seg.warnings)
         p.progress.value, p.progress.bar_style = 100, "success"
         self._say(self._done_text(seg.timings, time.perf_counter() - start, waited, model))
         wt = result.volumes["regions"]["WT"]["mL"]
-        self.show_info(
+        self.messages.info(
             f"{study.name}: whole tumour {wt:.1f} mL. Review the labels below; downloads at the bottom."
             + "".join(f" {note}" for note in result.notes)
         )
@@ -535,45 +499,22 @@ class App:
         """Show a prediction: over the scan, in the tables, and as downloads (made here, once)."""
         seg, study, harmonised = result.segmentation, result.study, self.state.harmonised
         self.views.set_labels(seg.labels.array, seg.uncertain, truth=study.truth is not None)
-        figure = figure_png(study, seg, result.volumes, result.scores, self.views.viewer)
-        made = result_files(study, seg, model, report=result.report, figure=figure, harmonised=harmonised)
-        result.downloads, result.notes = made.files, made.notes
+        results.add_files(result, model, self.views.viewer, harmonised)
         if harmonised is not None and seg.native is not None:
-            native = made.files[f"{study.name}_native.png"][1]
+            native = result.downloads[f"{study.name}_native.png"][1]
             self.harmonise_panel.show_native(native, reference=harmonised.reference)
-        result.volumes_shown = render.volume_rows(result.volumes, result.truth_volumes, seg.volume_range)
         self.state.result = result
-        self.page.volumes_table.value = render.volumes_html(
-            result.volumes, result.truth_volumes, seg.volume_range
-        )
-        self.page.metrics_table.value = render.scores_html(result.scores) if result.scores is not None else ""
-        self.page.numbers_box.layout.display = "flex"
-        self._show_downloads(result)
-
-    def _show_downloads(self, result: Result) -> None:
-        self.page.downloads_html.value = links_html(result.downloads)
-        self.page.downloads_box.layout.display = "flex"
-        self._mark_figure(current=True)
+        results.show(self.page, result)
         self._update_controls()
 
     def _on_refresh_png(self, _button: Any) -> None:
-        result = self.state.result
-        if result is None or self.state.busy:
-            return
-        png = figure_png(result.study, result.segmentation, result.volumes, result.scores, self.views.viewer)
-        result.downloads[figure_name(result.study)] = ("image/png", png)
-        self._show_downloads(result)
+        if self.state.result is not None and not self.state.busy:
+            results.refresh_figure(self.page, self.state.result, self.views.viewer)
+            self._update_controls()
 
     def _on_redraw(self) -> None:
         if self.state.result is not None:
-            self._mark_figure(current=False)
-
-    def _mark_figure(self, *, current: bool) -> None:
-        """Say on the figure button whether the PNG download still shows the views on the page."""
-        description, style = (FIGURE_CURRENT, "") if current else (FIGURE_STALE, "warning")
-        button = self.page.refresh_png_button
-        if button.description != description:
-            button.description, button.button_style = description, style
+            results.mark_figure(self.page, current=False)
 
     def downloads(self) -> dict[str, bytes]:
         """File name -> bytes of the download links shown in the page."""
@@ -586,17 +527,10 @@ class App:
 
     def scores_shown(self) -> dict[str, dict[str, float]]:
         """The Dice / HD95 table as displayed: region -> ``{"dice", "hd95"}`` (empty without truth)."""
-        result = self.state.result
-        if result is None or result.scores is None:
-            return {}
-        return {r: {"dice": float(s["dice"]), "hd95": float(s["hd95"])} for r, s in result.scores.items()}
+        return results.shown_scores(self.state.result)
 
     def _reset_results(self) -> None:
         self.state.result = None
-        p = self.page
-        p.volumes_table.value = p.metrics_table.value = p.downloads_html.value = ""
-        p.numbers_box.layout.display = p.downloads_box.layout.display = "none"
-        p.progress.value, p.progress.bar_style = 0, ""
-        self._say("")
+        results.reset(self.page)
         self.views.set_labels(None, None, truth=False)
         self._update_controls()
