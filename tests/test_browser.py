@@ -84,8 +84,8 @@ def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tm
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
         )
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         t0 = time.perf_counter()
@@ -102,7 +102,8 @@ def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tm
             " return b && !b.disabled; }", timeout=120_000,
         )
         before_predict = page.evaluate(REVIEW_TOP)
-        assert before_predict["top"] > 0.2 * before_predict["height"], before_predict  # below the top: the test means something
+        # below the top: the test means something
+        assert before_predict["top"] > 0.2 * before_predict["height"], before_predict
         t1 = time.perf_counter()
         predict.click()
         page.wait_for_selector(".brats-volumes table", timeout=300_000)
@@ -112,7 +113,8 @@ def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tm
         page.wait_for_function(REVIEW_AT_TOP, timeout=15_000)
         after_predict = settled_review_top(page)
         assert -2 <= after_predict["top"] <= 0.2 * after_predict["height"], after_predict
-        print(f"review section top: {before_predict['top']:.0f} px before Predict, {after_predict['top']:.0f} px after")
+        print(f"review section top: {before_predict['top']:.0f} px before Predict, "
+              f"{after_predict['top']:.0f} px after")
         page.screenshot(path=str(ARTIFACTS / "predicted_viewport.png"))
         page.screenshot(path=str(ARTIFACTS / "predicted.png"), full_page=True)
         table = page.inner_text(".brats-volumes")
@@ -132,7 +134,8 @@ def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tm
 
         axial = page.locator(".brats-view-axial").first
         before = axial.get_attribute("src")
-        slider = page.locator(".brats-slider-axial .ui-slider-handle, .brats-slider-axial [role=slider]").first
+        handles = ".brats-slider-axial .ui-slider-handle, .brats-slider-axial [role=slider]"
+        slider = page.locator(handles).first
         slider.focus()
         page.keyboard.press("ArrowUp")
         page.wait_for_function(
@@ -189,13 +192,15 @@ def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tm
             before_again = page.evaluate(REVIEW_TOP)
             page.wait_for_function(
                 "(b) => { const l = document.querySelector('.brats-progress-label');"
-                " return l && l.innerText.startsWith('Done') && l.innerText !== b; }", arg=label, timeout=300_000,
+                " return l && l.innerText.startsWith('Done') && l.innerText !== b; }",
+                arg=label, timeout=300_000,
             )
             print(f"Predict to overlay, quick (no flips): {time.perf_counter() - t2:.1f} s")
             assert "WT" in page.inner_text(".brats-volumes")
             # the second prediction of the same study leaves the page where it was
             again = settled_review_top(page)
-            print(f"review section top: {before_again['top']:.0f} px before the second Predict, {again['top']:.0f} px after")
+            print(f"review section top: {before_again['top']:.0f} px before the second Predict, "
+                  f"{again['top']:.0f} px after")
             assert before_again["top"] > 0.2 * before_again["height"], before_again  # scrolling would show
             assert abs(again["top"] - before_again["top"]) < 40, (before_again, again)
 
@@ -247,7 +252,8 @@ def raw_study_files(shared_data: Path) -> list[str]:
 def test_raw_study_is_preprocessed_checked_and_labelled_on_its_native_grid(
     voila_url: str, shared_data: Path, brats_case: Path, tmp_path: Path
 ) -> None:
-    """The real raw study TCGA-FG-6692 (skull on, three grids, 5.5 mm slices, scanner names), no mapping given."""
+    """The real raw study TCGA-FG-6692 (skull on, three grids, 5.5 mm slices, scanner names), no mapping
+    given."""
     import nibabel as nib
     import numpy as np
     from playwright.sync_api import sync_playwright
@@ -268,14 +274,16 @@ def test_raw_study_is_preprocessed_checked_and_labelled_on_its_native_grid(
             "() => { const b = document.querySelector('.brats-predict button, button.brats-predict');"
             " return b && !b.disabled; }", timeout=300_000,
         )
-        print(f"\nraw study: upload to Predict enabled (preprocessing included): {time.perf_counter() - t0:.1f} s")
+        seconds = time.perf_counter() - t0
+        print(f"\nraw study: upload to Predict enabled (preprocessing included): {seconds:.1f} s")
         listing = page.inner_text(".brats-files")
         assert all(f"detected: {m}" in listing for m in ("T1", "T1CE", "T2", "FLAIR")), listing
         summary = page.inner_text(".brats-harmonise-summary")
         assert "Raw study, preprocessed" in summary and "not skull-stripped" in summary, summary
         assert "mutual information as scanned" in summary and "FLAIR" in summary
         label = page.inner_text(".brats-progress-label")
-        assert label.startswith("Preprocessed in") and "skull strip" in label and "register FLAIR" in label, label
+        assert label.startswith("Preprocessed in"), label
+        assert "skull strip" in label and "register FLAIR" in label, label
         check = page.locator(".brats-registration-check").first
         check.scroll_into_view_if_needed()
         check.screenshot(path=str(ARTIFACTS / "raw_registration_check.png"))
@@ -290,12 +298,14 @@ def test_raw_study_is_preprocessed_checked_and_labelled_on_its_native_grid(
         native.screenshot(path=str(ARTIFACTS / "raw_native_labels.png"))
         page.screenshot(path=str(ARTIFACTS / "raw_predicted.png"), full_page=True)
         downloads = page.inner_html(".brats-downloads")
-        assert "_seg_1mm.nii.gz" in downloads and "_registration.png" in downloads and "_native.png" in downloads
+        assert "_seg_1mm.nii.gz" in downloads and "_registration.png" in downloads
+        assert "_native.png" in downloads
         table = page.inner_text(".brats-volumes")
         wt = re.search(r"WT\s+whole tumour\s+(\d+\.\d+)", table)
         assert wt and float(wt[1]) > 5.0, table  # the lesion the labels show is several mL
 
-        # A FLAIR that cannot be registered (noise on the FLAIR's own grid): refused, naming the file and the metric
+        # A FLAIR that cannot be registered (noise on the FLAIR's own grid): refused, naming the file and
+        # the metric
         flair = next(f for f in files if f.endswith("_fla.nii.gz"))
         image = nib.load(flair)
         noise = np.random.default_rng(0).uniform(0, 1000, image.shape).astype(np.float32)
@@ -307,12 +317,14 @@ def test_raw_study_is_preprocessed_checked_and_labelled_on_its_native_grid(
         page.wait_for_selector(".brats-message .brats-msg-error", timeout=300_000)
         message = page.inner_text(".brats-message")
         page.screenshot(path=str(ARTIFACTS / "raw_bad_flair.png"), full_page=True)
-        assert Path(flair).name in message and "did not converge" in message and "mutual information" in message
+        assert Path(flair).name in message and "did not converge" in message
+        assert "mutual information" in message
         assert "Traceback" not in page.content()
         # the kernel keeps serving: the next study loads
         with page.expect_file_chooser() as fc:
             page.click(".brats-upload")
-        fc.value.set_files(sorted(str(p) for p in brats_case.glob("*.nii.gz") if not p.name.endswith("_seg.nii.gz")))
+        fc.value.set_files(sorted(str(p) for p in brats_case.glob("*.nii.gz")
+                                  if not p.name.endswith("_seg.nii.gz")))
         page.wait_for_function(
             "() => { const b = document.querySelector('.brats-predict button, button.brats-predict');"
             " return b && !b.disabled; }", timeout=120_000,

@@ -3,7 +3,10 @@ pinned sha256, cache, offline message; a local folder."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
+import threading
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,36 @@ def test_fetch_example_downloads_checks_and_caches(tiny_paths: dict[str, Path], 
     # cached: a broken address is not even asked
     again = fetch_example("file:///nonexistent/folder", files=pinned, cache_dir=tmp_path)
     assert again == got
+
+
+@pytest.fixture
+def http_folder(tiny_paths: dict[str, Path]):
+    """The tiny study's folder served over HTTP on a loopback port (the way the public example is served)."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tiny_paths["T1"].parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_fetch_example_over_http(tiny_paths: dict[str, Path], tmp_path: Path, http_folder: str) -> None:
+    """Over HTTP (pooch's downloader): fetched, checked and cached; a missing file is "unreachable", a
+    file with other bytes than the pinned ones is discarded."""
+    pinned = {p.name: _sha(p) for p in tiny_paths.values()}
+    got = fetch_example(http_folder, files=pinned, cache_dir=tmp_path, timeout=5)
+    assert {n: _sha(p) for n, p in got.items()} == pinned
+    assert fetch_example("http://127.0.0.1:9/nothing", files=pinned, cache_dir=tmp_path, timeout=2) == got
+    with pytest.raises(ExampleUnreachable, match="could not download the example file absent") as missing:
+        fetch_example(http_folder, files={"absent.nii.gz": "0" * 64}, cache_dir=tmp_path / "other", timeout=5)
+    assert missing.value.url == f"{http_folder}/absent.nii.gz" and "404" in missing.value.reason
+    name = tiny_paths["T1"].name
+    with pytest.raises(ExampleError, match=f"has sha256 {pinned[name]}, expected 0+; it was discarded"):
+        fetch_example(http_folder, files={name: "0" * 64}, cache_dir=tmp_path / "other", timeout=5)
+    assert not list((tmp_path / "other" / "examples").iterdir())
 
 
 def test_fetch_example_failures(
