@@ -75,6 +75,178 @@ def settled_review_top(page, timeout: float = 10.0) -> dict[str, float]:
     raise AssertionError(f"the page was still scrolling after {timeout} s: review section top {last}")
 
 
+def _predict_locator(page):
+    return page.locator(".brats-predict button, button.brats-predict").first
+
+
+def _upload_and_predict(page, files: list[str]) -> None:
+    """Upload the four sequences, press Predict: the review section comes to the top of the page."""
+    with page.expect_file_chooser() as fc:
+        page.click(".brats-upload")
+    fc.value.set_files(files)
+    predict = page.locator(".brats-predict button, button.brats-predict").first
+    page.wait_for_function(
+        "() => { const b = document.querySelector('.brats-predict button, button.brats-predict');"
+        " return b && !b.disabled; }", timeout=120_000,
+    )
+    before_predict = page.evaluate(REVIEW_TOP)
+    # below the top: the test means something
+    assert before_predict["top"] > 0.2 * before_predict["height"], before_predict
+    t1 = time.perf_counter()
+    predict.click()
+    page.wait_for_selector(".brats-volumes table", timeout=300_000)
+    page.wait_for_selector(".brats-view-axial", timeout=60_000)
+    print(f"Predict to overlay: {time.perf_counter() - t1:.1f} s")
+    # the page brought the review section to the top of the viewport (JavaScript run by Voila)
+    page.wait_for_function(REVIEW_AT_TOP, timeout=15_000)
+    after_predict = settled_review_top(page)
+    assert -2 <= after_predict["top"] <= 0.2 * after_predict["height"], after_predict
+    print(f"review section top: {before_predict['top']:.0f} px before Predict, "
+          f"{after_predict['top']:.0f} px after")
+    page.screenshot(path=str(ARTIFACTS / "predicted_viewport.png"))
+    page.screenshot(path=str(ARTIFACTS / "predicted.png"), full_page=True)
+
+
+def _check_numbers_and_model_line(page) -> None:
+    """The volumes table (with its range column) and the model line with its folded details."""
+    table = page.inner_text(".brats-volumes")
+    assert "WT" in table and "mL" in table
+    numbers = [float(x) for x in re.findall(r"\d+\.\d+", table)]
+    assert numbers and max(numbers) > 1.0  # a real tumour of several mL
+    # each volume's range over the stricter and looser thresholds, and what it means
+    assert "range at 0.7\u20130.3 (mL)" in table and "not a confidence interval" in table, table
+    wt = re.search(r"WT\s+whole tumour\s+(\d+\.\d+)\s+(\d+\.\d+)\u2013(\d+\.\d+)", table)
+    assert wt and float(wt[2]) <= float(wt[1]) <= float(wt[3]), table
+    # the model line is one short line; its details open with a click
+    status = page.inner_text(".brats-model-status")
+    assert "ready" in status and "for research only" in status and "Measured:" not in status, status
+    page.click(".brats-model-status summary")
+    status = page.inner_text(".brats-model-status")
+    assert status.count("Measured: mean Dice WT") == 1 and "CPU thread(s)" in status, status
+
+
+def _check_slider_overlay_and_click(page) -> None:
+    """A slider redraws its view; the uncertain overlay recolours it; a click moves the other views."""
+    axial = page.locator(".brats-view-axial").first
+    before = axial.get_attribute("src")
+    handles = ".brats-slider-axial .ui-slider-handle, .brats-slider-axial [role=slider]"
+    slider = page.locator(handles).first
+    slider.focus()
+    page.keyboard.press("ArrowUp")
+    page.wait_for_function(
+        "(b) => { const i = document.querySelector('.brats-view-axial');"
+        " return i && i.getAttribute('src') !== b; }", arg=before, timeout=30_000,
+    )
+    page.screenshot(path=str(ARTIFACTS / "slider_moved.png"), full_page=True)
+
+    # "uncertain voxels": the same slice, recoloured where the label depends on the threshold
+    from brats_seg.ui.views import OVERLAY_CHOICES
+
+    before = axial.get_attribute("src")
+    page.locator(".brats-overlay-mode select").select_option(label=OVERLAY_CHOICES["uncertain"])
+    page.wait_for_function(
+        "(b) => { const i = document.querySelector('.brats-view-axial');"
+        " return i && i.getAttribute('src') !== b; }", arg=before, timeout=30_000,
+    )
+    legend = page.locator(".brats-legend-uncertain")
+    assert legend.is_visible() and "uncertain voxels: the label would differ" in legend.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "uncertain.png"), full_page=True)
+    page.locator(".brats-overlay-mode select").select_option(label=OVERLAY_CHOICES["prediction"])
+    legend.wait_for(state="hidden", timeout=30_000)  # the kernel hides it on the next round trip
+
+    # A click on the axial image moves the crosshair there: the sagittal and coronal slices
+    # (and their slider readouts) jump to the clicked voxel.
+    sagittal = page.locator(".brats-view-sagittal").first
+    before = sagittal.get_attribute("src")
+    readout = page.locator(".brats-slider-sagittal .widget-readout").first
+    value_before = readout.inner_text()
+    box = axial.bounding_box()
+    assert box is not None
+    axial.click(position={"x": box["width"] * 0.3, "y": box["height"] * 0.3})
+    page.wait_for_function(
+        "(b) => { const i = document.querySelector('.brats-view-sagittal');"
+        " return i && i.getAttribute('src') !== b; }", arg=before, timeout=30_000,
+    )
+    page.wait_for_function(
+        "(v) => { const r = document.querySelector('.brats-slider-sagittal .widget-readout');"
+        " return r && r.innerText !== v; }", arg=value_before, timeout=30_000,
+    )
+    page.screenshot(path=str(ARTIFACTS / "clicked.png"), full_page=True)
+
+
+def _check_quick_prediction(page) -> None:
+    """The bundled card turns test-time flips on; "Quick prediction" skips them; the page stays put."""
+    predict = _predict_locator(page)
+    # The bundled card turns test-time flips on; "Quick prediction" skips them for a faster look.
+    quick = page.locator(".brats-quick input[type=checkbox]").first
+    from brats_seg.card import default_model_dir
+
+    bundled_flips = json.loads((default_model_dir() / "model.json").read_text())["tta_flips"]
+    assert quick.is_visible() == bundled_flips
+    if bundled_flips:
+        label = page.inner_text(".brats-progress-label")
+        quick.check()
+        t2 = time.perf_counter()
+        predict.click()
+        before_again = page.evaluate(REVIEW_TOP)
+        page.wait_for_function(
+            "(b) => { const l = document.querySelector('.brats-progress-label');"
+            " return l && l.innerText.startsWith('Done') && l.innerText !== b; }",
+            arg=label, timeout=300_000,
+        )
+        print(f"Predict to overlay, quick (no flips): {time.perf_counter() - t2:.1f} s")
+        assert "WT" in page.inner_text(".brats-volumes")
+        # the second prediction of the same study leaves the page where it was
+        again = settled_review_top(page)
+        print(f"review section top: {before_again['top']:.0f} px before the second Predict, "
+              f"{again['top']:.0f} px after")
+        assert before_again["top"] > 0.2 * before_again["height"], before_again  # scrolling would show
+        assert abs(again["top"] - before_again["top"]) < 40, (before_again, again)
+
+
+def _check_dicom_zip(page, brats_case: Path, tmp_path: Path) -> None:
+    """The same case as a zip of four DICOM series: listed with their sequences, a DICOM SEG offered."""
+    predict = _predict_locator(page)
+    # The same case as a zip of four DICOM series (one folder per series, as a PACS exports them):
+    # the series are listed with their detected sequence, and a DICOM SEG is offered for download.
+    dicom_zip = dicom_zip_of(brats_case, tmp_path)
+    with page.expect_file_chooser() as fc:
+        page.click(".brats-upload")
+    fc.value.set_files([str(dicom_zip)])
+    page.wait_for_function(
+        "() => { const b = document.querySelector('.brats-predict button, button.brats-predict');"
+        " const f = document.querySelector('.brats-files');"
+        " return b && !b.disabled && f && f.innerText.includes('AX T1 POST GD'); }",
+        timeout=120_000,
+    )
+    listing = page.inner_text(".brats-files")
+    assert "series 2 'AX T1 POST GD' (155 files)" in listing and "detected: T1CE" in listing, listing
+    page.evaluate("() => document.querySelector('.brats-app').scrollIntoView({block: 'start'})")
+    t3 = time.perf_counter()
+    predict.click()
+    page.wait_for_selector("a.brats-download-dicom-seg", timeout=300_000)
+    print(f"DICOM zip: Predict to DICOM SEG link: {time.perf_counter() - t3:.1f} s")
+    page.wait_for_function(REVIEW_AT_TOP, timeout=15_000)  # a new study: scrolled to its review again
+    print(f"review section top after the DICOM study's Predict: {settled_review_top(page)['top']:.0f} px")
+    page.screenshot(path=str(ARTIFACTS / "dicom_predicted.png"), full_page=True)
+    assert "WT" in page.inner_text(".brats-volumes")
+    assert f"{brats_case.name}_seg.dcm" in page.inner_html(".brats-downloads")
+
+
+def _check_bad_file(page, files: list[str], tmp_path: Path) -> None:
+    """A truncated file: a message naming it, no traceback."""
+    broken = tmp_path / "broken_t1.nii.gz"
+    broken.write_bytes(Path(files[0]).read_bytes()[:5000])
+    with page.expect_file_chooser() as fc:
+        page.click(".brats-upload")
+    fc.value.set_files([str(broken), *files[1:]])
+    page.wait_for_selector(".brats-message .brats-msg-error", timeout=60_000)
+    message = page.inner_text(".brats-message")
+    page.screenshot(path=str(ARTIFACTS / "bad_upload.png"), full_page=True)
+    assert "broken_t1.nii.gz" in message
+    assert "Traceback" not in page.content()
+
+
 def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -84,8 +256,8 @@ def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tm
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
         )
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         t0 = time.perf_counter()
@@ -93,147 +265,12 @@ def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tm
         page.wait_for_selector(".brats-upload", timeout=120_000)
         print(f"\npage to usable widgets: {time.perf_counter() - t0:.1f} s")
 
-        with page.expect_file_chooser() as fc:
-            page.click(".brats-upload")
-        fc.value.set_files(files)
-        predict = page.locator(".brats-predict button, button.brats-predict").first
-        page.wait_for_function(
-            "() => { const b = document.querySelector('.brats-predict button, button.brats-predict');"
-            " return b && !b.disabled; }", timeout=120_000,
-        )
-        before_predict = page.evaluate(REVIEW_TOP)
-        assert before_predict["top"] > 0.2 * before_predict["height"], before_predict  # below the top: the test means something
-        t1 = time.perf_counter()
-        predict.click()
-        page.wait_for_selector(".brats-volumes table", timeout=300_000)
-        page.wait_for_selector(".brats-view-axial", timeout=60_000)
-        print(f"Predict to overlay: {time.perf_counter() - t1:.1f} s")
-        # the page brought the review section to the top of the viewport (JavaScript run by Voila)
-        page.wait_for_function(REVIEW_AT_TOP, timeout=15_000)
-        after_predict = settled_review_top(page)
-        assert -2 <= after_predict["top"] <= 0.2 * after_predict["height"], after_predict
-        print(f"review section top: {before_predict['top']:.0f} px before Predict, {after_predict['top']:.0f} px after")
-        page.screenshot(path=str(ARTIFACTS / "predicted_viewport.png"))
-        page.screenshot(path=str(ARTIFACTS / "predicted.png"), full_page=True)
-        table = page.inner_text(".brats-volumes")
-        assert "WT" in table and "mL" in table
-        numbers = [float(x) for x in re.findall(r"\d+\.\d+", table)]
-        assert numbers and max(numbers) > 1.0  # a real tumour of several mL
-        # each volume's range over the stricter and looser thresholds, and what it means
-        assert "range at 0.7\u20130.3 (mL)" in table and "not a confidence interval" in table, table
-        wt = re.search(r"WT\s+whole tumour\s+(\d+\.\d+)\s+(\d+\.\d+)\u2013(\d+\.\d+)", table)
-        assert wt and float(wt[2]) <= float(wt[1]) <= float(wt[3]), table
-        # the model line is one short line; its details open with a click
-        status = page.inner_text(".brats-model-status")
-        assert "ready" in status and "for research only" in status and "Measured:" not in status, status
-        page.click(".brats-model-status summary")
-        status = page.inner_text(".brats-model-status")
-        assert status.count("Measured: mean Dice WT") == 1 and "CPU thread(s)" in status, status
-
-        axial = page.locator(".brats-view-axial").first
-        before = axial.get_attribute("src")
-        slider = page.locator(".brats-slider-axial .ui-slider-handle, .brats-slider-axial [role=slider]").first
-        slider.focus()
-        page.keyboard.press("ArrowUp")
-        page.wait_for_function(
-            "(b) => { const i = document.querySelector('.brats-view-axial');"
-            " return i && i.getAttribute('src') !== b; }", arg=before, timeout=30_000,
-        )
-        page.screenshot(path=str(ARTIFACTS / "slider_moved.png"), full_page=True)
-
-        # "where the model hesitates": the same slice, recoloured where the label depends on the threshold
-        from brats_seg.app import OVERLAY_CHOICES
-
-        before = axial.get_attribute("src")
-        page.locator(".brats-overlay-mode select").select_option(label=OVERLAY_CHOICES["uncertain"])
-        page.wait_for_function(
-            "(b) => { const i = document.querySelector('.brats-view-axial');"
-            " return i && i.getAttribute('src') !== b; }", arg=before, timeout=30_000,
-        )
-        legend = page.locator(".brats-legend-uncertain")
-        assert legend.is_visible() and "where the model hesitates" in legend.inner_text()
-        page.screenshot(path=str(ARTIFACTS / "uncertain.png"), full_page=True)
-        page.locator(".brats-overlay-mode select").select_option(label=OVERLAY_CHOICES["prediction"])
-        legend.wait_for(state="hidden", timeout=30_000)  # the kernel hides it on the next round trip
-
-        # A click on the axial image moves the crosshair there: the sagittal and coronal slices
-        # (and their slider readouts) jump to the clicked voxel.
-        sagittal = page.locator(".brats-view-sagittal").first
-        before = sagittal.get_attribute("src")
-        readout = page.locator(".brats-slider-sagittal .widget-readout").first
-        value_before = readout.inner_text()
-        box = axial.bounding_box()
-        assert box is not None
-        axial.click(position={"x": box["width"] * 0.3, "y": box["height"] * 0.3})
-        page.wait_for_function(
-            "(b) => { const i = document.querySelector('.brats-view-sagittal');"
-            " return i && i.getAttribute('src') !== b; }", arg=before, timeout=30_000,
-        )
-        page.wait_for_function(
-            "(v) => { const r = document.querySelector('.brats-slider-sagittal .widget-readout');"
-            " return r && r.innerText !== v; }", arg=value_before, timeout=30_000,
-        )
-        page.screenshot(path=str(ARTIFACTS / "clicked.png"), full_page=True)
-
-        # The bundled card turns test-time flips on; "Quick prediction" skips them for a faster look.
-        quick = page.locator(".brats-quick input[type=checkbox]").first
-        from brats_seg.card import default_model_dir
-
-        bundled_flips = json.loads((default_model_dir() / "model.json").read_text())["tta_flips"]
-        assert quick.is_visible() == bundled_flips
-        if bundled_flips:
-            label = page.inner_text(".brats-progress-label")
-            quick.check()
-            t2 = time.perf_counter()
-            predict.click()
-            before_again = page.evaluate(REVIEW_TOP)
-            page.wait_for_function(
-                "(b) => { const l = document.querySelector('.brats-progress-label');"
-                " return l && l.innerText.startsWith('Done') && l.innerText !== b; }", arg=label, timeout=300_000,
-            )
-            print(f"Predict to overlay, quick (no flips): {time.perf_counter() - t2:.1f} s")
-            assert "WT" in page.inner_text(".brats-volumes")
-            # the second prediction of the same study leaves the page where it was
-            again = settled_review_top(page)
-            print(f"review section top: {before_again['top']:.0f} px before the second Predict, {again['top']:.0f} px after")
-            assert before_again["top"] > 0.2 * before_again["height"], before_again  # scrolling would show
-            assert abs(again["top"] - before_again["top"]) < 40, (before_again, again)
-
-        # The same case as a zip of four DICOM series (one folder per series, as a PACS exports them):
-        # the series are listed with their detected sequence, and a DICOM SEG is offered for download.
-        dicom_zip = dicom_zip_of(brats_case, tmp_path)
-        with page.expect_file_chooser() as fc:
-            page.click(".brats-upload")
-        fc.value.set_files([str(dicom_zip)])
-        page.wait_for_function(
-            "() => { const b = document.querySelector('.brats-predict button, button.brats-predict');"
-            " const f = document.querySelector('.brats-files');"
-            " return b && !b.disabled && f && f.innerText.includes('AX T1 POST GD'); }",
-            timeout=120_000,
-        )
-        listing = page.inner_text(".brats-files")
-        assert "series 2 'AX T1 POST GD' (155 files)" in listing and "detected: T1CE" in listing, listing
-        page.evaluate("() => document.querySelector('.brats-app').scrollIntoView({block: 'start'})")
-        t3 = time.perf_counter()
-        predict.click()
-        page.wait_for_selector("a.brats-download-dicom-seg", timeout=300_000)
-        print(f"DICOM zip: Predict to DICOM SEG link: {time.perf_counter() - t3:.1f} s")
-        page.wait_for_function(REVIEW_AT_TOP, timeout=15_000)  # a new study: scrolled to its review again
-        print(f"review section top after the DICOM study's Predict: {settled_review_top(page)['top']:.0f} px")
-        page.screenshot(path=str(ARTIFACTS / "dicom_predicted.png"), full_page=True)
-        assert "WT" in page.inner_text(".brats-volumes")
-        assert f"{brats_case.name}_seg.dcm" in page.inner_html(".brats-downloads")
-
-        broken = tmp_path / "broken_t1.nii.gz"
-        broken.write_bytes(Path(files[0]).read_bytes()[:5000])
-        with page.expect_file_chooser() as fc:
-            page.click(".brats-upload")
-        fc.value.set_files([str(broken), *files[1:]])
-        page.wait_for_selector(".brats-message .brats-msg-error", timeout=60_000)
-        message = page.inner_text(".brats-message")
-        page.screenshot(path=str(ARTIFACTS / "bad_upload.png"), full_page=True)
-        assert "broken_t1.nii.gz" in message
-        assert "Traceback" not in page.content()
+        _upload_and_predict(page, files)
+        _check_numbers_and_model_line(page)
+        _check_slider_overlay_and_click(page)
+        _check_quick_prediction(page)
+        _check_dicom_zip(page, brats_case, tmp_path)
+        _check_bad_file(page, files, tmp_path)
         browser.close()
 
 
@@ -244,12 +281,88 @@ def raw_study_files(shared_data: Path) -> list[str]:
     return sorted(str(p) for p in folder.glob("*.nii.gz"))
 
 
+def _check_raw_loaded(page, files: list[str]) -> None:
+    """The raw study is preprocessed on upload: sequences detected, the section says what was done."""
+    t0 = time.perf_counter()
+    with page.expect_file_chooser() as fc:
+        page.click(".brats-upload")
+    fc.value.set_files(files)
+    page.wait_for_function(
+        "() => { const b = document.querySelector('.brats-predict button, button.brats-predict');"
+        " return b && !b.disabled; }", timeout=300_000,
+    )
+    seconds = time.perf_counter() - t0
+    print(f"\nraw study: upload to Predict enabled (preprocessing included): {seconds:.1f} s")
+    listing = page.inner_text(".brats-files")
+    assert all(f"detected: {m}" in listing for m in ("T1", "T1CE", "T2", "FLAIR")), listing
+    summary = page.inner_text(".brats-harmonise-summary")
+    assert "Raw study, preprocessed" in summary and "not skull-stripped" in summary, summary
+    assert "mutual information as scanned" in summary and "FLAIR" in summary
+    label = page.inner_text(".brats-progress-label")
+    assert label.startswith("Preprocessed in"), label
+    assert "skull strip" in label and "register FLAIR" in label, label
+    check = page.locator(".brats-registration-check").first
+    check.scroll_into_view_if_needed()
+    check.screenshot(path=str(ARTIFACTS / "raw_registration_check.png"))
+    page.screenshot(path=str(ARTIFACTS / "raw_loaded.png"), full_page=True)
+
+
+def _check_raw_predicted(page) -> None:
+    """Predict shows the labels on the native grid and offers the harmonisation's files."""
+    t1 = time.perf_counter()
+    page.locator(".brats-predict button, button.brats-predict").first.click()
+    page.wait_for_selector(".brats-native-labels", state="visible", timeout=300_000)
+    print(f"raw study: Predict to labels on the native grid: {time.perf_counter() - t1:.1f} s")
+    native = page.locator(".brats-native-labels").first
+    native.scroll_into_view_if_needed()
+    native.screenshot(path=str(ARTIFACTS / "raw_native_labels.png"))
+    page.screenshot(path=str(ARTIFACTS / "raw_predicted.png"), full_page=True)
+    downloads = page.inner_html(".brats-downloads")
+    assert "_seg_1mm.nii.gz" in downloads and "_registration.png" in downloads
+    assert "_native.png" in downloads
+    table = page.inner_text(".brats-volumes")
+    wt = re.search(r"WT\s+whole tumour\s+(\d+\.\d+)", table)
+    assert wt and float(wt[1]) > 5.0, table  # the lesion the labels show is several mL
+
+
+def _check_unregistrable_flair(page, files: list[str], brats_case: Path, tmp_path: Path) -> None:
+    """A FLAIR that cannot be registered is refused by name; the kernel keeps serving."""
+    import nibabel as nib
+    import numpy as np
+
+    # A FLAIR that cannot be registered (noise on the FLAIR's own grid): refused, naming the file and
+    # the metric
+    flair = next(f for f in files if f.endswith("_fla.nii.gz"))
+    image = nib.load(flair)
+    noise = np.random.default_rng(0).uniform(0, 1000, image.shape).astype(np.float32)
+    bad = tmp_path / Path(flair).name
+    nib.save(nib.Nifti1Image(noise, image.affine), bad)
+    with page.expect_file_chooser() as fc:
+        page.click(".brats-upload")
+    fc.value.set_files([*(f for f in files if f != flair), str(bad)])
+    page.wait_for_selector(".brats-message .brats-msg-error", timeout=300_000)
+    message = page.inner_text(".brats-message")
+    page.screenshot(path=str(ARTIFACTS / "raw_bad_flair.png"), full_page=True)
+    assert Path(flair).name in message and "did not converge" in message
+    assert "mutual information" in message
+    assert "Traceback" not in page.content()
+    # the kernel keeps serving: the next study loads
+    with page.expect_file_chooser() as fc:
+        page.click(".brats-upload")
+    fc.value.set_files(sorted(str(p) for p in brats_case.glob("*.nii.gz")
+                              if not p.name.endswith("_seg.nii.gz")))
+    page.wait_for_function(
+        "() => { const b = document.querySelector('.brats-predict button, button.brats-predict');"
+        " return b && !b.disabled; }", timeout=120_000,
+    )
+    assert page.locator(".brats-harmonise").first.is_hidden()
+
+
 def test_raw_study_is_preprocessed_checked_and_labelled_on_its_native_grid(
     voila_url: str, shared_data: Path, brats_case: Path, tmp_path: Path
 ) -> None:
-    """The real raw study TCGA-FG-6692 (skull on, three grids, 5.5 mm slices, scanner names), no mapping given."""
-    import nibabel as nib
-    import numpy as np
+    """The real raw study TCGA-FG-6692 (skull on, three grids, 5.5 mm slices, scanner names), no mapping
+    given."""
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -260,62 +373,7 @@ def test_raw_study_is_preprocessed_checked_and_labelled_on_its_native_grid(
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(voila_url, timeout=120_000)
         page.wait_for_selector(".brats-upload", timeout=120_000)
-        t0 = time.perf_counter()
-        with page.expect_file_chooser() as fc:
-            page.click(".brats-upload")
-        fc.value.set_files(files)
-        page.wait_for_function(
-            "() => { const b = document.querySelector('.brats-predict button, button.brats-predict');"
-            " return b && !b.disabled; }", timeout=300_000,
-        )
-        print(f"\nraw study: upload to Predict enabled (preprocessing included): {time.perf_counter() - t0:.1f} s")
-        listing = page.inner_text(".brats-files")
-        assert all(f"detected: {m}" in listing for m in ("T1", "T1CE", "T2", "FLAIR")), listing
-        summary = page.inner_text(".brats-harmonise-summary")
-        assert "Raw study, preprocessed" in summary and "not skull-stripped" in summary, summary
-        assert "mutual information as scanned" in summary and "FLAIR" in summary
-        label = page.inner_text(".brats-progress-label")
-        assert label.startswith("Preprocessed in") and "skull strip" in label and "register FLAIR" in label, label
-        check = page.locator(".brats-registration-check").first
-        check.scroll_into_view_if_needed()
-        check.screenshot(path=str(ARTIFACTS / "raw_registration_check.png"))
-        page.screenshot(path=str(ARTIFACTS / "raw_loaded.png"), full_page=True)
-
-        t1 = time.perf_counter()
-        page.locator(".brats-predict button, button.brats-predict").first.click()
-        page.wait_for_selector(".brats-native-labels", state="visible", timeout=300_000)
-        print(f"raw study: Predict to labels on the native grid: {time.perf_counter() - t1:.1f} s")
-        native = page.locator(".brats-native-labels").first
-        native.scroll_into_view_if_needed()
-        native.screenshot(path=str(ARTIFACTS / "raw_native_labels.png"))
-        page.screenshot(path=str(ARTIFACTS / "raw_predicted.png"), full_page=True)
-        downloads = page.inner_html(".brats-downloads")
-        assert "_seg_1mm.nii.gz" in downloads and "_registration.png" in downloads and "_native.png" in downloads
-        table = page.inner_text(".brats-volumes")
-        wt = re.search(r"WT\s+whole tumour\s+(\d+\.\d+)", table)
-        assert wt and float(wt[1]) > 5.0, table  # the lesion the labels show is several mL
-
-        # A FLAIR that cannot be registered (noise on the FLAIR's own grid): refused, naming the file and the metric
-        flair = next(f for f in files if f.endswith("_fla.nii.gz"))
-        image = nib.load(flair)
-        noise = np.random.default_rng(0).uniform(0, 1000, image.shape).astype(np.float32)
-        bad = tmp_path / Path(flair).name
-        nib.save(nib.Nifti1Image(noise, image.affine), bad)
-        with page.expect_file_chooser() as fc:
-            page.click(".brats-upload")
-        fc.value.set_files([*(f for f in files if f != flair), str(bad)])
-        page.wait_for_selector(".brats-message .brats-msg-error", timeout=300_000)
-        message = page.inner_text(".brats-message")
-        page.screenshot(path=str(ARTIFACTS / "raw_bad_flair.png"), full_page=True)
-        assert Path(flair).name in message and "did not converge" in message and "mutual information" in message
-        assert "Traceback" not in page.content()
-        # the kernel keeps serving: the next study loads
-        with page.expect_file_chooser() as fc:
-            page.click(".brats-upload")
-        fc.value.set_files(sorted(str(p) for p in brats_case.glob("*.nii.gz") if not p.name.endswith("_seg.nii.gz")))
-        page.wait_for_function(
-            "() => { const b = document.querySelector('.brats-predict button, button.brats-predict');"
-            " return b && !b.disabled; }", timeout=120_000,
-        )
-        assert page.locator(".brats-harmonise").first.is_hidden()
+        _check_raw_loaded(page, files)
+        _check_raw_predicted(page)
+        _check_unregistrable_flair(page, files, brats_case, tmp_path)
         browser.close()
