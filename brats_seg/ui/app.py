@@ -499,7 +499,7 @@ class App:
         """Show a prediction: over the scan, in the tables, and as downloads (made here, once)."""
         seg, study, harmonised = result.segmentation, result.study, self.state.harmonised
         self.views.set_labels(seg.labels.array, seg.uncertain, truth=study.truth is not None)
-        results.add_files(result, model, self.views.viewer, harmonised)
+        results.add_files(result, model, self.views.viewer)
         if harmonised is not None and seg.native is not None:
             native = result.downloads[f"{study.name}_native.png"][1]
             self.harmonise_panel.show_native(native, reference=harmonised.reference)

@@ -1,30 +1,25 @@
 """The dashboard's downloads: every result file assembled in one place, and their links.
 
-:func:`result_files` is the one function that makes the files of a prediction (label map, report,
-uncertain map, DICOM SEG, figure, harmonisation files); once the core offers ``Result.files()`` its
-body becomes that call. :func:`links_html` renders them as ``data:`` links (no server route needed).
+:func:`result_files` asks the core for the files of a prediction (label map, report, uncertain map,
+DICOM SEG, figure, harmonisation files: :meth:`brats_seg.result.Segmentation.files`, which the CLI
+writes too), so a new output is added once. :func:`links_html` renders them as ``data:`` links (no server route needed).
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import json
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .. import io, viz
-from ..errors import StudyError
+from .. import viz
+from ..result import Segmentation, mime_type
 from ..types import Study
 from .render import size_text
 
-if TYPE_CHECKING:
-    from ..harmonise import Harmonised
-
-__all__ = ["LINKS", "ResultFiles", "data_uri_link", "figure_name", "figure_png", "links_html", "result_files"]
+__all__ = ["LINKS", "ResultFiles", "data_uri_link", "figure_name", "figure_png", "links_html", "result_files",
+           "view_settings"]
 
 #: File name ending -> (link text, CSS class); the first ending that matches names the link.
 LINKS: dict[str, tuple[str, str]] = {
@@ -54,92 +49,52 @@ def figure_name(study: Study) -> str:
     return f"{study.name}_views.png"
 
 
-def figure_png(
-    study: Study,
-    seg: Any,
-    volumes: Mapping[str, Any],
-    scores: Mapping[str, Any] | None,
-    viewer: viz.SliceViewer | None,
-) -> bytes:
-    """The PNG figure of the three views (:func:`brats_seg.viz.export_png`) as ``viewer`` shows them now."""
-    kwargs: dict[str, Any] = {}
-    if viewer is not None:
-        s = viewer.settings
-        kwargs = {
-            "background": s.background,
-            "position": list(viewer.position),
-            "mode": s.mode,
-            "opacity": s.opacity,
-            "percentiles": s.percentiles,
-            "visible_labels": sorted(s.visible),
-        }
-    return viz.export_png(study, seg.labels, volumes, scores=scores, uncertain=seg.uncertain, **kwargs)
+def view_settings(viewer: viz.SliceViewer | None) -> dict[str, Any]:
+    """The views' settings as :func:`brats_seg.viz.export_png` takes them (``{}`` without a viewer)."""
+    if viewer is None:
+        return {}
+    s = viewer.settings
+    return {
+        "background": s.background,
+        "position": list(viewer.position),
+        "mode": s.mode,
+        "opacity": s.opacity,
+        "percentiles": s.percentiles,
+        "visible_labels": sorted(s.visible),
+    }
 
 
-def _dicom_seg(study: Study, labels: Any, model: Any, folder: Path) -> bytes:
-    from .. import __version__
-    from ..dicom import write_segmentation
-
-    path = write_segmentation(
-        labels,
-        study,
-        folder / f"{study.name}_seg.dcm",
-        model_name=model.card.name,
-        software_version=f"brats-seg {__version__}",
-    )
-    return path.read_bytes()
+def figure_png(study: Study, seg: Segmentation, scores: Mapping[str, Any] | None, viewer: viz.SliceViewer | None) -> bytes:
+    """The PNG figure of the three views as ``viewer`` shows them now (:meth:`Segmentation.views_png`)."""
+    return seg.views_png(study, scores=scores, **view_settings(viewer))
 
 
 def result_files(
     study: Study,
-    seg: Any,
+    seg: Segmentation,
     model: Any,
     *,
-    report: Mapping[str, Any],
-    figure: bytes,
-    harmonised: Harmonised | None = None,
+    scores: Mapping[str, Any] | None,
+    viewer: viz.SliceViewer | None,
 ) -> ResultFiles:
-    """Every download of one prediction, by file name (as ``brats-seg predict`` writes them).
+    """Every download of one prediction: :meth:`Segmentation.files`, as ``brats-seg predict`` writes them.
 
     Args:
         study: The study the model read.
-        seg: Its :class:`brats_seg.pipeline.Segmentation`.
+        seg: Its segmentation (for a harmonised raw study, the labels go back onto its native grid and
+            the harmonisation's own files are added).
         model: The model (its card names the DICOM SEG's algorithm).
-        report: The report (:func:`brats_seg.report.study_report`), written as JSON.
-        figure: The PNG figure (:func:`figure_png`).
-        harmonised: The harmonisation that made ``study`` from a raw one: the labels go back onto
-            its reference's native grid and its own files are added.
+        scores: Dice and HD95 against the ground truth, or ``None``.
+        viewer: The views, whose settings the figure shows.
 
     Returns:
-        ``<study>_seg.nii.gz``, ``_report.json``, ``_uncertain.nii.gz`` (when measured), ``_seg.dcm``
-        (a DICOM study whose headers allow it; else a note), the harmonisation's files, ``_views.png``.
+        The files with their MIME types; a note where a DICOM SEG could not be made.
     """
-    name = study.name
-    labels = seg.native or seg.labels  # a raw study's labels go back onto its native T1CE grid
-    files: dict[str, tuple[str, bytes]] = {}
-    notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="brats_seg_app_") as tmp:
-        folder = Path(tmp)
-        files[f"{name}_seg.nii.gz"] = (
-            "application/gzip",
-            io.save_labels(labels, folder / "seg.nii.gz").read_bytes(),
-        )
-        files[f"{name}_report.json"] = ("application/json", (json.dumps(report, indent=2) + "\n").encode())
-        if seg.uncertain is not None:  # as `brats-seg predict --uncertain-map` writes it
-            uncertain = seg.uncertain if seg.native is None else seg.native_uncertain
-            path = io.save_hesitation(uncertain, labels, folder / "uncertain.nii.gz")
-            files[f"{name}_uncertain.nii.gz"] = ("application/gzip", path.read_bytes())
-        if study.dicom:
-            try:
-                files[f"{name}_seg.dcm"] = ("application/dicom", _dicom_seg(study, labels, model, folder))
-            except StudyError as e:
-                notes.append(f"No DICOM SEG download: {e}")
-    if harmonised is not None and seg.native is not None:
-        from ..harmonise_outputs import harmonised_files
-
-        files.update(harmonised_files(harmonised, seg.labels, seg.native))
-    files[figure_name(study)] = ("image/png", figure)
-    return ResultFiles(files, notes)
+    problems: list[str] = []
+    files = seg.files(study, model, dicom_seg=bool(study.dicom), scores=scores, views=view_settings(viewer),
+                      problems=problems)
+    return ResultFiles({name: (mime_type(name), data) for name, data in files.items()},
+                       [f"No DICOM SEG download: {p}" for p in problems])
 
 
 def data_uri_link(filename: str, data: bytes, mime: str, text: str, *, css: str = "") -> str:

@@ -114,7 +114,7 @@ def segment(
     return pipeline.segment(
         study,
         model,
-        postprocessing=not keep_parts,
+        postprocess=not keep_parts,
         tta_flips=False if quick else None,
         progress=progress,
         harmonised=harmonised,
@@ -130,5 +130,5 @@ def measure(study: Study, seg: Any, model: Any) -> Result:
 
         truth_vols = report.volumes(study.truth_map)
         scores = score(seg.labels, study.truth_map)
-    rep = report.study_report(study, seg, model, vols, scores)
+    rep = seg.study_report(study, model, scores=scores)
     return Result(study, seg, vols, truth_vols, scores, rep)

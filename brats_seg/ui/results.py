@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import viz
 from .downloads import figure_name, figure_png, links_html, result_files
@@ -10,19 +10,13 @@ from .layout import FIGURE_CURRENT, FIGURE_STALE, Page
 from .render import scores_html, volume_rows, volumes_html
 from .state import Result
 
-if TYPE_CHECKING:
-    from ..harmonise import Harmonised
-
 __all__ = ["add_files", "mark_figure", "refresh_figure", "reset", "show", "shown_scores"]
 
 
-def add_files(
-    result: Result, model: Any, viewer: viz.SliceViewer | None, harmonised: Harmonised | None
-) -> None:
+def add_files(result: Result, model: Any, viewer: viz.SliceViewer | None) -> None:
     """Make the result's downloads (the figure as ``viewer`` shows the views now) and its table's numbers."""
     seg = result.segmentation
-    figure = figure_png(result.study, seg, result.volumes, result.scores, viewer)
-    made = result_files(result.study, seg, model, report=result.report, figure=figure, harmonised=harmonised)
+    made = result_files(result.study, seg, model, scores=result.scores, viewer=viewer)
     result.downloads, result.notes = made.files, made.notes
     result.volumes_shown = volume_rows(result.volumes, result.truth_volumes, seg.volume_range)
 
@@ -41,7 +35,7 @@ def show(page: Page, result: Result) -> None:
 
 def refresh_figure(page: Page, result: Result, viewer: viz.SliceViewer | None) -> None:
     """Make the figure download again from the views as they are now."""
-    png = figure_png(result.study, result.segmentation, result.volumes, result.scores, viewer)
+    png = figure_png(result.study, result.segmentation, result.scores, viewer)
     result.downloads[figure_name(result.study)] = ("image/png", png)
     show(page, result)
 
