@@ -17,10 +17,13 @@ import time
 
 import torch
 
-from brats_seg.train import DiceBCELoss, build_unet, cpu_bf16_supported
+from brats_seg.training.devices import cpu_bf16_supported
+from brats_seg.training.network import DiceBCELoss, build_unet
 
 
-def step_seconds(*, bf16: bool, channels_last: bool, batch: int, patch: int, steps: int, warmup: int) -> float:
+def step_seconds(
+    *, bf16: bool, channels_last: bool, batch: int, patch: int, steps: int, warmup: int
+) -> float:
     """Median seconds per training step."""
     torch.manual_seed(0)
     net = build_unet()
@@ -61,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         print("bf16: skipped, this CPU has no native bfloat16")
     base = None
     for name, bf16, cl in settings:
-        s = step_seconds(bf16=bf16, channels_last=cl, batch=args.batch_size, patch=args.patch, steps=args.steps,
-                         warmup=args.warmup)
+        s = step_seconds(bf16=bf16, channels_last=cl, batch=args.batch_size, patch=args.patch,
+                         steps=args.steps, warmup=args.warmup)
         base = base or s
         print(f"{name:22s} {s:.3f} s per step ({base / s:.2f}x), batch {args.batch_size} of {args.patch}^3, "
               f"{args.threads} thread(s)", flush=True)
