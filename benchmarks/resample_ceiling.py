@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from brats_seg import io, metrics, postprocess, preprocess
-from brats_seg.train import REGION_ORDER, TrainConfig, _card_for
+from brats_seg.training.config import REGION_ORDER, TrainConfig, card_for
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "brats")
     parser.add_argument("--spacing", type=float, nargs=3, default=[2.0, 2.0, 2.0])
     args = parser.parse_args()
-    card = _card_for(TrainConfig(spacing=tuple(args.spacing)), "ceiling")
+    card = card_for(TrainConfig(spacing=tuple(args.spacing)), "ceiling")
     rows = []
     t0 = time.time()
     for folder in [f for f in io.find_studies(args.data) if io.has_truth(f)]:

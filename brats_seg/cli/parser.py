@@ -145,7 +145,7 @@ def _add_evaluate(sub: Subparsers) -> None:
 
 
 def _add_train(sub: Subparsers) -> None:
-    from ..train_config import TrainConfig
+    from ..training.config import TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", formatter_class=HelpFormatter,
@@ -177,7 +177,7 @@ def _add_train(sub: Subparsers) -> None:
 
 def _add_train_optimiser_args(p: argparse.ArgumentParser, d: Any) -> None:
     """``train``: learning rate, augmentation and validation (defaults from ``TrainConfig`` ``d``)."""
-    from ..train_config import INTENSITY_AUGMENTS
+    from ..training.config import INTENSITY_AUGMENTS
 
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate (default: from lr_find)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="Ranger weight decay")
@@ -198,7 +198,7 @@ def _add_train_optimiser_args(p: argparse.ArgumentParser, d: Any) -> None:
 
 def _add_train_run_args(p: argparse.ArgumentParser, d: Any) -> None:
     """``train``: precision, export, start weights, device, resuming (defaults from ``TrainConfig`` ``d``)."""
-    from ..train_config import EXPORT_DTYPES, PRECISIONS
+    from ..training.config import EXPORT_DTYPES, PRECISIONS
 
     p.add_argument("--export-dtype", choices=EXPORT_DTYPES, default=d.export_dtype,
                    help="how the exported weights are stored (float16 halves the file; inference computes in "
@@ -224,7 +224,7 @@ def _add_train_run_args(p: argparse.ArgumentParser, d: Any) -> None:
 
 
 def _add_pack(sub: Subparsers) -> None:
-    from ..train_config import TrainConfig
+    from ..training.config import TrainConfig
 
     p = sub.add_parser(
         "pack", formatter_class=HelpFormatter,
@@ -241,7 +241,7 @@ def _add_pack(sub: Subparsers) -> None:
 
 
 def _add_bundle(sub: Subparsers) -> None:
-    from ..train_config import EXPORT_DTYPES
+    from ..training.config import EXPORT_DTYPES
 
     p = sub.add_parser(
         "bundle", formatter_class=HelpFormatter,
@@ -269,7 +269,7 @@ def _add_bundle(sub: Subparsers) -> None:
 
 
 def _add_average(sub: Subparsers) -> None:
-    from ..train_config import EXPORT_DTYPES
+    from ..training.config import EXPORT_DTYPES
 
     p = sub.add_parser(
         "average", formatter_class=HelpFormatter,

@@ -1,4 +1,4 @@
-"""``brats-seg train | pack | bundle | average | info``: faces of :mod:`brats_seg.train` and the card."""
+"""``brats-seg train | pack | bundle | average | info``: faces of :mod:`brats_seg.training` and the card."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from .common import EXIT_OK
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train one run (:func:`brats_seg.train.train`); bad data, pack, split or settings raise StudyError."""
-    from ..train import train
-    from ..train_config import TrainConfig
+    """Train one run (:func:`brats_seg.training.recipe.train`); bad data, pack, split or settings raise StudyError."""
+    from ..training.recipe import train
+    from ..training.config import TrainConfig
 
     config = TrainConfig(
         folds=args.folds, fold=args.fold, seed=args.seed, epochs=args.epochs,
@@ -30,8 +30,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    """Pack a folder of training cases into one .npz (:func:`brats_seg.train.pack_cases`)."""
-    from ..train import pack_cases
+    """Pack a folder of training cases into one .npz (:func:`brats_seg.training.pack.pack_cases`)."""
+    from ..training.pack import pack_cases
 
     if not args.data_dir.is_dir():
         raise StudyError(f"{args.data_dir}: expected a folder of cases, found no such folder")
@@ -52,8 +52,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
-    """Gather trained runs into one model folder (:func:`brats_seg.train.bundle`)."""
-    from ..train import bundle
+    """Gather trained runs into one model folder (:func:`brats_seg.training.bundle.bundle`)."""
+    from ..training.bundle import bundle
 
     postprocess = {
         "min_component_mm3": args.min_component_mm3,
@@ -67,8 +67,8 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 
 def cmd_average(args: argparse.Namespace) -> int:
-    """Average the weights of runs of one fold (:func:`brats_seg.train.average`)."""
-    from ..train import average
+    """Average the weights of runs of one fold (:func:`brats_seg.training.bundle.average`)."""
+    from ..training.bundle import average
 
     card = average(args.sources, args.output, weights_dtype=args.weights_dtype)
     sources = card.extra["training"]["averaged_from"]
