@@ -11,9 +11,9 @@ from .common import EXIT_OK
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train one run (:func:`brats_seg.training.recipe.train`); bad data, pack, split or settings raise StudyError."""
-    from ..training.recipe import train
+    """Train one run (:func:`brats_seg.training.recipe.train`); bad data, packs, splits or settings: StudyError."""
     from ..training.config import TrainConfig
+    from ..training.recipe import train
 
     config = TrainConfig(
         folds=args.folds, fold=args.fold, seed=args.seed, epochs=args.epochs,
