@@ -11,7 +11,7 @@ from .common import EXIT_OK
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train one run (:func:`brats_seg.training.recipe.train`); bad data, packs, splits or settings: StudyError."""
+    """Train one run (:func:`brats_seg.training.recipe.train`); bad data, packs or settings: StudyError."""
     from ..training.config import TrainConfig
     from ..training.recipe import train
 
