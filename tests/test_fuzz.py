@@ -27,9 +27,10 @@ from helpers import brats_affine, tiny_volumes, write_dicom_study
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from brats_seg import harmonise, io, quality
+from brats_seg import harmonise, quality
 from brats_seg.app import list_entries
 from brats_seg.errors import StudyError
+from brats_seg.files import load_native_study_from_bytes, load_study_from_bytes
 from brats_seg.types import MODALITIES
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's notes on the mutated values
@@ -69,7 +70,7 @@ def load_and_check(files: dict[str, bytes], what: str) -> None:
     outcome = "loaded"
     assert isinstance(list_entries(files), list)  # the dashboard's listing of an upload never raises
     try:
-        study = io.load_study_from_bytes(files)
+        study = load_study_from_bytes(files)
         quality.check_study(study)
         assert study.shape == next(iter(study.images.values())).shape
         assert all(np.isfinite(a).all() for a in study.images.values())
@@ -77,7 +78,7 @@ def load_and_check(files: dict[str, bytes], what: str) -> None:
         outcome = "refused"
         assert str(exc).strip() and "Traceback" not in str(exc)
     try:  # the raw-study path reads the same headers and decides without registering
-        raw = io.load_native_study_from_bytes(files)
+        raw = load_native_study_from_bytes(files)
         harmonise.decide(raw)
     except StudyError:
         pass

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from helpers import brats_affine, tiny_volumes, write_nifti, write_tiny_study
 
-from brats_seg import io
 from brats_seg.cli import main
 from brats_seg.errors import StudyError
+from brats_seg.files import load_study_from_bytes
 
 SHAPE = (32, 32, 24)
 
@@ -39,7 +39,7 @@ def refused_everywhere(capsys, folder: Path, tmp_path: Path, monkeypatch, *expec
     err = capsys.readouterr().err
     assert all(e in err for e in expected) and "Traceback" not in err, err
     with pytest.raises(StudyError) as info:
-        io.load_study_from_bytes({p.name: p.read_bytes() for p in folder.iterdir()})
+        load_study_from_bytes({p.name: p.read_bytes() for p in folder.iterdir()})
     assert all(e in str(info.value) for e in expected), str(info.value)
 
 
@@ -120,7 +120,7 @@ def test_an_upload_name_too_long_for_a_file_system_is_refused() -> None:
         image = nib.Nifti1Image(images[modality], brats_affine(SHAPE))
         files[("x" * 300) + f"_{suffix}.nii"] = image.to_bytes()
     with pytest.raises(StudyError, match=r"a file name of 30\d bytes; expected at most 255") as info:
-        io.load_study_from_bytes(files)
+        load_study_from_bytes(files)
     assert "/tmp" not in str(info.value)
 
 

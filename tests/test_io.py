@@ -1,4 +1,4 @@
-"""Tests for ``brats_seg.io``: modality detection, loading, validation errors and saving."""
+"""Tests for ``brats_seg.files`` (NIfTI side): modality detection, loading, validation errors and saving."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 from helpers import brats_affine, write_nifti, write_tiny_study
 
-from brats_seg import io
 from brats_seg.errors import StudyError
-from brats_seg.io import (
+from brats_seg.files import (
+    archives,
     detect_modality,
     find_studies,
     load_study,
     load_study_from_bytes,
+    nifti,
     save_labels,
     sha256_file,
 )
@@ -582,7 +583,7 @@ def _no_data_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args, **kwargs):
         raise AssertionError("image data were read")
 
-    monkeypatch.setattr(io, "_read_data", fail)
+    monkeypatch.setattr(nifti, "read_data", fail)
 
 
 @pytest.mark.parametrize("nifti2", [True, False])
@@ -735,7 +736,7 @@ def test_error_not_a_zip(tmp_path: Path) -> None:
 
 def test_error_zip_bomb_budget(tiny_study, tmp_path: Path, monkeypatch) -> None:
     archive = _zip_study(tiny_study(), tmp_path / "big.zip")
-    monkeypatch.setattr(io, "MAX_ZIP_BYTES", 10_000)
+    monkeypatch.setattr(archives, "MAX_ZIP_BYTES", 10_000)
     with pytest.raises(StudyError, match=err("big.zip", r"expected at most 10,000 bytes.*zip bomb")):
         load_study(archive)
 

@@ -442,12 +442,12 @@ def tiny_pack(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def test_pack_round_trip_matches_the_preprocessing(tiny_pack: Path, tiny_data_dir: Path) -> None:
-    from brats_seg import io
+    from brats_seg import files
 
     card = train._card_for(train.TrainConfig(), "t")
     cases = train.load_pack(tiny_pack, card)
     assert sorted(cases) == ["Tiny-003", "Tiny_001", "Tiny_002"]
-    ref = train.preprocess_case(io.load_study(tiny_data_dir / "Tiny_001"), card)
+    ref = train.preprocess_case(files.load_study(tiny_data_dir / "Tiny_001"), card)
     got = cases["Tiny_001"]
     assert got.image.shape == ref.image.shape and got.target.shape == ref.target.shape
     brain = (ref.image != 0).any(0)
@@ -701,11 +701,11 @@ def test_cross_validation_scores_each_case_with_the_members_that_held_it_out(
     assert scores["n"] == 2 and "--cross-validation" in scores["command"]
 
     # each case's prediction is the one its own fold model makes, not the ensemble's
-    from brats_seg import io
+    from brats_seg import files
     from brats_seg.pipeline import segment
 
     case = folds[1][0]
-    alone = segment(io.load_study(tiny_data_dir / case), load_model(second, device="cpu"))
+    alone = segment(files.load_study(tiny_data_dir / case), load_model(second, device="cpu"))
     assert main(["evaluate", str(tiny_data_dir), "--output", str(tmp_path / "cv2"), "--model", str(bundled),
                  "--cross-validation", "--cases", case, "--save-predictions", "--no-progress"]) == 0
     import nibabel as nib

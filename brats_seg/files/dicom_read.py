@@ -1,16 +1,13 @@
-"""DICOM in and out: the four MR series of a study, and the labels as a DICOM Segmentation.
+"""DICOM input: the four MR series of a study, read from a folder of slice files.
 
 For research-PACS workflows. A study exported from a PACS is a folder (or a ``.zip``) of DICOM
 files, one file per slice, often one subfolder per series. :func:`load_dicom_study` groups the files
-by series, tells which series is T1, T1CE, T2 and FLAIR from its description, rebuilds each volume
-and its voxel-to-world affine from the slice positions, and checks that the four lie on one voxel
-grid. The result is the same :class:`~brats_seg.types.Study` that a NIfTI study gives, so the rest
-of the package does not know where it came from. :func:`write_segmentation` writes the labels back
-as a DICOM Segmentation (``highdicom``) that references the source slices, so a PACS viewer shows
-it over the scan.
-
-The model expects what BraTS preprocessing produces: co-registered, skull-stripped series on one
-grid. brats-seg does not register or skull-strip, so series on different grids are refused.
+by series, tells which series is T1, T1CE, T2 and FLAIR from its description
+(:func:`~brats_seg.files.names.series_modality`), rebuilds each volume and its voxel-to-world affine
+from the slice positions, and checks that the four lie on one voxel grid. The result is the same
+:class:`~brats_seg.types.RawStudy` that NIfTI files give, so the rest of the package does not know
+where it came from; its ``dicom`` keeps the series for
+:func:`~brats_seg.files.dicom_seg.write_dicom_seg`.
 
 Every problem raises :class:`~brats_seg.errors.StudyError` naming the file or series and saying what
 was expected and what was found. Headers are read first (without pixel data), so an oversized
@@ -18,15 +15,14 @@ series is refused before its pixels are decoded.
 
 Example::
 
-    study = load_dicom_study(sorted(Path("study/").rglob("*")))
-    write_segmentation(labels, study, "out/study_seg.dcm", model_name="brats-seg-unet")
+    raw = load_dicom_study(dicom_files("study/"), name="study", where="study", max_voxels=512**3,
+                           affine_atol=1e-3)
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -35,20 +31,22 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from .errors import StudyError
-from .io import check_geometry, check_image_content
-from .types import LABEL_NAMES, MODALITIES, LabelMap, RawStudy, Study
+from ..errors import StudyError
+from ..types import MODALITIES, RawStudy
+from .checks import check_geometry, check_grid, check_image_content
+from .names import SEG, normalise_modality, series_modality
 
 __all__ = [
+    "MAX_DICOM_DEPTH",
     "MAX_DICOM_FILES",
+    "SLICE_STEP_RTOL",
     "DicomSeries",
     "dicom_files",
     "first_dicom_file",
+    "get_element",
     "is_dicom_file",
     "load_dicom_study",
     "series_label",
-    "series_modality",
-    "write_segmentation",
 ]
 
 #: Most files read as one study (four 1 mm series of 240 slices are about 1,000).
@@ -64,36 +62,10 @@ SLICE_STEP_RTOL: float = 0.01
 #: Slices closer than this (mm) along the normal count as the same position.
 _SAME_POSITION_MM: float = 1e-3
 
-_TOKENS = re.compile(r"\+?[a-z0-9]+")
-_CONTRAST = frozenset({"ce", "c", "gd", "gad", "gado", "post", "contrast", "postcontrast", "+c", "+gd", "km", "mitkm"})
-_NATIVE = frozenset({"pre", "native", "nativ", "precontrast", "plain", "wo", "without", "non", "noncontrast", "no"})
-_T1 = frozenset({"t1", "t1w", "t1n", "mprage", "spgr", "bravo", "tfl", "t1mprage", "t1tse", "t1se", "t1fl3d", "t1space"})
-_T1_CONTRAST = frozenset({"t1c", "t1ce", "t1gd", "t1post", "t1wce", "t1wgd"})
-_T2 = frozenset({"t2", "t2w", "t2tse", "t2fse", "t2space"})
-_FLAIR = frozenset({"flair", "t2f", "t2flair", "tirm", "darkfluid"})
-#: Words that make a series something else: T2*, susceptibility, diffusion, perfusion, dynamic,
-#: subtraction, proton density, quantitative maps, angiography, localizers.
-_OTHER = frozenset({
-    "star", "t2star", "swi", "swan", "map", "maps", "t1map", "t2map", "dwi", "diff", "diffusion", "adc", "trace", "dti",
-    "epi", "perf", "perfusion", "dyn", "dynamic", "dce", "dsc", "sub", "subtraction", "pd", "inv1", "inv2", "mp2rage",
-    "tof", "mra", "asl", "localizer", "loc", "scout", "survey", "fa", "mip",
-})
-_T2_GRADIENT_ECHO = frozenset({"gre", "ffe", "fl2d", "medic", "merge", "hemo"})
-
-# Segment codes from DICOM CID 7168/7169 (brain lesion segmentation types).
-_CATEGORY = ("49755003", "SCT", "Morphologically Abnormal Structure")
-_SEGMENT_TYPES: dict[int, tuple[str, str, str]] = {
-    1: ("6574001", "SCT", "Necrosis"),
-    2: ("79654002", "SCT", "Edema"),
-    4: ("C113842", "NCIt", "Enhancing Lesion"),
-}
-_SEGMENT_LABELS: dict[int, str] = {1: "NCR (necrotic tumour core)", 2: "ED (peritumoural edema)", 4: "ET (enhancing tumour)"}
-
 
 # --------------------------------------------------------------------------------------------------
 # Finding and reading files
 # --------------------------------------------------------------------------------------------------
-
 
 def is_dicom_file(path: str | Path) -> bool:
     """Whether a file starts like a DICOM Part 10 file (``DICM`` after the 128-byte preamble)."""
@@ -105,7 +77,7 @@ def is_dicom_file(path: str | Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def _walk(root: Path, max_depth: int):
+def _walk(root: Path, max_depth: int) -> Iterator[Path]:
     """Yield the files under ``root`` level by level (hidden ones and ``__MACOSX`` skipped), sorted per folder."""
     level = [root]
     for _ in range(max_depth + 1):
@@ -209,7 +181,7 @@ def series_label(number: str, description: str, n_files: int) -> str:
     return f"series{shown} {description!r} ({n_files} files)"
 
 
-def _get(ds, path: Path, keyword: str, default: Any = None) -> Any:
+def get_element(ds, path: Path, keyword: str, default: Any = None) -> Any:
     """An element's value, or ``default`` when absent; a value that cannot be decoded is a StudyError."""
     try:
         value = getattr(ds, keyword, None)
@@ -219,7 +191,7 @@ def _get(ds, path: Path, keyword: str, default: Any = None) -> Any:
 
 
 def _int(ds, path: Path, keyword: str, default: int) -> int:
-    value = _get(ds, path, keyword, default)
+    value = get_element(ds, path, keyword, default)
     try:
         return int(value)
     except (TypeError, ValueError) as exc:
@@ -227,7 +199,7 @@ def _int(ds, path: Path, keyword: str, default: int) -> int:
 
 
 def _float(ds, path: Path, keyword: str, default: float) -> float:
-    value = _get(ds, path, keyword, default)
+    value = get_element(ds, path, keyword, default)
     try:
         out = float(value)
     except (TypeError, ValueError) as exc:
@@ -238,7 +210,7 @@ def _float(ds, path: Path, keyword: str, default: float) -> float:
 
 
 def _required(ds, path: Path, keyword: str):
-    value = _get(ds, path, keyword)
+    value = get_element(ds, path, keyword)
     if value is None or (isinstance(value, str | bytes | list) and len(value) == 0):
         raise StudyError(
             f"{path.name}: has no {keyword}; expected an MR image slice with its identifiers, position and "
@@ -257,9 +229,43 @@ def _floats(value, n: int, path: Path, keyword: str) -> np.ndarray:
     return out
 
 
+@dataclass
+class _SliceGrid:
+    """What every slice of a series must share with its first: size, orientation and pixel spacing."""
+
+    path: Path  # the first slice
+    rows: int
+    cols: int
+    orientation: np.ndarray  # ImageOrientationPatient: row direction, then column direction
+    spacing: np.ndarray  # PixelSpacing: between rows, then between columns
+
+    @property
+    def normal(self) -> np.ndarray:
+        """The slice normal (row direction x column direction)."""
+        return np.cross(self.orientation[:3], self.orientation[3:])
+
+
 def _series_geometry(series: DicomSeries, *, max_voxels: int) -> None:
     """Order the slices along their normal and set ``shape`` and ``affine``; check the grid is regular."""
     where = series.name
+    grid = _first_slice_grid(series, max_voxels=max_voxels)
+    positions = [_slice_position(ds, path, grid, where) for path, ds in zip(series.files, series.headers, strict=True)]
+    if len(positions) < 2:
+        raise StudyError(f"{where}: a single slice; expected a 3-D volume of at least 2 slices")
+    pos = _order_slices(series, np.array(positions), grid.normal)
+    step_vec = _check_stack(pos, grid.normal, where)
+    lps = np.eye(4)
+    lps[:3, 0] = grid.orientation[:3] * grid.spacing[1]  # along a row: column index grows, one column spacing
+    lps[:3, 1] = grid.orientation[3:] * grid.spacing[0]  # down a column: row index grows, one row spacing
+    lps[:3, 2] = step_vec
+    lps[:3, 3] = pos[0]
+    series.shape = (grid.cols, grid.rows, len(pos))
+    series.affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM LPS -> NIfTI RAS
+    check_geometry(where, series.affine, series.shape)
+
+
+def _first_slice_grid(series: DicomSeries, *, max_voxels: int) -> _SliceGrid:
+    """The first slice's size, orientation and spacing, checked; and the series' voxel budget."""
     first_path, first = series.files[0], series.headers[0]
     rows, cols = _int(first, first_path, "Rows", 0), _int(first, first_path, "Columns", 0)
     if rows < 1 or cols < 1:
@@ -271,52 +277,58 @@ def _series_geometry(series: DicomSeries, *, max_voxels: int) -> None:
     n_voxels = rows * cols * len(series.files)
     if n_voxels > max_voxels:
         raise StudyError(
-            f"{where}: {cols} x {rows} x {len(series.files)} = {n_voxels:,} voxels; expected at most "
+            f"{series.name}: {cols} x {rows} x {len(series.files)} = {n_voxels:,} voxels; expected at most "
             f"{max_voxels:,} (max_voxels)"
         )
     row_dir, col_dir = iop[:3], iop[3:]
-    normal = np.cross(row_dir, col_dir)
-    if not (abs(np.linalg.norm(row_dir) - 1) < 1e-3 and abs(np.linalg.norm(col_dir) - 1) < 1e-3 and abs(row_dir @ col_dir) < 1e-3):
+    unit = abs(np.linalg.norm(row_dir) - 1) < 1e-3 and abs(np.linalg.norm(col_dir) - 1) < 1e-3
+    if not (unit and abs(row_dir @ col_dir) < 1e-3):
         raise StudyError(
             f"{first_path.name}: ImageOrientationPatient {iop.tolist()} is not two orthogonal unit vectors"
         )
-    positions = []
-    for path, ds in zip(series.files, series.headers, strict=True):
-        frames = _int(ds, path, "NumberOfFrames", 1)
-        if frames > 1:
-            raise StudyError(
-                f"{path.name}: a multi-frame (enhanced) DICOM image with {frames} frames in {where}; expected "
-                "single-frame MR images, one file per slice (convert the series with dcm2niix and load the NIfTI)"
-            )
-        photometric = str(_get(ds, path, "PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-        if photometric != "MONOCHROME2" or _int(ds, path, "SamplesPerPixel", 1) != 1:
-            raise StudyError(
-                f"{path.name}: PhotometricInterpretation {photometric} in {where}; expected MONOCHROME2 grey-scale MR "
-                "images (MONOCHROME1 stores inverted grey values, colour images are not MR intensities)"
-            )
-        if (_int(ds, path, "Rows", 0), _int(ds, path, "Columns", 0)) != (rows, cols):
-            raise StudyError(
-                f"{path.name}: {ds.Columns} x {ds.Rows} pixels, but {first_path.name} has {cols} x {rows}; "
-                f"expected one slice size in {where}"
-            )
-        other = _floats(_required(ds, path, "ImageOrientationPatient"), 6, path, "ImageOrientationPatient")
-        if np.max(np.abs(other - iop)) > 1e-4:
-            raise StudyError(
-                f"{path.name}: orientation {other.round(4).tolist()} differs from {first_path.name} "
-                f"{iop.round(4).tolist()}; expected one slice orientation in {where}"
-            )
-        other_spacing = _floats(_required(ds, path, "PixelSpacing"), 2, path, "PixelSpacing")
-        if np.max(np.abs(other_spacing - spacing)) > 1e-4:
-            raise StudyError(
-                f"{path.name}: PixelSpacing {other_spacing.tolist()} differs from {first_path.name} "
-                f"{spacing.tolist()}; expected one pixel size in {where}"
-            )
-        positions.append(_floats(_required(ds, path, "ImagePositionPatient"), 3, path, "ImagePositionPatient"))
-    if len(positions) < 2:
-        raise StudyError(f"{where}: a single slice; expected a 3-D volume of at least 2 slices")
-    pos = np.array(positions)
-    order = np.argsort(pos @ normal, kind="stable")
-    pos = pos[order]
+    return _SliceGrid(first_path, rows, cols, iop, spacing)
+
+
+def _slice_position(ds, path: Path, grid: _SliceGrid, where: str) -> np.ndarray:
+    """A slice's ImagePositionPatient, once it is checked to be a single grey-scale frame on ``grid``."""
+    frames = _int(ds, path, "NumberOfFrames", 1)
+    if frames > 1:
+        raise StudyError(
+            f"{path.name}: a multi-frame (enhanced) DICOM image with {frames} frames in {where}; expected "
+            "single-frame MR images, one file per slice (convert the series with dcm2niix and load the NIfTI)"
+        )
+    photometric = str(get_element(ds, path, "PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if photometric != "MONOCHROME2" or _int(ds, path, "SamplesPerPixel", 1) != 1:
+        raise StudyError(
+            f"{path.name}: PhotometricInterpretation {photometric} in {where}; expected MONOCHROME2 grey-scale MR "
+            "images (MONOCHROME1 stores inverted grey values, colour images are not MR intensities)"
+        )
+    first = grid.path.name
+    if (_int(ds, path, "Rows", 0), _int(ds, path, "Columns", 0)) != (grid.rows, grid.cols):
+        raise StudyError(
+            f"{path.name}: {ds.Columns} x {ds.Rows} pixels, but {first} has {grid.cols} x {grid.rows}; "
+            f"expected one slice size in {where}"
+        )
+    other = _floats(_required(ds, path, "ImageOrientationPatient"), 6, path, "ImageOrientationPatient")
+    if np.max(np.abs(other - grid.orientation)) > 1e-4:
+        raise StudyError(
+            f"{path.name}: orientation {other.round(4).tolist()} differs from {first} "
+            f"{grid.orientation.round(4).tolist()}; expected one slice orientation in {where}"
+        )
+    other_spacing = _floats(_required(ds, path, "PixelSpacing"), 2, path, "PixelSpacing")
+    if np.max(np.abs(other_spacing - grid.spacing)) > 1e-4:
+        raise StudyError(
+            f"{path.name}: PixelSpacing {other_spacing.tolist()} differs from {first} "
+            f"{grid.spacing.tolist()}; expected one pixel size in {where}"
+        )
+    return _floats(_required(ds, path, "ImagePositionPatient"), 3, path, "ImagePositionPatient")
+
+
+def _order_slices(series: DicomSeries, positions: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    """Sort the series' files (and positions) along the normal; refuse doubled or unevenly spaced slices."""
+    where = series.name
+    order = np.argsort(positions @ normal, kind="stable")
+    pos = positions[order]
     series.files = [series.files[i] for i in order]
     series.headers = [series.headers[i] for i in order]
     along = pos @ normal
@@ -337,6 +349,12 @@ def _series_geometry(series: DicomSeries, *, max_voxels: int) -> None:
             f"{series.files[i].name} to {series.files[i + 1].name}: slice gap {gaps[i]:.3f} mm in {where}; "
             f"expected evenly spaced slices ({step:.3f} mm apart): a slice is missing or the series is not one volume"
         )
+    return pos
+
+
+def _check_stack(pos: np.ndarray, normal: np.ndarray, where: str) -> np.ndarray:
+    """The step from slice to slice (mm); refuse a sheared stack or positions off a straight line."""
+    step = float(np.median(np.diff(pos @ normal)))
     step_vec = (pos[-1] - pos[0]) / (len(pos) - 1)
     lateral = float(np.linalg.norm(step_vec - (step_vec @ normal) * normal))
     if lateral > 1e-3 * float(np.linalg.norm(step_vec)) + 1e-4:
@@ -350,14 +368,7 @@ def _series_geometry(series: DicomSeries, *, max_voxels: int) -> None:
             f"{where}: slice positions are off a straight line by up to {residual:.3f} mm; expected the slices "
             "of one volume"
         )
-    lps = np.eye(4)
-    lps[:3, 0] = row_dir * spacing[1]  # along a row: column index grows, one column spacing
-    lps[:3, 1] = col_dir * spacing[0]  # down a column: row index grows, one row spacing
-    lps[:3, 2] = step_vec
-    lps[:3, 3] = pos[0]
-    series.shape = (cols, rows, len(pos))
-    series.affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM LPS -> NIfTI RAS
-    check_geometry(where, series.affine, series.shape)
+    return step_vec
 
 
 def _read_voxels(series: DicomSeries) -> tuple[np.ndarray, str]:
@@ -397,53 +408,6 @@ def _read_voxels(series: DicomSeries) -> tuple[np.ndarray, str]:
 # Which series is which sequence
 # --------------------------------------------------------------------------------------------------
 
-
-def series_modality(description: str) -> str | None:
-    """Tell which sequence a series holds from its description.
-
-    BraTS-style names (``t1ce``, ``T2-FLAIR``, ``-t2f``) and common scanner descriptions
-    (``AX T1 POST GD``, ``t2_tirm_tra_dark-fluid``, ``T1 MPRAGE``) are recognised. A word that
-    marks another kind of series (``T2*``, ``SWI``, ``DWI``, ``ADC``, ``MAP``, ``DYN``, ``PD``, a
-    localizer) makes it None, as does a T2 gradient echo: better "no series for T2" than a wrong one.
-    FLAIR wins over T2 but not over T1 (``T1 FLAIR`` is a T1); a T1 with a contrast word (``ce``,
-    ``gd``, ``post``, ``contrast``, ``+c``) is T1CE unless it is negated (``pre``, ``w/o``,
-    ``non-contrast``, ``C-``).
-
-    Args:
-        description: A SeriesDescription (or ProtocolName).
-
-    Returns:
-        ``"T1"``, ``"T1CE"``, ``"T2"``, ``"FLAIR"``, or None when it is none of these (or unclear).
-
-    Examples:
-        >>> series_modality("AX T1 POST GD")
-        'T1CE'
-        >>> series_modality("t2_tirm_tra_dark-fluid")
-        'FLAIR'
-        >>> series_modality("AX T2* GRE") is None
-        True
-    """
-    text = description.lower()
-    text = re.sub(r"dark[\s_-]*fluid|(?<![a-z0-9])da[-_]?fl(?![a-z0-9])", " darkfluid ", text)
-    text = text.replace("*", " star ")
-    text = re.sub(r"(?<![a-z0-9])(?:w/o|c-)(?![a-z0-9])", " wo ", text)
-    text = re.sub(r"(?<![a-z0-9])c\+", " +c ", text)
-    text = text.replace("+", " +")
-    tokens = set(_TOKENS.findall(text))
-    if tokens & _OTHER or any(t.startswith(("swi", "swan")) for t in tokens):
-        return None
-    t1 = bool(tokens & (_T1 | _T1_CONTRAST))
-    if tokens & _FLAIR and not t1:
-        return "FLAIR"
-    if t1:
-        if tokens & _NATIVE:
-            return "T1"
-        return "T1CE" if tokens & (_CONTRAST | _T1_CONTRAST) else "T1"
-    if tokens & _T2:
-        return None if tokens & _T2_GRADIENT_ECHO else "T2"
-    return None
-
-
 def _is_mr_image(ds, path: Path) -> bool:
     """Whether a dataset is an MR image (not a report, segmentation, screenshot or other modality).
 
@@ -452,12 +416,12 @@ def _is_mr_image(ds, path: Path) -> bool:
     """
     from pydicom.uid import UID
 
-    sop_class = _get(ds, path, "SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    sop_class = get_element(ds, path, "SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
     if sop_class is not None:
         class_name = UID(str(sop_class)).name
         if class_name != str(sop_class) and ("Image Storage" not in class_name or "Secondary Capture" in class_name):
             return False
-    modality = _get(ds, path, "Modality")
+    modality = get_element(ds, path, "Modality")
     return modality is None or str(modality).upper() == "MR"
 
 
@@ -474,8 +438,8 @@ def _group_series(paths: Sequence[Path]) -> tuple[list[DicomSeries], list[str]]:
         uid = str(_required(ds, path, "SeriesInstanceUID"))
         study_uids.setdefault(str(_required(ds, path, "StudyInstanceUID")), path.name)
         if uid not in by_uid:
-            description = str(_get(ds, path, "SeriesDescription") or _get(ds, path, "ProtocolName", ""))
-            number = str(_get(ds, path, "SeriesNumber", ""))
+            description = str(get_element(ds, path, "SeriesDescription") or get_element(ds, path, "ProtocolName", ""))
+            number = str(get_element(ds, path, "SeriesNumber", ""))
             by_uid[uid] = DicomSeries(uid=uid, number=number, description=description, files=[], headers=[])
         by_uid[uid].files.append(path)
         by_uid[uid].headers.append(ds)
@@ -499,12 +463,11 @@ def _assign_series(
     series: Sequence[DicomSeries], mapping: Mapping[str, str] | None, where: str, *, partial: bool = False
 ) -> dict[str, DicomSeries]:
     """Decide which series is which sequence; other series (localizers, DWI, ...) are left out."""
-    from .io import SEG, _normalise_modality
 
     chosen: dict[str, list[DicomSeries]] = {}
     mapped: dict[str, str | None] = {}
     for key, value in (mapping or {}).items():
-        mapped[str(key)] = _normalise_modality(value, filename=str(key))
+        mapped[str(key)] = normalise_modality(value, filename=str(key))
     used = set()
     for s in series:
         hits = [k for k in _series_keys(s) if k in mapped]
@@ -583,15 +546,14 @@ def load_dicom_study(
 
     Returns:
         The study, with ``dicom`` holding the series (the T1CE one is referenced by
-        :func:`write_segmentation`); ``sources`` names each series, ``sha256`` hashes its files.
+        :func:`~brats_seg.files.dicom_seg.write_dicom_seg`); ``sources`` names each series, ``sha256``
+        hashes its files.
 
     Raises:
         StudyError: For unreadable files, files of several studies, a missing or ambiguous
             sequence, a multi-frame image, irregular slices, series on different grids, undecodable
             pixel data or non-finite values.
     """
-    from .io import _check_grid
-
     series, skipped = _group_series(paths)
     if not series:
         extra = f" (only non-image objects: {', '.join(skipped[:3])})" if skipped else ""
@@ -599,23 +561,9 @@ def load_dicom_study(
     assigned = _assign_series(series, mapping, where, partial=partial_mapping)
     for s in assigned.values():
         _series_geometry(s, max_voxels=max_voxels)
-    frames = {m: str(_get(s.headers[0], s.files[0], "FrameOfReferenceUID", "")) for m, s in assigned.items()}
-    if same_grid and len(set(frames.values())) > 1:
-        shown = "; ".join(f"{m} {assigned[m].name}: {uid or '(none)'}" for m, uid in frames.items())
-        raise StudyError(
-            f"{where}: the four series have different FrameOfReferenceUIDs ({shown}); expected one frame of "
-            "reference, so that their positions can be compared (series co-registered in one space)"
-        )
-    ref = assigned["T1"]
-    for modality in MODALITIES[1:] if same_grid else ():
-        s = assigned[modality]
-        try:
-            _check_grid(ref, s, affine_atol=affine_atol)  # a series has the name, shape and affine it compares
-        except StudyError as exc:
-            raise StudyError(
-                f"{exc}\nThe series lie on different grids: let brats-seg co-register them (brats-seg predict "
-                "--harmonise on, or the dashboard's raw-study preprocessing)"
-            ) from None
+    frames = {m: str(get_element(s.headers[0], s.files[0], "FrameOfReferenceUID", "")) for m, s in assigned.items()}
+    if same_grid:
+        _check_one_grid(assigned, frames, where, affine_atol=affine_atol)
     images: dict[str, np.ndarray] = {}
     sha256: dict[str, str] = {}
     for modality, s in assigned.items():
@@ -633,130 +581,24 @@ def load_dicom_study(
     )
 
 
-# --------------------------------------------------------------------------------------------------
-# Writing a DICOM Segmentation
-# --------------------------------------------------------------------------------------------------
-
-
-def write_segmentation(
-    labels: LabelMap,
-    study: Study,
-    path: str | Path,
-    *,
-    model_name: str,
-    software_version: str,
-    reference: str = "T1CE",
-) -> Path:
-    """Write a label map as a DICOM Segmentation (binary, one segment per BraTS label).
-
-    The segmentation references the slices of one source series (by default the T1CE) and lists the
-    other three as further sources; its frames lie on that series' slices. Segments: 1 NCR
-    (SCT 6574001 Necrosis), 2 ED (SCT 79654002 Edema), 3 ET (NCIt C113842 Enhancing Lesion), all of
-    the category SCT 49755003 Morphologically Abnormal Structure (DICOM CID 7168/7169), algorithm
-    type AUTOMATIC with the model's name and version.
-
-    Args:
-        labels: The label map on the study's grid (values 0, 1, 2, 4).
-        study: The study it segments; it must have been read from DICOM.
-        path: Output file (``.dcm``); parent folders are created.
-        model_name: Recorded as the algorithm name.
-        software_version: Recorded as the algorithm version and the software version.
-        reference: The series (modality key) whose slices the frames refer to.
-
-    Returns:
-        The path written.
-
-    Raises:
-        StudyError: When the study was not read from DICOM, or the labels are not on its grid.
-    """
-    import highdicom as hd
-    from pydicom.sr.coding import Code
-    from pydicom.uid import generate_uid
-
-    series_by_modality = study.dicom
-    if not series_by_modality:
+def _check_one_grid(
+    assigned: Mapping[str, DicomSeries], frames: Mapping[str, str], where: str, *, affine_atol: float
+) -> None:
+    """Refuse series in different frames of reference (``frames``: their UIDs), or on another grid than the T1's."""
+    if len(set(frames.values())) > 1:
+        shown = "; ".join(f"{m} {assigned[m].name}: {uid or '(none)'}" for m, uid in frames.items())
         raise StudyError(
-            f"{study.name}: read from NIfTI files; a DICOM Segmentation needs DICOM source images (write NIfTI instead)"
+            f"{where}: the four series have different FrameOfReferenceUIDs ({shown}); expected one frame of "
+            "reference, so that their positions can be compared (series co-registered in one space)"
         )
-    ref = series_by_modality[reference]
-    array = np.asarray(labels.array)
-    if array.shape != ref.shape or not np.allclose(labels.affine, ref.affine, rtol=0, atol=1e-3):
-        raise StudyError(f"{study.name}: the label map is not on the grid of {ref.name}; expected the study's grid")
-    if not _get(ref.headers[0], ref.files[0], "FrameOfReferenceUID"):
-        raise StudyError(
-            f"{ref.files[0].name}: has no FrameOfReferenceUID; a DICOM Segmentation must name the frame of reference "
-            "of its source images (the NIfTI labels can be used instead)"
-        )
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=model_name[:64],
-        family=Code("113037", "DCM", "Artificial Intelligence"),
-        version=software_version[:64],
-    )
-    descriptions = []
-    masks = []
-    for number, value in enumerate(sorted(LABEL_NAMES), start=1):  # always 1 NCR, 2 ED, 3 ET, empty or not
-        code = _SEGMENT_TYPES[value]
-        descriptions.append(
-            hd.seg.SegmentDescription(
-                segment_number=number,
-                segment_label=_SEGMENT_LABELS[value],
-                segmented_property_category=Code(*_CATEGORY),
-                segmented_property_type=Code(*code),
-                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-                algorithm_identification=algorithm,
-            )
-        )
-        masks.append(array == value)
-    # frames follow the source slices; a frame is (rows, columns) = our (y, x) transposed
-    pixel_array = np.stack(masks, axis=-1).transpose(2, 1, 0, 3).astype(np.uint8)
-    others = [s for m, s in series_by_modality.items() if m != reference]
-    try:
-        seg = hd.seg.Segmentation(
-            source_images=_with_type2(ref.headers),
-            pixel_array=pixel_array,
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=descriptions,
-            series_instance_uid=generate_uid(),
-            series_number=900,
-            sop_instance_uid=generate_uid(),
-            instance_number=1,
-            manufacturer="brats-seg",
-            manufacturer_model_name=model_name[:64],
-            software_versions=software_version[:64],
-            device_serial_number="none",
-            content_description="BraTS tumour sub-regions; research use only",
-            content_label="BRATS_SEG",
-            series_description=f"brats-seg {model_name}"[:64],
-            further_source_images=_with_type2([h for s in others for h in s.headers]),
-            omit_empty_frames=False,
-        )
-    except Exception as exc:  # highdicom validates many attributes of the sources, with many error types
-        raise StudyError(
-            f"{study.name}: cannot write a DICOM Segmentation on {ref.name} ({type(exc).__name__}: {exc}); the NIfTI "
-            "labels are not affected"
-        ) from exc
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(out)
-    return out
+    ref = assigned["T1"]
+    for modality in MODALITIES[1:]:
+        try:
+            check_grid(ref, assigned[modality], affine_atol=affine_atol)  # a series has name, shape and affine
+        except StudyError as exc:
+            raise StudyError(
+                f"{exc}\nThe series lie on different grids: let brats-seg co-register them (brats-seg predict "
+                "--harmonise on, or the dashboard's raw-study preprocessing)"
+            ) from None
 
 
-#: Type 2 attributes (present, possibly empty) that a Segmentation copies from its sources;
-#: de-identified exports often drop them.
-_TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                 "ReferringPhysicianName", "StudyID", "AccessionNumber")
-
-
-def _with_type2(headers: Sequence[Any]) -> list[Any]:
-    """The headers, with copies where a Type 2 patient or study attribute is missing (set empty)."""
-    import copy
-
-    out = []
-    for ds in headers:
-        missing = [k for k in _TYPE2_COPIED if k not in ds]
-        if missing:
-            ds = copy.deepcopy(ds)
-            for keyword in missing:
-                setattr(ds, keyword, "")
-        out.append(ds)
-    return out
