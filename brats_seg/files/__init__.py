@@ -6,11 +6,12 @@ geometry, or a DICOM Segmentation over the source series. Nothing else in the pa
 user's file. Every problem with the user's files raises :class:`~brats_seg.errors.StudyError`
 naming the file and saying what was expected and what was found.
 
-Modules, each usable on its own (none imports this package's ``__init__``):
+Modules (none imports from the package itself, so none depends on this file):
 
 - :mod:`.names`: which sequence a file or series name means; the study's name; assigning files.
 - :mod:`.checks`: limits and checks shared by NIfTI and DICOM (geometry, content, one grid, labels).
 - :mod:`.nifti`: reading a study's NIfTI files (headers before data) and writing NIfTI.
+- :mod:`.dicom_series`: one DICOM series: its header values and the voxel grid its slices make.
 - :mod:`.dicom_read`: reading the four MR series of a DICOM study.
 - :mod:`.dicom_seg`: writing labels as a DICOM Segmentation.
 - :mod:`.archives`: extracting zips safely.
@@ -40,14 +41,13 @@ from .checks import (
 from .dicom_read import (
     MAX_DICOM_DEPTH,
     MAX_DICOM_FILES,
-    DicomSeries,
     dicom_files,
     first_dicom_file,
     is_dicom_file,
     load_dicom_study,
-    series_label,
 )
 from .dicom_seg import write_dicom_seg
+from .dicom_series import DicomSeries, series_label
 from .folders import find_studies, has_truth
 from .names import NIFTI_SUFFIXES, SEG, detect_modality, series_modality, study_id
 from .nifti import UNCERTAIN_DESCRIPTION, save_image, save_labels, save_uncertain, sha256_file

@@ -96,12 +96,16 @@ def extract_tree(zip_path: Path, dest: Path, *, max_files: int, max_depth: int) 
                 f"{zname}: holds {len(members):,} files; expected the series of one study (at most "
                 f"{max_files:,} files, MAX_DICOM_FILES)"
             )
-        too_deep = (info.filename for info, parts in members if len(parts) > max_depth + 2 or len(info.filename) > 1024)
+        too_deep = (
+            info.filename
+            for info, parts in members
+            if len(parts) > max_depth + 2 or len(info.filename) > 1024
+        )
         deep = next(too_deep, None)
         if deep is not None:
             raise StudyError(
-                f"{zname}: member {deep[:80]!r} lies too deep or has too long a name; expected a study folder "
-                f"with series folders (at most {max_depth + 2} levels)"
+                f"{zname}: member {deep[:80]!r} lies too deep or has too long a name; expected a study "
+                f"folder with series folders (at most {max_depth + 2} levels)"
             )
         _check_total(zname, total)
         _copy(archive, zname, [(info, dest.joinpath(*parts)) for info, parts in members])
@@ -112,7 +116,9 @@ def _open(zip_path: Path) -> zipfile.ZipFile:
         return zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError, RuntimeError) as exc:
         # NotImplementedError: a member that needs a newer zip version (found by the fuzzer)
-        raise StudyError(f"{zip_path.name}: not a valid zip file ({exc}); expected a .zip of one study") from exc
+        raise StudyError(
+            f"{zip_path.name}: not a valid zip file ({exc}); expected a .zip of one study"
+        ) from exc
 
 
 def _member_parts(zip_name: str, member: str) -> list[str]:
@@ -142,7 +148,9 @@ def _members(archive: zipfile.ZipFile, zname: str, *, tree: bool) -> tuple[list[
         if parts[0] == "__MACOSX" or any(is_hidden(p) for p in parts):
             continue
         if (info.external_attr >> 16) & 0o170000 == 0o120000:
-            raise StudyError(f"{zname}: member {info.filename!r} is a symbolic link; expected regular files only")
+            raise StudyError(
+                f"{zname}: member {info.filename!r} is a symbolic link; expected regular files only"
+            )
         if tree or is_nifti_name(parts[-1]):
             members.append((info, parts))
     return members, total

@@ -66,10 +66,14 @@ def check_geometry(name: str, affine: np.ndarray, shape: Sequence[int]) -> None:
     """
     linear = np.asarray(affine, dtype=np.float64)[:3, :3]
     spacing = np.sqrt((linear**2).sum(axis=0))
-    if not abs(float(np.linalg.det(linear))) > 1e-9 * max(float(np.prod(spacing)), 1e-30) or not spacing.all():
+    if (
+        not abs(float(np.linalg.det(linear))) > 1e-9 * max(float(np.prod(spacing)), 1e-30)
+        or not spacing.all()
+    ):
         raise StudyError(
-            f"{name}: the affine (voxel-to-world matrix) is singular (rows {np.round(linear, 4).tolist()}); expected an "
-            "invertible matrix that places each voxel in the scanner's space (check the sform/qform of the header)"
+            f"{name}: the affine (voxel-to-world matrix) is singular (rows {np.round(linear, 4).tolist()}); "
+            "expected an invertible matrix that places each voxel in the scanner's space (check the "
+            "sform/qform of the header)"
         )
     shown = " x ".join(f"{v:.4g}" for v in spacing)
     if not ((spacing >= MIN_VOXEL_MM) & (spacing <= MAX_VOXEL_MM)).all():
@@ -80,9 +84,9 @@ def check_geometry(name: str, affine: np.ndarray, shape: Sequence[int]) -> None:
     fov = spacing * np.asarray(shape[:3], dtype=np.float64)
     if fov.max() > MAX_FOV_MM:
         raise StudyError(
-            f"{name}: a field of view of {' x '.join(f'{v:.0f}' for v in fov)} mm ({' x '.join(map(str, shape[:3]))} voxels "
-            f"of {shown} mm); expected at most {MAX_FOV_MM:g} mm along each axis (MAX_FOV_MM: a head), which bounds "
-            "the time and memory a study can take"
+            f"{name}: a field of view of {' x '.join(f'{v:.0f}' for v in fov)} mm "
+            f"({' x '.join(map(str, shape[:3]))} voxels of {shown} mm); expected at most {MAX_FOV_MM:g} mm "
+            "along each axis (MAX_FOV_MM: a head), which bounds the time and memory a study can take"
         )
 
 
@@ -106,7 +110,8 @@ def check_image_content(name: str, modality: str, data: np.ndarray) -> None:
     first = data.flat[0]
     if np.all(data == first):
         raise StudyError(
-            f"{name}: every voxel is {first:g} (an image without contrast); expected an MRI {modality} sequence"
+            f"{name}: every voxel is {first:g} (an image without contrast); expected an MRI {modality} "
+            "sequence"
         )
 
 
@@ -163,5 +168,3 @@ def check_grid(ref: OnGrid, other: OnGrid, *, affine_atol: float) -> None:
             f"{ref.name}:\n{np.array2string(ref.affine, formatter=fmt)}\n"
             f"{other.name}:\n{np.array2string(other.affine, formatter=fmt)}"
         )
-
-

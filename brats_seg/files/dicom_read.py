@@ -23,30 +23,25 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
 
 from ..errors import StudyError
 from ..types import MODALITIES, RawStudy
-from .checks import check_geometry, check_grid, check_image_content
+from .checks import check_grid, check_image_content
+from .dicom_series import DicomSeries, element_float, get_element, required_element, series_geometry
 from .names import SEG, normalise_modality, series_modality
 
 __all__ = [
     "MAX_DICOM_DEPTH",
     "MAX_DICOM_FILES",
-    "SLICE_STEP_RTOL",
-    "DicomSeries",
     "dicom_files",
     "first_dicom_file",
-    "get_element",
     "is_dicom_file",
     "load_dicom_study",
-    "series_label",
 ]
 
 #: Most files read as one study (four 1 mm series of 240 slices are about 1,000).
@@ -56,16 +51,11 @@ MAX_DICOM_FILES: int = 20_000
 #: four levels down: ``DICOM/PA0/ST0/SE0/IM0``).
 MAX_DICOM_DEPTH: int = 5
 
-#: Largest allowed relative deviation of a slice step from the series' median step.
-SLICE_STEP_RTOL: float = 0.01
-
-#: Slices closer than this (mm) along the normal count as the same position.
-_SAME_POSITION_MM: float = 1e-3
-
 
 # --------------------------------------------------------------------------------------------------
 # Finding and reading files
 # --------------------------------------------------------------------------------------------------
+
 
 def is_dicom_file(path: str | Path) -> bool:
     """Whether a file starts like a DICOM Part 10 file (``DICM`` after the 128-byte preamble)."""
@@ -78,7 +68,7 @@ def is_dicom_file(path: str | Path) -> bool:
 
 
 def _walk(root: Path, max_depth: int) -> Iterator[Path]:
-    """Yield the files under ``root`` level by level (hidden ones and ``__MACOSX`` skipped), sorted per folder."""
+    """The files under ``root`` level by level, sorted per folder (hidden ones and ``__MACOSX`` skipped)."""
     level = [root]
     for _ in range(max_depth + 1):
         nxt: list[Path] = []
@@ -98,7 +88,7 @@ def _is_slice_file(path: Path) -> bool:
 
 
 def first_dicom_file(folder: str | Path, *, max_depth: int = MAX_DICOM_DEPTH) -> Path | None:
-    """The first DICOM file (not a ``DICOMDIR``) found under ``folder``, nearest levels first; None if none."""
+    """The first DICOM file (not a ``DICOMDIR``) under ``folder``, nearest levels first; None if none."""
     return next((p for p in _walk(Path(folder), max_depth) if _is_slice_file(p)), None)
 
 
@@ -122,8 +112,8 @@ def dicom_files(folder: str | Path, *, max_depth: int = MAX_DICOM_DEPTH) -> list
             found.append(p)
             if len(found) > MAX_DICOM_FILES:
                 raise StudyError(
-                    f"{root.name}: holds more than {MAX_DICOM_FILES:,} DICOM files; expected the series of one "
-                    "study (MAX_DICOM_FILES)"
+                    f"{root.name}: holds more than {MAX_DICOM_FILES:,} DICOM files; expected the series of "
+                    "one study (MAX_DICOM_FILES)"
                 )
     return sorted(found)
 
@@ -135,240 +125,20 @@ def _read_header(path: Path):
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError as exc:
-        raise StudyError(f"{path.name}: cannot be read as DICOM ({exc}); expected an intact DICOM file") from exc
+        raise StudyError(
+            f"{path.name}: cannot be read as DICOM ({exc}); expected an intact DICOM file"
+        ) from exc
     except Exception as exc:  # pydicom parses the bytes with many exception types (the fuzzer found
         # NotImplementedError for an unknown VR and BytesLengthException): all mean a damaged file
-        raise StudyError(f"{path.name}: cannot be read as DICOM ({type(exc).__name__}: {exc}); expected an intact "
-                         "DICOM file") from exc
+        raise StudyError(
+            f"{path.name}: cannot be read as DICOM ({type(exc).__name__}: {exc}); expected an intact "
+            "DICOM file"
+        ) from exc
 
 
 # --------------------------------------------------------------------------------------------------
-# One series: geometry and voxels
+# Voxels
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DicomSeries:
-    """One image series of a study, its slices in spatial order.
-
-    Attributes:
-        uid: SeriesInstanceUID.
-        number: SeriesNumber ('' when absent).
-        description: SeriesDescription (or ProtocolName when it has none).
-        files: The slice files, ordered along the slice normal (the third array axis).
-        headers: Their datasets without pixel data, in the same order.
-        shape: Voxel grid (columns, rows, slices).
-        affine: Voxel-to-world affine in RAS+ millimetres, as NIfTI uses it.
-    """
-
-    uid: str
-    number: str
-    description: str
-    files: list[Path]
-    headers: list[Any]
-    shape: tuple[int, int, int] = (0, 0, 0)
-    affine: np.ndarray = field(default_factory=lambda: np.eye(4))
-
-    @property
-    def name(self) -> str:
-        """How messages name the series: ``series 3 'AX T1 POST' (155 files)``."""
-        return series_label(self.number, self.description, len(self.files))
-
-
-def series_label(number: str, description: str, n_files: int) -> str:
-    """How messages and the dashboard name a series: ``series 3 'AX T1 POST' (155 files)``."""
-    shown = f" {number}" if number else ""
-    return f"series{shown} {description!r} ({n_files} files)"
-
-
-def get_element(ds, path: Path, keyword: str, default: Any = None) -> Any:
-    """An element's value, or ``default`` when absent; a value that cannot be decoded is a StudyError."""
-    try:
-        value = getattr(ds, keyword, None)
-    except Exception as exc:  # pydicom decodes lazily: a corrupt element fails here, with many types
-        raise StudyError(f"{path.name}: its {keyword} cannot be decoded ({exc}); expected an intact DICOM file") from exc
-    return default if value is None or value == "" else value
-
-
-def _int(ds, path: Path, keyword: str, default: int) -> int:
-    value = get_element(ds, path, keyword, default)
-    try:
-        return int(value)
-    except (TypeError, ValueError) as exc:
-        raise StudyError(f"{path.name}: {keyword} is {value!r}; expected a whole number") from exc
-
-
-def _float(ds, path: Path, keyword: str, default: float) -> float:
-    value = get_element(ds, path, keyword, default)
-    try:
-        out = float(value)
-    except (TypeError, ValueError) as exc:
-        raise StudyError(f"{path.name}: {keyword} is {value!r}; expected a number") from exc
-    if not np.isfinite(out):
-        raise StudyError(f"{path.name}: {keyword} is {value!r}; expected a finite number")
-    return out
-
-
-def _required(ds, path: Path, keyword: str):
-    value = get_element(ds, path, keyword)
-    if value is None or (isinstance(value, str | bytes | list) and len(value) == 0):
-        raise StudyError(
-            f"{path.name}: has no {keyword}; expected an MR image slice with its identifiers, position and "
-            "orientation (is the file truncated?)"
-        )
-    return value
-
-
-def _floats(value, n: int, path: Path, keyword: str) -> np.ndarray:
-    try:
-        out = np.array([float(v) for v in value], dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise StudyError(f"{path.name}: {keyword} is not numeric ({value!r})") from exc
-    if out.shape != (n,) or not np.all(np.isfinite(out)):
-        raise StudyError(f"{path.name}: {keyword} {list(value)!r}; expected {n} finite numbers")
-    return out
-
-
-@dataclass
-class _SliceGrid:
-    """What every slice of a series must share with its first: size, orientation and pixel spacing."""
-
-    path: Path  # the first slice
-    rows: int
-    cols: int
-    orientation: np.ndarray  # ImageOrientationPatient: row direction, then column direction
-    spacing: np.ndarray  # PixelSpacing: between rows, then between columns
-
-    @property
-    def normal(self) -> np.ndarray:
-        """The slice normal (row direction x column direction)."""
-        return np.cross(self.orientation[:3], self.orientation[3:])
-
-
-def _series_geometry(series: DicomSeries, *, max_voxels: int) -> None:
-    """Order the slices along their normal and set ``shape`` and ``affine``; check the grid is regular."""
-    where = series.name
-    grid = _first_slice_grid(series, max_voxels=max_voxels)
-    positions = [_slice_position(ds, path, grid, where) for path, ds in zip(series.files, series.headers, strict=True)]
-    if len(positions) < 2:
-        raise StudyError(f"{where}: a single slice; expected a 3-D volume of at least 2 slices")
-    pos = _order_slices(series, np.array(positions), grid.normal)
-    step_vec = _check_stack(pos, grid.normal, where)
-    lps = np.eye(4)
-    lps[:3, 0] = grid.orientation[:3] * grid.spacing[1]  # along a row: column index grows, one column spacing
-    lps[:3, 1] = grid.orientation[3:] * grid.spacing[0]  # down a column: row index grows, one row spacing
-    lps[:3, 2] = step_vec
-    lps[:3, 3] = pos[0]
-    series.shape = (grid.cols, grid.rows, len(pos))
-    series.affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM LPS -> NIfTI RAS
-    check_geometry(where, series.affine, series.shape)
-
-
-def _first_slice_grid(series: DicomSeries, *, max_voxels: int) -> _SliceGrid:
-    """The first slice's size, orientation and spacing, checked; and the series' voxel budget."""
-    first_path, first = series.files[0], series.headers[0]
-    rows, cols = _int(first, first_path, "Rows", 0), _int(first, first_path, "Columns", 0)
-    if rows < 1 or cols < 1:
-        raise StudyError(f"{first_path.name}: {cols} x {rows} pixels; expected an MR image slice (Rows, Columns)")
-    iop = _floats(_required(first, first_path, "ImageOrientationPatient"), 6, first_path, "ImageOrientationPatient")
-    spacing = _floats(_required(first, first_path, "PixelSpacing"), 2, first_path, "PixelSpacing")
-    if not np.all(spacing > 0):
-        raise StudyError(f"{first_path.name}: PixelSpacing {spacing.tolist()}; expected positive sizes in mm")
-    n_voxels = rows * cols * len(series.files)
-    if n_voxels > max_voxels:
-        raise StudyError(
-            f"{series.name}: {cols} x {rows} x {len(series.files)} = {n_voxels:,} voxels; expected at most "
-            f"{max_voxels:,} (max_voxels)"
-        )
-    row_dir, col_dir = iop[:3], iop[3:]
-    unit = abs(np.linalg.norm(row_dir) - 1) < 1e-3 and abs(np.linalg.norm(col_dir) - 1) < 1e-3
-    if not (unit and abs(row_dir @ col_dir) < 1e-3):
-        raise StudyError(
-            f"{first_path.name}: ImageOrientationPatient {iop.tolist()} is not two orthogonal unit vectors"
-        )
-    return _SliceGrid(first_path, rows, cols, iop, spacing)
-
-
-def _slice_position(ds, path: Path, grid: _SliceGrid, where: str) -> np.ndarray:
-    """A slice's ImagePositionPatient, once it is checked to be a single grey-scale frame on ``grid``."""
-    frames = _int(ds, path, "NumberOfFrames", 1)
-    if frames > 1:
-        raise StudyError(
-            f"{path.name}: a multi-frame (enhanced) DICOM image with {frames} frames in {where}; expected "
-            "single-frame MR images, one file per slice (convert the series with dcm2niix and load the NIfTI)"
-        )
-    photometric = str(get_element(ds, path, "PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    if photometric != "MONOCHROME2" or _int(ds, path, "SamplesPerPixel", 1) != 1:
-        raise StudyError(
-            f"{path.name}: PhotometricInterpretation {photometric} in {where}; expected MONOCHROME2 grey-scale MR "
-            "images (MONOCHROME1 stores inverted grey values, colour images are not MR intensities)"
-        )
-    first = grid.path.name
-    if (_int(ds, path, "Rows", 0), _int(ds, path, "Columns", 0)) != (grid.rows, grid.cols):
-        raise StudyError(
-            f"{path.name}: {ds.Columns} x {ds.Rows} pixels, but {first} has {grid.cols} x {grid.rows}; "
-            f"expected one slice size in {where}"
-        )
-    other = _floats(_required(ds, path, "ImageOrientationPatient"), 6, path, "ImageOrientationPatient")
-    if np.max(np.abs(other - grid.orientation)) > 1e-4:
-        raise StudyError(
-            f"{path.name}: orientation {other.round(4).tolist()} differs from {first} "
-            f"{grid.orientation.round(4).tolist()}; expected one slice orientation in {where}"
-        )
-    other_spacing = _floats(_required(ds, path, "PixelSpacing"), 2, path, "PixelSpacing")
-    if np.max(np.abs(other_spacing - grid.spacing)) > 1e-4:
-        raise StudyError(
-            f"{path.name}: PixelSpacing {other_spacing.tolist()} differs from {first} "
-            f"{grid.spacing.tolist()}; expected one pixel size in {where}"
-        )
-    return _floats(_required(ds, path, "ImagePositionPatient"), 3, path, "ImagePositionPatient")
-
-
-def _order_slices(series: DicomSeries, positions: np.ndarray, normal: np.ndarray) -> np.ndarray:
-    """Sort the series' files (and positions) along the normal; refuse doubled or unevenly spaced slices."""
-    where = series.name
-    order = np.argsort(positions @ normal, kind="stable")
-    pos = positions[order]
-    series.files = [series.files[i] for i in order]
-    series.headers = [series.headers[i] for i in order]
-    along = pos @ normal
-    gaps = np.diff(along)
-    same = np.flatnonzero(gaps < _SAME_POSITION_MM)
-    if same.size:
-        i = int(same[0])
-        raise StudyError(
-            f"{series.files[i].name} and {series.files[i + 1].name}: two slices at the same position in {where} "
-            f"(at {along[i]:.2f} mm along the slice normal); expected one slice per position (several echoes, "
-            "time points or a repeated acquisition in one series cannot be read as one volume)"
-        )
-    step = float(np.median(gaps))
-    bad = np.flatnonzero(np.abs(gaps - step) > SLICE_STEP_RTOL * step + 1e-3)
-    if bad.size:
-        i = int(bad[0])
-        raise StudyError(
-            f"{series.files[i].name} to {series.files[i + 1].name}: slice gap {gaps[i]:.3f} mm in {where}; "
-            f"expected evenly spaced slices ({step:.3f} mm apart): a slice is missing or the series is not one volume"
-        )
-    return pos
-
-
-def _check_stack(pos: np.ndarray, normal: np.ndarray, where: str) -> np.ndarray:
-    """The step from slice to slice (mm); refuse a sheared stack or positions off a straight line."""
-    step = float(np.median(np.diff(pos @ normal)))
-    step_vec = (pos[-1] - pos[0]) / (len(pos) - 1)
-    lateral = float(np.linalg.norm(step_vec - (step_vec @ normal) * normal))
-    if lateral > 1e-3 * float(np.linalg.norm(step_vec)) + 1e-4:
-        raise StudyError(
-            f"{where}: each slice is shifted {lateral:.3f} mm sideways from the last (a tilted or sheared stack); "
-            "expected slices stacked along their normal (resample the series, e.g. with dcm2niix, and load the NIfTI)"
-        )
-    residual = np.max(np.linalg.norm(pos - (pos[0] + np.outer(np.arange(len(pos)), step_vec)), axis=1))
-    if residual > 0.01 + SLICE_STEP_RTOL * step:
-        raise StudyError(
-            f"{where}: slice positions are off a straight line by up to {residual:.3f} mm; expected the slices "
-            "of one volume"
-        )
-    return step_vec
 
 
 def _read_voxels(series: DicomSeries) -> tuple[np.ndarray, str]:
@@ -393,20 +163,23 @@ def _read_voxels(series: DicomSeries) -> tuple[np.ndarray, str]:
             ) from exc
         if pixels.shape != series.shape[1::-1]:
             raise StudyError(
-                f"{path.name}: pixel data of shape {pixels.shape}; expected {series.shape[1]} x {series.shape[0]} "
-                f"(Rows x Columns) as in {series.name}"
+                f"{path.name}: pixel data of shape {pixels.shape}; expected {series.shape[1]} x "
+                f"{series.shape[0]} (Rows x Columns) as in {series.name}"
             )
-        slope = _float(ds, path, "RescaleSlope", 1.0)
-        intercept = _float(ds, path, "RescaleIntercept", 0.0)
+        slope = element_float(ds, path, "RescaleSlope", 1.0)
+        intercept = element_float(ds, path, "RescaleIntercept", 0.0)
         volume[:, :, k] = pixels.T.astype(np.float32) * slope + intercept
     if not np.all(np.isfinite(volume)):
-        raise StudyError(f"{series.name}: holds NaN or infinite values after rescaling; expected finite intensities")
+        raise StudyError(
+            f"{series.name}: holds NaN or infinite values after rescaling; expected finite intensities"
+        )
     return volume, digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------
 # Which series is which sequence
 # --------------------------------------------------------------------------------------------------
+
 
 def _is_mr_image(ds, path: Path) -> bool:
     """Whether a dataset is an MR image (not a report, segmentation, screenshot or other modality).
@@ -416,10 +189,14 @@ def _is_mr_image(ds, path: Path) -> bool:
     """
     from pydicom.uid import UID
 
-    sop_class = get_element(ds, path, "SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    sop_class = get_element(ds, path, "SOPClassUID") or getattr(
+        getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None
+    )
     if sop_class is not None:
         class_name = UID(str(sop_class)).name
-        if class_name != str(sop_class) and ("Image Storage" not in class_name or "Secondary Capture" in class_name):
+        if class_name != str(sop_class) and (
+            "Image Storage" not in class_name or "Secondary Capture" in class_name
+        ):
             return False
     modality = get_element(ds, path, "Modality")
     return modality is None or str(modality).upper() == "MR"
@@ -435,10 +212,12 @@ def _group_series(paths: Sequence[Path]) -> tuple[list[DicomSeries], list[str]]:
         if not _is_mr_image(ds, path):
             skipped.append(path.name)  # a report, presentation state, segmentation, screenshot or CT
             continue
-        uid = str(_required(ds, path, "SeriesInstanceUID"))
-        study_uids.setdefault(str(_required(ds, path, "StudyInstanceUID")), path.name)
+        uid = str(required_element(ds, path, "SeriesInstanceUID"))
+        study_uids.setdefault(str(required_element(ds, path, "StudyInstanceUID")), path.name)
         if uid not in by_uid:
-            description = str(get_element(ds, path, "SeriesDescription") or get_element(ds, path, "ProtocolName", ""))
+            description = str(
+                get_element(ds, path, "SeriesDescription") or get_element(ds, path, "ProtocolName", "")
+            )
             number = str(get_element(ds, path, "SeriesNumber", ""))
             by_uid[uid] = DicomSeries(uid=uid, number=number, description=description, files=[], headers=[])
         by_uid[uid].files.append(path)
@@ -446,7 +225,8 @@ def _group_series(paths: Sequence[Path]) -> tuple[list[DicomSeries], list[str]]:
     if len(study_uids) > 1:
         shown = ", ".join(f"{uid} (e.g. {name})" for uid, name in list(study_uids.items())[:3])
         raise StudyError(
-            f"files from {len(study_uids)} studies ({shown}); expected the series of one study: pass one study's folder"
+            f"files from {len(study_uids)} studies ({shown}); expected the series of one study: pass one "
+            "study's folder"
         )
     return list(by_uid.values()), skipped
 
@@ -489,16 +269,19 @@ def _assign_series(
     for modality in MODALITIES:
         if len(chosen.get(modality, [])) > 1:
             raise StudyError(
-                f"{where}: {len(chosen[modality])} series look like {modality} ({_listing(chosen[modality])}); "
+                f"{where}: {len(chosen[modality])} series look like {modality} "
+                f"({_listing(chosen[modality])}); "
                 "expected one: say which with a mapping, e.g. {'<series description or number>': "
-                f"'{modality}'}} (brats-seg predict --map '<description>={modality}'), and IGNORE for the others"
+                f"'{modality}'}} (brats-seg predict --map '<description>={modality}'), and IGNORE for the "
+                "others"
             )
     missing = [m for m in MODALITIES if m not in chosen]
     if missing:
         raise StudyError(
-            f"{where}: no series for {', '.join(missing)} among {len(series)} image series ({_listing(series)}); "
-            "expected the 4 sequences T1, T1CE, T2, FLAIR: name them with a mapping, e.g. "
-            f"{{'<series description or number>': '{missing[0]}'}} (brats-seg predict --map '<description>={missing[0]}')"
+            f"{where}: no series for {', '.join(missing)} among {len(series)} image series "
+            f"({_listing(series)}); expected the 4 sequences T1, T1CE, T2, FLAIR: name them with a mapping, "
+            f"e.g. {{'<series description or number>': '{missing[0]}'}} (brats-seg predict --map "
+            f"'<description>={missing[0]}')"
         )
     return {m: chosen[m][0] for m in MODALITIES}
 
@@ -557,13 +340,22 @@ def load_dicom_study(
     series, skipped = _group_series(paths)
     if not series:
         extra = f" (only non-image objects: {', '.join(skipped[:3])})" if skipped else ""
-        raise StudyError(f"{where}: no DICOM image series{extra}; expected the 4 MR series T1, T1CE, T2, FLAIR")
+        raise StudyError(
+            f"{where}: no DICOM image series{extra}; expected the 4 MR series T1, T1CE, T2, FLAIR"
+        )
     assigned = _assign_series(series, mapping, where, partial=partial_mapping)
     for s in assigned.values():
-        _series_geometry(s, max_voxels=max_voxels)
-    frames = {m: str(get_element(s.headers[0], s.files[0], "FrameOfReferenceUID", "")) for m, s in assigned.items()}
+        series_geometry(s, max_voxels=max_voxels)
+    frames = {
+        m: str(get_element(s.headers[0], s.files[0], "FrameOfReferenceUID", "")) for m, s in assigned.items()
+    }
     if same_grid:
         _check_one_grid(assigned, frames, where, affine_atol=affine_atol)
+    return _read_study(assigned, name=name)
+
+
+def _read_study(assigned: Mapping[str, DicomSeries], *, name: str) -> RawStudy:
+    """Decode the pixels of the assigned series (each checked to hold an image) into a study."""
     images: dict[str, np.ndarray] = {}
     sha256: dict[str, str] = {}
     for modality, s in assigned.items():
@@ -577,14 +369,14 @@ def load_dicom_study(
         headers={m: _nifti_header(s.shape, s.affine) for m, s in assigned.items()},
         sources={m: s.name for m, s in assigned.items()},
         sha256=sha256,
-        dicom=assigned,
+        dicom=dict(assigned),
     )
 
 
 def _check_one_grid(
     assigned: Mapping[str, DicomSeries], frames: Mapping[str, str], where: str, *, affine_atol: float
 ) -> None:
-    """Refuse series in different frames of reference (``frames``: their UIDs), or on another grid than the T1's."""
+    """Refuse series in different frames of reference (``frames``: their UIDs), or off the T1's grid."""
     if len(set(frames.values())) > 1:
         shown = "; ".join(f"{m} {assigned[m].name}: {uid or '(none)'}" for m, uid in frames.items())
         raise StudyError(
@@ -594,11 +386,11 @@ def _check_one_grid(
     ref = assigned["T1"]
     for modality in MODALITIES[1:]:
         try:
-            check_grid(ref, assigned[modality], affine_atol=affine_atol)  # a series has name, shape and affine
+            check_grid(
+                ref, assigned[modality], affine_atol=affine_atol
+            )  # a series has name, shape and affine
         except StudyError as exc:
             raise StudyError(
-                f"{exc}\nThe series lie on different grids: let brats-seg co-register them (brats-seg predict "
-                "--harmonise on, or the dashboard's raw-study preprocessing)"
+                f"{exc}\nThe series lie on different grids: let brats-seg co-register them (brats-seg "
+                "predict --harmonise on, or the dashboard's raw-study preprocessing)"
             ) from None
-
-

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import StudyError
 from ..types import LABEL_NAMES, LabelMap, Study
-from .dicom_read import DicomSeries, get_element
+from .dicom_series import DicomSeries, get_element
 
 __all__ = ["write_dicom_seg"]
 
@@ -30,7 +30,11 @@ _SEGMENT_TYPES: dict[int, tuple[str, str, str]] = {
     2: ("79654002", "SCT", "Edema"),
     4: ("C113842", "NCIt", "Enhancing Lesion"),
 }
-_SEGMENT_LABELS: dict[int, str] = {1: "NCR (necrotic tumour core)", 2: "ED (peritumoural edema)", 4: "ET (enhancing tumour)"}
+_SEGMENT_LABELS: dict[int, str] = {
+    1: "NCR (necrotic tumour core)",
+    2: "ED (peritumoural edema)",
+    4: "ET (enhancing tumour)",
+}
 
 
 def write_dicom_seg(
@@ -70,12 +74,13 @@ def write_dicom_seg(
     pixel_array = np.stack(masks, axis=-1).transpose(2, 1, 0, 3).astype(np.uint8)
     others = [s for m, s in study.dicom.items() if m != reference]
     try:
-        seg = _segmentation(ref, others, pixel_array, descriptions, model_name=model_name,
-                            software_version=software_version)
+        seg = _segmentation(
+            ref, others, pixel_array, descriptions, model_name=model_name, software_version=software_version
+        )
     except Exception as exc:  # highdicom validates many attributes of the sources, with many error types
         raise StudyError(
-            f"{study.name}: cannot write a DICOM Segmentation on {ref.name} ({type(exc).__name__}: {exc}); the NIfTI "
-            "labels are not affected"
+            f"{study.name}: cannot write a DICOM Segmentation on {ref.name} ({type(exc).__name__}: {exc}); "
+            "the NIfTI labels are not affected"
         ) from exc
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -87,21 +92,26 @@ def _reference_series(labels: LabelMap, study: Study, reference: str) -> DicomSe
     """The series the frames refer to, once the study is DICOM and the labels lie on that series' grid."""
     if not study.dicom:
         raise StudyError(
-            f"{study.name}: read from NIfTI files; a DICOM Segmentation needs DICOM source images (write NIfTI instead)"
+            f"{study.name}: read from NIfTI files; a DICOM Segmentation needs DICOM source images (write "
+            "NIfTI instead)"
         )
     ref = study.dicom[reference]
     array = np.asarray(labels.array)
     if array.shape != ref.shape or not np.allclose(labels.affine, ref.affine, rtol=0, atol=1e-3):
-        raise StudyError(f"{study.name}: the label map is not on the grid of {ref.name}; expected the study's grid")
+        raise StudyError(
+            f"{study.name}: the label map is not on the grid of {ref.name}; expected the study's grid"
+        )
     if not get_element(ref.headers[0], ref.files[0], "FrameOfReferenceUID"):
         raise StudyError(
-            f"{ref.files[0].name}: has no FrameOfReferenceUID; a DICOM Segmentation must name the frame of reference "
-            "of its source images (the NIfTI labels can be used instead)"
+            f"{ref.files[0].name}: has no FrameOfReferenceUID; a DICOM Segmentation must name the frame of "
+            "reference of its source images (the NIfTI labels can be used instead)"
         )
     return ref
 
 
-def _segments(labels: LabelMap, *, model_name: str, software_version: str) -> tuple[list[Any], list[np.ndarray]]:
+def _segments(
+    labels: LabelMap, *, model_name: str, software_version: str
+) -> tuple[list[Any], list[np.ndarray]]:
     """One segment description and one mask per BraTS label: always 1 NCR, 2 ED, 3 ET, empty or not."""
     import highdicom as hd
     from pydicom.sr.coding import Code
@@ -165,8 +175,17 @@ def _segmentation(
 
 #: Type 2 attributes (present, possibly empty) that a Segmentation copies from its sources;
 #: de-identified exports often drop them.
-_TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-                 "ReferringPhysicianName", "StudyID", "AccessionNumber")
+_TYPE2_COPIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 
 
 def _with_type2(headers: Sequence[Any]) -> list[Any]:
@@ -180,5 +199,3 @@ def _with_type2(headers: Sequence[Any]) -> list[Any]:
                 setattr(ds, keyword, "")
         out.append(ds)
     return out
-
-

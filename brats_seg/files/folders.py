@@ -121,5 +121,3 @@ def study_folder(folder: Path) -> Path:
         f"{folder.name}: no NIfTI files (.nii, .nii.gz) found (found {shown}); expected 4 "
         "(T1, T1CE, T2, FLAIR) and optionally a segmentation"
     )
-
-

@@ -149,7 +149,23 @@ _PROCESSING_TOKENS = frozenset(
 #: Acquisition words a scanner appends after the sequence (``FLAIR_AX``, ``t1_tse_tra``): skipped
 #: when what stands before them names a sequence; a name made of them alone (``scan_tse``) is read as is.
 _ACQUISITION_TOKENS = frozenset(
-    {"ax", "axial", "tra", "trans", "transverse", "sag", "sagittal", "cor", "coronal", "2d", "3d", "se", "tse", "fse", "ir"}
+    {
+        "ax",
+        "axial",
+        "tra",
+        "trans",
+        "transverse",
+        "sag",
+        "sagittal",
+        "cor",
+        "coronal",
+        "2d",
+        "3d",
+        "se",
+        "tse",
+        "fse",
+        "ir",
+    }
 )
 
 
@@ -388,7 +404,11 @@ def _common_tokens(ids: Sequence[str]) -> str:
     longest ``_``-separated token with a digit that every ID holds, else the longest run of tokens, or ''."""
     tokens = [i.split("_") for i in ids]
     first = tokens[0] if tokens else []
-    shared = [t for t in first if any(c.isdigit() for c in t) and len(t) >= 4 and all(t in other for other in tokens[1:])]
+    shared = [
+        t
+        for t in first
+        if any(c.isdigit() for c in t) and len(t) >= 4 and all(t in other for other in tokens[1:])
+    ]
     if shared:
         return max(shared, key=len)
     best = ""
@@ -406,19 +426,60 @@ def _common_tokens(ids: Sequence[str]) -> str:
 # --------------------------------------------------------------------------------------------------
 
 _TOKENS = re.compile(r"\+?[a-z0-9]+")
-_CONTRAST = frozenset({"ce", "c", "gd", "gad", "gado", "post", "contrast", "postcontrast", "+c", "+gd", "km", "mitkm"})
-_NATIVE = frozenset({"pre", "native", "nativ", "precontrast", "plain", "wo", "without", "non", "noncontrast", "no"})
-_T1 = frozenset({"t1", "t1w", "t1n", "mprage", "spgr", "bravo", "tfl", "t1mprage", "t1tse", "t1se", "t1fl3d", "t1space"})
+_CONTRAST = frozenset(
+    {"ce", "c", "gd", "gad", "gado", "post", "contrast", "postcontrast", "+c", "+gd", "km", "mitkm"}
+)
+_NATIVE = frozenset(
+    {"pre", "native", "nativ", "precontrast", "plain", "wo", "without", "non", "noncontrast", "no"}
+)
+_T1 = frozenset(
+    {"t1", "t1w", "t1n", "mprage", "spgr", "bravo", "tfl", "t1mprage", "t1tse", "t1se", "t1fl3d", "t1space"}
+)
 _T1_CONTRAST = frozenset({"t1c", "t1ce", "t1gd", "t1post", "t1wce", "t1wgd"})
 _T2 = frozenset({"t2", "t2w", "t2tse", "t2fse", "t2space"})
 _FLAIR = frozenset({"flair", "t2f", "t2flair", "tirm", "darkfluid"})
 #: Words that make a series something else: T2*, susceptibility, diffusion, perfusion, dynamic,
 #: subtraction, proton density, quantitative maps, angiography, localizers.
-_OTHER = frozenset({
-    "star", "t2star", "swi", "swan", "map", "maps", "t1map", "t2map", "dwi", "diff", "diffusion", "adc", "trace", "dti",
-    "epi", "perf", "perfusion", "dyn", "dynamic", "dce", "dsc", "sub", "subtraction", "pd", "inv1", "inv2", "mp2rage",
-    "tof", "mra", "asl", "localizer", "loc", "scout", "survey", "fa", "mip",
-})
+_OTHER = frozenset(
+    {
+        "star",
+        "t2star",
+        "swi",
+        "swan",
+        "map",
+        "maps",
+        "t1map",
+        "t2map",
+        "dwi",
+        "diff",
+        "diffusion",
+        "adc",
+        "trace",
+        "dti",
+        "epi",
+        "perf",
+        "perfusion",
+        "dyn",
+        "dynamic",
+        "dce",
+        "dsc",
+        "sub",
+        "subtraction",
+        "pd",
+        "inv1",
+        "inv2",
+        "mp2rage",
+        "tof",
+        "mra",
+        "asl",
+        "localizer",
+        "loc",
+        "scout",
+        "survey",
+        "fa",
+        "mip",
+    }
+)
 _T2_GRADIENT_ECHO = frozenset({"gre", "ffe", "fl2d", "medic", "merge", "hemo"})
 
 
@@ -466,5 +527,3 @@ def series_modality(description: str) -> str | None:
     if tokens & _T2:
         return None if tokens & _T2_GRADIENT_ECHO else "T2"
     return None
-
-

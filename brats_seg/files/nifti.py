@@ -259,7 +259,8 @@ def read_header(path: Path, *, max_voxels: int) -> NiftiHeader:
     vox_offset = float(header["vox_offset"])
     if not header_size + 4 <= vox_offset < 2**40:
         raise StudyError(
-            f"{name}: the header's vox_offset is {vox_offset:g}; the NIfTI standard requires at least {header_size + 4} "
+            f"{name}: the header's vox_offset is {vox_offset:g}; the NIfTI standard requires at least "
+            f"{header_size + 4} "
             "in a single-file image (the data follow the header), so the data's start is unknown"
         )
     offset = max(int(header.get_data_offset()), header_size + 4)
@@ -393,7 +394,9 @@ def save_uncertain(uncertain: np.ndarray, like: LabelMap, path: StrPath) -> Path
     return save_labels(mask, path, description=UNCERTAIN_DESCRIPTION, cal_max=1)
 
 
-def save_labels(labels: LabelMap, path: StrPath, *, description: str = "brats_seg labels 0/1/2/4", cal_max: int = 4) -> Path:
+def save_labels(
+    labels: LabelMap, path: StrPath, *, description: str = "brats_seg labels 0/1/2/4", cal_max: int = 4
+) -> Path:
     """Write a label map as NIfTI with the geometry of its study.
 
     The header is a copy of the label map's (the study's T1 header), so shape, affine and the
@@ -464,7 +467,10 @@ def save_image(image: np.ndarray, study: Study, path: StrPath) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     header = study.header.copy()
     header.set_data_dtype(np.float32)
-    nib.save(nib.Nifti1Image(np.asarray(image, dtype=np.float32), np.asarray(study.affine, dtype=np.float64), header), out)
+    nib.save(
+        nib.Nifti1Image(
+            np.asarray(image, dtype=np.float32), np.asarray(study.affine, dtype=np.float64), header
+        ),
+        out,
+    )
     return out
-
-

@@ -117,8 +117,16 @@ def load_native_study(
     Raises:
         StudyError: As :func:`load_study`, except for grids that differ.
     """
-    return _load(source, same_grid=False, mapping=mapping, name=name, max_voxels=max_voxels, affine_atol=affine_atol,
-                 load_truth=load_truth, partial_mapping=partial_mapping)
+    return _load(
+        source,
+        same_grid=False,
+        mapping=mapping,
+        name=name,
+        max_voxels=max_voxels,
+        affine_atol=affine_atol,
+        load_truth=load_truth,
+        partial_mapping=partial_mapping,
+    )
 
 
 def _load(source: StrPath | Sequence[StrPath], *, same_grid: bool, **common: Any) -> RawStudy:
@@ -150,8 +158,7 @@ def _load_path(path: Path, **common: Any) -> RawStudy:
     if is_zip(path):
         return _load_zip(path, **common)
     raise StudyError(
-        f"{path.name}: a single file; expected a study folder, a .zip, or the 4 files "
-        "(T1, T1CE, T2, FLAIR)"
+        f"{path.name}: a single file; expected a study folder, a .zip, or the 4 files (T1, T1CE, T2, FLAIR)"
     )
 
 
@@ -162,7 +169,9 @@ def _load_zip(path: Path, **common: Any) -> RawStudy:
         files, inner = extract_nifti(path, root)
         stem = path.name[: -len(".zip")] if path.name.lower().endswith(".zip") else path.stem
         if not files:
-            extract_tree(path, root, max_files=dicom_read.MAX_DICOM_FILES, max_depth=dicom_read.MAX_DICOM_DEPTH)
+            extract_tree(
+                path, root, max_files=dicom_read.MAX_DICOM_FILES, max_depth=dicom_read.MAX_DICOM_DEPTH
+            )
             if has_dicom(root):
                 top = [p for p in root.iterdir() if not is_hidden(p.name)]
                 inner = top[0].name if len(top) == 1 and top[0].is_dir() else None
@@ -262,8 +271,8 @@ def _from_bytes(
     others = [n for n in clean if not n.lower().endswith(".zip") and not is_nifti_name(n)]
     if others:
         raise StudyError(
-            f"{', '.join(others)}: not a NIfTI file name; expected .nii or .nii.gz files or one .zip (for DICOM, "
-            "zip the study's folder and upload the zip)"
+            f"{', '.join(others)}: not a NIfTI file name; expected .nii or .nii.gz files or one .zip (for "
+            "DICOM, zip the study's folder and upload the zip)"
         )
     with tempfile.TemporaryDirectory(prefix="brats_seg_upload_") as tmp:
         paths = [_store(Path(tmp) / base, data) for base, data in clean.items()]
@@ -282,8 +291,8 @@ def _clean_upload(files: Mapping[str, bytes]) -> dict[str, bytes]:
         clean[base] = data
     if not clean:
         raise StudyError(
-            "upload: no files; expected the 4 NIfTI files (T1, T1CE, T2, FLAIR) or one .zip (of NIfTI files or of "
-            "the study's DICOM series)"
+            "upload: no files; expected the 4 NIfTI files (T1, T1CE, T2, FLAIR) or one .zip (of NIfTI files "
+            "or of the study's DICOM series)"
         )
     return clean
 
@@ -307,6 +316,8 @@ def _store(target: Path, data: bytes) -> Path:
     try:
         target.write_bytes(data)
     except OSError as exc:
-        raise StudyError(f"{target.name}: the server could not store the upload ({exc.strerror or type(exc).__name__}); "
-                         "try again, or with fewer or smaller files") from None
+        raise StudyError(
+            f"{target.name}: the server could not store the upload ({exc.strerror or type(exc).__name__}); "
+            "try again, or with fewer or smaller files"
+        ) from None
     return target
