@@ -59,9 +59,10 @@ def tiny_dicom(tmp_path):
 
 SERIES_NAMES = {
     # plain and BraTS-style names
-    "AX T1 SE": "T1", "T1 pre contrast": "T1", "Sag T1 MPRAGE": "T1", "t1_mprage_sag_p2_iso": "T1", "T1W_3D_TFE": "T1",
-    "Ax T1 BRAVO": "T1", "AX T1 POST GD": "T1CE", "T1 MPRAGE +C": "T1CE", "t1_fl3d_tra_KM": "T1CE", "AX T1 BRAVO +C": "T1CE",
-    "T1W_3D_TFE +C": "T1CE", "t2_tse_tra": "T2", "T2W_TSE": "T2", "AX T2 FRFSE": "T2", "AX T2 FLAIR": "FLAIR",
+    "AX T1 SE": "T1", "T1 pre contrast": "T1", "Sag T1 MPRAGE": "T1", "t1_mprage_sag_p2_iso": "T1",
+    "T1W_3D_TFE": "T1", "Ax T1 BRAVO": "T1", "AX T1 POST GD": "T1CE", "T1 MPRAGE +C": "T1CE",
+    "t1_fl3d_tra_KM": "T1CE", "AX T1 BRAVO +C": "T1CE", "T1W_3D_TFE +C": "T1CE", "t2_tse_tra": "T2",
+    "T2W_TSE": "T2", "AX T2 FRFSE": "T2", "AX T2 FLAIR": "FLAIR",
     "SAG 3D FLAIR": "FLAIR", "t2_tirm_tra_dark-fluid": "FLAIR", "t2_space_dark_fluid_sag": "FLAIR",
     "t2_spc_da-fl_sag_p2_iso": "FLAIR", "AX FLAIR T2": "FLAIR",
     "Brats18_CBICA_ABM_1_t1": "T1", "Brats18_CBICA_ABM_1_t1ce": "T1CE", "Brats18_CBICA_ABM_1_t2": "T2",
@@ -99,7 +100,8 @@ def test_dicom_study_matches_the_same_data_as_nifti(tiny_dicom, tmp_path):
     for modality in images:
         np.testing.assert_array_equal(study.images[modality], reference.images[modality])
     assert study.sources["T1CE"] == "series 2 'AX T1 POST GD' (8 files)"
-    assert set(study.sha256) == {"T1", "T1CE", "T2", "FLAIR"} and all(len(v) == 64 for v in study.sha256.values())
+    assert set(study.sha256) == {"T1", "T1CE", "T2", "FLAIR"}
+    assert all(len(v) == 64 for v in study.sha256.values())
 
 
 def test_slices_stored_against_the_normal_keep_their_world_positions(tmp_path):
@@ -142,9 +144,12 @@ def test_other_series_are_left_out(tiny_dicom):
 def test_two_series_for_one_sequence_ask_for_a_mapping(tiny_dicom):
     folder, images, _, affine, files = tiny_dicom
     first = pydicom.dcmread(files["T1"][0])
-    write_dicom_series(folder / "S9", images["T1"] + 1, affine, description="AX T1 SE repeat", series_number=9,
-                       study_uid=first.StudyInstanceUID, frame_uid=first.FrameOfReferenceUID)
-    with pytest.raises(StudyError, match=r"2 series look like T1 \(series 1 'AX T1 SE'.*series 9 'AX T1 SE repeat'.*mapping"):
+    write_dicom_series(folder / "S9", images["T1"] + 1, affine, description="AX T1 SE repeat",
+                       series_number=9, study_uid=first.StudyInstanceUID, frame_uid=first.FrameOfReferenceUID)
+    with pytest.raises(
+        StudyError,
+        match=r"2 series look like T1 \(series 1 'AX T1 SE'.*series 9 'AX T1 SE repeat'.*mapping",
+    ):
         load_study(folder)
     by_description = load_study(folder, mapping={"AX T1 SE": "T1", "AX T1 SE repeat": "IGNORE"})
     np.testing.assert_array_equal(by_description.images["T1"], images["T1"])
@@ -156,7 +161,10 @@ def test_unrecognised_descriptions_are_named_and_mapping_fixes_them(tmp_path):
     images, _ = tiny_volumes(SHAPE)
     descriptions = {"FLAIR": "sequence 4"}
     write_dicom_study(tmp_path / "c", images, brats_affine(SHAPE), descriptions=descriptions)
-    with pytest.raises(StudyError, match=r"no series for FLAIR among 4 image series .*series 4 'sequence 4'.*--map"):
+    with pytest.raises(
+        StudyError,
+        match=r"no series for FLAIR among 4 image series .*series 4 'sequence 4'.*--map",
+    ):
         load_study(tmp_path / "c")
     study = load_study(tmp_path / "c", mapping={"sequence 4": "FLAIR"})
     np.testing.assert_array_equal(study.images["FLAIR"], images["FLAIR"])
@@ -168,7 +176,10 @@ def test_missing_slice_is_refused(tiny_dicom):
     folder, *_, files = tiny_dicom
     victim = sorted(files["T2"], key=lambda p: int(pydicom.dcmread(p).InstanceNumber))[3]
     victim.unlink()
-    with pytest.raises(StudyError, match=r"slice gap .* in series 3 'AX T2 FSE' \(7 files\); expected evenly spaced slices"):
+    with pytest.raises(
+        StudyError,
+        match=r"slice gap .* in series 3 'AX T2 FSE' \(7 files\); expected evenly spaced slices",
+    ):
         load_study(folder)
 
 
@@ -187,7 +198,10 @@ def test_mixed_orientation_in_one_series_is_refused(tiny_dicom):
     ds = pydicom.dcmread(files["T1"][4])
     ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
     ds.save_as(files["T1"][4])
-    with pytest.raises(StudyError, match=rf"{files['T1'][4].name}: orientation .* expected one slice orientation in series 1"):
+    with pytest.raises(
+        StudyError,
+        match=rf"{files['T1'][4].name}: orientation .* expected one slice orientation in series 1",
+    ):
         load_study(folder)
 
 
@@ -197,7 +211,10 @@ def test_series_on_different_grids_are_refused(tmp_path):
     shifted = affine.copy()
     shifted[0, 3] += 3.0
     write_dicom_study(tmp_path / "c", images, affine, affines={"FLAIR": shifted})
-    with pytest.raises(StudyError, match=r"(?s)series 4 'AX T2 FLAIR' \(8 files\): affine differs .* by up to 3 mm.*co-register them"):
+    with pytest.raises(
+        StudyError,
+        match=r"(?s)series 4 'AX T2 FLAIR' \(8 files\): affine differs .* by up to 3 mm.*co-register them",
+    ):
         load_study(tmp_path / "c")
 
 
@@ -219,7 +236,10 @@ def test_multi_frame_image_is_refused(tiny_dicom):
         ds = pydicom.dcmread(p)
         ds.NumberOfFrames = 2
         ds.save_as(p)
-    with pytest.raises(StudyError, match=r"multi-frame \(enhanced\) DICOM image with 2 frames in series 2 .*dcm2niix"):
+    with pytest.raises(
+        StudyError,
+        match=r"multi-frame \(enhanced\) DICOM image with 2 frames in series 2 .*dcm2niix",
+    ):
         load_study(folder)
 
 
@@ -273,10 +293,13 @@ def test_segmentation_round_trip(tiny_dicom, tmp_path):
     assert seg.Modality == "SEG" and seg.SegmentationType == "BINARY"
     assert [s.SegmentLabel for s in seg.SegmentSequence] == [
         "NCR (necrotic tumour core)", "ED (peritumoural edema)", "ET (enhancing tumour)"]
-    assert [s.SegmentedPropertyTypeCodeSequence[0].CodeValue for s in seg.SegmentSequence] == ["6574001", "79654002", "C113842"]
-    assert all(s.SegmentAlgorithmType == "AUTOMATIC" and s.SegmentAlgorithmName == "tiny-model" for s in seg.SegmentSequence)
+    codes = [s.SegmentedPropertyTypeCodeSequence[0].CodeValue for s in seg.SegmentSequence]
+    assert codes == ["6574001", "79654002", "C113842"]
+    assert all(s.SegmentAlgorithmType == "AUTOMATIC" and s.SegmentAlgorithmName == "tiny-model"
+               for s in seg.SegmentSequence)
     t1ce = pydicom.dcmread(files["T1CE"][0])
-    assert seg.StudyInstanceUID == t1ce.StudyInstanceUID and seg.FrameOfReferenceUID == t1ce.FrameOfReferenceUID
+    assert seg.StudyInstanceUID == t1ce.StudyInstanceUID
+    assert seg.FrameOfReferenceUID == t1ce.FrameOfReferenceUID
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == t1ce.SeriesInstanceUID
     uids = [h.SOPInstanceUID for h in study.dicom["T1CE"].headers]
     masks = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1, 2, 3])
@@ -289,7 +312,10 @@ def test_segmentation_round_trip(tiny_dicom, tmp_path):
 def test_segmentation_needs_a_dicom_study_on_its_grid(tiny_dicom, tiny_study_dir, tmp_path):
     folder, _, labels, *_ = tiny_dicom
     nifti = load_study(tiny_study_dir)
-    with pytest.raises(StudyError, match=r"read from NIfTI files; a DICOM Segmentation needs DICOM source images"):
+    with pytest.raises(
+        StudyError,
+        match=r"read from NIfTI files; a DICOM Segmentation needs DICOM source images",
+    ):
         write_dicom_seg(nifti.truth_map, nifti, tmp_path / "x.dcm", model_name="m", software_version="v")
     study = load_study(folder)
     with pytest.raises(StudyError, match=r"not on the grid of series 2 'AX T1 POST GD'"):
@@ -305,8 +331,8 @@ def test_cli_predicts_a_dicom_study_and_writes_a_dicom_seg(tmp_path, tiny_model_
     affine = oblique_affine(spacing=(1.0, 1.0, 1.0), degrees=10)
     write_dicom_study(tmp_path / "in" / "study_x", images, affine)
     out = tmp_path / "out"
-    code = main(["predict", str(tmp_path / "in" / "study_x"), "--output", str(out), "--model", str(tiny_model_dir),
-                 "--dicom-seg", "--no-progress"])
+    code = main(["predict", str(tmp_path / "in" / "study_x"), "--output", str(out),
+                 "--model", str(tiny_model_dir), "--dicom-seg", "--no-progress"])
     assert code == 0
     labels = nib.load(out / "study_x_seg.nii.gz")
     np.testing.assert_allclose(labels.affine, affine, atol=1e-4)
@@ -322,7 +348,8 @@ def test_cli_predicts_a_dicom_study_and_writes_a_dicom_seg(tmp_path, tiny_model_
 
 
 def test_cli_refuses_dicom_seg_for_nifti_and_bad_map(tiny_study_dir, tmp_path, capsys):
-    code = main(["predict", str(tiny_study_dir), "--output", str(tmp_path / "o"), "--dicom-seg", "--no-progress"])
+    code = main(["predict", str(tiny_study_dir), "--output", str(tmp_path / "o"), "--dicom-seg",
+                 "--no-progress"])
     assert code == 2
     assert "--dicom-seg needs DICOM input, found NIfTI files" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
@@ -334,7 +361,8 @@ def test_cli_refuses_dicom_seg_for_nifti_and_bad_map(tiny_study_dir, tmp_path, c
 def test_cli_map_option_names_dicom_series(tmp_path, tiny_model_dir):
     images, _ = tiny_volumes((32, 32, 24), seed=6)
     write_dicom_study(tmp_path / "s", images, brats_affine((32, 32, 24)), descriptions={"T2": "series three"})
-    args = ["predict", str(tmp_path / "s"), "--output", str(tmp_path / "o"), "--model", str(tiny_model_dir), "--no-progress"]
+    args = ["predict", str(tmp_path / "s"), "--output", str(tmp_path / "o"), "--model", str(tiny_model_dir),
+            "--no-progress"]
     assert main(args) == 2
     assert main([*args, "--map", "series three=T2"]) == 0
     assert (tmp_path / "o" / "s_seg.nii.gz").is_file()
@@ -358,7 +386,8 @@ def test_real_case_as_dicom_end_to_end(brats_case, tmp_path):
     assert main(["predict", str(tmp_path / brats_case.name), "--output", str(out), "--dicom-seg", "--no-tta",
                  "--no-progress"]) == 0
     labels = nib.load(out / f"{brats_case.name}_seg.nii.gz")
-    np.testing.assert_allclose(labels.affine, nib.load(next(brats_case.glob("*_t1.nii.gz"))).affine, atol=1e-4)
+    t1 = nib.load(next(brats_case.glob("*_t1.nii.gz")))
+    np.testing.assert_allclose(labels.affine, t1.affine, atol=1e-4)
     predicted = np.asarray(labels.dataobj)
     from brats_seg.metrics import score
 
@@ -399,19 +428,30 @@ def test_undecodable_header_values_are_study_errors(tiny_dicom):
     victim = files["T2"][1]
     _set([victim], RescaleSlope="7.5")
     _patch_value(victim, (0x0028, 0x1053), b"DS", b"abc ")
-    with pytest.raises(StudyError, match=rf"{victim.name}: RescaleSlope is 'abc'; expected a number|{victim.name}: its RescaleSlope cannot be decoded"):
+    with pytest.raises(
+        StudyError,
+        match=rf"{victim.name}: RescaleSlope is 'abc'; expected a number|{victim.name}: its RescaleSlope "
+        r"cannot be decoded",
+    ):
         load_study(folder)
     _set([victim], RescaleSlope="1")
     _set([victim], NumberOfFrames="7")
     _patch_value(victim, (0x0028, 0x0008), b"IS", b"x ")
-    with pytest.raises(StudyError, match=rf"{victim.name}: (NumberOfFrames is 'x'; expected a whole number|its NumberOfFrames cannot be decoded)"):
+    with pytest.raises(
+        StudyError,
+        match=rf"{victim.name}: (NumberOfFrames is 'x'; expected a whole number|its NumberOfFrames cannot be "
+        r"decoded)",
+    ):
         load_study(folder)
 
 
 def test_monochrome1_is_refused(tiny_dicom):
     folder, *_, files = tiny_dicom
     _set(files["FLAIR"], PhotometricInterpretation="MONOCHROME1")
-    with pytest.raises(StudyError, match=r"PhotometricInterpretation MONOCHROME1 in series 4 .*expected MONOCHROME2"):
+    with pytest.raises(
+        StudyError,
+        match=r"PhotometricInterpretation MONOCHROME1 in series 4 .*expected MONOCHROME2",
+    ):
         load_study(folder)
 
 
@@ -427,7 +467,10 @@ def test_tilted_stack_is_refused(tmp_path):
 def test_series_in_different_frames_of_reference_are_refused(tiny_dicom):
     folder, *_, files = tiny_dicom
     _set(files["T2"], FrameOfReferenceUID="1.2.3.4.5")
-    with pytest.raises(StudyError, match=r"different FrameOfReferenceUIDs .*T2 series 3 'AX T2 FSE' \(8 files\): 1.2.3.4.5"):
+    with pytest.raises(
+        StudyError,
+        match=r"different FrameOfReferenceUIDs .*T2 series 3 'AX T2 FSE' \(8 files\): 1.2.3.4.5",
+    ):
         load_study(folder)
 
 
@@ -469,7 +512,10 @@ def test_zip_tree_limits(tmp_path, monkeypatch):
         for i in range(12):
             z.writestr(f"study/S1/IM{i}", b"x")
     monkeypatch.setattr(dicom_read, "MAX_DICOM_FILES", 10)
-    with pytest.raises(StudyError, match=r"holds 12 files; expected the series of one study \(at most 10 files"):
+    with pytest.raises(
+        StudyError,
+        match=r"holds 12 files; expected the series of one study \(at most 10 files",
+    ):
         load_study_from_bytes({"many.zip": buffer.getvalue()})
     clash = pyio.BytesIO()
     with zipfile.ZipFile(clash, "w") as z:
@@ -486,12 +532,13 @@ def test_cli_batch_with_dicom_seg_keeps_going(tmp_path, tiny_model_dir, capsys):
     write_dicom_study(tmp_path / "in" / "a_dicom", images, brats_affine((32, 32, 24)))
     write_tiny_study(tmp_path / "in" / "b_nifti", "b_nifti", seg=False)
     out = tmp_path / "out"
-    code = main(["predict", str(tmp_path / "in"), "--output", str(out), "--model", str(tiny_model_dir), "--dicom-seg",
-                 "--no-progress"])
+    code = main(["predict", str(tmp_path / "in"), "--output", str(out), "--model", str(tiny_model_dir),
+                 "--dicom-seg", "--no-progress"])
     assert code == 2
     assert "no DICOM SEG for b_nifti: b_nifti: NIfTI input" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == [
-        "a_dicom_report.json", "a_dicom_seg.dcm", "a_dicom_seg.nii.gz", "b_nifti_report.json", "b_nifti_seg.nii.gz"]
+        "a_dicom_report.json", "a_dicom_seg.dcm", "a_dicom_seg.nii.gz", "b_nifti_report.json",
+        "b_nifti_seg.nii.gz"]
 
 
 def test_sagittal_series_predict_like_the_axial_study(tmp_path, tiny_model_dir):
@@ -507,8 +554,8 @@ def test_sagittal_series_predict_like_the_axial_study(tmp_path, tiny_model_dir):
     write_dicom_study(tmp_path / "sagittal", images, axial.affine[:, [1, 2, 0, 3]])
     assert nib.aff2axcodes(load_study(tmp_path / "sagittal").affine) != nib.aff2axcodes(axial.affine)
     for name in ("axial", "sagittal"):
-        assert main(["predict", str(tmp_path / name), "--output", str(tmp_path / "out"), "--model", str(tiny_model_dir),
-                     "--no-progress"]) == 0
+        assert main(["predict", str(tmp_path / name), "--output", str(tmp_path / "out"),
+                     "--model", str(tiny_model_dir), "--no-progress"]) == 0
     a = nib.as_closest_canonical(nib.load(tmp_path / "out" / "axial_seg.nii.gz"))
     b = nib.as_closest_canonical(nib.load(tmp_path / "out" / "sagittal_seg.nii.gz"))
     np.testing.assert_allclose(a.affine, b.affine, atol=1e-4)
