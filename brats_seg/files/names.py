@@ -275,7 +275,16 @@ def detect_modality(filename: str) -> str | None:
 
 
 def normalise_modality(value: str | None, *, filename: str) -> str | None:
-    """Canonical modality for a mapping value; None means "ignore this file"."""
+    """Canonical modality for a mapping value; None means "ignore this file".
+
+    Args:
+        value: What the user wrote: a modality (any case), a file-name spelling such as ``t1ce``, or
+            ``IGNORE``/``SKIP``/``NONE``/empty.
+        filename: The file (or series) the value is for, named in the message.
+
+    Raises:
+        StudyError: For a value that names no modality.
+    """
     if value is None or str(value).strip().upper() in _IGNORE_VALUES:
         return None
     upper = str(value).strip().upper()
@@ -301,7 +310,11 @@ def is_hidden(name: str) -> bool:
 
 
 def normalise_mapping(mapping: Mapping[str, str] | None) -> dict[str, str | None]:
-    """Mapping keyed by base name, values canonical modalities (None: ignore the file)."""
+    """A user's mapping keyed by base name, values canonical modalities (None: ignore the file).
+
+    Raises:
+        StudyError: For a value that names no modality (:func:`normalise_modality`).
+    """
     if not mapping:
         return {}
     return {basename(k): normalise_modality(v, filename=basename(k)) for k, v in mapping.items()}

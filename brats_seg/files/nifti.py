@@ -7,7 +7,8 @@ allocating its volume), then reads the data. :func:`save_labels`, :func:`save_un
 
 Example::
 
-    raw = load_nifti_study(paths, mapping=None, name=None, default_name="case", where="case", ...)
+    info = read_header(Path("case_t1.nii.gz"), max_voxels=MAX_VOXELS)   # checked, no data read
+    data, header, affine, sha256 = read_data(info)
     save_labels(labels, "out/case_seg.nii.gz")
 """
 
@@ -340,6 +341,24 @@ def load_nifti_study(
     With ``same_grid`` every file must lie on the T1's grid (checked before any data are read);
     without it each sequence keeps its own grid, unless a ground truth is read (it is scored voxel by
     voxel, so it and the four sequences must share the T1's grid).
+
+    Args:
+        paths: The study's NIfTI files.
+        mapping: File base name -> modality, as in :func:`~brats_seg.files.study.load_study`.
+        name: The study's name; else ``default_name``; else one inferred from the file names.
+        default_name: The folder's or zip's name, when there is one.
+        where: How messages name the whole input.
+        max_voxels: Voxel budget per file, checked on the header.
+        affine_atol: Largest entry-wise difference (mm) between affines on one grid.
+        load_truth: Read the segmentation file, when there is one.
+        partial_mapping: Ignore mapping keys that name none of ``paths``.
+        same_grid: Require one grid (see above).
+
+    Returns:
+        The study, each sequence with its own affine and header copy.
+
+    Raises:
+        StudyError: For any problem with the files, naming the file.
     """
     assigned = assign_files(paths, normalise_mapping(mapping), where, partial=partial_mapping)
     read = [*MODALITIES, *([SEG] if load_truth and SEG in assigned else [])]
@@ -348,14 +367,18 @@ def load_nifti_study(
     if same_grid or SEG in headers:  # a ground truth is compared voxel by voxel: it needs one grid
         for modality in list(headers)[1:]:
             check_grid(ref, headers[modality], affine_atol=affine_atol)
-    wanted = read
+    study_name = name or default_name or infer_study_name(list(assigned.values()))
+    return _read_study(headers, name=study_name)
+
+
+def _read_study(headers: Mapping[str, NiftiHeader], *, name: str) -> RawStudy:
+    """Read the data of checked headers (modality -> header, ``SEG`` for a ground truth) into a study."""
     images: dict[str, np.ndarray] = {}
     affines: dict[str, np.ndarray] = {}
     nifti_headers: dict[str, nib.Nifti1Header] = {}
     sha256: dict[str, str] = {}
     truth: np.ndarray | None = None
-    for modality in wanted:
-        info = headers[modality]
+    for modality, info in headers.items():
         data, header, affine, digest = read_data(info)
         check_finite(info.name, data)
         sha256[modality] = digest
@@ -365,11 +388,11 @@ def load_nifti_study(
         check_image_content(info.name, modality, data)
         images[modality], affines[modality], nifti_headers[modality] = data, affine, header
     return RawStudy(
-        name=name or default_name or infer_study_name(list(assigned.values())),
+        name=name,
         images=images,
         affines=affines,
         headers=nifti_headers,
-        sources={m: assigned[m].name for m in wanted},
+        sources={m: info.name for m, info in headers.items()},
         truth=truth,
         sha256=sha256,
     )
