@@ -24,10 +24,10 @@ import json, resource, sys, time
 import torch
 torch.set_num_threads(int(sys.argv[2]))
 t0 = time.perf_counter()
-from brats_seg import harmonise, io
+from brats_seg import files, harmonise
 t_import = time.perf_counter() - t0
 t1 = time.perf_counter()
-raw = io.load_native_study(sys.argv[1])
+raw = files.load_native_study(sys.argv[1])
 t_load = time.perf_counter() - t1
 result = harmonise.harmonise(raw, reasons=harmonise.decide(raw))
 steps = {"import": round(t_import, 2), "load": round(t_load, 2), **result.timings}

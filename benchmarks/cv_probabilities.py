@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from brats_seg import inference, io, preprocess
+from brats_seg import files, inference, preprocess
 from brats_seg.cli.common import overlap, positive_int
 from brats_seg.evaluation import cross_validation_members
 from brats_seg.model import load_model
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         if out.exists():
             continue
         t0 = time.perf_counter()
-        study = io.load_study(args.data_dir / case)
+        study = files.load_study(args.data_dir / case)
         prepared = preprocess.prepare(study, card)
         arrays = {}
         for b, by_case in enumerate(members):

@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from brats_seg import io
+from brats_seg.files import load_study
 
 REGION_LABELS = {"WT": (1, 2, 4), "TC": (1, 4), "ET": (4,)}
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for path in files:
         case = path.name.removesuffix("_seg.nii.gz")
-        truth = io.load_study(args.data / case).truth
+        truth = load_study(args.data / case).truth
         if truth is None:
             print(f"error: {args.data / case} has no ground truth", file=sys.stderr)
             return 2

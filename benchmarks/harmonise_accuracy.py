@@ -35,7 +35,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from brats_seg import harmonise, io
+from brats_seg import files, harmonise
 from brats_seg.evaluation import cross_validation_members
 from brats_seg.metrics import score
 from brats_seg.model import load_model
@@ -80,7 +80,7 @@ def raw_grid(centre: np.ndarray, spacing: tuple[float, ...], fov: tuple[float, .
 
 def make_raw_like(case: Path, out: Path, rng: np.random.Generator, grids: dict = GRIDS) -> dict:
     """Write a raw-like copy of ``case`` to ``out``; return the true transforms and the T1CE grid."""
-    study = io.load_study(case)
+    study = files.load_study(case)
     truth = harmonise.to_sitk(study.truth.astype(np.float32), study.affine)
     centre = np.array(harmonise.to_sitk(study.images["T1"], study.affine).TransformContinuousIndexToPhysicalPoint(
         [n / 2 for n in study.shape]))
@@ -125,9 +125,9 @@ def run_case(case: Path, members: dict, rng: np.random.Generator, work: Path, gr
     if model is None:
         raise SystemExit(f"{case.name}: no ensemble member held it out; expected a case of the model's cross-validation")
     made = make_raw_like(case, work / case.name, rng, grids)
-    brats = segment(io.load_study(case), model)
-    truth = io.load_study(case).truth_map
-    raw = io.load_native_study(work / case.name)
+    brats = segment(files.load_study(case), model)
+    truth = files.load_study(case).truth_map
+    raw = files.load_native_study(work / case.name)
     t0 = time.perf_counter()
     study, result = harmonise.harmonise_if_needed(raw)
     t_harmonise = time.perf_counter() - t0

@@ -435,15 +435,15 @@ def run_dashboard(app, upload: dict[str, bytes] | None) -> tuple[str, bool]:
     """What the page says after the upload (and Predict, when the study loads); whether it is a crash."""
     if upload is None:
         return "n/a (a link cannot be uploaded)", False
-    app.upload.value = tuple({"name": n, "type": "", "size": len(d), "content": memoryview(d),
+    app.page.upload.value = tuple({"name": n, "type": "", "size": len(d), "content": memoryview(d),
                               "last_modified": datetime.datetime.now(datetime.UTC)} for n, d in upload.items())
-    if app.study is None:
-        text = app.message_text
+    if app.state.study is None:
+        text = app.state.message_text
         return f"refused: {text[:70]}", "Internal error" in text
-    app.quick.value = True
+    app.page.quick.value = True
     result = app.predict()
     if result is None:
-        return f"loaded; Predict: {app.message_text[:70]}", True
+        return f"loaded; Predict: {app.state.message_text[:70]}", True
     return f"loaded; Predict: ok WT {result.volumes['regions']['WT']['mL']:.1f} mL", False
 
 
@@ -456,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     if not base.is_dir():
         print(f"{base}: not found; this benchmark needs ../shared/data", file=sys.stderr)
         return 2
-    from brats_seg.app import App
+    from brats_seg.ui import App
 
     app = App(synchronous=True, preload_model=False, own_temp_dir=False)  # one kernel for every kind, as a server
     chosen = kinds() if args.only is None else {k: v for k, v in kinds().items() if k in args.only.split(",")}

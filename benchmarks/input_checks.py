@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brats_seg import io, quality
+from brats_seg import files, quality
 from brats_seg.types import brain_mask
 
 
@@ -24,8 +24,8 @@ def main() -> None:
     args = parser.parse_args()
     fractions, volumes, n_warned = [], [], 0
     for folder in args.folders:
-        for path in io.find_studies(folder):
-            study = io.load_study(path)
+        for path in files.find_studies(folder):
+            study = files.load_study(path)
             mask = brain_mask(study)
             fraction = float(mask.mean())
             ml = float(mask.sum()) * float(np.prod(study.spacing)) / 1000

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brats_seg import io, metrics, postprocess, preprocess
+from brats_seg import files, metrics, postprocess, preprocess
 from brats_seg.training.config import REGION_ORDER, TrainConfig, card_for
 
 
@@ -28,8 +28,8 @@ def main() -> None:
     card = card_for(TrainConfig(spacing=tuple(args.spacing)), "ceiling")
     rows = []
     t0 = time.time()
-    for folder in [f for f in io.find_studies(args.data) if io.has_truth(f)]:
-        study = io.load_study(folder)
+    for folder in [f for f in files.find_studies(args.data) if files.has_truth(f)]:
+        study = files.load_study(folder)
         prepared = preprocess.prepare(study, card)
         regions = postprocess.labels_to_regions(study.truth, regions=REGION_ORDER).astype(np.float32)
         regions = preprocess.reorient(regions, prepared.ornt)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brats_seg import harmonise, io
+from brats_seg import files, harmonise
 from brats_seg.types import brain_mask
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = sorted(p for p in args.data.iterdir() if p.is_dir())
     dices, lost, times = [], [], []
     for case in cases[:: max(1, len(cases) // args.cases)][: args.cases]:
-        study = io.load_study(case)
+        study = files.load_study(case)
         brain = brain_mask(study)
         t0 = time.perf_counter()
         mask = harmonise._skull_strip(study.images["T1CE"], study.affine, source=case.name)

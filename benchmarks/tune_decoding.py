@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from brats_seg import io, metrics, postprocess, preprocess
+from brats_seg import files, metrics, postprocess, preprocess
 from brats_seg.card import ModelCard
 from brats_seg.types import brain_mask
 
@@ -63,7 +63,7 @@ def score_case(job: tuple) -> list[dict]:
     cache, data_dir, card_path, case, wanted, pp = job
     torch.set_num_threads(1)
     card = ModelCard.load(card_path)
-    study = io.load_study(Path(data_dir) / case)
+    study = files.load_study(Path(data_dir) / case)
     prepared = preprocess.prepare(study, card)
     ornt = prepared.ornt
     spacing = preprocess.oriented_spacing(study, ornt)

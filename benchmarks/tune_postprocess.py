@@ -36,9 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from brats_seg import io, metrics, postprocess
+from brats_seg import files, metrics, postprocess
 from brats_seg.card import POSTPROCESS_KEYS, ModelCard, record_scores
 from brats_seg.evaluation import load_prediction
+from brats_seg.types import Study
 
 SIZES_MM3 = (0.0, 1000.0, 5000.0)
 FRACTIONS = (0.0, 0.1, 0.2, 0.5, 1.0)  # 1.0: keep only the largest tumour component
@@ -48,7 +49,7 @@ REGIONS = ("WT", "TC", "ET")
 Setting = tuple[float, float, float]  # min_component_mm3, min_component_fraction, et_min_mm3
 
 
-def grid_scores(cases: Sequence[tuple[io.Study, np.ndarray]], settings: Sequence[Setting]) -> dict[Setting, dict[str, dict[str, float]]]:
+def grid_scores(cases: Sequence[tuple[Study, np.ndarray]], settings: Sequence[Setting]) -> dict[Setting, dict[str, dict[str, float]]]:
     """Score every post-processing setting on every case.
 
     Args:
@@ -152,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit("--record: expected --splits as well (only the nested scores are recorded)")
     cases = []
     for path in sorted(args.predictions.glob("*_seg.nii.gz")):
-        study = io.load_study(args.data / path.name.removesuffix("_seg.nii.gz"))
+        study = files.load_study(args.data / path.name.removesuffix("_seg.nii.gz"))
         cases.append((study, load_prediction(path, study).array))
     names = [s.name for s, _ in cases]
     if not cases:

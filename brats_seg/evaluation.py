@@ -17,8 +17,8 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
-from . import io
 from .errors import StudyError
+from .files import AFFINE_ATOL
 from .postprocess import check_labels
 from .types import LabelMap, Study
 
@@ -61,10 +61,10 @@ def load_prediction(path: Path, study: Study) -> LabelMap:
             f"found {tuple(data.shape)}"
         )
     diff = float(np.max(np.abs(np.asarray(image.affine) - study.affine)))
-    if not diff <= io.AFFINE_ATOL:
+    if not diff <= AFFINE_ATOL:
         raise StudyError(
             f"{path.name}: affine differs from that of study {study.name} by up to {diff:.4g} mm; "
-            f"expected the study's affine within {io.AFFINE_ATOL:g} mm"
+            f"expected the study's affine within {AFFINE_ATOL:g} mm"
         )
     try:
         check_labels(data, name=path.name)

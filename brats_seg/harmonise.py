@@ -17,7 +17,7 @@ on it back onto the reference's native grid. :func:`decide` says whether a study
 
 Example::
 
-    raw = io.load_native_study("TCGA-FG-6692/")
+    raw = files.load_native_study("TCGA-FG-6692/")
     harmonised = harmonise(raw)
     seg = pipeline.segment(harmonised.study, model)
     native = to_native(seg.labels, harmonised)        # on the T1CE file's own grid
@@ -156,7 +156,7 @@ def decide(raw: RawStudy, *, mode: str = "auto", atol: float = 1e-3) -> list[str
     """Why ``raw`` needs harmonising (empty: it can go to the model as it is).
 
     Args:
-        raw: The study as loaded by :func:`brats_seg.io.load_native_study`.
+        raw: The study as loaded by :func:`brats_seg.files.load_native_study`.
         mode: ``"auto"`` decides from the study; ``"on"`` always harmonises, ``"off"`` never (a study
             on several grids is then refused).
         atol: Largest entry-wise affine difference (mm) that still counts as one grid.
@@ -257,7 +257,7 @@ def harmonise(
     """Co-register, skull-strip and resample a raw study onto a 1 mm grid in the reference's frame.
 
     Args:
-        raw: The study, each sequence on its own grid (:func:`brats_seg.io.load_native_study`).
+        raw: The study, each sequence on its own grid (:func:`brats_seg.files.load_native_study`).
         reference: The sequence to register onto (default the post-contrast T1).
         skull_strip: Strip the skull with deepbet; default when over half the reference is non-zero.
         reasons: Why it is harmonised (:func:`decide`), kept in the result.
@@ -465,7 +465,7 @@ def harmonise_if_needed(raw: RawStudy, *, mode: str = "auto", progress: Progress
     """The study the model reads: ``raw`` as it is when :func:`decide` finds nothing, else harmonised.
 
     Args:
-        raw: The study as loaded by :func:`brats_seg.io.load_native_study`.
+        raw: The study as loaded by :func:`brats_seg.files.load_native_study`.
         mode: ``"auto"``, ``"on"`` or ``"off"`` (see :func:`decide`).
         progress: Called with a line of text before each step.
 

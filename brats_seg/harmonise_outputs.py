@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from . import io, viz
+from . import viz
+from .files import save_image, save_labels
 from .harmonise import Harmonised
 from .types import MODALITIES, LabelMap, Study
 
@@ -119,16 +120,16 @@ def harmonised_files(harmonised: Harmonised, labels_1mm: LabelMap, native: Label
     files: dict[str, tuple[str, bytes]] = {}
     with tempfile.TemporaryDirectory(prefix="brats_seg_harmonised_") as tmp:
         folder = Path(tmp)
-        labels_file = io.save_labels(labels_1mm, folder / "seg.nii.gz")
+        labels_file = save_labels(labels_1mm, folder / "seg.nii.gz")
         files[f"{name}_seg_1mm.nii.gz"] = ("application/gzip", labels_file.read_bytes())
         if preprocessed:
             study = harmonised.study
             for modality, suffix in PREPROCESSED_SUFFIXES.items():
-                path = io.save_image(study.images[modality], study, folder / f"{suffix}.nii.gz")
+                path = save_image(study.images[modality], study, folder / f"{suffix}.nii.gz")
                 files[f"{name}_preprocessed/{name}_{suffix}.nii.gz"] = ("application/gzip", path.read_bytes())
             mask = LabelMap(harmonised.brain.astype(np.uint8), study.affine, study.header)
-            path = io.save_labels(mask, folder / "mask.nii.gz", description="brats_seg brain mask 0/1",
-                                  cal_max=1)
+            path = save_labels(mask, folder / "mask.nii.gz", description="brats_seg brain mask 0/1",
+                               cal_max=1)
             files[f"{name}_preprocessed/{name}_brainmask.nii.gz"] = ("application/gzip", path.read_bytes())
     files[f"{name}_registration.png"] = ("image/png", registration_png(harmonised))
     files[f"{name}_native.png"] = ("image/png", native_png(

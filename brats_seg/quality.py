@@ -1,6 +1,6 @@
 """Checks that warn, not refuse: a study that loads but does not look like what the model was trained on.
 
-``brats_seg.io`` refuses what cannot be segmented at all (wrong count, mismatched grids, NaN, empty
+``brats_seg.files`` refuses what cannot be segmented at all (wrong count, mismatched grids, NaN, empty
 images). What it lets through can still be segmented badly without any error: a head that was not
 skull-stripped, voxel sizes that are wrong in the header, thick clinical slices, a sequence that
 covers only part of the brain, or files whose names point to two different studies.
@@ -22,7 +22,7 @@ import re
 import nibabel as nib
 import numpy as np
 
-from .io import SEG, study_id
+from .files import SEG, study_id
 from .types import MODALITIES, Study, brain_mask
 
 #: Above this fraction of the field of view non-zero, the study still holds skull, scalp or background noise.
@@ -158,7 +158,7 @@ def check_study(study: Study) -> list[str]:
     """Ways in which ``study`` differs from the skull-stripped, 1 mm studies the model was trained on.
 
     Args:
-        study: A study that :mod:`brats_seg.io` loaded (so four sequences on one grid, none empty).
+        study: A study that :mod:`brats_seg.files` loaded (so four sequences on one grid, none empty).
 
     Returns:
         One sentence per finding, naming the study or file, what was found and what was expected;

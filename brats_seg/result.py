@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import io
 from .errors import StudyError
+from .files import save_labels, save_uncertain
 from .report import volumes
 from .types import LabelMap, Study
 
@@ -197,11 +197,11 @@ class Segmentation:
 
             scores = score(self.labels, study.truth_map)
         name = study.name
-        files = {f"{name}_seg.nii.gz": _nifti_bytes(f"{name}_seg.nii.gz", io.save_labels, self.output_labels),
+        files = {f"{name}_seg.nii.gz": _nifti_bytes(f"{name}_seg.nii.gz", save_labels, self.output_labels),
                  f"{name}_report.json": b""}  # made last, for its wall time; here for the order
         uncertain = self.output_uncertain
         if uncertain_map and uncertain is not None:
-            files[f"{name}_uncertain.nii.gz"] = _nifti_bytes(f"{name}_uncertain.nii.gz", io.save_hesitation,
+            files[f"{name}_uncertain.nii.gz"] = _nifti_bytes(f"{name}_uncertain.nii.gz", save_uncertain,
                                                              uncertain, self.output_labels)
         if dicom_seg:
             try:
@@ -241,21 +241,21 @@ class Segmentation:
         return paths
 
     def _dicom_seg(self, study: Study, model: Model) -> bytes:
-        """``<study>_seg.dcm`` (:func:`brats_seg.dicom.write_segmentation`) of the output labels."""
+        """``<study>_seg.dcm`` (:func:`brats_seg.files.write_dicom_seg`) of the output labels."""
         from . import __version__
-        from .dicom import write_segmentation
+        from .files import write_dicom_seg
 
         if study.dicom is None:
             raise StudyError(f"{study.name}: NIfTI input, so no DICOM Segmentation "
                              "(its NIfTI labels were written)")
         with tempfile.TemporaryDirectory(prefix="brats_seg_result_") as tmp:
-            path = write_segmentation(self.output_labels, study, Path(tmp) / f"{study.name}_seg.dcm",
+            path = write_dicom_seg(self.output_labels, study, Path(tmp) / f"{study.name}_seg.dcm",
                                       model_name=model.card.name, software_version=f"brats-seg {__version__}")
             return path.read_bytes()
 
 
 def _nifti_bytes(name: str, save: Any, *args: Any) -> bytes:
-    """The bytes of the file ``name`` as ``save(*args, path)`` (an :mod:`brats_seg.io` writer) writes it.
+    """The bytes of the file ``name`` as ``save(*args, path)`` (a :mod:`brats_seg.files` writer) writes it.
 
     The name matters: gzip records it in the file.
     """

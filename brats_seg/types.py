@@ -47,7 +47,7 @@ class Study:
         sha256: sha256 of each source file, keyed like ``sources`` (for a DICOM series, of its
             files in slice order).
         dicom: For a study read from DICOM, the series keyed by modality
-            (:class:`brats_seg.dicom.DicomSeries`, used to write a DICOM Segmentation); else None.
+            (:class:`brats_seg.files.DicomSeries`, used to write a DICOM Segmentation); else None.
     """
 
     name: str

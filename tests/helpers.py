@@ -7,11 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import zipfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+
+def err(filename: str, fragment: str) -> str:
+    """Regex for a message that names ``filename`` and then says ``fragment`` (a regex)."""
+    return rf"(?s){re.escape(filename)}.*{fragment}"
+
 
 #: File-name suffix of each modality for the two BraTS naming schemes.
 NAMING: dict[str, dict[str, str]] = {
@@ -182,9 +189,11 @@ def write_dicom_series(
         ds = Dataset()
         ds.file_meta = meta
         ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^Phantom", "PHANTOM01", "", "O"
+        ds.PatientName, ds.PatientID = "Test^Phantom", "PHANTOM01"
+        ds.PatientBirthDate, ds.PatientSex = "", "O"
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
-        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "20260101", "120000", "1", "", ""
+        ds.StudyDate, ds.StudyTime, ds.StudyID = "20260101", "120000", "1"
+        ds.AccessionNumber, ds.ReferringPhysicianName = "", ""
         ds.Modality, ds.Manufacturer = "MR", "brats-seg tests"
         ds.SeriesNumber, ds.InstanceNumber, ds.SeriesDescription = series_number, k + 1, description
         ds.ImageOrientationPatient = [round(float(v), 8) for v in orientation]
@@ -282,7 +291,10 @@ def voila_server(root: Path, log_dir: Path, *, env: dict[str, str] | None = None
     log = open(log_dir / "voila.log", "w")
     proc = subprocess.Popen(
         [voila, "app.ipynb", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1", *args],
-        cwd=root, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
     )
     deadline = time.time() + 60
     while time.time() < deadline:

@@ -38,9 +38,9 @@ def dicom_zip_of(case: Path, tmp_path: Path) -> Path:
     import numpy as np
     from helpers import write_dicom_study, zip_tree
 
-    from brats_seg import io
+    from brats_seg import files
 
-    study = io.load_study(case, load_truth=False)
+    study = files.load_study(case, load_truth=False)
     folder = tmp_path / case.name
     write_dicom_study(folder, {m: study.images[m].astype(np.int16) for m in study.images}, study.affine)
     out = tmp_path / f"{case.name}_dicom.zip"

@@ -18,9 +18,10 @@ import pytest
 import torch
 from helpers import brats_affine, write_nifti, write_tiny_study
 
-from brats_seg import cli, io
+from brats_seg import cli
 from brats_seg.cli import main
 from brats_seg.cli.evaluate import format_summary
+from brats_seg.files import find_studies, load_study
 from brats_seg.types import MODALITIES
 
 
@@ -127,7 +128,7 @@ def test_predict_writes_the_uncertain_map_and_the_range_on_request(
     assert uncertain.shape == source.shape and np.allclose(uncertain.affine, source.affine)
     mask = np.asarray(uncertain.dataobj)
     assert set(np.unique(mask).tolist()) <= {0, 1} and mask.any()
-    assert b"hesitation 0/1" in uncertain.header["descrip"].tobytes() and uncertain.header["cal_max"] == 1
+    assert b"uncertain 0/1" in uncertain.header["descrip"].tobytes() and uncertain.header["cal_max"] == 1
     # at 1 x 1 x 2 mm, the uncertain voxels hold at least what the whole tumour gains from 0.7 to 0.3
     assert mask.sum() * 2.0 / 1000 + 1e-6 >= loose - strict
     # the help states the thresholds the pipeline uses
@@ -169,10 +170,10 @@ def test_predict_four_files(tiny_study, tiny_model_dir: Path, tmp_path: Path, ca
 def test_predict_folder_of_studies(tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     code, out, err = predict(capsys, tiny_model_dir, tmp_path / "out", tiny_data_dir)
     assert code == 0, err
-    folders = io.find_studies(tiny_data_dir)
+    folders = find_studies(tiny_data_dir)
     assert len(folders) == 3
     for folder in folders:
-        study = io.load_study(folder)
+        study = load_study(folder)
         files = {m: folder / study.sources[m] for m in study.sources}
         check_prediction(tmp_path / "out", study.name, files)
     assert len(list((tmp_path / "out").glob("*_seg.nii.gz"))) == 3
@@ -514,8 +515,8 @@ def test_summary_table_gives_no_interval_for_a_single_case() -> None:
 def perfect_predictions(data_dir: Path, dest: Path) -> Path:
     """Copy each case's ground truth as ``<case>_seg.nii.gz`` into ``dest``."""
     dest.mkdir()
-    for folder in io.find_studies(data_dir):
-        study = io.load_study(folder)
+    for folder in find_studies(data_dir):
+        study = load_study(folder)
         shutil.copy(folder / study.sources["SEG"], dest / f"{study.name}_seg.nii.gz")
     return dest
 
@@ -684,7 +685,7 @@ def test_predict_real_case_end_to_end(brats_case: Path, tiny_model_dir: Path, tm
     code, out, err = run(capsys, *args)
     seconds = time.perf_counter() - start
     assert code == 0, err
-    study = io.load_study(brats_case, load_truth=False)
+    study = load_study(brats_case, load_truth=False)
     files = {m: brats_case / study.sources[m] for m in MODALITIES}
     report = check_prediction(tmp_path / "out", brats_case.name, files)
     assert report["shape"] == [240, 240, 155]

@@ -23,13 +23,14 @@ import zipfile
 import nibabel as nib
 import numpy as np
 import pytest
+from brats_seg.ui.entries import list_entries
 from helpers import brats_affine, tiny_volumes, write_dicom_study
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from brats_seg import harmonise, io, quality
-from brats_seg.app import list_entries
+from brats_seg import harmonise, quality
 from brats_seg.errors import StudyError
+from brats_seg.files import load_native_study_from_bytes, load_study_from_bytes
 from brats_seg.types import MODALITIES
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's notes on the mutated values
@@ -42,15 +43,16 @@ SUFFIXES = {"T1": "t1", "T1CE": "t1ce", "T2": "t2", "FLAIR": "flair"}
 
 #: NIfTI-1 header fields (offset, struct format) and values worth trying in them.
 FIELDS: dict[str, tuple[int, str]] = {
-    "sizeof_hdr": (0, "<i"), "dim0": (40, "<h"), "dim1": (42, "<h"), "dim2": (44, "<h"), "dim3": (46, "<h"),
-    "dim4": (48, "<h"), "datatype": (70, "<h"), "bitpix": (72, "<h"), "pixdim1": (80, "<f"), "pixdim3": (88, "<f"),
+    "sizeof_hdr": (0, "<i"), "dim0": (40, "<h"), "dim1": (42, "<h"), "dim2": (44, "<h"),
+    "dim3": (46, "<h"), "dim4": (48, "<h"), "datatype": (70, "<h"), "bitpix": (72, "<h"),
+    "pixdim1": (80, "<f"), "pixdim3": (88, "<f"),
     "vox_offset": (108, "<f"), "scl_slope": (112, "<f"), "scl_inter": (116, "<f"), "qform_code": (252, "<h"),
     "sform_code": (254, "<h"), "quatern_b": (256, "<f"), "qoffset_x": (268, "<f"), "srow_x0": (280, "<f"),
     "srow_y1": (300, "<f"), "srow_z2": (320, "<f"), "srow_z3": (324, "<f"),
 }
 INTS = [0, 1, -1, 2, 3, 4, 7, 8, 16, 64, 128, 255, 256, 511, 512, 1024, 2304, 32767, -32768]
-FLOATS = [0.0, -0.0, 1.0, -1.0, 0.5, 1e-9, 1e-3, 9.99, 10.01, 99.0, 1000.0, 1e30, -1e30, float("nan"), float("inf"),
-          -float("inf"), 352.0, 351.0, 348.0, 1e18]
+FLOATS = [0.0, -0.0, 1.0, -1.0, 0.5, 1e-9, 1e-3, 9.99, 10.01, 99.0, 1000.0, 1e30, -1e30, float("nan"),
+          float("inf"), -float("inf"), 352.0, 351.0, 348.0, 1e18]
 
 STATS = {"tried": 0, "loaded": 0, "refused": 0, "slowest": (0.0, ""), "by": {}}
 
@@ -64,12 +66,12 @@ VALID = {m: nifti_bytes(m) for m in MODALITIES}
 
 
 def load_and_check(files: dict[str, bytes], what: str) -> None:
-    """The property: listing and loading (and checking) either succeed or raise StudyError, in bounded time."""
+    """The property: listing and loading (and checking) succeed or raise StudyError, in bounded time."""
     t0 = time.perf_counter()
     outcome = "loaded"
     assert isinstance(list_entries(files), list)  # the dashboard's listing of an upload never raises
     try:
-        study = io.load_study_from_bytes(files)
+        study = load_study_from_bytes(files)
         quality.check_study(study)
         assert study.shape == next(iter(study.images.values())).shape
         assert all(np.isfinite(a).all() for a in study.images.values())
@@ -77,7 +79,7 @@ def load_and_check(files: dict[str, bytes], what: str) -> None:
         outcome = "refused"
         assert str(exc).strip() and "Traceback" not in str(exc)
     try:  # the raw-study path reads the same headers and decides without registering
-        raw = io.load_native_study_from_bytes(files)
+        raw = load_native_study_from_bytes(files)
         harmonise.decide(raw)
     except StudyError:
         pass
@@ -96,7 +98,8 @@ def study_files(t1: bytes, name: str = "Fz_001_t1.nii") -> dict[str, bytes]:
 
 
 @SETTINGS
-@given(st.lists(st.tuples(st.sampled_from(sorted(FIELDS)), st.integers(0, len(FLOATS) - 1)), min_size=1, max_size=4))
+@given(st.lists(st.tuples(st.sampled_from(sorted(FIELDS)), st.integers(0, len(FLOATS) - 1)),
+                min_size=1, max_size=4))
 def test_fuzz_header_fields(changes: list[tuple[str, int]]) -> None:
     raw = bytearray(VALID["T1"])
     for field, k in changes:
@@ -141,7 +144,7 @@ ZIP = study_zip()
        st.booleans())
 def test_fuzz_zip(flips: list[tuple[int, int]], near_end: bool) -> None:
     data = bytearray(ZIP)
-    for offset, value in flips:  # the central directory and the local headers sit at the end and between members
+    for offset, value in flips:  # the central directory and local headers sit at the end and between members
         data[(len(data) - 1 - offset % 200) if near_end else offset] = value
     load_and_check({"Fz_001.zip": bytes(data)}, "zip")
 
@@ -171,8 +174,9 @@ def test_fuzz_dicom_slices(dicom_zip: tuple[bytes, list[tuple[int, int]]]) -> No
     data, spans = dicom_zip
 
     @SETTINGS
-    @given(st.integers(0, len(spans) - 1), st.lists(st.tuples(st.integers(0, 600), st.integers(0, 255)), min_size=1,
-                                                    max_size=8), st.booleans())
+    @given(st.integers(0, len(spans) - 1),
+           st.lists(st.tuples(st.integers(0, 600), st.integers(0, 255)), min_size=1, max_size=8),
+           st.booleans())
     def run(member: int, flips: list[tuple[int, int]], repair: bool) -> None:
         raw = bytearray(data)
         start, end = spans[member]
@@ -188,7 +192,8 @@ def test_fuzz_dicom_slices(dicom_zip: tuple[bytes, list[tuple[int, int]]]) -> No
 def _recrc(data: bytes) -> bytes:
     """The zip rewritten with each member's current bytes, so that their CRCs match again."""
     out = _io.BytesIO()
-    with zipfile.ZipFile(_io.BytesIO(data)) as src, zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as dst:
+    with (zipfile.ZipFile(_io.BytesIO(data)) as src,
+          zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as dst):
         for info in src.infolist():
             start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
             dst.writestr(info.filename, data[start:start + info.compress_size])
@@ -198,8 +203,9 @@ def _recrc(data: bytes) -> bytes:
 def test_fuzz_summary() -> None:
     """Prints the figures of the run (the strategies above ran first, in file order)."""
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\nfuzz: {STATS['tried']} inputs ({STATS['by']}), {STATS['loaded']} loaded, {STATS['refused']} refused, "
-          f"0 other exceptions; slowest {STATS['slowest'][0]:.2f} s ({STATS['slowest'][1]}); peak RSS {peak_mb:.0f} MB")
+    print(f"\nfuzz: {STATS['tried']} inputs ({STATS['by']}), {STATS['loaded']} loaded, "
+          f"{STATS['refused']} refused, 0 other exceptions; slowest {STATS['slowest'][0]:.2f} s "
+          f"({STATS['slowest'][1]}); peak RSS {peak_mb:.0f} MB")
     if STATS["tried"]:
         assert STATS["loaded"] + STATS["refused"] == STATS["tried"]
         assert peak_mb < 4096

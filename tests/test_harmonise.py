@@ -16,9 +16,10 @@ import SimpleITK as sitk
 from helpers import brats_affine, tiny_volumes, write_nifti
 from scipy import ndimage
 
-from brats_seg import harmonise, io
+from brats_seg import harmonise
 from brats_seg.cli import main
 from brats_seg.errors import StudyError
+from brats_seg.files import load_native_study, load_study
 from brats_seg.harmonise_outputs import checkerboard, harmonised_files
 from brats_seg.types import MODALITIES, LabelMap
 
@@ -111,12 +112,12 @@ def test_grid_1mm_covers_the_same_field_of_view() -> None:
 
 
 def test_decide(tmp_path: Path, tiny_study_dir: Path) -> None:
-    brats_like = io.load_native_study(tiny_study_dir, load_truth=False)
+    brats_like = load_native_study(tiny_study_dir, load_truth=False)
     assert harmonise.decide(brats_like) == []
     assert harmonise.decide(brats_like, mode="off") == []
     assert harmonise.decide(brats_like, mode="on") == ["asked for (--harmonise on)"]
     write_raw_study(tmp_path / "raw")
-    raw = io.load_native_study(tmp_path / "raw")
+    raw = load_native_study(tmp_path / "raw")
     reasons = harmonise.decide(raw)
     assert len(reasons) == 1 and reasons[0].startswith("T2, FLAIR on other grids than T1 (T1 48 x 48 x 20 voxels")
     with pytest.raises(StudyError, match=r"^scan_T2_AX.nii.gz: T2 is on another grid than T1 .*--harmonise auto or on"):
@@ -127,17 +128,17 @@ def test_decide(tmp_path: Path, tiny_study_dir: Path) -> None:
 
 def test_load_native_study_keeps_each_grid_and_load_study_still_refuses(tmp_path: Path) -> None:
     made = write_raw_study(tmp_path / "raw")
-    raw = io.load_native_study(tmp_path / "raw")
+    raw = load_native_study(tmp_path / "raw")
     assert raw.sources["FLAIR"] == "scan_fla.nii.gz" and raw.sources["T1CE"] == "scan_T1_POST_GAD.nii.gz"
     assert raw.images["T2"].shape == (53, 53, 18)
     np.testing.assert_allclose(raw.affines["T2"], nib.load(made["files"]["T2"]).affine)
     with pytest.raises(StudyError, match=r"^scan_T2_AX.nii.gz: shape \(53, 53, 18\) differs from scan_t1.nii.gz \(48, 48, 20\)"):
-        io.load_study(tmp_path / "raw")
+        load_study(tmp_path / "raw")
 
 
 def test_harmonise_recovers_known_motion(tmp_path: Path) -> None:
     made = write_raw_study(tmp_path / "raw")
-    raw = io.load_native_study(tmp_path / "raw")
+    raw = load_native_study(tmp_path / "raw")
     lines: list[str] = []
     result = harmonise.harmonise(raw, skull_strip=False, progress=lines.append)
     assert lines == ["Brain mask: where T1CE is non-zero...", "Registering T1 onto T1CE (1 of 3)...", "Registering T2 onto T1CE (2 of 3)...",
@@ -162,7 +163,7 @@ def test_harmonise_recovers_known_motion(tmp_path: Path) -> None:
 def test_noise_sequence_is_refused_naming_it(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     write_raw_study(tmp_path / "raw", replace={"T2": lambda a: rng.uniform(0, 1000, a.shape).astype(np.float32)})
-    raw = io.load_native_study(tmp_path / "raw")
+    raw = load_native_study(tmp_path / "raw")
     with pytest.raises(StudyError, match=r"^scan_T2_AX.nii.gz: registration of T2 onto T1CE did not converge: mutual "
                        r"information inside the brain 0\.0\d+ .*expected at least 0.1"):
         harmonise.harmonise(raw, skull_strip=False)
@@ -170,7 +171,7 @@ def test_noise_sequence_is_refused_naming_it(tmp_path: Path) -> None:
 
 def test_sequence_far_from_the_others_is_refused(tmp_path: Path) -> None:
     write_raw_study(tmp_path / "raw", shift_world={"FLAIR": 500.0})
-    raw = io.load_native_study(tmp_path / "raw")
+    raw = load_native_study(tmp_path / "raw")
     with pytest.raises(StudyError, match=r"^scan_fla.nii.gz: the FLAIR field of view and the T1CE's share 0% .*belongs to this study"):
         harmonise.harmonise(raw, skull_strip=False)
 
@@ -182,7 +183,7 @@ def test_a_reference_too_small_for_a_head_is_refused(tmp_path: Path) -> None:
     folder.mkdir()
     for m, suffix in (("T1", "t1"), ("T1CE", "t1ce"), ("T2", "t2"), ("FLAIR", "flair")):
         write_nifti(folder / f"Slice_1_{suffix}.nii.gz", images[m], brats_affine((64, 64, 1)))
-    raw = io.load_native_study(folder)
+    raw = load_native_study(folder)
     with pytest.raises(StudyError, match=r"^Slice_1_t1ce.nii.gz: a field of view of 64 x 64 x 1 mm; expected a head, "
                        r"at least 16 mm along each axis"):
         harmonise.harmonise(raw)
@@ -197,7 +198,7 @@ def test_skull_stripping_that_finds_no_brain_is_refused() -> None:
 
 def test_to_native_puts_labels_back_where_they_were(tmp_path: Path) -> None:
     write_raw_study(tmp_path / "raw")
-    raw = io.load_native_study(tmp_path / "raw")
+    raw = load_native_study(tmp_path / "raw")
     result = harmonise.harmonise(raw, skull_strip=False)
     # labels on the 1 mm grid: a block; on the native T1CE grid (1 x 1 x 2 mm, same frame) it is the same block
     labels = np.zeros(result.study.shape, dtype=np.uint8)
@@ -220,7 +221,7 @@ def test_checkerboard() -> None:
 
 def test_harmonised_files(tmp_path: Path) -> None:
     write_raw_study(tmp_path / "raw")
-    result = harmonise.harmonise(io.load_native_study(tmp_path / "raw", name="Raw_1"), skull_strip=False)
+    result = harmonise.harmonise(load_native_study(tmp_path / "raw", name="Raw_1"), skull_strip=False)
     labels = LabelMap(np.zeros(result.study.shape, dtype=np.uint8), result.study.affine, result.study.header)
     files = harmonised_files(result, labels, harmonise.to_native(labels, result), preprocessed=True)
     assert sorted(files) == ["Raw_1_native.png", "Raw_1_preprocessed/Raw_1_brainmask.nii.gz",
@@ -235,7 +236,7 @@ def test_harmonised_files(tmp_path: Path) -> None:
         if name.startswith("Raw_1_preprocessed/") and "brainmask" not in name:
             (folder / Path(name).name).parent.mkdir(parents=True, exist_ok=True)
             (folder / Path(name).name).write_bytes(data)
-    study = io.load_study(folder)
+    study = load_study(folder)
     assert study.shape == result.study.shape
     np.testing.assert_allclose(study.affine, result.study.affine, atol=1e-5)
 

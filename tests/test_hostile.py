@@ -12,14 +12,16 @@ import numpy as np
 import pytest
 from helpers import brats_affine, tiny_volumes, write_nifti, write_tiny_study
 
-from brats_seg import io
 from brats_seg.cli import main
 from brats_seg.errors import StudyError
+from brats_seg.files import load_study_from_bytes
 
 SHAPE = (32, 32, 24)
 
 
-def study_with(folder: Path, *, affine: np.ndarray | None = None, shape: tuple[int, int, int] = SHAPE) -> dict[str, Path]:
+def study_with(
+    folder: Path, *, affine: np.ndarray | None = None, shape: tuple[int, int, int] = SHAPE
+) -> dict[str, Path]:
     """A tiny study whose four files share ``affine`` and ``shape`` (default: BraTS-like 1 mm)."""
     return write_tiny_study(folder, folder.name, shape=shape, affine=affine, seg=False)
 
@@ -39,12 +41,13 @@ def refused_everywhere(capsys, folder: Path, tmp_path: Path, monkeypatch, *expec
     err = capsys.readouterr().err
     assert all(e in err for e in expected) and "Traceback" not in err, err
     with pytest.raises(StudyError) as info:
-        io.load_study_from_bytes({p.name: p.read_bytes() for p in folder.iterdir()})
+        load_study_from_bytes({p.name: p.read_bytes() for p in folder.iterdir()})
     assert all(e in str(info.value) for e in expected), str(info.value)
 
 
 @pytest.mark.parametrize(("spacing", "expected"), [
-    ((99.0, 99.0, 99.0), "voxels of 99 x 99 x 99 mm according to its affine; expected each edge within 0.1-10 mm"),
+    ((99.0, 99.0, 99.0),
+     "voxels of 99 x 99 x 99 mm according to its affine; expected each edge within 0.1-10 mm"),
     ((0.001, 0.001, 0.001), "voxels of 0.001 x 0.001 x 0.001 mm according to its affine"),
 ])
 def test_implausible_voxel_sizes_are_refused(tmp_path: Path, capsys, monkeypatch, spacing, expected) -> None:
@@ -65,18 +68,22 @@ def test_an_affine_that_disagrees_with_pixdim_by_1000_is_refused(tmp_path: Path,
         image.header.set_qform(None, code=0)
         image.header.set_zooms((1.0, 1.0, 1.0))
         nib.save(nib.Nifti1Image(np.asarray(image.dataobj), None, image.header), path)
-    refused_everywhere(capsys, folder, tmp_path, monkeypatch, "Sform_001_t1.nii.gz: voxels of 1000 x 1000 x 1000 mm")
+    refused_everywhere(capsys, folder, tmp_path, monkeypatch,
+                       "Sform_001_t1.nii.gz: voxels of 1000 x 1000 x 1000 mm")
 
 
 @pytest.mark.parametrize("shape_spacing", [((100, 100, 60), 4.0), ((400, 8, 8), 1.0)])
-def test_a_field_of_view_larger_than_a_head_is_refused(tmp_path: Path, capsys, monkeypatch, shape_spacing) -> None:
-    """4 mm voxels over a BraTS-sized grid (once 142 s and 3.8 GB), or 400 mm of 1 mm voxels (a repeating pattern
-    that once took 153 s and 5.2 GB): the field of view bounds the grid the model works on."""
+def test_a_field_of_view_larger_than_a_head_is_refused(
+    tmp_path: Path, capsys, monkeypatch, shape_spacing
+) -> None:
+    """4 mm voxels over a BraTS-sized grid (once 142 s and 3.8 GB), or 400 mm of 1 mm voxels (a repeating
+    pattern that once took 153 s and 5.2 GB): the field of view bounds the grid the model works on."""
     shape, mm = shape_spacing
     folder = tmp_path / "Wide_001"
     study_with(folder, affine=brats_affine(shape, (mm, mm, mm)), shape=shape)
     fov = " x ".join(f"{n * mm:.0f}" for n in shape)
-    refused_everywhere(capsys, folder, tmp_path, monkeypatch, f"Wide_001_t1.nii.gz: a field of view of {fov} mm",
+    refused_everywhere(capsys, folder, tmp_path, monkeypatch,
+                       f"Wide_001_t1.nii.gz: a field of view of {fov} mm",
                        "expected at most 320 mm along each axis")
 
 
@@ -110,7 +117,8 @@ def test_vox_offset_zero_is_refused_not_misread(tmp_path: Path, capsys, monkeypa
     t1 = uncompressed_study(folder)["T1"]
     patch(t1, 108, np.float32(0.0).tobytes())  # vox_offset
     refused_everywhere(capsys, folder, tmp_path, monkeypatch,
-                       "Offset_001_t1.nii: the header's vox_offset is 0; the NIfTI standard requires at least 352")
+                       "Offset_001_t1.nii: the header's vox_offset is 0; "
+                       "the NIfTI standard requires at least 352")
 
 
 def test_an_upload_name_too_long_for_a_file_system_is_refused() -> None:
@@ -120,12 +128,14 @@ def test_an_upload_name_too_long_for_a_file_system_is_refused() -> None:
         image = nib.Nifti1Image(images[modality], brats_affine(SHAPE))
         files[("x" * 300) + f"_{suffix}.nii"] = image.to_bytes()
     with pytest.raises(StudyError, match=r"a file name of 30\d bytes; expected at most 255") as info:
-        io.load_study_from_bytes(files)
+        load_study_from_bytes(files)
     assert "/tmp" not in str(info.value)
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "..", ".hidden", "x" * 201])
-def test_predict_name_cannot_leave_the_output_folder(tmp_path: Path, tiny_study_dir: Path, capsys, name: str) -> None:
+def test_predict_name_cannot_leave_the_output_folder(
+    tmp_path: Path, tiny_study_dir: Path, capsys, name: str
+) -> None:
     with pytest.raises(SystemExit) as info:
         main(["predict", str(tiny_study_dir), "--output", str(tmp_path / "out"), "--name", name])
     assert info.value.code == 2

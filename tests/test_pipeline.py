@@ -12,7 +12,7 @@ from helpers import brats_affine, tiny_volumes, write_nifti
 from nibabel.orientations import apply_orientation, inv_ornt_aff
 from torch import nn
 
-from brats_seg import io, pipeline, preprocess
+from brats_seg import files, pipeline, preprocess
 from brats_seg.card import ModelCard
 from brats_seg.model import Model, load_model
 from brats_seg.types import MODALITIES, Study
@@ -53,7 +53,7 @@ def reference(tiny_model: Model, tmp_path_factory: pytest.TempPathFactory) -> np
     """Labels of the anatomy stored in the BraTS orientation."""
     folder = tmp_path_factory.mktemp("reference") / "Stored"
     write_stored_study(folder, np.array(STORAGE["LPS (as BraTS)"], dtype=float))
-    labels = pipeline.segment(io.load_study(folder), tiny_model).labels.array
+    labels = pipeline.segment(files.load_study(folder), tiny_model).labels.array
     assert len(np.unique(labels)) >= 2, (
         "the tiny model should label some voxels, else the comparison is empty"
     )
@@ -66,7 +66,7 @@ def test_same_anatomy_in_any_orientation_gets_the_same_labels(
 ) -> None:
     ornt = np.array(STORAGE[storage], dtype=float)
     write_stored_study(tmp_path / "Stored", ornt)
-    study = io.load_study(tmp_path / "Stored")
+    study = files.load_study(tmp_path / "Stored")
     seg = pipeline.segment(study, tiny_model)
     # the output lies on the input's grid, with its geometry ...
     assert seg.labels.shape == study.shape
@@ -79,7 +79,7 @@ def test_same_anatomy_in_any_orientation_gets_the_same_labels(
 
 
 def test_label_map_is_not_tied_to_the_study(tiny_model: Model, tiny_study_dir: Path) -> None:
-    study = io.load_study(tiny_study_dir)
+    study = files.load_study(tiny_study_dir)
     seg = pipeline.segment(study, tiny_model)
     seg.labels.affine[0, 3] += 100
     seg.labels.header.set_sform(np.eye(4))
@@ -88,7 +88,7 @@ def test_label_map_is_not_tied_to_the_study(tiny_model: Model, tiny_study_dir: P
 
 
 def test_settings_come_from_the_card_unless_given(tiny_model: Model, tiny_study_dir: Path) -> None:
-    study = io.load_study(tiny_study_dir)
+    study = files.load_study(tiny_study_dir)
     card = tiny_model.card
     seen: list[float] = []
     seg = pipeline.segment(study, tiny_model, progress=seen.append, device="cpu")
@@ -208,12 +208,12 @@ def test_prepared_input_is_what_the_network_sees(tmp_path: Path) -> None:
 
 def test_no_tumour_outside_the_brain(tiny_model_dir, tiny_study_dir) -> None:
     """Voxels where all four sequences are zero are background, whatever the network says."""
-    from brats_seg import io
+    from brats_seg import files
     from brats_seg.model import load_model
     from brats_seg.pipeline import segment
     from brats_seg.types import brain_mask
 
-    study = io.load_study(tiny_study_dir)
+    study = files.load_study(tiny_study_dir)
     seg = segment(study, load_model(tiny_model_dir, device="cpu"))
     outside = ~brain_mask(study)
     assert outside.any()
@@ -229,7 +229,7 @@ def test_card_postprocess_rules_apply_and_can_be_turned_off(
 
     folder = tmp_path / "Stored"
     write_stored_study(folder, np.array(STORAGE["LPS (as BraTS)"], dtype=float))
-    study = io.load_study(folder)
+    study = files.load_study(folder)
     strict = replace(tiny_model.card, postprocess={"min_component_fraction": 1.0, "et_min_mm3": 1e9})
     model = Model(card=strict, networks=tiny_model.networks, directory=tiny_model.directory)
 
@@ -339,7 +339,7 @@ def test_segment_brackets_the_region_volumes_and_reports_the_range(
 ) -> None:
     from brats_seg import report
 
-    study = io.load_study(tiny_study_dir)
+    study = files.load_study(tiny_study_dir)
     seg = pipeline.segment(study, tiny_model)
     vols = report.volumes(seg.labels)
     ranges = seg.volume_range

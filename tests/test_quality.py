@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import brats_affine, tiny_volumes, write_nifti
 
-from brats_seg import io, quality
+from brats_seg import files, quality
 from brats_seg.cli import main
 from brats_seg.types import MODALITIES, Study
 
@@ -120,14 +120,14 @@ def test_real_studies_give_no_warning(shared_data: Path, case: str) -> None:
     folder = shared_data / case
     if not folder.is_dir():
         pytest.skip(f"{folder} not found")
-    assert quality.check_study(io.load_study(folder, load_truth=False)) == []
+    assert quality.check_study(files.load_study(folder, load_truth=False)) == []
 
 
 def test_a_real_flair_that_misses_part_of_the_brain_is_named(shared_data: Path) -> None:
     folder = shared_data / "brats" / "Brats18_2013_20_1"
     if not folder.is_dir():
         pytest.skip(f"{folder} not found")
-    warnings = quality.check_study(io.load_study(folder, load_truth=False))
+    warnings = quality.check_study(files.load_study(folder, load_truth=False))
     # Its FLAIR is blank on 38 coronal slices (array y 179-216) where the other three sequences show brain;
     # the dashboard's coronal slider numbers them 23-60 (the view is reoriented to RAS).
     assert warnings == [
@@ -230,7 +230,7 @@ def test_voxel_size_comes_from_the_affine_and_a_disagreeing_pixdim_is_named(tmp_
         image.header.set_sform(affine, code=1)
         image.header.set_qform(None, code=0)
         nib.save(image, folder / f"Pix_001_{modality.lower()}.nii.gz")
-    study = io.load_study(folder)
+    study = files.load_study(folder)
     assert study.spacing == (2.0, 2.0, 5.0)
     warnings = quality.check_study(study)
     assert warnings[0] == (

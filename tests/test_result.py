@@ -10,7 +10,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brats_seg import io, pipeline
+from brats_seg import pipeline
+from brats_seg.files import load_study, save_labels, save_uncertain
 from brats_seg.errors import StudyError
 from brats_seg.model import Model, load_model
 from brats_seg.result import Segmentation, mime_type
@@ -24,7 +25,7 @@ def tiny_model(tiny_model_dir: Path) -> Model:
 
 @pytest.fixture(scope="module")
 def segmented(tiny_model: Model, tiny_study_dir: Path) -> tuple[Study, Segmentation]:
-    study = io.load_study(tiny_study_dir)
+    study = load_study(tiny_study_dir)
     return study, pipeline.segment(study, tiny_model)
 
 
@@ -33,10 +34,10 @@ def test_files_names_order_and_bytes(segmented, tiny_model: Model, tmp_path: Pat
     name = study.name
     files = seg.files(study, tiny_model)
     assert list(files) == [f"{name}_seg.nii.gz", f"{name}_report.json", f"{name}_uncertain.nii.gz"]
-    # byte for byte what the io writers put in a file of that name (gzip records the name)
-    expected = io.save_labels(seg.labels, tmp_path / f"{name}_seg.nii.gz").read_bytes()
+    # byte for byte what the files writers put in a file of that name (gzip records the name)
+    expected = save_labels(seg.labels, tmp_path / f"{name}_seg.nii.gz").read_bytes()
     assert files[f"{name}_seg.nii.gz"] == expected
-    uncertain = io.save_hesitation(
+    uncertain = save_uncertain(
         seg.uncertain, seg.labels, tmp_path / f"{name}_uncertain.nii.gz"
     ).read_bytes()
     assert files[f"{name}_uncertain.nii.gz"] == uncertain

@@ -272,11 +272,11 @@ def test_cross_validation_scores_each_case_with_the_members_that_held_it_out(
     assert scores["n"] == 2 and "--cross-validation" in scores["command"]
 
     # each case's prediction is the one its own fold model makes, not the ensemble's
-    from brats_seg import io
+    from brats_seg.files import load_study
     from brats_seg.pipeline import segment
 
     case = folds[1][0]
-    alone = segment(io.load_study(tiny_data_dir / case), load_model(second, device="cpu"))
+    alone = segment(load_study(tiny_data_dir / case), load_model(second, device="cpu"))
     assert main(["evaluate", str(tiny_data_dir), "--output", str(tmp_path / "cv2"), "--model", str(bundled),
                  "--cross-validation", "--cases", case, "--save-predictions", "--no-progress"]) == 0
     import nibabel as nib

@@ -25,12 +25,12 @@ def tiny_pack(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def test_pack_round_trip_matches_the_preprocessing(tiny_pack: Path, tiny_data_dir: Path) -> None:
-    from brats_seg import io
+    from brats_seg.files import load_study
 
     card = card_for(TrainConfig(), "t")
     cases = load_pack(tiny_pack, card)
     assert sorted(cases) == ["Tiny-003", "Tiny_001", "Tiny_002"]
-    ref = preprocess_case(io.load_study(tiny_data_dir / "Tiny_001"), card)
+    ref = preprocess_case(load_study(tiny_data_dir / "Tiny_001"), card)
     got = cases["Tiny_001"]
     assert got.image.shape == ref.image.shape and got.target.shape == ref.target.shape
     brain = (ref.image != 0).any(0)

@@ -94,7 +94,7 @@ def check_downloads(app: App, study_shape: tuple[int, ...], affine: np.ndarray) 
             np.testing.assert_array_equal(data, expected)
             assert set(np.unique(data).tolist()) <= ({0, 1, 2, 4} if suffix == "seg" else {0, 1})
         assert data.any(), "the tiny model is uncertain somewhere"
-        assert b"hesitation 0/1" in image.header["descrip"].tobytes() and image.header["cal_max"] == 1
+        assert b"uncertain 0/1" in image.header["descrip"].tobytes() and image.header["cal_max"] == 1
     assert "Uncertain voxels (NIfTI)" in app.page.downloads_html.value
     rep = json.loads(files[f"{name}_report.json"])
     assert rep["study"] == name and rep["shape"] == list(study_shape)

@@ -39,10 +39,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _load(src: Any, args: argparse.Namespace, *, batch: bool) -> tuple[Study, str]:
     """The study as predict would read it (harmonised if need be), and a note on its harmonisation."""
-    from .. import io
+    from ..files import load_native_study, load_study
     from ..harmonise import decide, harmonise
 
-    load = io.load_study if args.harmonise == "off" else io.load_native_study
+    load = load_study if args.harmonise == "off" else load_native_study
     raw = load(src, mapping=dict(args.mapping or ()), partial_mapping=batch)
     reasons = decide(raw, mode=args.harmonise) if isinstance(raw, RawStudy) else []
     if reasons:  # as predict would: registration and skull stripping can refuse a study too

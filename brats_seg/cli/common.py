@@ -184,7 +184,7 @@ def resolve_inputs(inputs: Sequence[Path]) -> list[Any]:
     Each folder (a study, or a folder of studies) and each zip is a source of its own; NIfTI files
     given together are one study.
     """
-    from .. import io
+    from ..files import find_studies
 
     for p in inputs:
         if not p.exists():
@@ -194,7 +194,7 @@ def resolve_inputs(inputs: Sequence[Path]) -> list[Any]:
     sources: list[Any] = []
     for src in inputs:
         if src.is_dir():
-            studies = io.find_studies(src)
+            studies = find_studies(src)
             if not studies:
                 raise StudyError(f"{src}: expected NIfTI files, DICOM series or study folders, found none")
             sources.extend(studies)

@@ -60,12 +60,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cases_and_model(args: argparse.Namespace) -> tuple[list[Path], Model | None, dict[str, Model]]:
     """The case folders to score, the model if ``--cross-validation`` needs it now, its members by case."""
-    from .. import io
+    from ..files import find_studies, has_truth
 
     if not args.data_dir.is_dir():
         raise StudyError(f"{args.data_dir}: expected a folder of cases, found no such folder")
     wanted = select_cases(args.cases)
-    folders = [f for f in io.find_studies(args.data_dir) if io.has_truth(f)]
+    folders = [f for f in find_studies(args.data_dir) if has_truth(f)]
     model = None
     members: dict[str, Model] = {}
     if args.cross_validation:
@@ -130,12 +130,13 @@ def _score_cases(
     """One row per case: its name, Dice and HD95 per region and label, and the seconds it took."""
     from tqdm.auto import tqdm
 
-    from .. import io, metrics
+    from .. import metrics
     from ..evaluation import load_prediction
+    from ..files import load_study, save_labels
 
     rows = []
     for folder in tqdm(folders, desc="evaluate", disable=args.no_progress, file=sys.stderr):
-        study = io.load_study(folder)
+        study = load_study(folder)
         t0 = time.perf_counter()
         if model is not None:
             from ..pipeline import segment
@@ -143,7 +144,7 @@ def _score_cases(
             pred = segment(study, members.get(study.name, model), volume_thresholds=None,
                            **window_kwargs(args)).labels
             if args.save_predictions:
-                io.save_labels(pred, args.output / f"{study.name}_seg.nii.gz")
+                save_labels(pred, args.output / f"{study.name}_seg.nii.gz")
         else:
             pred = load_prediction(args.predictions / f"{study.name}_seg.nii.gz", study)
         seconds = time.perf_counter() - t0

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import io, postprocess, preprocess
+from .. import postprocess, preprocess
 from ..card import ModelCard
+from ..files import load_study
 from ..types import Study
 from .augment import augmentations
 from .config import REGION_ORDER
@@ -81,7 +82,7 @@ def load_cases(
             cases.append(make_case(folder.name, d["image"], d["target"]))
             continue
         t = time.time()
-        case = preprocess_case(io.load_study(folder), card)
+        case = preprocess_case(load_study(folder), card)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"image": case.image, "target": case.target}, cached)

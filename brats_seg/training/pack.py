@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import io
 from ..card import ModelCard
 from ..errors import StudyError
+from ..files import find_studies, has_truth
 from .config import TrainConfig, card_for
 from .data import Case, load_cases, make_case
 
@@ -96,7 +96,7 @@ def pack_cases(
     if out.suffix != ".npz":
         raise StudyError(f"{out}: expected a file name ending in .npz")
     card = card_for(TrainConfig(spacing=tuple(float(s) for s in spacing)), name="pack")  # type: ignore[arg-type]
-    folders = [f for f in io.find_studies(data_dir) if io.has_truth(f)]
+    folders = [f for f in find_studies(data_dir) if has_truth(f)]
     if not folders:
         raise StudyError(f"no cases with a *_seg ground truth under {data_dir}")
     arrays: dict[str, np.ndarray] = {}

@@ -1,6 +1,6 @@
 """The training recipe of the original fastai + MONAI work, as ``brats-seg train``.
 
-- Data: a folder of BraTS cases (2018-2021 or 2023+ naming, see :mod:`brats_seg.io`) or a pack
+- Data: a folder of BraTS cases (2018-2021 or 2023+ naming, see :mod:`brats_seg.files`) or a pack
   (:mod:`.pack`), a seeded k-fold split written to the run folder (:mod:`.splits`), each case
   preprocessed once (reorient, brain crop, z-score, resample to the card's spacing) and cached;
   random patches biased towards tumour (:mod:`.data`); random flips, zoom, affine, intensity

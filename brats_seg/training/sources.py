@@ -6,9 +6,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import io
 from ..card import ModelCard
 from ..errors import StudyError
+from ..files import find_studies, has_truth
 from .data import Case, load_cases
 from .pack import load_pack
 
@@ -43,7 +43,7 @@ def open_source(
     if data_dir.suffix == ".npz":
         packed = load_pack(data_dir, card)
         return CaseSource(names=list(packed), load=lambda names: [packed[n] for n in names])
-    folders = [f for f in io.find_studies(data_dir) if io.has_truth(f)]
+    folders = [f for f in find_studies(data_dir) if has_truth(f)]
     if not folders:
         raise StudyError(f"no cases with a *_seg ground truth under {data_dir}")
     by_name = {f.name: f for f in folders}

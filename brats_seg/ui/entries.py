@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from .. import io
+from ..files import NIFTI_SUFFIXES, detect_modality
 
 __all__ = ["Entry", "is_hidden", "is_nifti_name", "list_entries", "upload_files", "zip_dicom_series"]
 
@@ -39,7 +39,7 @@ class Entry:
     """One file the user gave, as shown in the file list.
 
     Attributes:
-        name: Base name (the key of the mapping passed to :func:`brats_seg.io.load_study_from_bytes`).
+        name: Base name (the key of the mapping passed to :func:`brats_seg.files.load_study_from_bytes`).
         detected: Sequence detected from the name (``T1``, ``T1CE``, ``T2``, ``FLAIR``, ``SEG``) or None.
         source: The uploaded file it comes from (the zip's name for a zip member).
         nifti: Whether it can be assigned a sequence (a NIfTI file or a DICOM series).
@@ -62,11 +62,11 @@ def _basename(name: str) -> str:
 
 def is_nifti_name(name: str) -> bool:
     """Whether a file name ends like a NIfTI file (and has a name before the suffix)."""
-    return name.lower().endswith(io.NIFTI_SUFFIXES) and len(name) > 7
+    return name.lower().endswith(NIFTI_SUFFIXES) and len(name) > 7
 
 
 def is_hidden(part: str) -> bool:
-    """Whether a path part is hidden (``.name``) or macOS's ``__MACOSX`` (:mod:`brats_seg.io` skips both)."""
+    """Whether a path part is hidden (``.name``) or macOS's ``__MACOSX`` (:mod:`brats_seg.files` skips both)."""
     return part.startswith(".") or part == "__MACOSX"
 
 
@@ -80,7 +80,7 @@ def _zip_entries(name: str, data: bytes) -> list[Entry]:
             if info.is_dir() or not parts or any(is_hidden(p) for p in parts):
                 continue
             if is_nifti_name(parts[-1]):
-                entries.append(Entry(parts[-1], io.detect_modality(parts[-1]), name, True, info.file_size))
+                entries.append(Entry(parts[-1], detect_modality(parts[-1]), name, True, info.file_size))
             else:
                 others.append(info)
         if not entries:
@@ -91,7 +91,7 @@ def _zip_entries(name: str, data: bytes) -> list[Entry]:
 def list_entries(files: Mapping[str, bytes | memoryview]) -> list[Entry]:
     """The files of an upload, zip members listed one by one, with their detected sequence.
 
-    Hidden files and ``__MACOSX`` are left out, as :mod:`brats_seg.io` ignores them. A zip that
+    Hidden files and ``__MACOSX`` are left out, as :mod:`brats_seg.files` ignores them. A zip that
     cannot be read is listed as one non-NIfTI entry (loading it then says what is wrong).
     """
     entries: list[Entry] = []
@@ -106,7 +106,7 @@ def list_entries(files: Mapping[str, bytes | memoryview]) -> list[Entry]:
                 entries.append(Entry(name, None, name, False, len(data)))
             continue
         nifti = is_nifti_name(name)
-        entries.append(Entry(name, io.detect_modality(name) if nifti else None, name, nifti, len(data)))
+        entries.append(Entry(name, detect_modality(name) if nifti else None, name, nifti, len(data)))
     return entries
 
 
@@ -141,7 +141,7 @@ def zip_dicom_series(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], s
     Members that are not DICOM, or whose header cannot be read, are left out here; loading the
     study says what is wrong with them.
     """
-    from ..dicom import MAX_DICOM_FILES, series_label, series_modality
+    from ..files import MAX_DICOM_FILES, series_label, series_modality
 
     series: dict[str, dict[str, Any]] = {}
     for info in members[: MAX_DICOM_FILES + 1]:

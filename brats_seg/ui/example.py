@@ -19,8 +19,8 @@ from urllib.request import url2pathname
 
 import pooch
 
-from .. import io
 from ..errors import StudyError
+from ..files import find_studies
 from .entries import is_hidden, is_nifti_name
 
 __all__ = [
@@ -223,7 +223,7 @@ def read_study_folder(folder: str | Path) -> dict[str, bytes]:
     """
     root = Path(folder)
     try:
-        studies = io.find_studies(root)
+        studies = find_studies(root)
     except StudyError as exc:
         raise ExampleError(f"example folder {root}: {exc}") from exc
     if len(studies) != 1:

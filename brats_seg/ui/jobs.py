@@ -1,6 +1,6 @@
 """The work behind the dashboard's buttons, without widgets: load an upload, measure a prediction.
 
-Loading and validating is :mod:`brats_seg.io` (and :mod:`brats_seg.harmonise` for a raw study),
+Loading and validating is :mod:`brats_seg.files` (and :mod:`brats_seg.harmonise` for a raw study),
 the prediction :func:`brats_seg.pipeline.segment`, the numbers :mod:`brats_seg.report` and
 :mod:`brats_seg.metrics`. Torch is imported only by the functions that predict.
 """
@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .. import io, quality, report
+from .. import quality, report
 from ..errors import StudyError
+from ..files import SEG, load_native_study_from_bytes, load_study_from_bytes
 from ..types import MODALITIES, Study
 from .state import Result
 
@@ -47,8 +48,8 @@ def load_upload(
     from ..harmonise import decide, harmonise
 
     if mode == "off":
-        return io.load_study_from_bytes(files, mapping=mapping), None
-    raw = io.load_native_study_from_bytes(files, mapping=mapping)
+        return load_study_from_bytes(files, mapping=mapping), None
+    raw = load_native_study_from_bytes(files, mapping=mapping)
     reasons = decide(raw, mode=mode)
     if not reasons:
         return raw.to_study(), None
@@ -86,7 +87,7 @@ def explain_load_error(error: StudyError, files: Mapping[str, Any]) -> StudyErro
 def loaded_message(study: Study, harmonised: Harmonised | None, origin: str) -> str:
     """The information line once a study is loaded."""
     found = ", ".join(f"{m} {study.sources[m]}" for m in MODALITIES)
-    truth = f"; ground truth {study.sources[io.SEG]}" if study.truth is not None else ""
+    truth = f"; ground truth {study.sources[SEG]}" if study.truth is not None else ""
     raw, grid = "", study.grid_text
     if harmonised is not None:
         raw = (

@@ -17,7 +17,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from .. import io
+from ..files import SEG
 from .entries import Entry
 from .render import CSS, size_text
 
@@ -30,7 +30,7 @@ MODALITY_CHOICES: tuple[tuple[str, str], ...] = (
     ("T1CE (T1 + contrast)", "T1CE"),
     ("T2", "T2"),
     ("FLAIR", "FLAIR"),
-    ("ground truth (seg)", io.SEG),
+    ("ground truth (seg)", SEG),
     ("ignore", "IGNORE"),
 )
 

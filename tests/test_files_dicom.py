@@ -1,4 +1,5 @@
-"""DICOM input (four MR series of a study) and DICOM Segmentation output (brats_seg.dicom).
+"""DICOM input (four MR series of a study) and DICOM Segmentation output
+(``brats_seg.files.dicom_read``, ``brats_seg.files.dicom_seg``).
 
 Tiny generated series always run; the end-to-end test on a real BraTS case written as DICOM skips
 without ../shared/data.
@@ -16,10 +17,18 @@ import pydicom
 import pytest
 from helpers import brats_affine, tiny_volumes, write_dicom_series, write_dicom_study, write_nifti, zip_tree
 
-from brats_seg import io
 from brats_seg.cli import main
-from brats_seg.dicom import is_dicom_file, series_modality, write_segmentation
 from brats_seg.errors import StudyError
+from brats_seg.files import (
+    dicom_read,
+    find_studies,
+    is_dicom_file,
+    load_study,
+    load_study_from_bytes,
+    save_labels,
+    series_modality,
+    write_dicom_seg,
+)
 from brats_seg.types import LabelMap
 
 SHAPE = (12, 10, 8)
@@ -50,9 +59,10 @@ def tiny_dicom(tmp_path):
 
 SERIES_NAMES = {
     # plain and BraTS-style names
-    "AX T1 SE": "T1", "T1 pre contrast": "T1", "Sag T1 MPRAGE": "T1", "t1_mprage_sag_p2_iso": "T1", "T1W_3D_TFE": "T1",
-    "Ax T1 BRAVO": "T1", "AX T1 POST GD": "T1CE", "T1 MPRAGE +C": "T1CE", "t1_fl3d_tra_KM": "T1CE", "AX T1 BRAVO +C": "T1CE",
-    "T1W_3D_TFE +C": "T1CE", "t2_tse_tra": "T2", "T2W_TSE": "T2", "AX T2 FRFSE": "T2", "AX T2 FLAIR": "FLAIR",
+    "AX T1 SE": "T1", "T1 pre contrast": "T1", "Sag T1 MPRAGE": "T1", "t1_mprage_sag_p2_iso": "T1",
+    "T1W_3D_TFE": "T1", "Ax T1 BRAVO": "T1", "AX T1 POST GD": "T1CE", "T1 MPRAGE +C": "T1CE",
+    "t1_fl3d_tra_KM": "T1CE", "AX T1 BRAVO +C": "T1CE", "T1W_3D_TFE +C": "T1CE", "t2_tse_tra": "T2",
+    "T2W_TSE": "T2", "AX T2 FRFSE": "T2", "AX T2 FLAIR": "FLAIR",
     "SAG 3D FLAIR": "FLAIR", "t2_tirm_tra_dark-fluid": "FLAIR", "t2_space_dark_fluid_sag": "FLAIR",
     "t2_spc_da-fl_sag_p2_iso": "FLAIR", "AX FLAIR T2": "FLAIR",
     "Brats18_CBICA_ABM_1_t1": "T1", "Brats18_CBICA_ABM_1_t1ce": "T1CE", "Brats18_CBICA_ABM_1_t2": "T2",
@@ -77,12 +87,12 @@ def test_series_modality(description, expected):
 
 def test_dicom_study_matches_the_same_data_as_nifti(tiny_dicom, tmp_path):
     folder, images, _, affine, _ = tiny_dicom
-    study = io.load_study(folder)
+    study = load_study(folder)
     nifti_dir = tmp_path / "nifti"
     nifti_dir.mkdir()
     for suffix, modality in (("t1", "T1"), ("t1ce", "T1CE"), ("t2", "T2"), ("flair", "FLAIR")):
         write_nifti(nifti_dir / f"case_a_{suffix}.nii.gz", images[modality], affine)
-    reference = io.load_study(nifti_dir)
+    reference = load_study(nifti_dir)
     assert study.name == "case_a"
     assert study.shape == SHAPE
     np.testing.assert_allclose(study.affine, reference.affine, atol=1e-4)
@@ -90,7 +100,8 @@ def test_dicom_study_matches_the_same_data_as_nifti(tiny_dicom, tmp_path):
     for modality in images:
         np.testing.assert_array_equal(study.images[modality], reference.images[modality])
     assert study.sources["T1CE"] == "series 2 'AX T1 POST GD' (8 files)"
-    assert set(study.sha256) == {"T1", "T1CE", "T2", "FLAIR"} and all(len(v) == 64 for v in study.sha256.values())
+    assert set(study.sha256) == {"T1", "T1CE", "T2", "FLAIR"}
+    assert all(len(v) == 64 for v in study.sha256.values())
 
 
 def test_slices_stored_against_the_normal_keep_their_world_positions(tmp_path):
@@ -98,7 +109,7 @@ def test_slices_stored_against_the_normal_keep_their_world_positions(tmp_path):
     affine = np.diag([-1.0, -1.0, -2.0, 1.0])  # slice step opposite to row x column: read in reverse
     affine[:3, 3] = [5.0, 9.0, 30.0]
     write_dicom_study(tmp_path / "rev", images, affine)
-    study = io.load_study(tmp_path / "rev")
+    study = load_study(tmp_path / "rev")
     n = SHAPE[2]
     np.testing.assert_array_equal(study.images["FLAIR"], images["FLAIR"][:, :, ::-1])
     for ijk in [(0, 0, 0), (3, 7, 2), (11, 9, 7)]:
@@ -110,8 +121,8 @@ def test_labels_saved_from_a_dicom_study_keep_its_geometry(tiny_dicom, tmp_path)
     import nibabel as nib
 
     folder, _, labels, affine, _ = tiny_dicom
-    study = io.load_study(folder)
-    out = io.save_labels(LabelMap(labels, study.affine, study.header), tmp_path / "out" / "case_a_seg.nii.gz")
+    study = load_study(folder)
+    out = save_labels(LabelMap(labels, study.affine, study.header), tmp_path / "out" / "case_a_seg.nii.gz")
     image = nib.load(out)
     np.testing.assert_allclose(image.affine, affine, atol=1e-4)
     np.testing.assert_array_equal(np.asarray(image.dataobj), labels)
@@ -125,7 +136,7 @@ def test_other_series_are_left_out(tiny_dicom):
                        study_uid=study_uid, frame_uid=frame)
     write_dicom_series(folder / "S8", images["T2"], affine, description="DWI b1000", series_number=8,
                        study_uid=study_uid, frame_uid=frame)
-    study = io.load_study(folder)
+    study = load_study(folder)
     assert sorted(study.sources) == ["FLAIR", "T1", "T1CE", "T2"]
     assert "localizer" not in " ".join(study.sources.values())
 
@@ -133,13 +144,16 @@ def test_other_series_are_left_out(tiny_dicom):
 def test_two_series_for_one_sequence_ask_for_a_mapping(tiny_dicom):
     folder, images, _, affine, files = tiny_dicom
     first = pydicom.dcmread(files["T1"][0])
-    write_dicom_series(folder / "S9", images["T1"] + 1, affine, description="AX T1 SE repeat", series_number=9,
-                       study_uid=first.StudyInstanceUID, frame_uid=first.FrameOfReferenceUID)
-    with pytest.raises(StudyError, match=r"2 series look like T1 \(series 1 'AX T1 SE'.*series 9 'AX T1 SE repeat'.*mapping"):
-        io.load_study(folder)
-    by_description = io.load_study(folder, mapping={"AX T1 SE": "T1", "AX T1 SE repeat": "IGNORE"})
+    write_dicom_series(folder / "S9", images["T1"] + 1, affine, description="AX T1 SE repeat",
+                       series_number=9, study_uid=first.StudyInstanceUID, frame_uid=first.FrameOfReferenceUID)
+    with pytest.raises(
+        StudyError,
+        match=r"2 series look like T1 \(series 1 'AX T1 SE'.*series 9 'AX T1 SE repeat'.*mapping",
+    ):
+        load_study(folder)
+    by_description = load_study(folder, mapping={"AX T1 SE": "T1", "AX T1 SE repeat": "IGNORE"})
     np.testing.assert_array_equal(by_description.images["T1"], images["T1"])
-    by_number = io.load_study(folder, mapping={"9": "T1", "1": "IGNORE"})
+    by_number = load_study(folder, mapping={"9": "T1", "1": "IGNORE"})
     np.testing.assert_array_equal(by_number.images["T1"], images["T1"] + 1)
 
 
@@ -147,20 +161,26 @@ def test_unrecognised_descriptions_are_named_and_mapping_fixes_them(tmp_path):
     images, _ = tiny_volumes(SHAPE)
     descriptions = {"FLAIR": "sequence 4"}
     write_dicom_study(tmp_path / "c", images, brats_affine(SHAPE), descriptions=descriptions)
-    with pytest.raises(StudyError, match=r"no series for FLAIR among 4 image series .*series 4 'sequence 4'.*--map"):
-        io.load_study(tmp_path / "c")
-    study = io.load_study(tmp_path / "c", mapping={"sequence 4": "FLAIR"})
+    with pytest.raises(
+        StudyError,
+        match=r"no series for FLAIR among 4 image series .*series 4 'sequence 4'.*--map",
+    ):
+        load_study(tmp_path / "c")
+    study = load_study(tmp_path / "c", mapping={"sequence 4": "FLAIR"})
     np.testing.assert_array_equal(study.images["FLAIR"], images["FLAIR"])
     with pytest.raises(StudyError, match=r"'nope': named in the mapping but no series has that description"):
-        io.load_study(tmp_path / "c", mapping={"sequence 4": "FLAIR", "nope": "T1"})
+        load_study(tmp_path / "c", mapping={"sequence 4": "FLAIR", "nope": "T1"})
 
 
 def test_missing_slice_is_refused(tiny_dicom):
     folder, *_, files = tiny_dicom
     victim = sorted(files["T2"], key=lambda p: int(pydicom.dcmread(p).InstanceNumber))[3]
     victim.unlink()
-    with pytest.raises(StudyError, match=r"slice gap .* in series 3 'AX T2 FSE' \(7 files\); expected evenly spaced slices"):
-        io.load_study(folder)
+    with pytest.raises(
+        StudyError,
+        match=r"slice gap .* in series 3 'AX T2 FSE' \(7 files\); expected evenly spaced slices",
+    ):
+        load_study(folder)
 
 
 def test_two_slices_at_one_position_are_refused(tiny_dicom):
@@ -170,7 +190,7 @@ def test_two_slices_at_one_position_are_refused(tiny_dicom):
     ds.ImagePositionPatient = pydicom.dcmread(by_number[1]).ImagePositionPatient
     ds.save_as(by_number[2])
     with pytest.raises(StudyError, match=r"two slices at the same position in series 4 'AX T2 FLAIR'"):
-        io.load_study(folder)
+        load_study(folder)
 
 
 def test_mixed_orientation_in_one_series_is_refused(tiny_dicom):
@@ -178,8 +198,11 @@ def test_mixed_orientation_in_one_series_is_refused(tiny_dicom):
     ds = pydicom.dcmread(files["T1"][4])
     ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
     ds.save_as(files["T1"][4])
-    with pytest.raises(StudyError, match=rf"{files['T1'][4].name}: orientation .* expected one slice orientation in series 1"):
-        io.load_study(folder)
+    with pytest.raises(
+        StudyError,
+        match=rf"{files['T1'][4].name}: orientation .* expected one slice orientation in series 1",
+    ):
+        load_study(folder)
 
 
 def test_series_on_different_grids_are_refused(tmp_path):
@@ -188,8 +211,11 @@ def test_series_on_different_grids_are_refused(tmp_path):
     shifted = affine.copy()
     shifted[0, 3] += 3.0
     write_dicom_study(tmp_path / "c", images, affine, affines={"FLAIR": shifted})
-    with pytest.raises(StudyError, match=r"(?s)series 4 'AX T2 FLAIR' \(8 files\): affine differs .* by up to 3 mm.*co-register them"):
-        io.load_study(tmp_path / "c")
+    with pytest.raises(
+        StudyError,
+        match=r"(?s)series 4 'AX T2 FLAIR' \(8 files\): affine differs .* by up to 3 mm.*co-register them",
+    ):
+        load_study(tmp_path / "c")
 
 
 def test_series_of_two_studies_are_refused(tmp_path):
@@ -201,7 +227,7 @@ def test_series_of_two_studies_are_refused(tmp_path):
         ds.StudyInstanceUID = "1.2.3.4"
         ds.save_as(p)
     with pytest.raises(StudyError, match=r"files from 2 studies .*expected the series of one study"):
-        io.load_study(tmp_path / "c")
+        load_study(tmp_path / "c")
 
 
 def test_multi_frame_image_is_refused(tiny_dicom):
@@ -210,8 +236,11 @@ def test_multi_frame_image_is_refused(tiny_dicom):
         ds = pydicom.dcmread(p)
         ds.NumberOfFrames = 2
         ds.save_as(p)
-    with pytest.raises(StudyError, match=r"multi-frame \(enhanced\) DICOM image with 2 frames in series 2 .*dcm2niix"):
-        io.load_study(folder)
+    with pytest.raises(
+        StudyError,
+        match=r"multi-frame \(enhanced\) DICOM image with 2 frames in series 2 .*dcm2niix",
+    ):
+        load_study(folder)
 
 
 def test_truncated_slice_is_named(tiny_dicom):
@@ -220,36 +249,36 @@ def test_truncated_slice_is_named(tiny_dicom):
     raw = victim.read_bytes()
     victim.write_bytes(raw[: len(raw) - 50])
     with pytest.raises(StudyError, match=rf"{victim.name}: its pixel data cannot be decoded"):
-        io.load_study(folder)
+        load_study(folder)
     victim.write_bytes(raw[:400])
     with pytest.raises(StudyError, match=rf"{victim.name}: has no (Series|Study)InstanceUID; .*truncated"):
-        io.load_study(folder)
+        load_study(folder)
 
 
 def test_voxel_budget_is_checked_before_pixels(tiny_dicom):
     folder, *_ = tiny_dicom
     with pytest.raises(StudyError, match=r"12 x 10 x 8 = 960 voxels; expected at most 500"):
-        io.load_study(folder, max_voxels=500)
+        load_study(folder, max_voxels=500)
 
 
 def test_zip_of_series_folders_loads_from_disk_and_upload(tiny_dicom, tmp_path):
     folder, images, *_ = tiny_dicom
     data = zip_tree(folder)  # every series folder holds IM0001..IM0008: names repeat across folders
     (tmp_path / "export.zip").write_bytes(data)
-    for study in (io.load_study(tmp_path / "export.zip"), io.load_study_from_bytes({"export.zip": data})):
+    for study in (load_study(tmp_path / "export.zip"), load_study_from_bytes({"export.zip": data})):
         assert study.name == "case_a"  # the study folder inside the zip names it
         np.testing.assert_array_equal(study.images["T2"], images["T2"])
     flat = zip_tree(folder, prefix="")  # series folders at the top level
-    assert io.load_study_from_bytes({"export.zip": flat}).name == "export"
+    assert load_study_from_bytes({"export.zip": flat}).name == "export"
 
 
 def test_find_studies_for_dicom_layouts(tmp_path):
     images, _ = tiny_volumes(SHAPE)
     write_dicom_study(tmp_path / "one", images, brats_affine(SHAPE))
-    assert io.find_studies(tmp_path / "one") == [tmp_path / "one"]
+    assert find_studies(tmp_path / "one") == [tmp_path / "one"]
     write_dicom_study(tmp_path / "many" / "b", images, brats_affine(SHAPE))
     write_dicom_study(tmp_path / "many" / "a", images, brats_affine(SHAPE))
-    assert io.find_studies(tmp_path / "many") == [tmp_path / "many" / "a", tmp_path / "many" / "b"]
+    assert find_studies(tmp_path / "many") == [tmp_path / "many" / "a", tmp_path / "many" / "b"]
     assert is_dicom_file(next((tmp_path / "one" / "S1").iterdir()))
 
 
@@ -257,17 +286,20 @@ def test_segmentation_round_trip(tiny_dicom, tmp_path):
     import highdicom as hd
 
     folder, _, labels, _, files = tiny_dicom
-    study = io.load_study(folder)
-    out = write_segmentation(LabelMap(labels, study.affine, study.header), study, tmp_path / "seg.dcm",
+    study = load_study(folder)
+    out = write_dicom_seg(LabelMap(labels, study.affine, study.header), study, tmp_path / "seg.dcm",
                              model_name="tiny-model", software_version="brats-seg 0.1.0")
     seg = hd.seg.segread(out)
     assert seg.Modality == "SEG" and seg.SegmentationType == "BINARY"
     assert [s.SegmentLabel for s in seg.SegmentSequence] == [
         "NCR (necrotic tumour core)", "ED (peritumoural edema)", "ET (enhancing tumour)"]
-    assert [s.SegmentedPropertyTypeCodeSequence[0].CodeValue for s in seg.SegmentSequence] == ["6574001", "79654002", "C113842"]
-    assert all(s.SegmentAlgorithmType == "AUTOMATIC" and s.SegmentAlgorithmName == "tiny-model" for s in seg.SegmentSequence)
+    codes = [s.SegmentedPropertyTypeCodeSequence[0].CodeValue for s in seg.SegmentSequence]
+    assert codes == ["6574001", "79654002", "C113842"]
+    assert all(s.SegmentAlgorithmType == "AUTOMATIC" and s.SegmentAlgorithmName == "tiny-model"
+               for s in seg.SegmentSequence)
     t1ce = pydicom.dcmread(files["T1CE"][0])
-    assert seg.StudyInstanceUID == t1ce.StudyInstanceUID and seg.FrameOfReferenceUID == t1ce.FrameOfReferenceUID
+    assert seg.StudyInstanceUID == t1ce.StudyInstanceUID
+    assert seg.FrameOfReferenceUID == t1ce.FrameOfReferenceUID
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == t1ce.SeriesInstanceUID
     uids = [h.SOPInstanceUID for h in study.dicom["T1CE"].headers]
     masks = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1, 2, 3])
@@ -279,12 +311,15 @@ def test_segmentation_round_trip(tiny_dicom, tmp_path):
 
 def test_segmentation_needs_a_dicom_study_on_its_grid(tiny_dicom, tiny_study_dir, tmp_path):
     folder, _, labels, *_ = tiny_dicom
-    nifti = io.load_study(tiny_study_dir)
-    with pytest.raises(StudyError, match=r"read from NIfTI files; a DICOM Segmentation needs DICOM source images"):
-        write_segmentation(nifti.truth_map, nifti, tmp_path / "x.dcm", model_name="m", software_version="v")
-    study = io.load_study(folder)
+    nifti = load_study(tiny_study_dir)
+    with pytest.raises(
+        StudyError,
+        match=r"read from NIfTI files; a DICOM Segmentation needs DICOM source images",
+    ):
+        write_dicom_seg(nifti.truth_map, nifti, tmp_path / "x.dcm", model_name="m", software_version="v")
+    study = load_study(folder)
     with pytest.raises(StudyError, match=r"not on the grid of series 2 'AX T1 POST GD'"):
-        write_segmentation(LabelMap(labels[:, :, :4], study.affine, study.header), study, tmp_path / "x.dcm",
+        write_dicom_seg(LabelMap(labels[:, :, :4], study.affine, study.header), study, tmp_path / "x.dcm",
                            model_name="m", software_version="v")
 
 
@@ -296,13 +331,13 @@ def test_cli_predicts_a_dicom_study_and_writes_a_dicom_seg(tmp_path, tiny_model_
     affine = oblique_affine(spacing=(1.0, 1.0, 1.0), degrees=10)
     write_dicom_study(tmp_path / "in" / "study_x", images, affine)
     out = tmp_path / "out"
-    code = main(["predict", str(tmp_path / "in" / "study_x"), "--output", str(out), "--model", str(tiny_model_dir),
-                 "--dicom-seg", "--no-progress"])
+    code = main(["predict", str(tmp_path / "in" / "study_x"), "--output", str(out),
+                 "--model", str(tiny_model_dir), "--dicom-seg", "--no-progress"])
     assert code == 0
     labels = nib.load(out / "study_x_seg.nii.gz")
     np.testing.assert_allclose(labels.affine, affine, atol=1e-4)
     seg = hd.seg.segread(out / "study_x_seg.dcm")
-    study = io.load_study(tmp_path / "in" / "study_x")
+    study = load_study(tmp_path / "in" / "study_x")
     uids = [h.SOPInstanceUID for h in study.dicom["T1CE"].headers]
     masks = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1, 2, 3])
     expected = np.asarray(labels.dataobj)
@@ -313,7 +348,8 @@ def test_cli_predicts_a_dicom_study_and_writes_a_dicom_seg(tmp_path, tiny_model_
 
 
 def test_cli_refuses_dicom_seg_for_nifti_and_bad_map(tiny_study_dir, tmp_path, capsys):
-    code = main(["predict", str(tiny_study_dir), "--output", str(tmp_path / "o"), "--dicom-seg", "--no-progress"])
+    code = main(["predict", str(tiny_study_dir), "--output", str(tmp_path / "o"), "--dicom-seg",
+                 "--no-progress"])
     assert code == 2
     assert "--dicom-seg needs DICOM input, found NIfTI files" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
@@ -325,7 +361,8 @@ def test_cli_refuses_dicom_seg_for_nifti_and_bad_map(tiny_study_dir, tmp_path, c
 def test_cli_map_option_names_dicom_series(tmp_path, tiny_model_dir):
     images, _ = tiny_volumes((32, 32, 24), seed=6)
     write_dicom_study(tmp_path / "s", images, brats_affine((32, 32, 24)), descriptions={"T2": "series three"})
-    args = ["predict", str(tmp_path / "s"), "--output", str(tmp_path / "o"), "--model", str(tiny_model_dir), "--no-progress"]
+    args = ["predict", str(tmp_path / "s"), "--output", str(tmp_path / "o"), "--model", str(tiny_model_dir),
+            "--no-progress"]
     assert main(args) == 2
     assert main([*args, "--map", "series three=T2"]) == 0
     assert (tmp_path / "o" / "s_seg.nii.gz").is_file()
@@ -337,11 +374,11 @@ def test_real_case_as_dicom_end_to_end(brats_case, tmp_path):
     import highdicom as hd
     import nibabel as nib
 
-    nifti = io.load_study(brats_case)
+    nifti = load_study(brats_case)
     images = {m: nifti.images[m].astype(np.int16) for m in ("T1", "T1CE", "T2", "FLAIR")}
     assert all(np.array_equal(images[m], nifti.images[m]) for m in images)  # BraTS files are integer-valued
     write_dicom_study(tmp_path / brats_case.name, images, nifti.affine)
-    study = io.load_study(tmp_path / brats_case.name)
+    study = load_study(tmp_path / brats_case.name)
     np.testing.assert_allclose(study.affine, nifti.affine, atol=1e-4)
     for m in images:
         np.testing.assert_array_equal(study.images[m], nifti.images[m])
@@ -349,7 +386,8 @@ def test_real_case_as_dicom_end_to_end(brats_case, tmp_path):
     assert main(["predict", str(tmp_path / brats_case.name), "--output", str(out), "--dicom-seg", "--no-tta",
                  "--no-progress"]) == 0
     labels = nib.load(out / f"{brats_case.name}_seg.nii.gz")
-    np.testing.assert_allclose(labels.affine, nib.load(next(brats_case.glob("*_t1.nii.gz"))).affine, atol=1e-4)
+    t1 = nib.load(next(brats_case.glob("*_t1.nii.gz")))
+    np.testing.assert_allclose(labels.affine, t1.affine, atol=1e-4)
     predicted = np.asarray(labels.dataobj)
     from brats_seg.metrics import score
 
@@ -390,20 +428,31 @@ def test_undecodable_header_values_are_study_errors(tiny_dicom):
     victim = files["T2"][1]
     _set([victim], RescaleSlope="7.5")
     _patch_value(victim, (0x0028, 0x1053), b"DS", b"abc ")
-    with pytest.raises(StudyError, match=rf"{victim.name}: RescaleSlope is 'abc'; expected a number|{victim.name}: its RescaleSlope cannot be decoded"):
-        io.load_study(folder)
+    with pytest.raises(
+        StudyError,
+        match=rf"{victim.name}: RescaleSlope is 'abc'; expected a number|{victim.name}: its RescaleSlope "
+        r"cannot be decoded",
+    ):
+        load_study(folder)
     _set([victim], RescaleSlope="1")
     _set([victim], NumberOfFrames="7")
     _patch_value(victim, (0x0028, 0x0008), b"IS", b"x ")
-    with pytest.raises(StudyError, match=rf"{victim.name}: (NumberOfFrames is 'x'; expected a whole number|its NumberOfFrames cannot be decoded)"):
-        io.load_study(folder)
+    with pytest.raises(
+        StudyError,
+        match=rf"{victim.name}: (NumberOfFrames is 'x'; expected a whole number|its NumberOfFrames cannot be "
+        r"decoded)",
+    ):
+        load_study(folder)
 
 
 def test_monochrome1_is_refused(tiny_dicom):
     folder, *_, files = tiny_dicom
     _set(files["FLAIR"], PhotometricInterpretation="MONOCHROME1")
-    with pytest.raises(StudyError, match=r"PhotometricInterpretation MONOCHROME1 in series 4 .*expected MONOCHROME2"):
-        io.load_study(folder)
+    with pytest.raises(
+        StudyError,
+        match=r"PhotometricInterpretation MONOCHROME1 in series 4 .*expected MONOCHROME2",
+    ):
+        load_study(folder)
 
 
 def test_tilted_stack_is_refused(tmp_path):
@@ -412,14 +461,17 @@ def test_tilted_stack_is_refused(tmp_path):
     affine[1, 2] = 0.3  # each slice shifted 0.3 mm along y: a gantry tilt
     write_dicom_study(tmp_path / "c", images, affine)
     with pytest.raises(StudyError, match=r"shifted 0.300 mm sideways .*tilted or sheared stack"):
-        io.load_study(tmp_path / "c")
+        load_study(tmp_path / "c")
 
 
 def test_series_in_different_frames_of_reference_are_refused(tiny_dicom):
     folder, *_, files = tiny_dicom
     _set(files["T2"], FrameOfReferenceUID="1.2.3.4.5")
-    with pytest.raises(StudyError, match=r"different FrameOfReferenceUIDs .*T2 series 3 'AX T2 FSE' \(8 files\): 1.2.3.4.5"):
-        io.load_study(folder)
+    with pytest.raises(
+        StudyError,
+        match=r"different FrameOfReferenceUIDs .*T2 series 3 'AX T2 FSE' \(8 files\): 1.2.3.4.5",
+    ):
+        load_study(folder)
 
 
 def test_segmentation_from_de_identified_headers(tiny_dicom, tmp_path):
@@ -429,14 +481,14 @@ def test_segmentation_from_de_identified_headers(tiny_dicom, tmp_path):
     every = [p for series in files.values() for p in series]
     _set(every, PatientID=None, PatientName=None, StudyDate=None, StudyTime=None, ReferringPhysicianName=None,
          AccessionNumber=None, StudyID=None)
-    study = io.load_study(folder)
-    out = write_segmentation(LabelMap(labels, study.affine, study.header), study, tmp_path / "seg.dcm",
+    study = load_study(folder)
+    out = write_dicom_seg(LabelMap(labels, study.affine, study.header), study, tmp_path / "seg.dcm",
                              model_name="m", software_version="v")
     assert hd.seg.segread(out).PatientID == ""
     _set(every, FrameOfReferenceUID=None)
-    study = io.load_study(folder)
+    study = load_study(folder)
     with pytest.raises(StudyError, match=r"has no FrameOfReferenceUID; a DICOM Segmentation must name"):
-        write_segmentation(LabelMap(labels, study.affine, study.header), study, tmp_path / "seg2.dcm",
+        write_dicom_seg(LabelMap(labels, study.affine, study.header), study, tmp_path / "seg2.dcm",
                            model_name="m", software_version="v")
 
 
@@ -447,29 +499,30 @@ def test_deep_layouts_and_pacs_media_are_found(tmp_path):
     write_dicom_study(media / "DICOM" / "PA0" / "ST0", images, brats_affine(SHAPE))
     (media / "DICOMDIR").write_bytes(next((media / "DICOM" / "PA0" / "ST0" / "S1").iterdir()).read_bytes())
     for folder in (tmp_path / "case01", media):
-        study = io.load_study(folder)
+        study = load_study(folder)
         np.testing.assert_array_equal(study.images["T1"], images["T1"])
-        assert io.find_studies(folder) == [folder]
-    assert io.find_studies(tmp_path) == [tmp_path / "case01", media]
-    assert io.load_study_from_bytes({"x.zip": zip_tree(tmp_path / "case01")}).name == "case01"
+        assert find_studies(folder) == [folder]
+    assert find_studies(tmp_path) == [tmp_path / "case01", media]
+    assert load_study_from_bytes({"x.zip": zip_tree(tmp_path / "case01")}).name == "case01"
 
 
 def test_zip_tree_limits(tmp_path, monkeypatch):
-    import brats_seg.dicom as dicom_module
-
     buffer = pyio.BytesIO()
     with zipfile.ZipFile(buffer, "w") as z:
         for i in range(12):
             z.writestr(f"study/S1/IM{i}", b"x")
-    monkeypatch.setattr(dicom_module, "MAX_DICOM_FILES", 10)
-    with pytest.raises(StudyError, match=r"holds 12 files; expected the series of one study \(at most 10 files"):
-        io.load_study_from_bytes({"many.zip": buffer.getvalue()})
+    monkeypatch.setattr(dicom_read, "MAX_DICOM_FILES", 10)
+    with pytest.raises(
+        StudyError,
+        match=r"holds 12 files; expected the series of one study \(at most 10 files",
+    ):
+        load_study_from_bytes({"many.zip": buffer.getvalue()})
     clash = pyio.BytesIO()
     with zipfile.ZipFile(clash, "w") as z:
         z.writestr("study/a", b"x")
         z.writestr("study/a/b", b"y")
     with pytest.raises(StudyError, match=r"clash.zip: cannot extract 'study/a/b'"):
-        io.load_study_from_bytes({"clash.zip": clash.getvalue()})
+        load_study_from_bytes({"clash.zip": clash.getvalue()})
 
 
 def test_cli_batch_with_dicom_seg_keeps_going(tmp_path, tiny_model_dir, capsys):
@@ -479,12 +532,13 @@ def test_cli_batch_with_dicom_seg_keeps_going(tmp_path, tiny_model_dir, capsys):
     write_dicom_study(tmp_path / "in" / "a_dicom", images, brats_affine((32, 32, 24)))
     write_tiny_study(tmp_path / "in" / "b_nifti", "b_nifti", seg=False)
     out = tmp_path / "out"
-    code = main(["predict", str(tmp_path / "in"), "--output", str(out), "--model", str(tiny_model_dir), "--dicom-seg",
-                 "--no-progress"])
+    code = main(["predict", str(tmp_path / "in"), "--output", str(out), "--model", str(tiny_model_dir),
+                 "--dicom-seg", "--no-progress"])
     assert code == 2
     assert "no DICOM SEG for b_nifti: b_nifti: NIfTI input" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == [
-        "a_dicom_report.json", "a_dicom_seg.dcm", "a_dicom_seg.nii.gz", "b_nifti_report.json", "b_nifti_seg.nii.gz"]
+        "a_dicom_report.json", "a_dicom_seg.dcm", "a_dicom_seg.nii.gz", "b_nifti_report.json",
+        "b_nifti_seg.nii.gz"]
 
 
 def test_sagittal_series_predict_like_the_axial_study(tmp_path, tiny_model_dir):
@@ -494,14 +548,14 @@ def test_sagittal_series_predict_like_the_axial_study(tmp_path, tiny_model_dir):
 
     shape = (32, 32, 24)
     write_tiny_study(tmp_path / "axial", "axial", shape=shape, seed=9, seg=False)
-    axial = io.load_study(tmp_path / "axial")
+    axial = load_study(tmp_path / "axial")
     # column = y, row = z, slice = x: the sagittal layout of the same voxels
     images = {m: axial.images[m].astype(np.int16).transpose(1, 2, 0) for m in axial.images}
     write_dicom_study(tmp_path / "sagittal", images, axial.affine[:, [1, 2, 0, 3]])
-    assert nib.aff2axcodes(io.load_study(tmp_path / "sagittal").affine) != nib.aff2axcodes(axial.affine)
+    assert nib.aff2axcodes(load_study(tmp_path / "sagittal").affine) != nib.aff2axcodes(axial.affine)
     for name in ("axial", "sagittal"):
-        assert main(["predict", str(tmp_path / name), "--output", str(tmp_path / "out"), "--model", str(tiny_model_dir),
-                     "--no-progress"]) == 0
+        assert main(["predict", str(tmp_path / name), "--output", str(tmp_path / "out"),
+                     "--model", str(tiny_model_dir), "--no-progress"]) == 0
     a = nib.as_closest_canonical(nib.load(tmp_path / "out" / "axial_seg.nii.gz"))
     b = nib.as_closest_canonical(nib.load(tmp_path / "out" / "sagittal_seg.nii.gz"))
     np.testing.assert_allclose(a.affine, b.affine, atol=1e-4)
