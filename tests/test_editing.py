@@ -156,26 +156,26 @@ def test_uncertain_slices_come_most_first():
 
 
 def test_save_for_training_writes_a_brats_case_that_loads_with_the_edit(tiny_study_dir, tmp_path):
-    from brats_seg import io
     from brats_seg.editing import save_for_training
+    from brats_seg.files import load_study
 
-    study = io.load_study(tiny_study_dir)
+    study = load_study(tiny_study_dir)
     editor = LabelEditor(np.zeros(study.shape, np.uint8), spacing=study.spacing)
     stroke = editor.paint(axis=2, index=study.shape[2] // 2, points=[(10, 10)], radius_mm=4, label=1)
     case = save_for_training(study, editor.labels, tmp_path / "corrections")
     names = sorted(p.name for p in case.iterdir())
     assert names == [f"{case.name}_{s}.nii.gz" for s in ("flair", "seg", "t1", "t1ce", "t2")]
-    back = io.load_study(case)
+    back = load_study(case)
     assert np.allclose(back.affine, study.affine) and back.shape == study.shape
     assert (back.truth == editor.labels).all() and (back.truth == 1).sum() == stroke.size
     assert all(np.array_equal(back.images[m], study.images[m]) for m in study.images)
 
 
 def test_save_for_training_refuses_labels_off_the_grid(tiny_study_dir, tmp_path):
-    from brats_seg import io
     from brats_seg.editing import save_for_training
+    from brats_seg.files import load_study
 
-    study = io.load_study(tiny_study_dir)
+    study = load_study(tiny_study_dir)
     with pytest.raises(ValueError, match=r"expected labels of the study's shape"):
         save_for_training(study, np.zeros((2, 2, 2), np.uint8), tmp_path)
     with pytest.raises(ValueError, match=r"expected labels 0, 1, 2, 4, found \[0, 3\]"):
@@ -188,15 +188,16 @@ def test_the_correction_loop_runs_end_to_end(tiny_data_dir, tiny_model_dir, tmp_
     """Review -> correct -> save -> fine-tune from the model -> evaluate, on two tiny studies."""
     from conftest import TINY_TRAIN_ARGS
 
-    from brats_seg import io, pipeline
+    from brats_seg import pipeline
     from brats_seg.cli import main
     from brats_seg.editing import save_for_training
+    from brats_seg.files import load_study
     from brats_seg.model import load_model
 
     model = load_model(tiny_model_dir, device="cpu")
     corrections = tmp_path / "corrections"
     for name in ("Tiny_001", "Tiny_002"):
-        study = io.load_study(tiny_data_dir / name)
+        study = load_study(tiny_data_dir / name)
         predicted = pipeline.segment(study, model).labels.array
         editor = LabelEditor(predicted, spacing=study.spacing)
         editor.paint(axis=2, index=study.shape[2] // 2, points=[(16, 16)], radius_mm=6, label=2)

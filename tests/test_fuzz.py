@@ -23,7 +23,6 @@ import zipfile
 import nibabel as nib
 import numpy as np
 import pytest
-from brats_seg.ui.entries import list_entries
 from helpers import brats_affine, tiny_volumes, write_dicom_study
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,6 +31,7 @@ from brats_seg import harmonise, quality
 from brats_seg.errors import StudyError
 from brats_seg.files import load_native_study_from_bytes, load_study_from_bytes
 from brats_seg.types import MODALITIES
+from brats_seg.ui.entries import list_entries
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's notes on the mutated values
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from brats_seg import pipeline
-from brats_seg.files import load_study, save_labels, save_uncertain
 from brats_seg.errors import StudyError
+from brats_seg.files import load_study, save_labels, save_uncertain
 from brats_seg.model import Model, load_model
 from brats_seg.result import Segmentation, mime_type
 from brats_seg.types import Study

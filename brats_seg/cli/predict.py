@@ -113,10 +113,10 @@ def wt_line(seg: Segmentation) -> str:
 
 def load_for_predict(src: Any, args: argparse.Namespace, *, single: bool) -> tuple[Study, Harmonised | None]:
     """Load one study, harmonised if ``--harmonise`` says so: the study the model reads, the harmonisation."""
-    from .. import io
+    from ..files import load_native_study, load_study
     from ..harmonise import harmonise_if_needed
 
-    load = io.load_study if args.harmonise == "off" else io.load_native_study  # off: as before harmonising
+    load = load_study if args.harmonise == "off" else load_native_study  # off: as before harmonising
     raw = load(src, mapping=dict(args.mapping or ()), name=args.name if single else None,
                partial_mapping=not single)
     if args.dicom_seg and raw.dicom is None and single:
