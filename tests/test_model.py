@@ -457,3 +457,38 @@ def test_postprocess_line_says_what_the_card_removes(postprocess: dict, expected
     card = ModelCard.load(tiny_model_dir / "model.json")
     card.postprocess = postprocess
     assert postprocess_line(card) == expected
+
+
+def test_module_renames_let_a_learner_load_after_its_module_moved(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastai.learner import load_learner
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "old_loss_mod_xyz.py").write_text(FAKE_MODULE)
+    folder = copy_model(tiny_model_dir, tmp_path / "model")
+    sys.path.insert(0, str(src))
+    importlib.invalidate_caches()
+    try:
+        old = importlib.import_module("old_loss_mod_xyz")
+        learn = load_learner(folder / "model.pkl", cpu=True)
+        learn.loss_func = old.FakeLoss()
+        learn.path = folder
+        learn.export("model.pkl")
+    finally:
+        sys.modules.pop("old_loss_mod_xyz", None)
+    (src / "old_loss_mod_xyz.py").rename(src / "new_loss_mod_xyz.py")  # the module moved
+    importlib.invalidate_caches()
+    edit_card(folder, sha256={"model.pkl": sha256_of(folder / "model.pkl")})
+    try:
+        assert missing_modules(folder / "model.pkl") == ["old_loss_mod_xyz"]
+        monkeypatch.setitem(model_mod.MODULE_RENAMES, "old_loss_mod_xyz", "new_loss_mod_xyz")
+        assert "old_loss_mod_xyz" in pickle_modules(folder / "model.pkl")  # the pickle's own names
+        assert missing_modules(folder / "model.pkl") == []
+        loaded = load_model(folder, device="cpu")
+    finally:
+        sys.path.remove(str(src))
+        sys.modules.pop("new_loss_mod_xyz", None)
+        importlib.invalidate_caches()
+    assert len(loaded.networks) == 1
