@@ -29,7 +29,8 @@ def default_model_dir() -> Path:
     env = os.environ.get(MODEL_ENV)
     return Path(env) if env else BUNDLED_MODEL_DIR
 
-#: The settings a card's ``postprocess`` entry may hold (see :func:`brats_seg.postprocess.clean_labels`).
+#: The settings a card's ``postprocess`` entry may hold (see
+#: :func:`brats_seg.postprocess.apply_postprocess`).
 POSTPROCESS_KEYS: tuple[str, ...] = ("min_component_mm3", "min_component_fraction", "et_min_mm3")
 
 
@@ -54,8 +55,8 @@ class ModelCard:
         normalisation: ``{"method": "zscore_nonzero", "clip_percentiles": [0.5, 99.5]}``.
         crop_margin: Margin in voxels (at the input spacing) around the brain bounding box.
         tta_flips: Default test-time flip augmentation.
-        postprocess: Settings of :func:`brats_seg.postprocess.clean_labels` (``min_component_mm3``,
-            ``min_component_fraction``, ``et_min_mm3``); empty means none.
+        postprocess: Settings of :func:`brats_seg.postprocess.apply_postprocess`
+            (``min_component_mm3``, ``min_component_fraction``, ``et_min_mm3``); empty means none.
         extra: Everything else in the JSON (architecture, versions, training data, scores, use).
     """
 

@@ -252,7 +252,7 @@ def test_summarise_adds_the_bootstrap_interval_of_each_mean():
     low, high = bootstrap_ci([1.0, 2.0, 3.0, 4.0])
     assert (s["dice_ET"]["ci_low"], s["dice_ET"]["ci_high"]) == (low, high)
     assert 1.0 <= low < 2.5 < high <= 4.0
-    assert (s["hd95_WT"]["ci_low"], s["hd95_WT"]["ci_high"]) == (2.0, 2.0)  # one value: no spread
+    assert (s["hd95_WT"]["ci_low"], s["hd95_WT"]["ci_high"]) == (2.0, 2.0)  # one value: a zero-width interval
 
 
 def test_summarise_gives_no_interval_for_an_infinite_value():
