@@ -121,7 +121,7 @@ def _finish(labels: np.ndarray, *, brain: np.ndarray, cleaning: Mapping[str, flo
     """What :func:`segment` does to decoded labels: no tumour outside the brain, then the card's post-processing."""
     labels[~brain] = 0  # every sequence is zero there (outside the skull-stripped brain)
     if cleaning:
-        labels = postprocess.clean_labels(labels, voxel_volume_mm3=voxel_mm3, **cleaning)
+        labels = postprocess.apply_postprocess(labels, voxel_volume_mm3=voxel_mm3, **cleaning)
     return labels
 
 
