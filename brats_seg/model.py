@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .card import BUNDLED_MODEL_DIR, MODEL_ENV, ModelCard, default_model_dir  # noqa: F401 (re-exported)
+from .card import ModelCard, default_model_dir
 from .errors import ModelError
 
 

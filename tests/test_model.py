@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from brats_seg import card as card_mod
 from brats_seg import model as model_mod
 from brats_seg.card import ModelCard
 from brats_seg.errors import ModelError
@@ -276,12 +277,12 @@ def test_ensemble_loads_every_listed_learner(tiny_model_dir: Path, tmp_path: Pat
 
 
 def test_default_model_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv(model_mod.MODEL_ENV, str(tmp_path))
-    assert model_mod.default_model_dir() == tmp_path
+    monkeypatch.setenv(card_mod.MODEL_ENV, str(tmp_path))
+    assert card_mod.default_model_dir() == tmp_path
     with pytest.raises(ModelError, match=rf"no model card at {tmp_path / 'model.json'}"):
         load_model(device="cpu")
-    monkeypatch.delenv(model_mod.MODEL_ENV)
-    assert model_mod.default_model_dir() == model_mod.BUNDLED_MODEL_DIR
+    monkeypatch.delenv(card_mod.MODEL_ENV)
+    assert card_mod.default_model_dir() == card_mod.BUNDLED_MODEL_DIR
 
 
 # --------------------------------------------------------------------------------------------------
@@ -291,14 +292,14 @@ def test_default_model_dir_follows_the_environment(monkeypatch: pytest.MonkeyPat
 
 @pytest.fixture(scope="module")
 def bundled_card() -> ModelCard:
-    path = model_mod.BUNDLED_MODEL_DIR / "model.json"
+    path = card_mod.BUNDLED_MODEL_DIR / "model.json"
     if not path.is_file():
         pytest.skip("no bundled model in model/")
     return ModelCard.load(path)
 
 
 def test_bundled_model_files_match_the_card(bundled_card: ModelCard) -> None:
-    folder = model_mod.BUNDLED_MODEL_DIR
+    folder = card_mod.BUNDLED_MODEL_DIR
     total = 0
     for name in bundled_card.files:
         assert sha256_of(folder / name) == bundled_card.sha256[name], name
