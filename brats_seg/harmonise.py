@@ -318,15 +318,8 @@ def harmonise(
 
 
 def _register_others(
-    raw: RawStudy,
-    *,
-    reference: str,
-    fixed: sitk.Image,
-    grid: sitk.Image,
-    ref_1mm: np.ndarray,
-    brain: np.ndarray,
-    say: ProgressText,
-    timings: dict[str, float],
+    raw: RawStudy, *, reference: str, fixed: sitk.Image, grid: sitk.Image, ref_1mm: np.ndarray,
+    brain: np.ndarray, say: ProgressText, timings: dict[str, float],
 ) -> tuple[dict[str, sitk.Transform], dict[str, dict[str, float]], dict[str, np.ndarray]]:
     """Register every sequence but the reference onto it, timing each in ``timings``.
 
@@ -350,11 +343,7 @@ def _register_others(
 
 
 def _harmonised_study(
-    raw: RawStudy,
-    images: dict[str, np.ndarray],
-    affine: np.ndarray,
-    shape: tuple[int, ...],
-    *,
+    raw: RawStudy, images: dict[str, np.ndarray], affine: np.ndarray, shape: tuple[int, ...], *,
     reference: str,
 ) -> Study:
     """The four 1 mm images as a ``Study`` that keeps the raw study's name, sources and hashes."""
@@ -394,14 +383,8 @@ def _brain(
 
 
 def _register_one(
-    raw: RawStudy,
-    modality: str,
-    *,
-    fixed: sitk.Image,
-    grid: sitk.Image,
-    ref_1mm: np.ndarray,
-    brain: np.ndarray,
-    reference: str,
+    raw: RawStudy, modality: str, *, fixed: sitk.Image, grid: sitk.Image, ref_1mm: np.ndarray,
+    brain: np.ndarray, reference: str,
 ) -> tuple[sitk.Transform, dict[str, float], np.ndarray]:
     """Register one sequence onto the reference and judge it: transform, figures, image on the 1 mm grid."""
     moving = to_sitk(raw.images[modality], raw.affines[modality])
@@ -452,13 +435,8 @@ def _register(fixed: sitk.Image, moving: sitk.Image, *, source: str) -> sitk.Tra
     method.SetMetricSamplingStrategy(method.RANDOM)
     method.SetMetricSamplingPercentage(0.1, 1234)
     method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0,
-        minStep=1e-3,
-        numberOfIterations=150,
-        relaxationFactor=0.5,
-        gradientMagnitudeTolerance=1e-6,
-    )
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=150,
+                                                    relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6)
     method.SetOptimizerScalesFromPhysicalShift()
     method.SetShrinkFactorsPerLevel([4, 2, 1])
     method.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
@@ -500,26 +478,15 @@ def mutual_information(a: np.ndarray, b: np.ndarray, *, bins: int = 32) -> float
 
 
 def _judge(
-    ref: np.ndarray,
-    before: np.ndarray,
-    after: np.ndarray,
-    brain: np.ndarray,
-    transform: sitk.Transform,
-    *,
-    source: str,
-    modality: str,
-    reference: str,
+    ref: np.ndarray, before: np.ndarray, after: np.ndarray, brain: np.ndarray, transform: sitk.Transform, *,
+    source: str, modality: str, reference: str,
 ) -> dict[str, float]:
     """Figures of one registration; refuse it when they say it failed."""
     mi_before = mutual_information(ref[brain], before[brain])
     mi_after = mutual_information(ref[brain], after[brain])
     angle, shift = _rigid_motion(transform)
-    figures = {
-        "mutual_information_before": mi_before,
-        "mutual_information_after": mi_after,
-        "rotation_deg": angle,
-        "shift_mm": shift,
-    }
+    figures = {"mutual_information_before": mi_before, "mutual_information_after": mi_after,
+               "rotation_deg": angle, "shift_mm": shift}
     if mi_after < MIN_MUTUAL_INFORMATION:
         raise StudyError(
             f"{source}: registration of {modality} onto {reference} did not converge: "
@@ -546,9 +513,8 @@ def _skull_strip(image: np.ndarray, affine: np.ndarray, *, source: str) -> np.nd
     threads = torch.get_num_threads()
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter(
-                "ignore", FutureWarning
-            )  # torch.jit.load's deprecation note: deepbet's to mend
+            # torch.jit.load's deprecation note: deepbet's to mend
+            warnings.simplefilter("ignore", FutureWarning)
             _, mask_image, _ = BrainExtraction(no_gpu=not torch.cuda.is_available()).run(nifti)
     except (AssertionError, ValueError, RuntimeError) as exc:  # deepbet asserts on an empty foreground; torch
         # refuses a box of no voxels (both found by benchmarks/hostile_inputs.py)
