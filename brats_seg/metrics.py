@@ -2,7 +2,8 @@
 
 The BraTS conventions are used: Dice and the 95th-percentile Hausdorff distance (HD95, in mm) per
 evaluated region ET, TC and WT. Functions on numpy arrays; the metrics themselves are MONAI's
-(``monai.metrics``) and the bootstrap interval is scipy's (``scipy.stats.bootstrap``).
+(``monai.metrics``) and the bootstrap interval is scipy's (``scipy.stats.bootstrap``). MONAI and torch
+are imported when a mask is first scored, so that summarising stored scores stays a light import.
 """
 
 from __future__ import annotations
@@ -11,9 +12,6 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import torch
-from monai.metrics import compute_dice
-from monai.metrics.utils import get_edge_surface_distance
 from scipy import ndimage, stats
 
 from .postprocess import check_labels, labels_to_regions
@@ -70,6 +68,9 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     Raises:
         ValueError: if the shapes differ.
     """
+    import torch
+    from monai.metrics import compute_dice
+
     p, t = _mask_pair(pred, truth, what="dice")
     p_t, t_t = (torch.from_numpy(np.array(m[None, None])) for m in (p, t))  # writable copies for torch
     value = compute_dice(p_t, t_t, include_background=True, ignore_empty=False)
@@ -117,6 +118,9 @@ def hd95(
     Raises:
         ValueError: if the shapes differ or ``spacing`` is not one positive value per axis.
     """
+    import torch
+    from monai.metrics.utils import get_edge_surface_distance
+
     p, t = _mask_pair(pred, truth, what="hd95")
     sp = _check_spacing(spacing, p.ndim)
     has_p, has_t = bool(p.any()), bool(t.any())
