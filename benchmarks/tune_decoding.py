@@ -85,7 +85,7 @@ def score_case(job: tuple) -> list[dict]:
             labels = postprocess.regions_to_labels(probs, order=REGIONS, threshold=thresholds)
             labels[~brain] = 0
             if pp:
-                labels = postprocess.clean_labels(labels, voxel_volume_mm3=voxel, **pp)
+                labels = postprocess.apply_postprocess(labels, voxel_volume_mm3=voxel, **pp)
             flat = metrics.flatten_scores(metrics.score(labels, truth, spacing=spacing))
             rows.append({"case": case, "decoding": decoding_name(decoding), "t_tc": thresholds[0],
                          "t_wt": thresholds[1], "t_et": thresholds[2], **flat})

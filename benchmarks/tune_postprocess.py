@@ -1,6 +1,6 @@
 """Choose the model card's ``postprocess`` settings on saved predictions of held-out cases.
 
-Scores every combination of a small grid of :func:`brats_seg.postprocess.clean_labels` settings
+Scores every combination of a small grid of :func:`brats_seg.postprocess.apply_postprocess` settings
 against the ground truth and prints mean Dice and HD95 per region for each, best first (ranked by the
 mean of the three Dice means minus a hundredth of the mean of the three HD95 means). The predictions
 must be made *without* post-processing by models that did not see those cases, e.g. the
@@ -65,7 +65,7 @@ def grid_scores(cases: Sequence[tuple[Study, np.ndarray]], settings: Sequence[Se
         size, fraction, et_min = setting
         rows = {}
         for study, pred in cases:
-            cleaned = postprocess.clean_labels(pred, voxel_volume_mm3=float(np.prod(study.spacing)),
+            cleaned = postprocess.apply_postprocess(pred, voxel_volume_mm3=float(np.prod(study.spacing)),
                                                min_component_mm3=size, min_component_fraction=fraction,
                                                et_min_mm3=et_min)
             key = study.name + hashlib.sha1(cleaned.tobytes()).hexdigest()

@@ -29,7 +29,8 @@ def default_model_dir() -> Path:
     env = os.environ.get(MODEL_ENV)
     return Path(env) if env else BUNDLED_MODEL_DIR
 
-#: The settings a card's ``postprocess`` entry may hold (see :func:`brats_seg.postprocess.clean_labels`).
+#: The settings a card's ``postprocess`` entry may hold (see
+#: :func:`brats_seg.postprocess.apply_postprocess`).
 POSTPROCESS_KEYS: tuple[str, ...] = ("min_component_mm3", "min_component_fraction", "et_min_mm3")
 
 
@@ -54,8 +55,8 @@ class ModelCard:
         normalisation: ``{"method": "zscore_nonzero", "clip_percentiles": [0.5, 99.5]}``.
         crop_margin: Margin in voxels (at the input spacing) around the brain bounding box.
         tta_flips: Default test-time flip augmentation.
-        postprocess: Settings of :func:`brats_seg.postprocess.clean_labels` (``min_component_mm3``,
-            ``min_component_fraction``, ``et_min_mm3``); empty means none.
+        postprocess: Settings of :func:`brats_seg.postprocess.apply_postprocess`
+            (``min_component_mm3``, ``min_component_fraction``, ``et_min_mm3``); empty means none.
         extra: Everything else in the JSON (architecture, versions, training data, scores, use).
     """
 
@@ -64,7 +65,9 @@ class ModelCard:
     sha256: dict[str, str]
     channels: list[str]
     output: dict[str, Any]
-    labels: dict[str, str] = field(default_factory=lambda: {"0": "background", "1": "NCR", "2": "ED", "4": "ET"})
+    labels: dict[str, str] = field(
+        default_factory=lambda: {"0": "background", "1": "NCR", "2": "ED", "4": "ET"}
+    )
     spacing: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     orientation: str = "LPS"
     roi_size: list[int] = field(default_factory=lambda: [128, 128, 128])
@@ -80,76 +83,92 @@ class ModelCard:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if sorted(self.channels) != sorted(MODALITIES):
-            raise ModelError(
-                f"model card {self.name!r}: channels must be a permutation of {list(MODALITIES)}, found {self.channels}"
-            )
-        kind = self.output.get("type")
-        if kind not in OUTPUT_TYPES:
-            raise ModelError(f"model card {self.name!r}: output type must be one of {OUTPUT_TYPES}, found {kind!r}")
-        if kind == "regions_sigmoid" and sorted(self.output.get("regions", [])) != ["ET", "TC", "WT"]:
-            raise ModelError(
-                f"model card {self.name!r}: regions_sigmoid needs regions TC, WT, ET; found {self.output.get('regions')}"
-            )
-        if kind == "classes_softmax" and sorted(self.output.get("classes", [])) != [0, 1, 2, 4]:
-            raise ModelError(
-                f"model card {self.name!r}: classes_softmax needs classes [0, 1, 2, 4]; found {self.output.get('classes')}"
-            )
-        if len(self.spacing) != 3 or len(self.roi_size) != 3:
-            raise ModelError(f"model card {self.name!r}: spacing and roi_size need 3 values each")
+        self._check_channels_and_output()
         self._check_settings()
-        if not isinstance(self.postprocess, dict):
-            raise ModelError(f"model card {self.name!r}: postprocess must be an object of settings, found {self.postprocess!r}")
-        unknown = sorted(set(self.postprocess) - set(POSTPROCESS_KEYS))
-        if unknown:
-            raise ModelError(
-                f"model card {self.name!r}: postprocess expects keys from {list(POSTPROCESS_KEYS)}, found {unknown}"
-            )
-        for key, value in self.postprocess.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value) or value < 0:
-                raise ModelError(
-                    f"model card {self.name!r}: postprocess {key} must be a finite number >= 0, found {value!r}"
-                )
-            if key == "min_component_fraction" and value > 1:
-                raise ModelError(f"model card {self.name!r}: postprocess {key} must be at most 1, found {value!r}")
+        self._check_postprocess()
         missing = [f for f in self.files if f not in self.sha256]
         if missing:
             raise ModelError(f"model card {self.name!r}: no sha256 recorded for {missing}")
 
+    def _check_channels_and_output(self) -> None:
+        """Refuse channels that are not the four modalities, and an output the decoder does not know."""
+        if sorted(self.channels) != sorted(MODALITIES):
+            raise ModelError(
+                f"model card {self.name!r}: channels must be a permutation of {list(MODALITIES)}, "
+                f"found {self.channels}"
+            )
+        kind = self.output.get("type")
+        if kind not in OUTPUT_TYPES:
+            raise ModelError(
+                f"model card {self.name!r}: output type must be one of {OUTPUT_TYPES}, found {kind!r}"
+            )
+        if kind == "regions_sigmoid" and sorted(self.output.get("regions", [])) != ["ET", "TC", "WT"]:
+            raise ModelError(
+                f"model card {self.name!r}: regions_sigmoid needs regions TC, WT, ET; "
+                f"found {self.output.get('regions')}"
+            )
+        if kind == "classes_softmax" and sorted(self.output.get("classes", [])) != [0, 1, 2, 4]:
+            raise ModelError(
+                f"model card {self.name!r}: classes_softmax needs classes [0, 1, 2, 4]; "
+                f"found {self.output.get('classes')}"
+            )
+        if len(self.spacing) != 3 or len(self.roi_size) != 3:
+            raise ModelError(f"model card {self.name!r}: spacing and roi_size need 3 values each")
+
+    def _check_postprocess(self) -> None:
+        """Refuse post-processing settings that are not known keys with finite numbers >= 0."""
+        where = f"model card {self.name!r}: postprocess"
+        if not isinstance(self.postprocess, dict):
+            raise ModelError(f"{where} must be an object of settings, found {self.postprocess!r}")
+        unknown = sorted(set(self.postprocess) - set(POSTPROCESS_KEYS))
+        if unknown:
+            raise ModelError(f"{where} expects keys from {list(POSTPROCESS_KEYS)}, found {unknown}")
+        for key, value in self.postprocess.items():
+            if not _is_number(value) or value < 0:
+                raise ModelError(f"{where} {key} must be a finite number >= 0, found {value!r}")
+            if key == "min_component_fraction" and value > 1:
+                raise ModelError(f"{where} {key} must be at most 1, found {value!r}")
+
     def _check_settings(self) -> None:
         """Refuse window, geometry and decoding settings that would fail (or mislead) only at predict time."""
-
-        def number(value: Any) -> bool:
-            return not isinstance(value, bool) and isinstance(value, int | float) and _finite(value)
-
-        def integer(value: Any) -> bool:
-            return not isinstance(value, bool) and isinstance(value, int)
-
-        problems = []
-        if not all(number(v) and 0 < v <= 100 for v in self.spacing):
-            problems.append(f"spacing must be 3 numbers in (0, 100] mm, found {self.spacing!r}")
-        if not all(integer(v) and 0 < v <= 1024 for v in self.roi_size):
-            problems.append(f"roi_size must be 3 integers in [1, 1024], found {self.roi_size!r}")
-        if not (number(self.overlap) and 0 <= self.overlap < 1):
-            problems.append(f"overlap must be a number in [0, 1), found {self.overlap!r}")
-        if not (integer(self.sw_batch_size) and self.sw_batch_size >= 1):
-            problems.append(f"sw_batch_size must be a positive integer, found {self.sw_batch_size!r}")
-        if self.mode not in ("gaussian", "constant"):
-            problems.append(f"mode must be 'gaussian' or 'constant', found {self.mode!r}")
-        if not (integer(self.crop_margin) and self.crop_margin >= 0):
-            problems.append(f"crop_margin must be an integer >= 0, found {self.crop_margin!r}")
-        if not isinstance(self.tta_flips, bool):
-            problems.append(f"tta_flips must be true or false, found {self.tta_flips!r}")
-        if not (isinstance(self.orientation, str) and len(self.orientation) == 3
-                and sorted(self.orientation.translate(str.maketrans("RAI", "LPS"))) == ["L", "P", "S"]):
-            problems.append(f"orientation must be 3 upper-case axis codes, one of L/R, P/A, S/I each (e.g. 'LPS'), "
-                            f"found {self.orientation!r}")
+        problems = self._window_problems() + self._geometry_problems()
         if self.output.get("type") == "regions_sigmoid" and "threshold" in self.output:
             t = self.output["threshold"]
-            if not (number(t) and 0 < t < 1):
+            if not (_is_number(t) and 0 < t < 1):
                 problems.append(f"output threshold must be a number in (0, 1), found {t!r}")
         if problems:
             raise ModelError(f"model card {self.name!r}: " + "; ".join(problems))
+
+    def _window_problems(self) -> list[str]:
+        """What is wrong with the sliding-window settings (roi_size, overlap, batch, mode, flips)."""
+        problems = []
+        if not all(_is_integer(v) and 0 < v <= 1024 for v in self.roi_size):
+            problems.append(f"roi_size must be 3 integers in [1, 1024], found {self.roi_size!r}")
+        if not (_is_number(self.overlap) and 0 <= self.overlap < 1):
+            problems.append(f"overlap must be a number in [0, 1), found {self.overlap!r}")
+        if not (_is_integer(self.sw_batch_size) and self.sw_batch_size >= 1):
+            problems.append(f"sw_batch_size must be a positive integer, found {self.sw_batch_size!r}")
+        if self.mode not in ("gaussian", "constant"):
+            problems.append(f"mode must be 'gaussian' or 'constant', found {self.mode!r}")
+        if not isinstance(self.tta_flips, bool):
+            problems.append(f"tta_flips must be true or false, found {self.tta_flips!r}")
+        return problems
+
+    def _geometry_problems(self) -> list[str]:
+        """What is wrong with the geometry settings (spacing, crop margin, orientation)."""
+        problems = []
+        if not all(_is_number(v) and 0 < v <= 100 for v in self.spacing):
+            problems.append(f"spacing must be 3 numbers in (0, 100] mm, found {self.spacing!r}")
+        if not (_is_integer(self.crop_margin) and self.crop_margin >= 0):
+            problems.append(f"crop_margin must be an integer >= 0, found {self.crop_margin!r}")
+        codes = self.orientation
+        if not (isinstance(codes, str) and len(codes) == 3
+                and sorted(codes.translate(str.maketrans("RAI", "LPS"))) == ["L", "P", "S"]):
+            problems.append(
+                "orientation must be 3 upper-case axis codes, one of L/R, P/A, S/I each (e.g. 'LPS'), "
+                f"found {codes!r}"
+            )
+        return problems
 
     def to_dict(self) -> dict[str, Any]:
         """The card as a JSON-ready dict (``extra`` keys merged at the top level)."""
@@ -239,9 +258,19 @@ def _mean_of(metrics: dict[str, Any], key: str) -> float | None:
     """``metrics[key]["mean"]`` when it is a finite real number, else ``None``."""
     stats = metrics.get(key)
     value = stats.get("mean") if isinstance(stats, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value) or abs(value) > 1e6:
+    if not _is_number(value) or abs(value) > 1e6:
         return None
     return float(value)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite real number (not a bool)."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and _finite(value)
+
+
+def _is_integer(value: Any) -> bool:
+    """An integer (not a bool)."""
+    return not isinstance(value, bool) and isinstance(value, int)
 
 
 def _finite(value: float) -> bool:
@@ -265,11 +294,11 @@ def postprocess_line(card: ModelCard) -> str | None:
 
     def positive(key: str) -> float | None:
         value = settings.get(key)
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and _finite(value) and 0 < value < 1e12
-        return float(value) if ok else None
+        return float(value) if _is_number(value) and 0 < value < 1e12 else None
 
     rules = []
-    fraction, size, et_min = (positive(k) for k in ("min_component_fraction", "min_component_mm3", "et_min_mm3"))
+    keys = ("min_component_fraction", "min_component_mm3", "et_min_mm3")
+    fraction, size, et_min = (positive(k) for k in keys)
     if fraction is not None and fraction >= 1:
         rules.append("only the largest tumour part is kept")
     elif fraction is not None:
@@ -357,7 +386,7 @@ def interval_line(card: ModelCard) -> str | None:
         if not isinstance(stats, dict):
             return None
         low, high = stats.get("ci_low"), stats.get("ci_high")
-        ok = all(not isinstance(v, bool) and isinstance(v, int | float) and _finite(v) and abs(v) < 1e6 for v in (low, high))
+        ok = all(_is_number(v) and abs(v) < 1e6 for v in (low, high))
         return f"{low:{fmt}}\u2013{high:{fmt}}" if ok and low <= high else None
 
     dice = [(r, interval(f"dice_{r}", ".2f")) for r in ("WT", "TC", "ET")]

@@ -99,7 +99,9 @@ def to_sitk(array: np.ndarray, affine: np.ndarray) -> sitk.Image:
     ITK works in LPS and indexes arrays (k, j, i); a test checks this against ``sitk.ReadImage`` of
     the same NIfTI file.
     """
-    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(array, dtype=np.float32).transpose(2, 1, 0)))
+    image = sitk.GetImageFromArray(
+        np.ascontiguousarray(np.asarray(array, dtype=np.float32).transpose(2, 1, 0))
+    )
     linear = _LPS @ np.asarray(affine, dtype=np.float64)[:3, :3]
     spacing = np.sqrt((linear**2).sum(axis=0))
     image.SetSpacing([float(s) for s in spacing])
@@ -118,7 +120,9 @@ def from_sitk(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
     return array, affine
 
 
-def grid_1mm(affine: np.ndarray, shape: tuple[int, ...], *, mm: float = GRID_MM) -> tuple[np.ndarray, tuple[int, int, int]]:
+def grid_1mm(
+    affine: np.ndarray, shape: tuple[int, ...], *, mm: float = GRID_MM
+) -> tuple[np.ndarray, tuple[int, int, int]]:
     """An isotropic grid in the frame of (``affine``, ``shape``) that covers the same field of view.
 
     Returns:
@@ -174,15 +178,19 @@ def decide(raw: RawStudy, *, mode: str = "auto", atol: float = 1e-3) -> list[str
         if differ:
             raise StudyError(
                 f"{raw.sources.get(differ[0], differ[0])}: {differ[0]} is on another grid than T1 "
-                f"({raw.grid_text(differ[0])} against {raw.grid_text('T1')}); expected all files of a study on one voxel "
+                f"({raw.grid_text(differ[0])} against {raw.grid_text('T1')}); "
+                "expected all files of a study on one voxel "
                 "grid (co-registered and resampled to the same space); let brats-seg co-register them "
                 "(--harmonise auto or on)"
             )
         return []
     reasons = []
     if differ:
-        reasons.append(f"{', '.join(differ)} on other grids than T1 ("
-                       + "; ".join(f"{m} {raw.grid_text(m)}" for m in ("T1", *differ)) + ")")
+        reasons.append(
+            f"{', '.join(differ)} on other grids than T1 ("
+            + "; ".join(f"{m} {raw.grid_text(m)}" for m in ("T1", *differ))
+            + ")"
+        )
     reference = raw.images[REFERENCE]
     spacing = affine_spacing(raw.affines[REFERENCE])
     if max(spacing) > MAX_SPACING_MM:
@@ -237,8 +245,10 @@ class Harmonised:
             "reference": self.reference,
             "reasons": list(self.reasons),
             "grid": self.study.grid_text + f" in the {self.reference} frame",
-            "native_grid": " x ".join(str(n) for n in self.native.shape) + " voxels of "
-            + " x ".join(f"{s:.3g}" for s in self.native.spacing) + f" mm ({self.reference})",
+            "native_grid": " x ".join(str(n) for n in self.native.shape)
+            + " voxels of "
+            + " x ".join(f"{s:.3g}" for s in self.native.spacing)
+            + f" mm ({self.reference})",
             "skull_stripped": self.skull_stripped,
             "brain_mL": round(float(self.brain.sum()) * GRID_MM**3 / 1000.0, 1),
             "registration": {m: {k: round(v, 4) for k, v in r.items()} for m, r in self.registration.items()},
@@ -283,60 +293,109 @@ def harmonise(
     if skull_strip is None:
         skull_strip = np.count_nonzero(ref_image) / ref_image.size > MAX_BRAIN_FRACTION
     t0 = time.perf_counter()
-    say(f"Skull-stripping {reference} (deepbet)..." if skull_strip else f"Brain mask: where {reference} is non-zero...")
+    stripping = f"Skull-stripping {reference} (deepbet)..."
+    say(stripping if skull_strip else f"Brain mask: where {reference} is non-zero...")
     brain = _brain(raw, reference, ref_1mm, grid, skull_strip=skull_strip)
     timings["skull_strip"] = round(time.perf_counter() - t0, 3)
     images = {reference: np.where(brain, ref_1mm, 0.0).astype(np.float32)}
+    transforms, registration, moved = _register_others(
+        raw, reference=reference, fixed=fixed, grid=grid, ref_1mm=ref_1mm, brain=brain, say=say,
+        timings=timings,
+    )
+    images.update(moved)
+    timings["total"] = round(time.perf_counter() - t_start, 3)
+    study = _harmonised_study(raw, images, affine, shape, reference=reference)
+    native = LabelMap(
+        np.zeros(ref_image.shape, dtype=np.uint8),
+        np.array(ref_affine, dtype=np.float64),
+        raw.headers[reference].copy(),
+    )
+    return Harmonised(
+        study=study, reference=reference, native=native, native_image=ref_image, brain=brain,
+        skull_stripped=bool(skull_strip), transforms=transforms, registration=registration,
+        reasons=list(reasons or []), timings=timings,
+    )
+
+
+def _register_others(
+    raw: RawStudy, *, reference: str, fixed: sitk.Image, grid: sitk.Image, ref_1mm: np.ndarray,
+    brain: np.ndarray, say: ProgressText, timings: dict[str, float],
+) -> tuple[dict[str, sitk.Transform], dict[str, dict[str, float]], dict[str, np.ndarray]]:
+    """Register every sequence but the reference onto it, timing each in ``timings``.
+
+    Returns:
+        Per sequence: the transform, the registration figures, and the image on the 1 mm grid with
+        zero outside the brain.
+    """
     transforms: dict[str, sitk.Transform] = {}
     registration: dict[str, dict[str, float]] = {}
+    images: dict[str, np.ndarray] = {}
     others = [m for m in MODALITIES if m != reference]
     for n, modality in enumerate(others, start=1):
         say(f"Registering {modality} onto {reference} ({n} of {len(others)})...")
         t0 = time.perf_counter()
         transforms[modality], registration[modality], after = _register_one(
-            raw, modality, fixed=fixed, grid=grid, ref_1mm=ref_1mm, brain=brain, reference=reference)
+            raw, modality, fixed=fixed, grid=grid, ref_1mm=ref_1mm, brain=brain, reference=reference
+        )
         images[modality] = np.where(brain, after, 0.0).astype(np.float32)
         timings[f"register_{modality}"] = round(time.perf_counter() - t0, 3)
-    timings["total"] = round(time.perf_counter() - t_start, 3)
-    study = Study(name=raw.name, images={m: images[m] for m in MODALITIES}, affine=affine, sources=dict(raw.sources),
-                  header=_header(shape, affine, f"brats_seg harmonised: 1 mm, {reference} frame"), sha256=dict(raw.sha256),
-                  dicom=raw.dicom)
-    native = LabelMap(np.zeros(ref_image.shape, dtype=np.uint8), np.array(ref_affine, dtype=np.float64),
-                      raw.headers[reference].copy())
-    return Harmonised(study=study, reference=reference, native=native, native_image=ref_image, brain=brain,
-                      skull_stripped=bool(skull_strip), transforms=transforms, registration=registration,
-                      reasons=list(reasons or []), timings=timings)
+    return transforms, registration, images
+
+
+def _harmonised_study(
+    raw: RawStudy, images: dict[str, np.ndarray], affine: np.ndarray, shape: tuple[int, ...], *,
+    reference: str,
+) -> Study:
+    """The four 1 mm images as a ``Study`` that keeps the raw study's name, sources and hashes."""
+    return Study(
+        name=raw.name,
+        images={m: images[m] for m in MODALITIES},
+        affine=affine,
+        sources=dict(raw.sources),
+        header=_header(shape, affine, f"brats_seg harmonised: 1 mm, {reference} frame"),
+        sha256=dict(raw.sha256),
+        dicom=raw.dicom,
+    )
 
 
 def _check_head_sized(shape: tuple[int, ...], *, source: str) -> None:
     """Refuse a reference too small to register and skull-strip (a slice, a crop of a few mm)."""
     if min(shape) * GRID_MM < MIN_EXTENT_MM:
         raise StudyError(
-            f"{source}: a field of view of {' x '.join(f'{n * GRID_MM:g}' for n in shape)} mm; expected a head, at least "
-            f"{MIN_EXTENT_MM:g} mm along each axis, to register the sequences and find the brain (or give the study "
+            f"{source}: a field of view of {' x '.join(f'{n * GRID_MM:g}' for n in shape)} mm; "
+            f"expected a head, at least {MIN_EXTENT_MM:g} mm along each axis, to register the sequences "
+            "and find the brain (or give the study "
             "already skull-stripped and co-registered, with --harmonise off)"
         )
 
 
-def _brain(raw: RawStudy, reference: str, ref_1mm: np.ndarray, grid: sitk.Image, *, skull_strip: bool) -> np.ndarray:
+def _brain(
+    raw: RawStudy, reference: str, ref_1mm: np.ndarray, grid: sitk.Image, *, skull_strip: bool
+) -> np.ndarray:
     """The brain mask on the 1 mm grid: deepbet's, or where the (stripped) reference is non-zero."""
     if skull_strip:
         return _skull_strip(ref_1mm, from_sitk(grid)[1], source=raw.sources.get(reference, reference))
     # the stripped brain's own edge, not the partial-volume rim that interpolation leaves around it
     nonzero = (raw.images[reference] != 0).astype(np.float32)
-    return _resample(to_sitk(nonzero, raw.affines[reference]), grid, sitk.Transform(3, sitk.sitkIdentity)) >= 0.5
+    return (
+        _resample(to_sitk(nonzero, raw.affines[reference]), grid, sitk.Transform(3, sitk.sitkIdentity)) >= 0.5
+    )
 
 
-def _register_one(raw: RawStudy, modality: str, *, fixed: sitk.Image, grid: sitk.Image, ref_1mm: np.ndarray,
-                  brain: np.ndarray, reference: str) -> tuple[sitk.Transform, dict[str, float], np.ndarray]:
-    """Register one sequence onto the reference and judge it: its transform, figures and image on the 1 mm grid."""
+def _register_one(
+    raw: RawStudy, modality: str, *, fixed: sitk.Image, grid: sitk.Image, ref_1mm: np.ndarray,
+    brain: np.ndarray, reference: str,
+) -> tuple[sitk.Transform, dict[str, float], np.ndarray]:
+    """Register one sequence onto the reference and judge it: transform, figures, image on the 1 mm grid."""
     moving = to_sitk(raw.images[modality], raw.affines[modality])
     source = raw.sources.get(modality, modality)
     _check_overlap(fixed, moving, source=source, modality=modality, reference=reference)
     transform = _register(fixed, moving, source=source)
     before = _resample(moving, grid, sitk.Transform(3, sitk.sitkIdentity))
     after = _resample(moving, grid, transform)
-    figures = _judge(ref_1mm, before, after, brain, transform, source=source, modality=modality, reference=reference)
+    figures = _judge(
+        ref_1mm, before, after, brain, transform, source=source, modality=modality, reference=reference
+    )
     return transform, figures, after
 
 
@@ -352,7 +411,9 @@ def _corners(image: sitk.Image) -> np.ndarray:
     return np.array([image.TransformIndexToPhysicalPoint(p) for p in idx])
 
 
-def _check_overlap(fixed: sitk.Image, moving: sitk.Image, *, source: str, modality: str, reference: str) -> None:
+def _check_overlap(
+    fixed: sitk.Image, moving: sitk.Image, *, source: str, modality: str, reference: str
+) -> None:
     """Refuse a sequence whose field of view shares nothing with the reference's in scanner space."""
     a, b = _corners(fixed), _corners(moving)
     low, high = np.maximum(a.min(0), b.min(0)), np.minimum(a.max(0), b.max(0))
@@ -360,8 +421,9 @@ def _check_overlap(fixed: sitk.Image, moving: sitk.Image, *, source: str, modali
     own = float(np.prod(a.max(0) - a.min(0))) or 1.0
     if shared / own < 0.1:
         raise StudyError(
-            f"{source}: the {modality} field of view and the {reference}'s share {shared / own:.0%} of the {reference}'s "
-            "box in scanner coordinates; expected two sequences of one session around the same head (over 10% shared), "
+            f"{source}: the {modality} field of view and the {reference}'s share {shared / own:.0%} "
+            f"of the {reference}'s box in scanner coordinates; expected two sequences of one session "
+            "around the same head (over 10% shared), "
             "so it cannot be registered: check that it belongs to this study"
         )
 
@@ -387,13 +449,18 @@ def _register(fixed: sitk.Image, moving: sitk.Image, *, source: str) -> sitk.Tra
         return method.Execute(sitk.Cast(fixed, sitk.sitkFloat32), sitk.Cast(moving, sitk.sitkFloat32))
     except RuntimeError as exc:
         detail = str(exc).strip().splitlines()[-1][:200]
-        raise StudyError(f"{source}: registration failed ({detail}); expected an MR sequence of this study's head") from None
+        raise StudyError(
+            f"{source}: registration failed ({detail}); expected an MR sequence of this study's head"
+        ) from None
 
 
 def _rigid_motion(transform: sitk.Transform) -> tuple[float, float]:
     """Rotation angle (degrees) and the largest displacement (mm) of a rigid transform near its centre."""
-    euler = sitk.Euler3DTransform(sitk.CompositeTransform(transform).GetNthTransform(0)) \
-        if transform.GetName() == "CompositeTransform" else sitk.Euler3DTransform(transform)
+    euler = (
+        sitk.Euler3DTransform(sitk.CompositeTransform(transform).GetNthTransform(0))
+        if transform.GetName() == "CompositeTransform"
+        else sitk.Euler3DTransform(transform)
+    )
     matrix = np.array(euler.GetMatrix()).reshape(3, 3)
     angle = float(np.degrees(np.arccos(np.clip((np.trace(matrix) - 1.0) / 2.0, -1.0, 1.0))))
     return angle, float(np.linalg.norm(euler.GetTranslation()))
@@ -410,8 +477,10 @@ def mutual_information(a: np.ndarray, b: np.ndarray, *, bins: int = 32) -> float
     return float((p[nz] * np.log(p[nz] / (px @ py)[nz])).sum())
 
 
-def _judge(ref: np.ndarray, before: np.ndarray, after: np.ndarray, brain: np.ndarray, transform: sitk.Transform, *,
-           source: str, modality: str, reference: str) -> dict[str, float]:
+def _judge(
+    ref: np.ndarray, before: np.ndarray, after: np.ndarray, brain: np.ndarray, transform: sitk.Transform, *,
+    source: str, modality: str, reference: str,
+) -> dict[str, float]:
     """Figures of one registration; refuse it when they say it failed."""
     mi_before = mutual_information(ref[brain], before[brain])
     mi_after = mutual_information(ref[brain], after[brain])
@@ -420,16 +489,17 @@ def _judge(ref: np.ndarray, before: np.ndarray, after: np.ndarray, brain: np.nda
                "rotation_deg": angle, "shift_mm": shift}
     if mi_after < MIN_MUTUAL_INFORMATION:
         raise StudyError(
-            f"{source}: registration of {modality} onto {reference} did not converge: mutual information inside the "
-            f"brain {mi_after:.3f} (from {mi_before:.3f} as scanned); expected at least {MIN_MUTUAL_INFORMATION:g} "
+            f"{source}: registration of {modality} onto {reference} did not converge: "
+            f"mutual information inside the brain {mi_after:.3f} (from {mi_before:.3f} as scanned); "
+            f"expected at least {MIN_MUTUAL_INFORMATION:g} "
             "for two sequences of one head (real studies reach 0.2-0.4): check that the file is this study's "
             f"{modality}, or give the study already co-registered"
         )
     if angle > MAX_ROTATION_DEG or shift > MAX_SHIFT_MM:
         raise StudyError(
-            f"{source}: registration of {modality} onto {reference} moved it by {angle:.0f} degrees and {shift:.0f} mm; "
-            f"expected at most {MAX_ROTATION_DEG:g} degrees and {MAX_SHIFT_MM:g} mm between sequences of one session, "
-            "so the registration is taken as failed"
+            f"{source}: registration of {modality} onto {reference} moved it by {angle:.0f} degrees "
+            f"and {shift:.0f} mm; expected at most {MAX_ROTATION_DEG:g} degrees and {MAX_SHIFT_MM:g} mm "
+            "between sequences of one session, so the registration is taken as failed"
         )
     return figures
 
@@ -443,25 +513,33 @@ def _skull_strip(image: np.ndarray, affine: np.ndarray, *, source: str) -> np.nd
     threads = torch.get_num_threads()
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation note: deepbet's to mend
+            # torch.jit.load's deprecation note: deepbet's to mend
+            warnings.simplefilter("ignore", FutureWarning)
             _, mask_image, _ = BrainExtraction(no_gpu=not torch.cuda.is_available()).run(nifti)
     except (AssertionError, ValueError, RuntimeError) as exc:  # deepbet asserts on an empty foreground; torch
         # refuses a box of no voxels (both found by benchmarks/hostile_inputs.py)
-        raise StudyError(f"{source}: skull stripping found no brain ({str(exc)[:120]}); expected a head MR image") from None
+        raise StudyError(
+            f"{source}: skull stripping found no brain ({str(exc)[:120]}); expected a head MR image"
+        ) from None
     finally:
         torch.set_num_threads(threads)
     mask = np.asarray(mask_image.dataobj).astype(bool).reshape(image.shape)
     ml = float(mask.sum()) * float(np.prod(affine_spacing(affine))) / 1000.0
     if ml < MIN_BRAIN_ML:
         raise StudyError(
-            f"{source}: skull stripping found no brain (a mask of {ml:.0f} mL); expected a brain of about 1,100-1,800 mL "
+            f"{source}: skull stripping found no brain (a mask of {ml:.0f} mL); "
+            f"expected a brain of about 1,100-1,800 mL "
             f"(at least {MIN_BRAIN_ML:g} mL): check that this is a head MR image"
         )
     return mask
 
 
-def harmonise_if_needed(raw: RawStudy, *, mode: str = "auto", progress: ProgressText | None = None,
-                        ) -> tuple[Study, Harmonised | None]:
+def harmonise_if_needed(
+    raw: RawStudy,
+    *,
+    mode: str = "auto",
+    progress: ProgressText | None = None,
+) -> tuple[Study, Harmonised | None]:
     """The study the model reads: ``raw`` as it is when :func:`decide` finds nothing, else harmonised.
 
     Args:
@@ -484,7 +562,9 @@ def harmonise_if_needed(raw: RawStudy, *, mode: str = "auto", progress: Progress
 # --------------------------------------------------------------------------------------------------
 
 
-def to_native(labels: LabelMap | np.ndarray, harmonised: Harmonised, *, description: str | None = None) -> LabelMap:
+def to_native(
+    labels: LabelMap | np.ndarray, harmonised: Harmonised, *, description: str | None = None
+) -> LabelMap:
     """Labels on the harmonised 1 mm grid, mapped onto the reference's native grid.
 
     Each native voxel takes the label that a Gaussian-weighted vote of the 1 mm voxels around it
@@ -503,7 +583,9 @@ def to_native(labels: LabelMap | np.ndarray, harmonised: Harmonised, *, descript
     source = to_sitk(np.asarray(array, dtype=np.float32), harmonised.study.affine)
     source = sitk.Cast(source, sitk.sitkUInt8)
     native = to_sitk(harmonised.native.array, harmonised.native.affine)
-    out = sitk.Resample(source, native, sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLabelGaussian, 0, sitk.sitkUInt8)
+    out = sitk.Resample(
+        source, native, sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLabelGaussian, 0, sitk.sitkUInt8
+    )
     result = sitk.GetArrayFromImage(out).transpose(2, 1, 0).astype(np.uint8)
     header = harmonised.native.header.copy()
     header.set_data_dtype(np.uint8)

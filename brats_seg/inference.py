@@ -61,6 +61,53 @@ def count_windows(shape: Sequence[int], roi_size: Sequence[int], overlap: float)
 
 FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (4,))
 
+#: Activation name -> what turns a batch of logits (N, K, X, Y, Z) into probabilities.
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "sigmoid": torch.sigmoid,
+    "softmax": lambda logits: torch.softmax(logits, dim=1),
+    "none": lambda logits: logits,
+}
+
+
+class WindowProgress:
+    """Counts the windows the networks have run and reports the fraction done.
+
+    Args:
+        total: Windows to run in all (every network, flip and image).
+        callback: Called with the fraction done (0..1) after each batch of windows (None: not called).
+    """
+
+    def __init__(self, total: int, callback: ProgressCallback | None) -> None:
+        self.total = total
+        self.callback = callback
+        self.done = 0
+
+    def tracked(self, net: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``net`` as a predictor that counts the windows of each batch it runs."""
+
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            out = net(batch)
+            self.done += batch.shape[0]
+            if self.callback is not None:
+                self.callback(min(self.done / self.total, 1.0))
+            return out
+
+        return run
+
+
+def _as_batch(volume: torch.Tensor, nets: list[torch.nn.Module], activation: str) -> torch.Tensor:
+    """The volume as a float32 batch (1, C, X, Y, Z), once the arguments of :func:`predict` are checked."""
+    if not nets:
+        raise ValueError("predict needs at least one network")
+    if volume.ndim not in (4, 5) or (volume.ndim == 5 and volume.shape[0] != 1):
+        raise ValueError(
+            "predict: expected a volume of shape (C, X, Y, Z) or (1, C, X, Y, Z), "
+            f"found {tuple(volume.shape)}"
+        )
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"predict: expected activation 'sigmoid', 'softmax' or 'none', found {activation!r}")
+    return (volume if volume.ndim == 5 else volume[None]).float()
+
 
 def predict(
     volume: torch.Tensor,
@@ -96,53 +143,26 @@ def predict(
         ValueError: for no network, a volume that is not one 4-D image, or an unknown activation.
     """
     nets = [networks] if isinstance(networks, torch.nn.Module) else list(networks)
-    if not nets:
-        raise ValueError("predict needs at least one network")
-    if volume.ndim not in (4, 5) or (volume.ndim == 5 and volume.shape[0] != 1):
-        raise ValueError(f"predict: expected a volume of shape (C, X, Y, Z) or (1, C, X, Y, Z), found {tuple(volume.shape)}")
-    if activation not in ("sigmoid", "softmax", "none"):
-        raise ValueError(f"predict: expected activation 'sigmoid', 'softmax' or 'none', found {activation!r}")
+    x = _as_batch(volume, nets, activation)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    x = (volume if volume.ndim == 5 else volume[None]).float()
     flips = FLIPS if tta_flips else ((),)
     total = count_windows(x.shape[2:], roi_size, overlap) * len(nets) * len(flips) * x.shape[0]
-    done = 0
-
-    def tracked(net: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-        def run(batch: torch.Tensor) -> torch.Tensor:
-            nonlocal done
-            out = net(batch)
-            done += batch.shape[0]
-            if progress is not None:
-                progress(min(done / total, 1.0))
-            return out
-
-        return run
-
+    counter = WindowProgress(total, progress)
+    window = {"roi_size": tuple(roi_size), "sw_batch_size": sw_batch_size, "overlap": overlap, "mode": mode}
     acc = None
-    use_amp = device.type == "cuda"
-    with torch.inference_mode(), torch.autocast(device_type=device.type, enabled=use_amp):
+    with torch.inference_mode(), torch.autocast(device_type=device.type, enabled=device.type == "cuda"):
         for net in nets:
             net.to(device).eval()
             for dims in flips:
                 inp = torch.flip(x, dims) if dims else x
                 logits = sliding_window_inference(
                     inp.to(device),
-                    roi_size=tuple(roi_size),
-                    sw_batch_size=sw_batch_size,
-                    predictor=tracked(net),
-                    overlap=overlap,
-                    mode=mode,
+                    predictor=counter.tracked(net),
                     sw_device=device,
                     device=torch.device("cpu"),
+                    **window,
                 )
-                logits = logits.float()
-                if activation == "sigmoid":
-                    probs = torch.sigmoid(logits)
-                elif activation == "softmax":
-                    probs = torch.softmax(logits, dim=1)
-                else:
-                    probs = logits
+                probs = ACTIVATIONS[activation](logits.float())
                 if dims:
                     probs = torch.flip(probs, dims)
                 acc = probs if acc is None else acc + probs

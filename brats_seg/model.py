@@ -10,18 +10,21 @@ from __future__ import annotations
 import _compat_pickle
 import hashlib
 import importlib.util
+import pickle
 import pickletools
 import threading
+import types
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .card import BUNDLED_MODEL_DIR, MODEL_ENV, ModelCard, default_model_dir  # noqa: F401 (re-exported)
+from .card import ModelCard, default_model_dir
 from .errors import ModelError
+from .training.pickled_names import MOVED
 
 
 @dataclass
@@ -40,15 +43,51 @@ class Model:
 
 
 def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
+    """Hex sha256 of a file (``hashlib.file_digest``)."""
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-_STRING_OPS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"})
+#: Old -> new module names, for learners pickled before a module they refer to moved as a whole.
+#: Names that moved one by one (``brats_seg.train`` became the package ``brats_seg.training``) are in
+#: :data:`brats_seg.training.pickled_names.MOVED`. :func:`missing_modules` checks the new names and
+#: :func:`load_learner_checked` unpickles with them, so shipped learners keep loading after a move
+#: without re-exporting them.
+MODULE_RENAMES: dict[str, str] = {}
+
+
+def renamed_module(module: str, name: str | None = None) -> str:
+    """The module the unpickler imports for ``module.name`` a pickle refers to (see ``MODULE_RENAMES``)."""
+    if name is not None and (module, name) in MOVED:
+        return MOVED[(module, name)]
+    return MODULE_RENAMES.get(module, module)
+
+
+def current_modules(module: str) -> list[str]:
+    """Where the names a pickle takes from ``module`` live now: the modules they moved to, else one."""
+    moved = sorted({new for (old, _name), new in MOVED.items() if old == module})
+    return moved or [renamed_module(module)]
+
+
+class RenamingUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` that imports each name from where it lives now (see :func:`renamed_module`)."""
+
+    def find_class(self, module: str, name: str, /) -> Any:
+        """Import ``name`` from the module's current name."""
+        return super().find_class(renamed_module(module, name), name)
+
+
+def _renaming_pickle_module() -> types.ModuleType:
+    """A copy of :mod:`pickle` whose ``Unpickler`` applies ``MODULE_RENAMES`` (for ``torch.load``)."""
+    module = types.ModuleType("brats_seg_renaming_pickle")
+    module.__dict__.update({k: v for k, v in vars(pickle).items() if not k.startswith("__")})
+    module.Unpickler = RenamingUnpickler
+    return module
+
+
+_STRING_OPS = frozenset(
+    {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
+)
 _GET_OPS = frozenset({"GET", "BINGET", "LONG_BINGET"})
 _PUT_OPS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
 
@@ -73,12 +112,81 @@ def _pickle_bytes(path: Path) -> bytes | None:
         return None
 
 
+@dataclass
+class _PickleScan:
+    """State of a walk over pickle opcodes that collects the modules of the globals they load.
+
+    ``pushed`` holds what each opcode pushed (a string, or None for anything else), so that the
+    module and attribute names ``STACK_GLOBAL`` takes are known, also when they come from the memo.
+    """
+
+    modules: set[str] = field(default_factory=set)
+    memo: dict[int, object] = field(default_factory=dict)
+    pushed: list[object] = field(default_factory=list)
+    proto: int = 0
+
+    def top(self) -> object:
+        """What the last opcode pushed (None when nothing was)."""
+        return self.pushed[-1] if self.pushed else None
+
+    def on_proto(self, arg: Any) -> None:
+        self.proto = int(arg)
+
+    def on_global(self, arg: Any) -> None:
+        module, _, name = str(arg).partition(" ")
+        self.modules.add(_compat_module(module, name, self.proto))
+        self.pushed.append(None)
+
+    def on_stack_global(self, arg: Any) -> None:
+        module, name = (self.pushed[-2], self.pushed[-1]) if len(self.pushed) >= 2 else (None, None)
+        if isinstance(module, str) and isinstance(name, str):
+            self.modules.add(_compat_module(module, name, self.proto))
+        self.pushed.append(None)
+
+    def on_string(self, arg: Any) -> None:
+        self.pushed.append(arg.decode("latin-1") if isinstance(arg, bytes) else str(arg))
+
+    def on_get(self, arg: Any) -> None:
+        self.pushed.append(self.memo.get(int(arg)))
+
+    def on_put(self, arg: Any) -> None:
+        self.memo[int(arg)] = self.top()
+
+    def on_memoize(self, arg: Any) -> None:
+        self.memo[len(self.memo)] = self.top()
+
+    def on_nothing(self, arg: Any) -> None:
+        """Framing (which may fall between a module name and its attribute) and STOP push nothing."""
+
+    def on_other(self, arg: Any) -> None:
+        self.pushed.append(None)
+
+    def step(self, opcode: str, arg: Any) -> None:
+        """Take one opcode into account."""
+        getattr(self, _SCAN_HANDLERS.get(opcode, "on_other"))(arg)
+
+
+#: Opcode name -> the ``_PickleScan`` method that handles it (the others push one value).
+_SCAN_HANDLERS: dict[str, str] = {
+    "PROTO": "on_proto",
+    "GLOBAL": "on_global",
+    "STACK_GLOBAL": "on_stack_global",
+    "MEMOIZE": "on_memoize",
+    "FRAME": "on_nothing",
+    "STOP": "on_nothing",
+    **dict.fromkeys(_STRING_OPS, "on_string"),
+    **dict.fromkeys(_GET_OPS, "on_get"),
+    **dict.fromkeys(_PUT_OPS, "on_put"),
+}
+
+
 def pickle_modules(path: Path) -> set[str]:
     """Names of the modules a torch-saved pickle refers to (read without unpickling).
 
     The opcodes are walked with :mod:`pickletools`; module names that reach ``STACK_GLOBAL`` through
     the memo (``BINGET``) are resolved, and Python 2 names written by protocol 2 pickles (e.g.
-    ``__builtin__``) are mapped to the modules the unpickler actually imports (``builtins``).
+    ``__builtin__``) are mapped to the modules the unpickler actually imports (``builtins``). The
+    names are the pickle's own: ``MODULE_RENAMES`` is not applied here.
 
     Args:
         path: An exported learner (a torch zip file).
@@ -89,47 +197,28 @@ def pickle_modules(path: Path) -> set[str]:
     data = _pickle_bytes(path)
     if data is None:
         return set()
-    modules: set[str] = set()
-    memo: dict[int, object] = {}
-    pushed: list[object] = []  # what each opcode pushed (None: something other than a string)
-    proto = 0
+    scan = _PickleScan()
     try:
         for op, arg, _ in pickletools.genops(data):
-            kind = op.name
-            if kind == "PROTO":
-                proto = int(arg)
-            elif kind == "GLOBAL":
-                module, _, name = str(arg).partition(" ")
-                modules.add(_compat_module(module, name, proto))
-                pushed.append(None)
-            elif kind == "STACK_GLOBAL":
-                module, name = (pushed[-2], pushed[-1]) if len(pushed) >= 2 else (None, None)
-                if isinstance(module, str) and isinstance(name, str):
-                    modules.add(_compat_module(module, name, proto))
-                pushed.append(None)
-            elif kind in _STRING_OPS:
-                pushed.append(arg.decode("latin-1") if isinstance(arg, bytes) else str(arg))
-            elif kind in _GET_OPS:
-                pushed.append(memo.get(int(arg)))
-            elif kind in _PUT_OPS:
-                memo[int(arg)] = pushed[-1] if pushed else None
-            elif kind == "MEMOIZE":
-                memo[len(memo)] = pushed[-1] if pushed else None
-            elif kind in ("FRAME", "STOP"):  # framing may fall between a module name and its attribute
-                continue
-            else:
-                pushed.append(None)
+            scan.step(op.name, arg)
     except (ValueError, IndexError):  # not a pickle: let the loader report what it finds
-        return modules
-    return modules
+        pass
+    return scan.modules
 
 
 def missing_modules(path: Path) -> list[str]:
-    """Modules a pickle refers to that cannot be imported here."""
+    """Modules a pickle refers to that cannot be imported here (under their ``MODULE_RENAMES`` name).
+
+    Args:
+        path: An exported learner (a torch zip file).
+
+    Returns:
+        The pickle's own module names whose current name cannot be imported, sorted.
+    """
     missing = []
     for mod in sorted(pickle_modules(path)):
         try:
-            if importlib.util.find_spec(mod) is None:
+            if any(importlib.util.find_spec(current) is None for current in current_modules(mod)):
                 missing.append(mod)
         except (ImportError, ValueError):
             missing.append(mod)
@@ -140,7 +229,7 @@ def _unimportable(path: Path, missing: list[str]) -> ModelError:
     return ModelError(
         f"cannot load {path}: it refers to modules that cannot be imported here: {', '.join(missing)}; "
         "expected every class or function the learner uses to live in an importable module "
-        "(e.g. brats_seg.train), not in __main__ or a notebook"
+        "(e.g. brats_seg.training), not in __main__ or a notebook"
     )
 
 
@@ -179,14 +268,14 @@ def load_learner_checked(path: Path, expected_sha256: str, *, cpu: bool = True) 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return load_learner(path, cpu=cpu)
+            return load_learner(path, cpu=cpu, pickle_module=_renaming_pickle_module())
     except (UnboundLocalError, ImportError, AttributeError) as e:
         missing = missing_modules(path)
         if missing:
             raise _unimportable(path, missing) from e
         raise ModelError(
             f"cannot load {path}: {type(e).__name__}: {e}. Every class or function the learner uses must "
-            "live in an importable module (e.g. brats_seg.train), not in __main__ or a notebook"
+            "live in an importable module (e.g. brats_seg.training), not in __main__ or a notebook"
         ) from e
 
 
@@ -199,7 +288,9 @@ def _load_card(path: Path) -> ModelCard:
             raise
         raise ModelError(f"{path}: {e}") from e
     except (TypeError, AttributeError, ValueError) as e:
-        raise ModelError(f"{path}: invalid model card ({type(e).__name__}: {e}); expected the keys of ModelCard") from e
+        raise ModelError(
+            f"{path}: invalid model card ({type(e).__name__}: {e}); expected the keys of ModelCard"
+        ) from e
     return card
 
 
@@ -230,7 +321,9 @@ def load_model(directory: str | Path | None = None, *, device: str | torch.devic
             return _CACHE[key]
         card = _load_card(directory / "model.json")
         if not card.files:
-            raise ModelError(f"model card {directory / 'model.json'}: expected at least one learner file, found none")
+            raise ModelError(
+                f"model card {directory / 'model.json'}: expected at least one learner file, found none"
+            )
         networks = []
         for name in card.files:
             learn = load_learner_checked(directory / name, card.sha256[name], cpu=device.type == "cpu")

@@ -16,7 +16,7 @@ from . import inference, preprocess, quality
 from .card import ModelCard
 from .inference import ProgressCallback
 from .model import Model
-from .postprocess import DEFAULT_REGION_ORDER, clean_labels, regions_to_labels, to_labels
+from .postprocess import DEFAULT_REGION_ORDER, apply_postprocess, regions_to_labels, to_labels
 from .postprocess import postprocess_settings as card_postprocess_settings
 from .report import VOLUME_RANGE_THRESHOLDS, volumes
 from .result import Segmentation
@@ -48,7 +48,7 @@ def volume_range(
         like: The label map whose grid and voxel spacing the volumes use.
         brain: Where any sequence is non-zero; no tumour outside it.
         postprocess_settings: The card's post-processing settings applied to the labels (see
-            :func:`brats_seg.postprocess.clean_labels`), or ``None``.
+            :func:`brats_seg.postprocess.apply_postprocess`), or ``None``.
         thresholds: Decision thresholds in (0, 1), strictest first.
 
     Returns:
@@ -98,7 +98,7 @@ def _finish(
     """What :func:`segment` does to decoded labels: no tumour outside the brain, then the card's rules."""
     labels[~brain] = 0  # every sequence is zero there (outside the skull-stripped brain)
     if postprocess_settings:
-        labels = clean_labels(labels, voxel_volume_mm3=voxel_mm3, **postprocess_settings)
+        labels = apply_postprocess(labels, voxel_volume_mm3=voxel_mm3, **postprocess_settings)
     return labels
 
 
@@ -144,7 +144,7 @@ def segment(
         tta_flips: Average test-time flips along each axis.
         device: Torch device; default CUDA when available, else CPU.
         postprocess: Apply the card's ``postprocess`` rules (small islands, tiny ET); see
-            :func:`brats_seg.postprocess.clean_labels`.
+            :func:`brats_seg.postprocess.apply_postprocess`.
         volume_thresholds: Decision thresholds at which the volumes are also measured
             (:func:`volume_range`; region-sigmoid cards whose threshold lies strictly between them
             only); ``None`` skips them.

@@ -24,9 +24,9 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_REGION_ORDER",
     "VALID_LABELS",
+    "apply_postprocess",
     "check_labels",
     "classes_to_labels",
-    "clean_labels",
     "labels_to_regions",
     "postprocess_settings",
     "regions_to_labels",
@@ -143,7 +143,9 @@ def regions_to_labels(
     order = _check_region_order(order, what="regions_to_labels(order=...)")
     thresholds = [threshold] * len(order) if np.ndim(threshold) == 0 else list(threshold)
     if len(thresholds) != len(order):
-        raise ValueError(f"regions_to_labels: expected one threshold or one per region {list(order)}, found {threshold!r}")
+        raise ValueError(
+            f"regions_to_labels: expected one threshold or one per region {list(order)}, found {threshold!r}"
+        )
     cut = dict(zip(order, thresholds, strict=True))
     r = np.asarray(regions)
     if r.ndim < 2 or r.shape[0] != len(order):
@@ -223,11 +225,12 @@ def to_labels(probs: np.ndarray, card: ModelCard) -> np.ndarray:
     if kind == "classes_softmax":
         return classes_to_labels(probs, classes=output.get("classes", VALID_LABELS))
     raise ValueError(
-        f"model card {card.name!r}: expected output type 'regions_sigmoid' or 'classes_softmax', found {kind!r}"
+        f"model card {card.name!r}: expected output type 'regions_sigmoid' or 'classes_softmax', "
+        f"found {kind!r}"
     )
 
 
-def clean_labels(
+def apply_postprocess(
     labels: np.ndarray,
     *,
     voxel_volume_mm3: float,
@@ -263,14 +266,16 @@ def clean_labels(
             thresholds or a fraction above 1.
     """
     a = np.asarray(labels)
-    check_labels(a, name="clean_labels(labels)")
+    check_labels(a, name="apply_postprocess(labels)")
     if not voxel_volume_mm3 > 0:
-        raise ValueError(f"clean_labels: expected a positive voxel volume, found {voxel_volume_mm3}")
+        raise ValueError(f"apply_postprocess: expected a positive voxel volume, found {voxel_volume_mm3}")
     for key, value in (("min_component_mm3", min_component_mm3), ("et_min_mm3", et_min_mm3)):
         if value < 0:
-            raise ValueError(f"clean_labels: expected {key} >= 0, found {value}")
+            raise ValueError(f"apply_postprocess: expected {key} >= 0, found {value}")
     if not 0.0 <= min_component_fraction <= 1.0:
-        raise ValueError(f"clean_labels: expected min_component_fraction in [0, 1], found {min_component_fraction}")
+        raise ValueError(
+            f"apply_postprocess: expected min_component_fraction in [0, 1], found {min_component_fraction}"
+        )
     out = a.astype(np.uint8, copy=True)
     if min_component_mm3 > 0 or min_component_fraction > 0:
         components, n = ndimage.label(out > 0, structure=np.ones((3, 3, 3), dtype=bool))

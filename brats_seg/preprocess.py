@@ -91,7 +91,9 @@ def brain_box(mask: np.ndarray, *, margin: int = 8) -> tuple[tuple[int, int], ..
     return tuple(box)
 
 
-def normalise(image: np.ndarray, mask: np.ndarray, *, clip_percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+def normalise(
+    image: np.ndarray, mask: np.ndarray, *, clip_percentiles: tuple[float, float] = (0.5, 99.5)
+) -> np.ndarray:
     """Z-score each channel over ``mask`` voxels after clipping to robust percentiles; 0 outside.
 
     Robust to the odd raw ranges of some BraTS cases (one reaches 32767 in every sequence).
@@ -108,7 +110,9 @@ def normalise(image: np.ndarray, mask: np.ndarray, *, clip_percentiles: tuple[fl
     return out
 
 
-def target_shape(shape: tuple[int, ...], spacing: tuple[float, ...], target: list[float] | tuple[float, ...]) -> tuple[int, ...]:
+def target_shape(
+    shape: tuple[int, ...], spacing: tuple[float, ...], target: list[float] | tuple[float, ...]
+) -> tuple[int, ...]:
     """Shape of a grid of ``shape`` voxels of size ``spacing`` resampled to ``target`` spacing."""
     return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target, strict=True))
 
@@ -159,7 +163,11 @@ def restore(probs: torch.Tensor, prepared: Prepared, *, background: np.ndarray |
     """
     probs = resample(probs.float().cpu(), prepared.cropped_shape)
     channels = probs.shape[0]
-    fill = np.zeros(channels, dtype=np.float32) if background is None else np.asarray(background, dtype=np.float32)
+    fill = (
+        np.zeros(channels, dtype=np.float32)
+        if background is None
+        else np.asarray(background, dtype=np.float32)
+    )
     full = np.empty((channels, *prepared.oriented_shape), dtype=np.float32)
     full[:] = fill[:, None, None, None]
     sl = tuple(slice(a, b) for a, b in prepared.box)

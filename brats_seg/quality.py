@@ -45,7 +45,8 @@ def _slices_with_signal(volume: np.ndarray) -> list[np.ndarray]:
 
 def blank_slices(image: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
     """Per array axis, the slices (booleans) where ``mask`` has voxels but ``image`` is all zero."""
-    return [~signal & in_mask for signal, in_mask in zip(_slices_with_signal(image), _slices_with_signal(mask), strict=True)]
+    pairs = zip(_slices_with_signal(image), _slices_with_signal(mask), strict=True)
+    return [~signal & in_mask for signal, in_mask in pairs]
 
 
 def uncovered_fraction(image: np.ndarray, mask: np.ndarray) -> float:
@@ -127,7 +128,7 @@ def file_studies(sources: dict[str, str]) -> dict[str, list[str]]:
 
 
 def _inner_id(ids: list[str]) -> str | None:
-    """A run of whole tokens (12+ characters, with a digit) inside every ID and not at the start of all of them.
+    """A run of whole tokens (12+ characters, with a digit) inside every ID, not at the start of all of them.
 
     Scanner exports put the series description around the patient's ID
     (``T1_AX_TCGA-FG-6692_SE_10``, ``MRHR_FLAIR_AX_TCGA-FG-6692_SE_IR_5``): one ID, other words. An ID
@@ -164,69 +165,89 @@ def check_study(study: Study) -> list[str]:
         One sentence per finding, naming the study or file, what was found and what was expected;
         empty when the study looks like a BraTS-preprocessed one.
     """
-    warnings: list[str] = []
-    if study.dicom is None:  # a DICOM study's series were already checked to share one study and frame
-        groups = file_studies(study.sources)
-        if groups:
-            named = "; ".join(
-                f"{sid} ({', '.join('ground truth' if m == SEG else m for m in modalities)})"
-                for sid, modalities in groups.items()
-            )
-            warnings.append(
-                f"{study.name}: the file names point to different studies: {named}. Check that all the files "
-                "are of one study; sequences of two patients give labels that look real and mean nothing."
-            )
     mask = brain_mask(study)
+    warnings = _file_name_warnings(study) + _skull_warnings(study, mask) + _voxel_size_warnings(study, mask)
+    for modality in MODALITIES:
+        image = study.images.get(modality)
+        if image is not None:
+            warnings += _sequence_warnings(study, modality, image, mask)
+    return warnings
+
+
+def _file_name_warnings(study: Study) -> list[str]:
+    """A warning when the file names point to different studies (not for DICOM: checked when read)."""
+    groups = file_studies(study.sources) if study.dicom is None else {}
+    if not groups:
+        return []
+    named = "; ".join(
+        f"{sid} ({', '.join('ground truth' if m == SEG else m for m in modalities)})"
+        for sid, modalities in groups.items()
+    )
+    return [
+        f"{study.name}: the file names point to different studies: {named}. Check that all the files "
+        "are of one study; sequences of two patients give labels that look real and mean nothing."
+    ]
+
+
+def _skull_warnings(study: Study, mask: np.ndarray) -> list[str]:
+    """A warning when too much of the field of view is non-zero for a skull-stripped study."""
     fraction = float(mask.mean())
-    if fraction > MAX_BRAIN_FRACTION:
-        warnings.append(
-            f"{study.name}: {fraction:.0%} of the field of view is non-zero; a skull-stripped study is mostly "
-            "zero around the brain (13-20% non-zero in BraTS studies). If the skull is still there, skull-strip "
-            "the four sequences first (for example with HD-BET or SynthStrip): the model was trained on brains "
-            "only, and its labels on a whole head are unreliable."
-        )
+    if fraction <= MAX_BRAIN_FRACTION:
+        return []
+    return [
+        f"{study.name}: {fraction:.0%} of the field of view is non-zero; a skull-stripped study is mostly "
+        "zero around the brain (13-20% non-zero in BraTS studies). If the skull is still there, skull-strip "
+        "the four sequences first (for example with HD-BET or SynthStrip): the model was trained on brains "
+        "only, and its labels on a whole head are unreliable."
+    ]
+
+
+def _voxel_size_warnings(study: Study, mask: np.ndarray) -> list[str]:
+    """Warnings on the voxel size: header vs affine, the brain's volume it implies, thick slices."""
+    warnings: list[str] = []
     spacing = tuple(float(s) for s in study.spacing)
     shown = " x ".join(f"{s:g}" for s in spacing)
     pixdim = tuple(float(z) for z in study.header.get_zooms()[:3])
     if study.dicom is None and not np.allclose(pixdim, spacing, rtol=0.01):
+        header_size = " x ".join(f"{z:g}" for z in pixdim)
         warnings.append(
-            f"{study.sources.get('T1') or study.name}: the header's voxel size (pixdim {' x '.join(f'{z:g}' for z in pixdim)} "
-            f"mm) disagrees with its affine ({shown} mm); brats-seg uses the affine, as viewers do. If the affine is "
-            "wrong, fix the file: sizes and volumes depend on it."
+            f"{study.sources.get('T1') or study.name}: the header's voxel size (pixdim {header_size} "
+            f"mm) disagrees with its affine ({shown} mm); brats-seg uses the affine, as viewers do. "
+            "If the affine is wrong, fix the file: sizes and volumes depend on it."
         )
     brain_ml = float(mask.sum()) * float(np.prod(spacing)) / 1000.0
     low, high = BRAIN_ML
     if not low <= brain_ml <= high:
         warnings.append(
             f"{study.name}: the non-zero region measures {brain_ml:,.0f} mL with the header's voxel size of "
-            f"{shown} mm; a whole brain is about 1,100-1,800 mL. Check the voxel sizes in the header and that the "
-            "study covers the whole brain: the tumour volumes are computed with these voxel sizes."
+            f"{shown} mm; a whole brain is about 1,100-1,800 mL. Check the voxel sizes in the header and "
+            "that the study covers the whole brain: the tumour volumes are computed with these voxel sizes."
         )
     if max(spacing) > MAX_SPACING_MM:
         warnings.append(
-            f"{study.name}: voxels of {shown} mm; the model was trained on 1 mm isotropic studies (worked at 2 mm), "
-            f"and slices thicker than {MAX_SPACING_MM:g} mm lose detail it relies on, so expect coarse borders "
-            "and missed small regions."
+            f"{study.name}: voxels of {shown} mm; the model was trained on 1 mm isotropic studies "
+            f"(worked at 2 mm), and slices thicker than {MAX_SPACING_MM:g} mm lose detail it relies on, "
+            "so expect coarse borders and missed small regions."
         )
-    for modality in MODALITIES:
-        image = study.images.get(modality)
-        if image is None:
-            continue
-        source = study.sources.get(modality) or modality
-        inside = image[mask]
-        if inside.size and np.all(inside == inside[0]):
-            warnings.append(
-                f"{source}: the {modality} sequence has one value ({inside[0]:g}) over the whole brain the other "
-                f"sequences show: no contrast, so the network sees nothing in it and labels without {modality}."
-            )
-            continue
-        blank = blank_slices(image, mask)
-        uncovered = _uncovered(blank, mask)
-        if uncovered > MAX_UNCOVERED_FRACTION:
-            where = describe_blank_slices(blank, mask, study.affine)
-            warnings.append(
-                f"{source}: the {modality} sequence is blank on slices that hold {uncovered:.0%} of the brain the "
-                f"other sequences show ({where}; it covers only part of it); the labels there are made without "
-                f"{modality}."
-            )
     return warnings
+
+
+def _sequence_warnings(study: Study, modality: str, image: np.ndarray, mask: np.ndarray) -> list[str]:
+    """A warning when one sequence has no contrast over the brain, or is blank on part of it."""
+    source = study.sources.get(modality) or modality
+    inside = image[mask]
+    if inside.size and np.all(inside == inside[0]):
+        return [
+            f"{source}: the {modality} sequence has one value ({inside[0]:g}) over the whole brain the other "
+            f"sequences show: no contrast, so the network sees nothing in it and labels without {modality}."
+        ]
+    blank = blank_slices(image, mask)
+    uncovered = _uncovered(blank, mask)
+    if uncovered <= MAX_UNCOVERED_FRACTION:
+        return []
+    where = describe_blank_slices(blank, mask, study.affine)
+    return [
+        f"{source}: the {modality} sequence is blank on slices that hold {uncovered:.0%} of the brain the "
+        f"other sequences show ({where}; it covers only part of it); the labels there are made without "
+        f"{modality}."
+    ]

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from brats_seg import card as card_mod
 from brats_seg import model as model_mod
 from brats_seg.card import ModelCard
 from brats_seg.errors import ModelError
@@ -52,14 +53,20 @@ def no_unpickling(monkeypatch: pytest.MonkeyPatch) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_card_sha256_mismatch_is_refused_without_unpickling(tiny_model_dir: Path, tmp_path: Path, no_unpickling) -> None:
+def test_card_sha256_mismatch_is_refused_without_unpickling(
+    tiny_model_dir: Path, tmp_path: Path, no_unpickling
+) -> None:
     folder = copy_model(tiny_model_dir, tmp_path / "model")
     edit_card(folder, sha256={"model.pkl": "0" * 64})
-    with pytest.raises(ModelError, match=r"refusing to unpickle .*model\.pkl: expected sha256 0{64} .*found [0-9a-f]{64}"):
+    with pytest.raises(
+        ModelError, match=r"refusing to unpickle .*model\.pkl: expected sha256 0{64} .*found [0-9a-f]{64}"
+    ):
         load_model(folder, device="cpu")
 
 
-def test_changed_pickle_is_refused_without_unpickling(tiny_model_dir: Path, tmp_path: Path, no_unpickling) -> None:
+def test_changed_pickle_is_refused_without_unpickling(
+    tiny_model_dir: Path, tmp_path: Path, no_unpickling
+) -> None:
     folder = copy_model(tiny_model_dir, tmp_path / "model")
     with open(folder / "model.pkl", "ab") as f:
         f.write(b"\0")
@@ -75,7 +82,7 @@ def test_changed_pickle_is_refused_without_unpickling(tiny_model_dir: Path, tmp_
 
 def test_tiny_learner_refers_only_to_importable_modules(tiny_model_dir: Path) -> None:
     modules = pickle_modules(tiny_model_dir / "model.pkl")
-    assert "brats_seg.train" in modules
+    assert {"brats_seg.training.network", "brats_seg.training.data"} <= modules
     assert "__builtin__" not in modules  # protocol-2 names are mapped as the unpickler maps them
     assert missing_modules(tiny_model_dir / "model.pkl") == []
 
@@ -85,8 +92,13 @@ def test_pickle_modules_reads_memoised_and_python2_names(tmp_path: Path, protoco
     # several classes from one module: with protocol 4 the module name comes back through the memo;
     # with protocol 2 builtins are written as __builtin__ (range as __builtin__.xrange)
     values = [
-        collections.OrderedDict(a=1), collections.Counter("abc"), collections.deque([1]),
-        fractions.Fraction(1, 3), pathlib.PurePosixPath("x/y"), range(3), slice(1, 2),
+        collections.OrderedDict(a=1),
+        collections.Counter("abc"),
+        collections.deque([1]),
+        fractions.Fraction(1, 3),
+        pathlib.PurePosixPath("x/y"),
+        range(3),
+        slice(1, 2),
     ]
     path = tmp_path / "obj.pt"
     torch.save({"values": values}, path, pickle_protocol=protocol)
@@ -107,14 +119,28 @@ def test_pickle_modules_with_a_frame_between_module_and_name(tmp_path: Path) -> 
     # (fractions.Fraction, collections.OrderedDict, collections.Counter): a new frame starts between
     # the first module name and its attribute name, and the last module name comes from the memo
     data = (
-        pickle.PROTO + bytes([4])
+        pickle.PROTO
+        + bytes([4])
         + _frame(_unicode("fractions") + pickle.MEMOIZE)
         + _frame(
-            _unicode("Fraction") + pickle.MEMOIZE + pickle.STACK_GLOBAL + pickle.MEMOIZE
-            + _unicode("collections") + pickle.MEMOIZE + _unicode("OrderedDict") + pickle.MEMOIZE
-            + pickle.STACK_GLOBAL + pickle.MEMOIZE
-            + pickle.BINGET + bytes([3]) + _unicode("Counter") + pickle.MEMOIZE + pickle.STACK_GLOBAL
-            + pickle.MEMOIZE + pickle.TUPLE3 + pickle.STOP
+            _unicode("Fraction")
+            + pickle.MEMOIZE
+            + pickle.STACK_GLOBAL
+            + pickle.MEMOIZE
+            + _unicode("collections")
+            + pickle.MEMOIZE
+            + _unicode("OrderedDict")
+            + pickle.MEMOIZE
+            + pickle.STACK_GLOBAL
+            + pickle.MEMOIZE
+            + pickle.BINGET
+            + bytes([3])
+            + _unicode("Counter")
+            + pickle.MEMOIZE
+            + pickle.STACK_GLOBAL
+            + pickle.MEMOIZE
+            + pickle.TUPLE3
+            + pickle.STOP
         )
     )
     classes = pickle.loads(data)  # a valid pickle of three classes
@@ -166,7 +192,9 @@ def test_learner_referring_to_an_unimportable_module(tiny_model_dir: Path, tmp_p
     edit_card(folder, sha256={"model.pkl": sha256_of(folder / "model.pkl")})
     assert "fake_loss_mod_xyz" in pickle_modules(folder / "model.pkl")
 
-    with pytest.raises(ModelError, match=r"model\.pkl: it refers to modules that cannot be imported here: fake_loss_mod_xyz;") as info:
+    with pytest.raises(
+        ModelError, match=r"model\.pkl: it refers to modules that cannot be imported here: fake_loss_mod_xyz;"
+    ) as info:
         load_model(folder, device="cpu")
     assert "__main__ or a notebook" in str(info.value)
     assert "builtin" not in str(info.value)  # only the module that is really missing is named
@@ -190,7 +218,9 @@ def test_missing_model_folder_or_card(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match=rf"no model card at {tmp_path / 'absent' / 'model.json'}"):
         load_model(tmp_path / "absent", device="cpu")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelError, match=r"empty/model\.json: expected a model\.json beside the exported learner"):
+    with pytest.raises(
+        ModelError, match=r"empty/model\.json: expected a model\.json beside the exported learner"
+    ):
         load_model(tmp_path / "empty", device="cpu")
 
 
@@ -212,27 +242,57 @@ CARD = {
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"channels": ["T1", "T1", "T2", "FLAIR"]}, r"channels must be a permutation of \['T1', 'T1CE', 'T2', 'FLAIR'\], found \['T1', 'T1', 'T2', 'FLAIR'\]"),
-        ({"channels": ["T1", "T1CE", "T2"]}, r"channels must be a permutation of .*, found \['T1', 'T1CE', 'T2'\]"),
-        ({"output": {"type": "logits"}}, r"output type must be one of \('regions_sigmoid', 'classes_softmax'\), found 'logits'"),
-        ({"output": {"type": "regions_sigmoid", "regions": ["TC", "WT"]}}, r"regions_sigmoid needs regions TC, WT, ET; found \['TC', 'WT'\]"),
-        ({"output": {"type": "classes_softmax", "classes": [0, 1, 2, 3]}}, r"classes_softmax needs classes \[0, 1, 2, 4\]; found \[0, 1, 2, 3\]"),
+        (
+            {"channels": ["T1", "T1", "T2", "FLAIR"]},
+            r"channels must be a permutation of \['T1', 'T1CE', 'T2', 'FLAIR'\], "
+            r"found \['T1', 'T1', 'T2', 'FLAIR'\]",
+        ),
+        (
+            {"channels": ["T1", "T1CE", "T2"]},
+            r"channels must be a permutation of .*, found \['T1', 'T1CE', 'T2'\]",
+        ),
+        (
+            {"output": {"type": "logits"}},
+            r"output type must be one of \('regions_sigmoid', 'classes_softmax'\), found 'logits'",
+        ),
+        (
+            {"output": {"type": "regions_sigmoid", "regions": ["TC", "WT"]}},
+            r"regions_sigmoid needs regions TC, WT, ET; found \['TC', 'WT'\]",
+        ),
+        (
+            {"output": {"type": "classes_softmax", "classes": [0, 1, 2, 3]}},
+            r"classes_softmax needs classes \[0, 1, 2, 4\]; found \[0, 1, 2, 3\]",
+        ),
         ({"spacing": [1.0, 1.0]}, r"spacing and roi_size need 3 values each"),
         ({"sha256": {}}, r"no sha256 recorded for \['model\.pkl'\]"),
         ({"files": []}, r"expected at least one learner file, found none"),
         ({"channels": None}, r"invalid model card \(TypeError"),
-        ({"output": {"type": "regions_sigmoid", "regions": ["TC", "WT", "ET"], "threshold": "0.5"}},
-         r"output threshold must be a number in \(0, 1\), found '0\.5'"),
-        ({"output": {"type": "regions_sigmoid", "regions": ["TC", "WT", "ET"], "threshold": 1.0}},
-         r"output threshold must be a number in \(0, 1\), found 1\.0"),
-        ({"spacing": [2.0, 0.0, 2.0]}, r"spacing must be 3 numbers in \(0, 100\] mm, found \[2\.0, 0\.0, 2\.0\]"),
-        ({"roi_size": [64, 64.5, 64]}, r"roi_size must be 3 integers in \[1, 1024\], found \[64, 64\.5, 64\]"),
+        (
+            {"output": {"type": "regions_sigmoid", "regions": ["TC", "WT", "ET"], "threshold": "0.5"}},
+            r"output threshold must be a number in \(0, 1\), found '0\.5'",
+        ),
+        (
+            {"output": {"type": "regions_sigmoid", "regions": ["TC", "WT", "ET"], "threshold": 1.0}},
+            r"output threshold must be a number in \(0, 1\), found 1\.0",
+        ),
+        (
+            {"spacing": [2.0, 0.0, 2.0]},
+            r"spacing must be 3 numbers in \(0, 100\] mm, found \[2\.0, 0\.0, 2\.0\]",
+        ),
+        (
+            {"roi_size": [64, 64.5, 64]},
+            r"roi_size must be 3 integers in \[1, 1024\], found \[64, 64\.5, 64\]",
+        ),
         ({"overlap": 1.0}, r"overlap must be a number in \[0, 1\), found 1\.0"),
         ({"sw_batch_size": 0}, r"sw_batch_size must be a positive integer, found 0"),
         ({"mode": "mean"}, r"mode must be 'gaussian' or 'constant', found 'mean'"),
         ({"crop_margin": -1}, r"crop_margin must be an integer >= 0, found -1"),
         ({"tta_flips": "yes"}, r"tta_flips must be true or false, found 'yes'"),
-        ({"orientation": "LPP"}, r"orientation must be 3 upper-case axis codes, one of L/R, P/A, S/I each \(e\.g\. 'LPS'\), found 'LPP'"),
+        (
+            {"orientation": "LPP"},
+            r"orientation must be 3 upper-case axis codes, one of L/R, P/A, S/I each \(e\.g\. 'LPS'\), "
+            r"found 'LPP'",
+        ),
         ({"orientation": "lps"}, r"orientation must be 3 upper-case axis codes, .*found 'lps'"),
         ({"overlap": 2, "mode": "x"}, r"overlap must be .*found 2; mode must be .*found 'x'"),
     ],
@@ -246,7 +306,10 @@ def test_invalid_card_is_refused_naming_the_file(tmp_path: Path, changes: dict, 
 def test_card_missing_required_keys(tmp_path: Path) -> None:
     card = {k: v for k, v in CARD.items() if k not in ("sha256", "output")}
     (tmp_path / "model.json").write_text(json.dumps(card))
-    with pytest.raises(ModelError, match=rf"{tmp_path / 'model.json'}: model card is missing required keys \['output', 'sha256'\]"):
+    with pytest.raises(
+        ModelError,
+        match=rf"{tmp_path / 'model.json'}: model card is missing required keys \['output', 'sha256'\]",
+    ):
         load_model(tmp_path, device="cpu")
 
 
@@ -276,12 +339,12 @@ def test_ensemble_loads_every_listed_learner(tiny_model_dir: Path, tmp_path: Pat
 
 
 def test_default_model_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv(model_mod.MODEL_ENV, str(tmp_path))
-    assert model_mod.default_model_dir() == tmp_path
+    monkeypatch.setenv(card_mod.MODEL_ENV, str(tmp_path))
+    assert card_mod.default_model_dir() == tmp_path
     with pytest.raises(ModelError, match=rf"no model card at {tmp_path / 'model.json'}"):
         load_model(device="cpu")
-    monkeypatch.delenv(model_mod.MODEL_ENV)
-    assert model_mod.default_model_dir() == model_mod.BUNDLED_MODEL_DIR
+    monkeypatch.delenv(card_mod.MODEL_ENV)
+    assert card_mod.default_model_dir() == card_mod.BUNDLED_MODEL_DIR
 
 
 # --------------------------------------------------------------------------------------------------
@@ -291,14 +354,14 @@ def test_default_model_dir_follows_the_environment(monkeypatch: pytest.MonkeyPat
 
 @pytest.fixture(scope="module")
 def bundled_card() -> ModelCard:
-    path = model_mod.BUNDLED_MODEL_DIR / "model.json"
+    path = card_mod.BUNDLED_MODEL_DIR / "model.json"
     if not path.is_file():
         pytest.skip("no bundled model in model/")
     return ModelCard.load(path)
 
 
 def test_bundled_model_files_match_the_card(bundled_card: ModelCard) -> None:
-    folder = model_mod.BUNDLED_MODEL_DIR
+    folder = card_mod.BUNDLED_MODEL_DIR
     total = 0
     for name in bundled_card.files:
         assert sha256_of(folder / name) == bundled_card.sha256[name], name
@@ -322,7 +385,9 @@ def test_bundled_model_scores_come_from_cases_no_scoring_member_saw(bundled_card
         assert not set(training["held_out_cases"]) & set(training["train_cases"]), member["file"]
         for case in training["held_out_cases"]:
             held_by.setdefault(case, []).append(member["file"])
-    assert all(len(files) == 1 for files in held_by.values()), "k-fold: every case is held out by exactly one member"
+    assert all(len(files) == 1 for files in held_by.values()), (
+        "k-fold: every case is held out by exactly one member"
+    )
     scores = bundled_card.extra["scores"]["cross_validation"]
     assert set(scores["cases"]) == set(held_by) and scores["n"] == len(held_by) >= 20
     assert "brats-seg evaluate" in scores["command"] and "--cross-validation" in scores["command"]
@@ -336,8 +401,12 @@ def _card_with_scores(tiny_model_dir: Path, scores: dict) -> ModelCard:
 
 
 def _record(n: int, **means: float) -> dict:
-    return {"cases": [f"c{i}" for i in range(n)], "n": n, "command": "brats-seg evaluate",
-            "metrics": {k: {"mean": v, "median": v} for k, v in means.items()}}
+    return {
+        "cases": [f"c{i}" for i in range(n)],
+        "n": n,
+        "command": "brats-seg evaluate",
+        "metrics": {k: {"mean": v, "median": v} for k, v in means.items()},
+    }
 
 
 def test_scores_line_prefers_cross_validation_and_says_how_it_was_measured(tiny_model_dir: Path) -> None:
@@ -347,9 +416,11 @@ def test_scores_line_prefers_cross_validation_and_says_how_it_was_measured(tiny_
     held = _record(5, dice_WT=0.81, dice_TC=0.64, dice_ET=0.64)
     assert scores_line(_card_with_scores(tiny_model_dir, {"held_out": held, "cross_validation": cv})) == (
         "mean Dice WT 0.833, TC 0.745, ET 0.701; WT HD95 14.9 mm over 23 cases, each scored by a member that "
-        "never saw it (cross-validation)")
+        "never saw it (cross-validation)"
+    )
     assert scores_line(_card_with_scores(tiny_model_dir, {"held_out": held})) == (
-        "mean Dice WT 0.810, TC 0.640, ET 0.640 over 5 cases that no member saw (held-out cases)")
+        "mean Dice WT 0.810, TC 0.640, ET 0.640 over 5 cases that no member saw (held-out cases)"
+    )
     # scores on seen cases, or none at all, are not presented as a measure of the model
     assert scores_line(_card_with_scores(tiny_model_dir, {"training_cases": cv})) is None
     assert scores_line(_card_with_scores(tiny_model_dir, {})) is None
@@ -363,32 +434,50 @@ def test_scores_line_prefers_cross_validation_and_says_how_it_was_measured(tiny_
     # a card that turns flips on but has no flipped record of that kind says so
     card = _card_with_scores(tiny_model_dir, {"cross_validation": cv})
     card.tta_flips = True
-    assert scores_line(card).endswith("(cross-validation), measured without the test-time flips this card turns on")
+    assert scores_line(card).endswith(
+        "(cross-validation), measured without the test-time flips this card turns on"
+    )
     nested = _record(23, dice_WT=0.834, dice_TC=0.754, dice_ET=0.698, hd95_WT=10.9)
-    assert scores_line(_card_with_scores(tiny_model_dir, {"cross_validation": cv, "cross_validation_nested": nested})) == (
+    assert scores_line(
+        _card_with_scores(tiny_model_dir, {"cross_validation": cv, "cross_validation_nested": nested})
+    ) == (
         "mean Dice WT 0.834, TC 0.754, ET 0.698; WT HD95 10.9 mm over 23 cases, each scored by a member that "
-        "never saw it, with post-processing chosen without it (nested cross-validation)")
+        "never saw it, with post-processing chosen without it (nested cross-validation)"
+    )
 
 
-def test_interval_line_states_the_bootstrap_intervals_of_the_record_scores_line_uses(tiny_model_dir: Path) -> None:
+def test_interval_line_states_the_bootstrap_intervals_of_the_record_scores_line_uses(
+    tiny_model_dir: Path,
+) -> None:
     from brats_seg.card import interval_line
 
     cv = _record(23, dice_WT=0.84, dice_TC=0.77, dice_ET=0.715, hd95_WT=10.96)
-    for key, (low, high) in {"dice_WT": (0.7912, 0.8791), "dice_TC": (0.681, 0.851),
-                             "dice_ET": (0.637, 0.79), "hd95_WT": (5.94, 18.04)}.items():
+    for key, (low, high) in {
+        "dice_WT": (0.7912, 0.8791),
+        "dice_TC": (0.681, 0.851),
+        "dice_ET": (0.637, 0.79),
+        "hd95_WT": (5.94, 18.04),
+    }.items():
         cv["metrics"][key].update(ci_low=low, ci_high=high)
     held = _record(5, dice_WT=0.81)
     held["metrics"]["dice_WT"].update(ci_low=0.5, ci_high=0.9)
     assert interval_line(_card_with_scores(tiny_model_dir, {"held_out": held, "cross_validation": cv})) == (
-        "95% intervals of these means (bootstrap over the 23 cases): Dice WT 0.79\u20130.88, TC 0.68\u20130.85, "
-        "ET 0.64\u20130.79; WT HD95 5.9\u201318.0 mm")
+        "95% intervals of these means (bootstrap over the 23 cases): "
+        "Dice WT 0.79\u20130.88, TC 0.68\u20130.85, "
+        "ET 0.64\u20130.79; WT HD95 5.9\u201318.0 mm"
+    )
     # scores recorded before intervals were: no line, rather than a made-up one
-    assert interval_line(_card_with_scores(tiny_model_dir, {"cross_validation": _record(23, dice_WT=0.84)})) is None
+    assert (
+        interval_line(_card_with_scores(tiny_model_dir, {"cross_validation": _record(23, dice_WT=0.84)}))
+        is None
+    )
     # a malformed interval is left out, the rest kept
     cv["metrics"]["dice_TC"].update(ci_low="0.6")
     cv["metrics"]["dice_ET"].update(ci_low=0.9, ci_high=0.1)
     assert interval_line(_card_with_scores(tiny_model_dir, {"cross_validation": cv})) == (
-        "95% intervals of these means (bootstrap over the 23 cases): Dice WT 0.79\u20130.88; WT HD95 5.9\u201318.0 mm")
+        "95% intervals of these means (bootstrap over the 23 cases): "
+        "Dice WT 0.79\u20130.88; WT HD95 5.9\u201318.0 mm"
+    )
     assert interval_line(_card_with_scores(tiny_model_dir, {})) is None
 
 
@@ -418,7 +507,8 @@ def test_scores_line_skips_malformed_records_instead_of_raising(scores, tiny_mod
     good = _record(4, dice_WT=0.5)
     if isinstance(scores, dict):
         assert scores_line(_card_with_scores(tiny_model_dir, {**scores, "held_out": good})) == (
-            "mean Dice WT 0.500 over 4 cases that no member saw (held-out cases)")
+            "mean Dice WT 0.500 over 4 cases that no member saw (held-out cases)"
+        )
 
 
 def test_bundled_model_card_states_its_unseen_case_scores(bundled_card: ModelCard) -> None:
@@ -436,24 +526,69 @@ def test_bundled_model_card_states_its_unseen_case_scores(bundled_card: ModelCar
     # the figures the READMEs quote
     assert line.startswith("mean Dice WT 0.858, TC 0.778, ET 0.719; WT HD95 9.7 mm over 23 cases")
     # and their intervals, recorded by the same evaluate command
-    assert interval_line(bundled_card) == ("95% intervals of these means (bootstrap over the 23 cases): Dice WT "
-                                          "0.82\u20130.89, TC 0.69\u20130.85, ET 0.64\u20130.79; WT HD95 6.2\u201314.6 mm")
+    assert interval_line(bundled_card) == (
+        "95% intervals of these means (bootstrap over the 23 cases): Dice WT "
+        "0.82\u20130.89, TC 0.69\u20130.85, ET 0.64\u20130.79; WT HD95 6.2\u201314.6 mm"
+    )
 
 
-@pytest.mark.parametrize(("postprocess", "expected"), [
-    ({}, None),
-    ({"min_component_fraction": 0.5}, "tumour parts smaller than 50% of the largest part are removed"),
-    ({"min_component_mm3": 5000.0, "et_min_mm3": 300}, "tumour parts under 5 cm³ are removed (never the largest); "
-     "enhancing tumour under 0.3 cm³ in all is relabelled necrotic core"),
-    ({"min_component_fraction": 0.0, "min_component_mm3": float("nan"), "et_min_mm3": True}, None),
-    ({"min_component_fraction": 1.0}, "only the largest tumour part is kept"),
-    ({"min_component_fraction": 0.005}, "tumour parts smaller than 0.5% of the largest part are removed"),
-    ({"min_component_mm3": 10**400, "et_min_mm3": "300"}, None),  # too large for a float; not a number
-    ([], None),
-])
-def test_postprocess_line_says_what_the_card_removes(postprocess: dict, expected: str | None, tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize(
+    ("postprocess", "expected"),
+    [
+        ({}, None),
+        ({"min_component_fraction": 0.5}, "tumour parts smaller than 50% of the largest part are removed"),
+        (
+            {"min_component_mm3": 5000.0, "et_min_mm3": 300},
+            "tumour parts under 5 cm³ are removed (never the largest); "
+            "enhancing tumour under 0.3 cm³ in all is relabelled necrotic core",
+        ),
+        ({"min_component_fraction": 0.0, "min_component_mm3": float("nan"), "et_min_mm3": True}, None),
+        ({"min_component_fraction": 1.0}, "only the largest tumour part is kept"),
+        ({"min_component_fraction": 0.005}, "tumour parts smaller than 0.5% of the largest part are removed"),
+        ({"min_component_mm3": 10**400, "et_min_mm3": "300"}, None),  # too large for a float; not a number
+        ([], None),
+    ],
+)
+def test_postprocess_line_says_what_the_card_removes(
+    postprocess: dict, expected: str | None, tiny_model_dir: Path
+) -> None:
     from brats_seg.card import postprocess_line
 
     card = ModelCard.load(tiny_model_dir / "model.json")
     card.postprocess = postprocess
     assert postprocess_line(card) == expected
+
+
+def test_module_renames_let_a_learner_load_after_its_module_moved(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastai.learner import load_learner
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "old_loss_mod_xyz.py").write_text(FAKE_MODULE)
+    folder = copy_model(tiny_model_dir, tmp_path / "model")
+    sys.path.insert(0, str(src))
+    importlib.invalidate_caches()
+    try:
+        old = importlib.import_module("old_loss_mod_xyz")
+        learn = load_learner(folder / "model.pkl", cpu=True)
+        learn.loss_func = old.FakeLoss()
+        learn.path = folder
+        learn.export("model.pkl")
+    finally:
+        sys.modules.pop("old_loss_mod_xyz", None)
+    (src / "old_loss_mod_xyz.py").rename(src / "new_loss_mod_xyz.py")  # the module moved
+    importlib.invalidate_caches()
+    edit_card(folder, sha256={"model.pkl": sha256_of(folder / "model.pkl")})
+    try:
+        assert missing_modules(folder / "model.pkl") == ["old_loss_mod_xyz"]
+        monkeypatch.setitem(model_mod.MODULE_RENAMES, "old_loss_mod_xyz", "new_loss_mod_xyz")
+        assert "old_loss_mod_xyz" in pickle_modules(folder / "model.pkl")  # the pickle's own names
+        assert missing_modules(folder / "model.pkl") == []
+        loaded = load_model(folder, device="cpu")
+    finally:
+        sys.path.remove(str(src))
+        sys.modules.pop("new_loss_mod_xyz", None)
+        importlib.invalidate_caches()
+    assert len(loaded.networks) == 1

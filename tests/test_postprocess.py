@@ -8,9 +8,9 @@ import pytest
 from brats_seg.card import ModelCard
 from brats_seg.errors import ModelError
 from brats_seg.postprocess import (
+    apply_postprocess,
     check_labels,
     classes_to_labels,
-    clean_labels,
     labels_to_regions,
     postprocess_settings,
     regions_to_labels,
@@ -131,7 +131,8 @@ def test_regions_to_labels_one_threshold_per_region_follows_the_order():
     assert regions_to_labels(probs, order=order, threshold=(0.3, 0.5, 0.5))[0, 0, 0] == 4  # ET on at 0.3
     assert regions_to_labels(probs, order=order, threshold=(0.5, 0.1, 0.5))[0, 0, 0] == 1  # TC on at 0.1
     assert regions_to_labels(probs, order=order, threshold=(0.5, 0.5, 0.9))[0, 0, 0] == 0  # WT off at 0.9
-    with pytest.raises(ValueError, match=r"expected one threshold or one per region \['ET', 'TC', 'WT'\], found \(0\.5, 0\.5\)"):
+    message = r"expected one threshold or one per region \['ET', 'TC', 'WT'\], found \(0\.5, 0\.5\)"
+    with pytest.raises(ValueError, match=message):
         regions_to_labels(probs, order=order, threshold=(0.5, 0.5))
 
 
@@ -211,7 +212,7 @@ def test_to_labels_shape_mismatch_is_reported():
         to_labels(np.zeros((3, 2, 2, 2)), card)
 
 
-# --- clean_labels ------------------------------------------------------------------------------
+# --- apply_postprocess ------------------------------------------------------------------------------
 
 
 def _two_islands() -> np.ndarray:
@@ -224,55 +225,55 @@ def _two_islands() -> np.ndarray:
     return a
 
 
-def test_clean_labels_defaults_change_nothing_and_copy():
+def test_apply_postprocess_defaults_change_nothing_and_copy():
     a = _two_islands()
-    out = clean_labels(a, voxel_volume_mm3=1.0)
+    out = apply_postprocess(a, voxel_volume_mm3=1.0)
     np.testing.assert_array_equal(out, a)
     out[0, 0, 0] = 4
     assert a[0, 0, 0] == 0, "the input must not be modified"
 
 
-def test_clean_labels_drops_islands_below_an_absolute_size():
+def test_apply_postprocess_drops_islands_below_an_absolute_size():
     a = _two_islands()
-    out = clean_labels(a, voxel_volume_mm3=1.0, min_component_mm3=9.0)  # island is 8 mm³
+    out = apply_postprocess(a, voxel_volume_mm3=1.0, min_component_mm3=9.0)  # island is 8 mm³
     assert out[25:27, 25:27, 25:27].max() == 0
     np.testing.assert_array_equal(out[:20, :20, :20], a[:20, :20, :20])
     # The same island at 2 mm voxels is 64 mm³: kept.
-    kept = clean_labels(a, voxel_volume_mm3=8.0, min_component_mm3=9.0)
+    kept = apply_postprocess(a, voxel_volume_mm3=8.0, min_component_mm3=9.0)
     np.testing.assert_array_equal(kept, a)
 
 
-def test_clean_labels_drops_islands_below_a_fraction_of_the_largest():
+def test_apply_postprocess_drops_islands_below_a_fraction_of_the_largest():
     a = _two_islands()  # sizes 1000 and 8 voxels
-    np.testing.assert_array_equal(clean_labels(a, voxel_volume_mm3=1.0, min_component_fraction=0.008), a)
-    out = clean_labels(a, voxel_volume_mm3=1.0, min_component_fraction=0.01)
+    np.testing.assert_array_equal(apply_postprocess(a, voxel_volume_mm3=1.0, min_component_fraction=0.008), a)
+    out = apply_postprocess(a, voxel_volume_mm3=1.0, min_component_fraction=0.01)
     assert np.count_nonzero(out) == 1000
 
 
-def test_clean_labels_keeps_the_largest_component_even_below_the_size():
+def test_apply_postprocess_keeps_the_largest_component_even_below_the_size():
     a = _two_islands()
-    out = clean_labels(a, voxel_volume_mm3=1.0, min_component_mm3=1e9)
+    out = apply_postprocess(a, voxel_volume_mm3=1.0, min_component_mm3=1e9)
     assert np.count_nonzero(out) == 1000
     np.testing.assert_array_equal(out[:20, :20, :20], a[:20, :20, :20])
 
 
-def test_clean_labels_counts_corner_neighbours_as_connected():
+def test_apply_postprocess_counts_corner_neighbours_as_connected():
     a = np.zeros((6, 6, 6), dtype=np.uint8)
     a[1, 1, 1] = 2
     a[2, 2, 2] = 2  # touches the first only at a corner
     a[5, 5, 5] = 1
-    out = clean_labels(a, voxel_volume_mm3=1.0, min_component_mm3=2.0)
+    out = apply_postprocess(a, voxel_volume_mm3=1.0, min_component_mm3=2.0)
     assert out[1, 1, 1] == 2 and out[2, 2, 2] == 2
     assert out[5, 5, 5] == 0
 
 
-def test_clean_labels_turns_tiny_et_into_ncr():
+def test_apply_postprocess_turns_tiny_et_into_ncr():
     a = _two_islands()  # 8 ET voxels
-    out = clean_labels(a, voxel_volume_mm3=1.0, et_min_mm3=9.0)
+    out = apply_postprocess(a, voxel_volume_mm3=1.0, et_min_mm3=9.0)
     assert not np.any(out == 4)
     assert np.count_nonzero(out == 1) == np.count_nonzero((a == 1) | (a == 4))
     np.testing.assert_array_equal(out > 0, a > 0)
-    np.testing.assert_array_equal(clean_labels(a, voxel_volume_mm3=1.0, et_min_mm3=8.0), a)
+    np.testing.assert_array_equal(apply_postprocess(a, voxel_volume_mm3=1.0, et_min_mm3=8.0), a)
 
 
 @pytest.mark.parametrize(
@@ -281,25 +282,29 @@ def test_clean_labels_turns_tiny_et_into_ncr():
         ({"voxel_volume_mm3": 0.0}, "expected a positive voxel volume, found 0.0"),
         ({"voxel_volume_mm3": 1.0, "min_component_mm3": -1.0}, "expected min_component_mm3 >= 0, found -1.0"),
         ({"voxel_volume_mm3": 1.0, "et_min_mm3": -5}, "expected et_min_mm3 >= 0, found -5"),
-        ({"voxel_volume_mm3": 1.0, "min_component_fraction": 1.5}, r"min_component_fraction in \[0, 1\], found 1.5"),
+        (
+            {"voxel_volume_mm3": 1.0, "min_component_fraction": 1.5},
+            r"min_component_fraction in \[0, 1\], found 1.5",
+        ),
     ],
 )
-def test_clean_labels_refuses_bad_settings(kwargs: dict, message: str):
+def test_apply_postprocess_refuses_bad_settings(kwargs: dict, message: str):
     with pytest.raises(ValueError, match=message):
-        clean_labels(_two_islands(), **kwargs)
+        apply_postprocess(_two_islands(), **kwargs)
 
 
-def test_clean_labels_refuses_non_brats_labels():
+def test_apply_postprocess_refuses_non_brats_labels():
     a = _two_islands()
     a[0, 0, 0] = 3
     with pytest.raises(ValueError, match="found unexpected value"):
-        clean_labels(a, voxel_volume_mm3=1.0)
+        apply_postprocess(a, voxel_volume_mm3=1.0)
 
 
 def test_card_postprocess_settings_are_filled_and_checked():
     output = {"type": "regions_sigmoid", "regions": ["TC", "WT", "ET"]}
     card = _card(output)
-    assert postprocess_settings(card) == {"min_component_mm3": 0.0, "min_component_fraction": 0.0, "et_min_mm3": 0.0}
+    off = {"min_component_mm3": 0.0, "min_component_fraction": 0.0, "et_min_mm3": 0.0}
+    assert postprocess_settings(card) == off
     card = ModelCard(name="t", files=[], sha256={}, channels=["T1", "T1CE", "T2", "FLAIR"], output=output,
                      postprocess={"et_min_mm3": 200})
     assert postprocess_settings(card)["et_min_mm3"] == 200.0
@@ -309,7 +314,8 @@ def test_card_postprocess_settings_are_filled_and_checked():
         ModelCard.from_dict({**card.to_dict(), "postprocess": {"et_min_mm3": -1}})
     with pytest.raises(ModelError, match="postprocess et_min_mm3 must be a finite number >= 0, found True"):
         ModelCard.from_dict({**card.to_dict(), "postprocess": {"et_min_mm3": True}})
-    with pytest.raises(ModelError, match="postprocess min_component_mm3 must be a finite number >= 0, found inf"):
+    message = "postprocess min_component_mm3 must be a finite number >= 0, found inf"
+    with pytest.raises(ModelError, match=message):
         ModelCard.from_dict({**card.to_dict(), "postprocess": {"min_component_mm3": float("inf")}})
     with pytest.raises(ModelError, match="postprocess min_component_fraction must be at most 1, found 2"):
         ModelCard.from_dict({**card.to_dict(), "postprocess": {"min_component_fraction": 2}})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import io
 import pickle
 import pickletools
 import zipfile
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 import brats_seg
+from brats_seg.model import RenamingUnpickler, renamed_module
 from brats_seg.training import network, pickled_names
 
 SHIPPED = sorted((Path(__file__).resolve().parents[1] / "model").glob("fold*.pkl"))
@@ -56,6 +58,6 @@ def test_unpickler_finds_moved_names_and_leaves_others_alone() -> None:
     blob = pickle.dumps((network.DiceBCELoss, network.dice_wt, torch.float16), protocol=2)
     old = blob.replace(b"brats_seg.training.network", b"brats_seg.train")  # as pickled before the move
     assert b"brats_seg.training" not in old
-    assert pickled_names.loads(old) == (network.DiceBCELoss, network.dice_wt, torch.float16)
-    assert pickled_names.current_module("brats_seg.train", "dice_tc") == "brats_seg.training.network"
-    assert pickled_names.current_module("brats_seg.train", "elsewhere") == "brats_seg.train"
+    assert RenamingUnpickler(io.BytesIO(old)).load() == (network.DiceBCELoss, network.dice_wt, torch.float16)
+    assert renamed_module("brats_seg.train", "dice_tc") == "brats_seg.training.network"
+    assert renamed_module("brats_seg.train", "elsewhere") == "brats_seg.train"

@@ -93,12 +93,12 @@ def test_label_colours_are_stated_and_distinct() -> None:
     assert set(viz.label_colours(mode="errors")) == {"FP", "FN"}
     assert viz.label_colours(mode="none") == {}
     assert viz.colour_hex((255, 40, 40)) == "#ff2828"
-    hesitant = viz.label_colours(mode="uncertain")
-    assert list(hesitant) == ["NCR", "ED", "ET", "uncertain"] and len(set(hesitant.values())) == 4
+    legend = viz.label_colours(mode="uncertain")
+    assert list(legend) == ["NCR", "ED", "ET", "uncertain"] and len(set(legend.values())) == 4
     assert viz.UNCERTAIN_COLOUR not in viz.ERROR_COLOURS.values()
 
 
-def test_uncertain_mode_draws_the_hesitant_voxels_over_the_prediction() -> None:
+def test_uncertain_mode_draws_the_uncertain_voxels_over_the_prediction() -> None:
     background = np.full((6, 6, 3), 100, dtype=np.uint8)
     labels = np.zeros((6, 6, 3), dtype=np.uint8)
     labels[1:4, 1:4, 1] = 2
@@ -106,10 +106,10 @@ def test_uncertain_mode_draws_the_hesitant_voxels_over_the_prediction() -> None:
     uncertain[3:5, 3:5, 1] = True  # half on the oedema's edge, half outside it
     plain = viz.slice_rgb(background, labels, 2, 1, opacity=1.0, mode="prediction")
     marked = viz.slice_rgb(background, labels, 2, 1, opacity=1.0, mode="uncertain", uncertain=uncertain)
-    hesitant = viz.display_slice(uncertain, 2, 1)
-    assert (marked[hesitant] == viz.UNCERTAIN_COLOUR).all()
-    assert (marked[~hesitant] == plain[~hesitant]).all()  # the rest is the prediction as usual
-    # without a map of hesitant voxels the mode draws the prediction alone
+    shown = viz.display_slice(uncertain, 2, 1)
+    assert (marked[shown] == viz.UNCERTAIN_COLOUR).all()
+    assert (marked[~shown] == plain[~shown]).all()  # the rest is the prediction as usual
+    # without a map of uncertain voxels the mode draws the prediction alone
     assert (viz.slice_rgb(background, labels, 2, 1, opacity=1.0, mode="uncertain") == plain).all()
 
 
