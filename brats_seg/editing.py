@@ -17,13 +17,15 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-import nibabel as nib
 import numpy as np
 
-from .types import LABEL_NAMES, Study
+from .files import save_image, save_labels
+from .result import Segmentation
+from .types import LABEL_NAMES, LabelMap, Study
 
 #: Where "save for training" writes corrected studies, unless ``BRATS_SEG_CORRECTIONS_DIR`` says otherwise.
 DEFAULT_CORRECTIONS_DIR = "corrections"
@@ -250,6 +252,32 @@ class LabelEditor:
             self._undone.clear()
         return stroke
 
+    def begin_drag(self) -> int:
+        """Mark the start of a drag whose strokes :meth:`end_drag` joins into one (one undo)."""
+        return len(self._done)
+
+    def end_drag(self, start: int) -> Stroke | None:
+        """Join the strokes recorded since :meth:`begin_drag` returned ``start`` into one stroke.
+
+        Returns:
+            The joined stroke (each voxel's label before the first and after the last part), or
+            ``None`` when the drag changed nothing.
+        """
+        parts = self._done[start:]
+        if not parts:
+            return None
+        del self._done[start:]
+        index = np.concatenate([p.index for p in parts])
+        before = np.concatenate([p.before for p in parts])
+        unique, first = np.unique(index, return_index=True)  # the first part that touched each voxel
+        before, after = before[first], self.labels.ravel()[unique]
+        changed = before != after  # painted and then erased again within the drag: not a change
+        if not changed.any():
+            return None
+        joined = Stroke(unique[changed], before[changed], after[changed].copy())
+        self._done.append(joined)
+        return joined
+
     @property
     def can_undo(self) -> bool:
         """Whether a stroke can be taken back."""
@@ -293,7 +321,7 @@ def uncertain_slices(uncertain: np.ndarray, *, axis: int, most: int = 10) -> lis
     return [int(i) for i in order[:most] if counts[i] > 0]
 
 
-def correction_record(editor: LabelEditor, *, model_name: str) -> dict[str, object]:
+def correction_record(editor: LabelEditor, *, model_name: str) -> dict[str, Any]:
     """The report's record of a person's correction: the model, and the voxels changed per label now held."""
     return {
         "corrected_by": "a person, in the brats-seg dashboard",
@@ -339,26 +367,27 @@ def save_for_training(study: Study, labels: np.ndarray, folder: Path) -> Path:
     case = Path(folder) / name
     case.mkdir(parents=True, exist_ok=True)
     for modality, suffix in BRATS_SUFFIXES.items():
-        image = study.images[modality]
-        _save(_exact_dtype(image), image, study, case / f"{name}_{suffix}.nii.gz")
-    _save(np.uint8, labels, study, case / f"{name}_seg.nii.gz")
+        save_image(study.images[modality], study, case / f"{name}_{suffix}.nii.gz")
+    save_labels(LabelMap(labels.astype(np.uint8), study.affine, study.header), case / f"{name}_seg.nii.gz")
     return case
 
 
-def _exact_dtype(image: np.ndarray) -> type:
-    """int16 where it holds the image exactly (BraTS intensities), else float32: saving loses nothing."""
-    integral = np.issubdtype(image.dtype, np.integer) or (
-        bool(np.isfinite(image).all()) and np.array_equal(image, np.round(image))
-    )
-    limits = np.iinfo(np.int16)
-    if integral and (image.size == 0 or (image.min() >= limits.min and image.max() <= limits.max)):
-        return np.int16
-    return np.float32
+def corrected_segmentation(seg: Segmentation, labels: np.ndarray, *, record: dict[str, Any]) -> Segmentation:
+    """The model's result with a person's corrected labels in place of its own, for volumes and files.
 
+    Args:
+        seg: The model's result.
+        labels: The corrected label map on the grid of ``seg.labels``.
+        record: :func:`correction_record`, kept in the report.
 
-def _save(dtype: type, array: np.ndarray, study: Study, path: Path) -> None:
-    """Write ``array`` as ``dtype`` (no intensity scaling) with the study's affine and its header."""
-    header = study.header.copy()
-    header.set_data_dtype(dtype)
-    header.set_slope_inter(1.0, 0.0)
-    nib.save(nib.Nifti1Image(array.astype(dtype), study.affine, header), path)
+    Returns:
+        A copy of ``seg`` whose labels (and, for a harmonised raw study, native labels) are the corrected
+        ones; the uncertain voxels and the volume range stay the model's.
+    """
+    corrected = LabelMap(np.asarray(labels, dtype=np.uint8), seg.labels.affine, seg.labels.header)
+    native = seg.native
+    if seg.harmonised is not None and native is not None:
+        from .harmonise import to_native
+
+        native = to_native(corrected, seg.harmonised)
+    return replace(seg, labels=corrected, native=native, correction=dict(record))

@@ -75,6 +75,8 @@ class Segmentation:
         native_uncertain: ``uncertain`` on that native grid, or ``None``.
         harmonisation: :meth:`brats_seg.harmonise.Harmonised.record` of a harmonised study, or ``None``.
         harmonised: The harmonisation itself (for the pictures of its files), or ``None``.
+        correction: When a person corrected the labels (:func:`brats_seg.editing.correction_record`):
+            who, the model, and the voxels changed per label; the report records it. ``None`` otherwise.
     """
 
     labels: LabelMap
@@ -87,6 +89,7 @@ class Segmentation:
     native_uncertain: np.ndarray | None = None
     harmonisation: dict[str, Any] | None = None
     harmonised: Harmonised | None = None
+    correction: dict[str, Any] | None = None
 
     @property
     def output_labels(self) -> LabelMap:
@@ -138,6 +141,12 @@ class Segmentation:
                 **self.harmonisation,
                 "volumes_on": "the 1 mm grid the model labelled (exact voxel counts of its labels); the "
                 "label map on the native grid is those labels resampled, so its voxel counts differ a little",
+            }
+        if self.correction is not None:
+            report["correction"] = {
+                **self.correction,
+                "meaning": "the labels were corrected by a person after the model made them; volumes, "
+                "scores and files are of the corrected labels, the uncertain voxels are the model's",
             }
         if scores is not None:
             report["scores"] = scores

@@ -174,6 +174,73 @@ def _check_slider_overlay_and_click(page) -> None:
     page.screenshot(path=str(ARTIFACTS / "clicked.png"), full_page=True)
 
 
+ED_VOLUME = (
+    "() => { const c = document.querySelector('.brats-volumes tr[data-row=\"ED\"] [data-col=\"prediction\"]');"
+    " return c ? parseFloat(c.getAttribute('data-value')) : null; }"
+)
+STATUS_HAS = "(t) => { const s = document.querySelector('.brats-edit-status'); return s && s.innerText.includes(t); }"
+
+
+def _link_bytes(page, css: str) -> bytes:
+    """The bytes of a download link (a ``data:`` URI)."""
+    import base64
+
+    href = page.locator(f"a.{css}").first.get_attribute("href")
+    return base64.b64decode(href.split(",", 1)[1])
+
+
+def _nifti_array(data: bytes):
+    import gzip
+
+    import nibabel as nib
+    import numpy as np
+
+    return np.asanyarray(nib.Nifti1Image.from_bytes(gzip.decompress(data)).dataobj)
+
+
+def _drag_on_axial(page) -> float:
+    """Drag the brush across the axial view; returns the seconds from mouse-up to the status update."""
+    axial = page.locator(".brats-view-axial").first
+    box = axial.bounding_box()
+    assert box is not None
+    x0, y0 = box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.45
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x0 + box["width"] * 0.2, y0 + box["height"] * 0.05, steps=12)
+    t = time.perf_counter()
+    page.mouse.up()
+    page.wait_for_function(STATUS_HAS, arg="corrected (", timeout=30_000)
+    return time.perf_counter() - t
+
+
+def _check_editing(page) -> None:
+    """Brush a stroke on the axial view: the ED volume grows; undo and redo; the NIfTI holds the edit."""
+    model_nifti = _nifti_array(_link_bytes(page, "brats-download-nifti"))
+    ed_before = page.evaluate(ED_VOLUME)
+    page.locator(".brats-edit-tool button", has_text="Brush").first.click()
+    page.locator(".brats-edit-label button", has_text="ED").first.click()
+    seconds = _drag_on_axial(page)
+    page.wait_for_function(f"() => ({ED_VOLUME})() > {ed_before}", timeout=30_000)
+    status = page.inner_text(".brats-edit-status")
+    changed = int(re.search(r"corrected \((\d+) voxels changed\)", status)[1])
+    assert changed > 0 and f"corrected ({changed} voxels changed)" in page.inner_text(".brats-volumes")
+    print(f"browser: mouse-up to the redrawn views and status {seconds * 1000:.0f} ms ({changed} voxels)")
+    page.screenshot(path=str(ARTIFACTS / "edited.png"), full_page=True)
+    page.click(".brats-edit-undo")
+    page.wait_for_function(STATUS_HAS, arg="the model's labels", timeout=30_000)
+    page.wait_for_function(f"() => ({ED_VOLUME})() === {ed_before}", timeout=30_000)
+    page.click(".brats-edit-redo")
+    page.wait_for_function(STATUS_HAS, arg=f"corrected ({changed} voxels changed)", timeout=30_000)
+    page.wait_for_selector(".brats-downloads-corrected", timeout=60_000)
+    corrected = _nifti_array(_link_bytes(page, "brats-download-nifti"))
+    assert corrected.shape == model_nifti.shape and int((corrected != model_nifti).sum()) == changed
+    assert (corrected[corrected != model_nifti] == 2).all()
+    report = json.loads(_link_bytes(page, "brats-download-json"))
+    assert report["correction"]["changed_voxels"] == changed
+    page.screenshot(path=str(ARTIFACTS / "edited_downloads.png"), full_page=True)
+    page.locator(".brats-edit-tool button", has_text="View").first.click()
+
+
 def _check_quick_prediction(page) -> None:
     """The bundled card turns test-time flips on; "Quick prediction" skips them; the page stays put."""
     predict = _predict_locator(page)
@@ -268,6 +335,7 @@ def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tm
         _upload_and_predict(page, files)
         _check_numbers_and_model_line(page)
         _check_slider_overlay_and_click(page)
+        _check_editing(page)
         _check_quick_prediction(page)
         _check_dicom_zip(page, brats_case, tmp_path)
         _check_bad_file(page, files, tmp_path)

@@ -228,3 +228,20 @@ def test_the_correction_loop_runs_end_to_end(tiny_data_dir, tiny_model_dir, tmp_
             == 0
         )
         assert len((out / "scores.csv").read_text().strip().splitlines()) == 3  # a header and the two cases
+
+
+def test_a_drag_of_many_strokes_undoes_as_one():
+    editor = LabelEditor(_labels(), spacing=(1, 1, 1))
+    start_bytes = editor.labels.tobytes()
+    start = editor.begin_drag()
+    for x in range(2, 28, 3):  # pointer moves, painting over its own earlier discs
+        editor.paint(axis=2, index=5, points=[(x, 2), (x + 3, 2)], radius_mm=2, label=4)
+    editor.paint(axis=2, index=5, points=[(2, 2)], radius_mm=2, tool="erase")
+    joined = editor.end_drag(start)
+    after = editor.labels.tobytes()
+    assert joined is not None and joined.size == np.count_nonzero(editor.labels != _labels())
+    editor.undo()
+    assert editor.labels.tobytes() == start_bytes and not editor.can_undo
+    editor.redo()
+    assert editor.labels.tobytes() == after
+    assert editor.end_drag(editor.begin_drag()) is None

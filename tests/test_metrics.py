@@ -354,7 +354,7 @@ def test_bootstrap_ci_reproduces_the_intervals_the_model_card_records():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    with open(root / "experiments/cpu-stage6-extra12/cv_scores_tta_no_postprocess.csv", newline="") as f:
+    with open(root / "docs/model/experiments/cpu-stage6-extra12/cv_scores_tta_no_postprocess.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     card = json.loads((root / "model/model.json").read_text())
     recorded = card["scores"]["cross_validation_tta"]["metrics"]

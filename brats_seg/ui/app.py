@@ -31,16 +31,21 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .. import quality
+import numpy as np
+
+from .. import quality, report
 from ..card import postprocess_line
+from ..editing import corrected_segmentation, correction_record, corrections_dir, save_for_training
 from ..errors import ModelError, StudyError
 from ..server import session_temp_dir
 from ..turns import Turns
-from ..types import Study
+from ..types import LabelMap, Study
 from . import jobs, render, results
+from .editing import EditPanel
 from .entries import list_entries, upload_files
 from .example import (
     EXAMPLE_CASE,
@@ -59,6 +64,9 @@ from .state import Result, Session
 from .views import Views
 
 __all__ = ["App"]
+
+#: Seconds after the last correction before its scores, report and downloads are made again.
+CORRECTION_DELAY_S = 0.4
 
 
 def _setup_logging() -> None:
@@ -124,11 +132,17 @@ class App:
         own_temp_dir = not synchronous if own_temp_dir is None else own_temp_dir
         self.temp_dir = session_temp_dir() if own_temp_dir else None
         self._model: Any = None
+        self._corrections = 0  # corrections made; a background update applies only to the newest
+        self._correction_timer: threading.Timer | None = None
         self._state_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._model_thread: threading.Thread | None = None
         self.modality_dropdowns: dict[str, Any] = {}
         self.views = Views(self._guard, self._on_redraw)
+        self.edit_panel = EditPanel(
+            self.views, self._guard, on_change=self._on_correction, on_save=self._on_save_for_training
+        )
+        self.views.box.children = (*self.views.box.children, self.edit_panel.box)
         self.harmonise_panel = HarmonisePanel()
         self.page = build_page(self.views.box, self.harmonise_panel.mode, self.harmonise_panel.box)
         self.widget = self.page.widget
@@ -499,6 +513,7 @@ class App:
         """Show a prediction: over the scan, in the tables, and as downloads (made here, once)."""
         seg, study, harmonised = result.segmentation, result.study, self.state.harmonised
         self.views.set_labels(seg.labels.array, seg.uncertain, truth=study.truth is not None)
+        self.edit_panel.start(seg.labels.array, study.affine)
         results.add_files(result, model, self.views.viewer)
         if harmonised is not None and seg.native is not None:
             native = result.downloads[f"{study.name}_native.png"][1]
@@ -529,8 +544,59 @@ class App:
         """The Dice / HD95 table as displayed: region -> ``{"dice", "hd95"}`` (empty without truth)."""
         return results.shown_scores(self.state.result)
 
+    def _on_correction(self) -> None:
+        """The labels were corrected (a stroke, undo, redo or reset): the volumes table follows at once;
+        scores, report and downloads follow a moment later in the background (here, when synchronous),
+        so that the next stroke does not wait for them."""
+        result, editor, labels = self.state.result, self.edit_panel.editor, self.edit_panel.labels()
+        if result is None or editor is None or labels is None or self._model is None:
+            return
+        changed = editor.changed_voxels()
+        shown = LabelMap(labels, result.segmentation.labels.affine, result.segmentation.labels.header)
+        results.show_volumes(self.page, result, report.volumes(shown), corrected=changed or None)
+        self._corrections += 1
+        job = partial(self._update_corrected, self._corrections, labels, changed)
+        if self.synchronous:
+            job()
+            return
+        if self._correction_timer is not None:
+            self._correction_timer.cancel()
+        self._correction_timer = threading.Timer(CORRECTION_DELAY_S, self._guard(job))
+        self._correction_timer.daemon = True
+        self._correction_timer.start()
+
+    def _update_corrected(self, generation: int, labels: np.ndarray, changed: int) -> None:
+        """Scores, report and downloads of corrected labels (skipped when a newer correction came)."""
+        result, editor, model = self.state.result, self.edit_panel.editor, self._model
+        if result is None or editor is None or generation != self._corrections:
+            return
+        original = result.model_segmentation or result.segmentation
+        seg = original
+        if changed:
+            record = correction_record(editor, model_name=model.card.name)
+            seg = corrected_segmentation(original, labels, record=record)
+        corrected = jobs.measure(result.study, seg, model)
+        corrected.model_segmentation = original
+        results.add_files(corrected, model, self.views.viewer)
+        if generation == self._corrections and self.state.result is result:
+            self.state.result = corrected
+            results.show(self.page, corrected)
+
+    def _on_save_for_training(self) -> None:
+        """Write the study and its corrected labels as a BraTS case into the corrections folder."""
+        study, labels = self.state.study, self.edit_panel.labels()
+        if study is None or labels is None:
+            return
+        folder = corrections_dir()
+        case = save_for_training(study, labels, folder)
+        self.messages.info(
+            f"Saved {study.name} with its corrected labels for training as {folder.name}/{case.name} "
+            f"(fine-tune with: brats-seg train {folder.name} --init-from model ...)."
+        )
+
     def _reset_results(self) -> None:
         self.state.result = None
+        self.edit_panel.stop()
         results.reset(self.page)
         self.views.set_labels(None, None, truth=False)
         self._update_controls()

@@ -81,11 +81,17 @@ def volumes_html(
     vols: Mapping[str, Any],
     truth_vols: Mapping[str, Any] | None = None,
     volume_range: Mapping[str, Any] | None = None,
+    *,
+    corrected: int | None = None,
 ) -> str:
     """HTML table of the NCR, ED, ET, TC and WT volumes in mL (:func:`volume_rows`), with a note under
-    it on what the range column (with ``volume_range``) means."""
+    it on what the range column (with ``volume_range``) means; ``corrected``: the voxels a person changed
+    (the column then says "corrected (N voxels changed)")."""
     ts = list(volume_range["thresholds"]) if volume_range else []
-    head = "<tr><th>label / region</th><th>meaning</th><th>prediction (mL)</th>"
+    column = "prediction (mL)"
+    if corrected is not None:
+        column = f'<span class="brats-corrected">corrected ({corrected} voxels changed)</span> (mL)'
+    head = f"<tr><th>label / region</th><th>meaning</th><th>{column}</th>"
     if ts:
         head += (
             f"<th title=\"the volume if each voxel needed {ts[0]:g} or only {ts[-1]:g} of the networks' "

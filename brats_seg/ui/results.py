@@ -10,7 +10,7 @@ from .layout import FIGURE_CURRENT, FIGURE_STALE, Page
 from .render import scores_html, volume_rows, volumes_html
 from .state import Result
 
-__all__ = ["add_files", "mark_figure", "refresh_figure", "reset", "show", "shown_scores"]
+__all__ = ["add_files", "mark_figure", "refresh_figure", "reset", "show", "show_volumes", "shown_scores"]
 
 
 def add_files(result: Result, model: Any, viewer: viz.SliceViewer | None) -> None:
@@ -23,14 +23,36 @@ def add_files(result: Result, model: Any, viewer: viz.SliceViewer | None) -> Non
 
 def show(page: Page, result: Result) -> None:
     """Show the result's tables and download links."""
+    correction = result.segmentation.correction
     page.volumes_table.value = volumes_html(
-        result.volumes, result.truth_volumes, result.segmentation.volume_range
+        result.volumes,
+        result.truth_volumes,
+        result.segmentation.volume_range,
+        corrected=None if correction is None else int(correction["changed_voxels"]),
     )
     page.metrics_table.value = scores_html(result.scores) if result.scores is not None else ""
     page.numbers_box.layout.display = "flex"
-    page.downloads_html.value = links_html(result.downloads)
+    note = ""
+    if correction is not None:
+        note = (
+            '<div class="brats-downloads-corrected">These files hold the corrected labels '
+            f"({int(correction['changed_voxels'])} voxels changed).</div>"
+        )
+    page.downloads_html.value = note + links_html(result.downloads)
     page.downloads_box.layout.display = "flex"
     mark_figure(page, current=True)
+
+
+def show_volumes(page: Page, result: Result, volumes: dict[str, Any], *, corrected: int | None) -> None:
+    """Show the volumes of labels being corrected at once; the scores and downloads follow (:func:`show`)."""
+    result.volumes_shown = volume_rows(volumes, result.truth_volumes, result.segmentation.volume_range)
+    page.volumes_table.value = volumes_html(
+        volumes, result.truth_volumes, result.segmentation.volume_range, corrected=corrected
+    )
+    page.downloads_html.value = (
+        '<div class="brats-downloads-updating">Updating the downloads with the corrections...</div>'
+        + links_html(result.downloads)
+    )
 
 
 def refresh_figure(page: Page, result: Result, viewer: viz.SliceViewer | None) -> None:

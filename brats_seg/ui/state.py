@@ -33,6 +33,8 @@ class Result:
         volumes_shown: The volumes table's numbers: row -> column -> mL
             (:func:`brats_seg.ui.render.volume_rows`).
         notes: Sentences for the page about downloads that could not be made.
+        model_segmentation: The model's own segmentation when ``segmentation`` holds a person's
+            corrections (:mod:`brats_seg.ui.editing`), else None.
     """
 
     study: Study
@@ -44,6 +46,7 @@ class Result:
     downloads: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     volumes_shown: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    model_segmentation: Any = None
 
 
 @dataclass

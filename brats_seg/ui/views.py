@@ -133,6 +133,7 @@ class Views:
         self.viewer: viz.SliceViewer | None = None
         self.last_redraw_s = 0.0
         self.syncing = False
+        self.clicks_move_crosshair = True  # off while a brush or eraser is chosen (editing)
         self.lock = threading.RLock()
         controls = _display_controls()
         self.background, self.overlay, self.opacity = (
@@ -300,7 +301,7 @@ class Views:
 
     def on_click(self, view: str, event: Mapping[str, Any]) -> None:
         """A browser click event on a view's image (events without image coordinates are ignored)."""
-        if "dataX" not in event or "dataY" not in event:
+        if "dataX" not in event or "dataY" not in event or not self.clicks_move_crosshair:
             return
         self.click(view, float(event["dataX"]), float(event["dataY"]))
 

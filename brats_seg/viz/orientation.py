@@ -21,6 +21,12 @@ def to_canonical(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return nib.orientations.apply_orientation(np.asarray(array), canonical_ornt(affine))
 
 
+def from_canonical(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Undo :func:`to_canonical`: a RAS-reoriented array back on the grid of ``affine``."""
+    back = nib.orientations.ornt_transform(_RAS, nib.orientations.io_orientation(affine))
+    return nib.orientations.apply_orientation(np.asarray(array), back)
+
+
 def canonical_affine(affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """The affine of the RAS-reoriented array of :func:`to_canonical`."""
     ornt = canonical_ornt(affine)

@@ -209,30 +209,41 @@ class SliceViewer:
             return [view]
         return [view, *(v for v in VIEWS if v != view)]
 
-    def click(self, view: str, x: float, y: float) -> list[str]:
-        """Move the crosshair to the voxel under pixel ``(x, y)`` of a view's image.
+    def voxel_at(self, view: str, x: float, y: float) -> list[int]:
+        """The voxel (canonical grid) under pixel ``(x, y)`` of a view's image, on the view's slice.
 
         Args:
             view: ``"axial"``, ``"coronal"`` or ``"sagittal"``.
-            x: Column of the clicked pixel in the view's PNG (0 = left edge); clamped to the image.
-            y: Row of the clicked pixel (0 = top edge); clamped to the image.
-
-        Returns:
-            The views whose image changed: the two views whose slice moved, and the clicked view
-            itself when the crosshair is shown (its lines move); empty when the voxel is unchanged.
+            x: Column of the pixel in the view's PNG (0 = left edge); clamped to the image.
+            y: Row of the pixel (0 = top edge); clamped to the image.
         """
         _, rows, cols = self._composed(view)
         row = int(rows[min(max(int(y), 0), rows.size - 1)])
         col = int(cols[min(max(int(x), 0), cols.size - 1)])
         col_axis, row_axis = in_plane_axes(VIEW_AXIS[view])
-        target = list(self.position)
-        target[row_axis] = self.shape[row_axis] - 1 - row
-        target[col_axis] = self.shape[col_axis] - 1 - col
+        voxel = list(self.position)
+        voxel[row_axis] = self.shape[row_axis] - 1 - row
+        voxel[col_axis] = self.shape[col_axis] - 1 - col
+        return voxel
+
+    def click(self, view: str, x: float, y: float) -> list[str]:
+        """Move the crosshair to the voxel under pixel ``(x, y)`` of a view's image (see :meth:`voxel_at`).
+
+        Returns:
+            The views whose image changed: the two views whose slice moved, and the clicked view
+            itself when the crosshair is shown (its lines move); empty when the voxel is unchanged.
+        """
+        target = self.voxel_at(view, x, y)
         if target == self.position:
             return []
         moved = [v for v in VIEWS if target[VIEW_AXIS[v]] != self.position[VIEW_AXIS[v]]]
         self.position = target
         return [*moved, view] if self.settings.crosshair else moved
+
+    def replace_labels(self, name: str, canonical: np.ndarray) -> None:
+        """Show ``canonical`` (already on the canonical grid, e.g. labels being corrected) as map ``name``."""
+        self.labels[name] = np.ascontiguousarray(canonical, dtype=np.uint8)
+        self._invalidate()
 
     def centre_on(self, position: Sequence[int]) -> None:
         """Set the crosshair voxel (canonical grid)."""
