@@ -47,9 +47,13 @@ def _controls() -> dict[str, W.Widget]:
         "ball": W.Checkbox(value=False, description="3-D ball", indent=False),
         "undo": W.Button(description="Undo", disabled=True),
         "redo": W.Button(description="Redo", disabled=True),
-        "reset": W.Button(description="Reset to the model's labels", disabled=True),
+        "reset": W.Button(
+            description="Reset to the model's labels", disabled=True, layout=W.Layout(width="auto")
+        ),
         "uncertain": W.Button(
-            description="Next uncertain slice", tooltip="Axial slices, most uncertain first"
+            description="Next uncertain slice",
+            tooltip="Axial slices, most uncertain first",
+            layout=W.Layout(width="auto"),
         ),
         "save": W.Button(description="Save for training", icon="save"),
         "status": W.HTML(""),
