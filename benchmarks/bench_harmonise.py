@@ -37,7 +37,9 @@ print(json.dumps({"steps": steps, "peak_rss_mb": resource.getrusage(resource.RUS
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("study", nargs="?", type=Path, default=RAW, help="a raw study folder (default: %(default)s)")
+    parser.add_argument(
+        "study", nargs="?", type=Path, default=RAW, help="a raw study folder (default: %(default)s)"
+    )
     parser.add_argument("--runs", type=int, default=3, help="runs, each a new process (default: 3)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     args = parser.parse_args(argv)
@@ -46,15 +48,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     runs = []
     for n in range(args.runs):
-        done = subprocess.run([sys.executable, "-c", CHILD, str(args.study), str(args.threads)], check=True,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-c", CHILD, str(args.study), str(args.threads)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         run = json.loads(done.stdout.strip().splitlines()[-1])
         runs.append(run)
-        print(f"run {n + 1}: " + ", ".join(f"{k} {v:.2f} s" for k, v in run["steps"].items())
-              + f"; peak RSS {run['peak_rss_mb']:.0f} MB", flush=True)
+        print(
+            f"run {n + 1}: "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in run["steps"].items())
+            + f"; peak RSS {run['peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
     steps = runs[0]["steps"]
-    print("median: " + ", ".join(f"{k} {statistics.median(r['steps'][k] for r in runs):.2f} s" for k in steps)
-          + f"; peak RSS {max(r['peak_rss_mb'] for r in runs):.0f} MB (highest)")
+    print(
+        "median: "
+        + ", ".join(f"{k} {statistics.median(r['steps'][k] for r in runs):.2f} s" for k in steps)
+        + f"; peak RSS {max(r['peak_rss_mb'] for r in runs):.0f} MB (highest)"
+    )
     return 0
 
 

@@ -26,7 +26,17 @@ def run_case(case: Path, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as out:
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         t0 = time.perf_counter()
-        cmd = [sys.executable, "-m", "brats_seg.cli", "predict", str(case), "--output", out, "--no-progress", *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "brats_seg.cli",
+            "predict",
+            str(case),
+            "--output",
+            out,
+            "--no-progress",
+            *extra,
+        ]
         subprocess.run(cmd, check=True, capture_output=True)
         wall = time.perf_counter() - t0
         peak_mb = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024
@@ -35,7 +45,9 @@ def run_case(case: Path, extra: list[str]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("cases", nargs="*", type=Path, default=DEFAULT_CASES, help="study folders")
     args, extra = parser.parse_known_args()
     for case in args.cases:

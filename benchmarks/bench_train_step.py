@@ -64,11 +64,20 @@ def main(argv: list[str] | None = None) -> int:
         print("bf16: skipped, this CPU has no native bfloat16")
     base = None
     for name, bf16, cl in settings:
-        s = step_seconds(bf16=bf16, channels_last=cl, batch=args.batch_size, patch=args.patch,
-                         steps=args.steps, warmup=args.warmup)
+        s = step_seconds(
+            bf16=bf16,
+            channels_last=cl,
+            batch=args.batch_size,
+            patch=args.patch,
+            steps=args.steps,
+            warmup=args.warmup,
+        )
         base = base or s
-        print(f"{name:22s} {s:.3f} s per step ({base / s:.2f}x), batch {args.batch_size} of {args.patch}^3, "
-              f"{args.threads} thread(s)", flush=True)
+        print(
+            f"{name:22s} {s:.3f} s per step ({base / s:.2f}x), batch {args.batch_size} of {args.patch}^3, "
+            f"{args.threads} thread(s)",
+            flush=True,
+        )
     return 0
 
 

@@ -33,10 +33,14 @@ PAIRED_LABELS = ("dice_NCR", "dice_ED", "hd95_NCR", "hd95_ED")
 def read_scores(folder: Path) -> dict[str, dict[str, float]]:
     """``{case: {column: value}}`` from ``folder/scores.csv``."""
     with open(folder / "scores.csv", newline="") as f:
-        return {row["case"]: {k: float(v) for k, v in row.items() if k != "case"} for row in csv.DictReader(f)}
+        return {
+            row["case"]: {k: float(v) for k, v in row.items() if k != "case"} for row in csv.DictReader(f)
+        }
 
 
-def paired_change(base: dict[str, dict[str, float]], other: dict[str, dict[str, float]], column: str) -> dict[str, float]:
+def paired_change(
+    base: dict[str, dict[str, float]], other: dict[str, dict[str, float]], column: str
+) -> dict[str, float]:
     """The mean per-case change ``other - base`` of one column over the cases both scored.
 
     Returns:
@@ -54,40 +58,71 @@ def paired_change(base: dict[str, dict[str, float]], other: dict[str, dict[str, 
     if not changes:
         raise ValueError(f"no finite paired change of {column} between the two evaluations")
     low, high = bootstrap_ci(changes)
-    return {"n": len(changes), "mean": mean(changes), "ci_low": low, "ci_high": high,
-            "up": sum(d > 0 for d in changes), "down": sum(d < 0 for d in changes)}
+    return {
+        "n": len(changes),
+        "mean": mean(changes),
+        "ci_low": low,
+        "ci_high": high,
+        "up": sum(d > 0 for d in changes),
+        "down": sum(d < 0 for d in changes),
+    }
 
 
-def print_paired(base: dict[str, dict[str, float]], tables: dict[Path, dict[str, dict[str, float]]],
-                 columns: Sequence[str]) -> None:
+def print_paired(
+    base: dict[str, dict[str, float]], tables: dict[Path, dict[str, dict[str, float]]], columns: Sequence[str]
+) -> None:
     """Print one Markdown row per later folder: the paired change of each column against ``base``."""
     print("| evaluation | n | " + " | ".join(columns) + " |")
     print("|---|---|" + "---|" * len(columns))
     for folder, rows in list(tables.items())[1:]:
         changes = [paired_change(base, rows, c) for c in columns]
-        print(f"| {folder.name} | {min(d['n'] for d in changes)} | " + " | ".join(
-            f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]; {d['up']}/{d['down']}" for d in changes) + " |")
+        print(
+            f"| {folder.name} | {min(d['n'] for d in changes)} | "
+            + " | ".join(
+                f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]; {d['up']}/{d['down']}"
+                for d in changes
+            )
+            + " |"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folders", nargs="+", type=Path, help="evaluate --output folders (each with scores.csv); the first is the base")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "folders",
+        nargs="+",
+        type=Path,
+        help="evaluate --output folders (each with scores.csv); the first is the base",
+    )
     args = parser.parse_args(argv)
     tables = {f: read_scores(f) for f in args.folders}
-    print("| evaluation | n | " + " | ".join(f"Dice {r} mean (median)" for r in REGIONS)
-          + " | " + " | ".join(f"HD95 {r} mean" for r in REGIONS) + " |")
+    print(
+        "| evaluation | n | "
+        + " | ".join(f"Dice {r} mean (median)" for r in REGIONS)
+        + " | "
+        + " | ".join(f"HD95 {r} mean" for r in REGIONS)
+        + " |"
+    )
     print("|---|---|" + "---|" * (2 * len(REGIONS)))
     for folder, rows in tables.items():
         dice = {r: [row[f"dice_{r}"] for row in rows.values()] for r in REGIONS}
         hd = {r: [row[f"hd95_{r}"] for row in rows.values()] for r in REGIONS}
-        print(f"| {folder.name} | {len(rows)} | "
-              + " | ".join(f"{mean(dice[r]):.3f} ({median(dice[r]):.3f})" for r in REGIONS) + " | "
-              + " | ".join(f"{mean(hd[r]):.1f}" for r in REGIONS) + " |")
+        print(
+            f"| {folder.name} | {len(rows)} | "
+            + " | ".join(f"{mean(dice[r]):.3f} ({median(dice[r]):.3f})" for r in REGIONS)
+            + " | "
+            + " | ".join(f"{mean(hd[r]):.1f}" for r in REGIONS)
+            + " |"
+        )
     base_folder, base = next(iter(tables.items()))
     if len(tables) > 1:
         print()
-        print(f"Paired change against {base_folder.name} (mean over shared cases [95% bootstrap interval]; cases up/down; "
-              "a higher Dice is better, a higher HD95 worse):")
+        print(
+            f"Paired change against {base_folder.name} (mean over shared cases [95% bootstrap interval]; cases up/down; "
+            "a higher Dice is better, a higher HD95 worse):"
+        )
         print()
         with_labels = all(PAIRED_LABELS[0] in row for rows in tables.values() for row in rows.values())
         print_paired(base, tables, PAIRED)

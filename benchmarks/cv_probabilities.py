@@ -38,11 +38,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("data_dir", type=Path, help="folder of BraTS case folders with ground truth")
     p.add_argument("--model", type=Path, nargs="+", required=True, help="bundles of fold models")
     p.add_argument("--output", type=Path, required=True, help="folder for <case>.npz and index.json")
-    p.add_argument("--flips", nargs="+", default=list(FLIP_DIMS), choices=list(FLIP_DIMS),
-                   help="flips to predict (default: %(default)s)")
+    p.add_argument(
+        "--flips",
+        nargs="+",
+        default=list(FLIP_DIMS),
+        choices=list(FLIP_DIMS),
+        help="flips to predict (default: %(default)s)",
+    )
     p.add_argument("--cases", nargs="*", help="only these case names (default: every case a member held out)")
-    p.add_argument("--overlap", type=overlap, default=None, help="sliding-window overlap (default: the card's)")
-    p.add_argument("--roi-size", type=positive_int, nargs=3, default=None, help="sliding-window size (default: the card's)")
+    p.add_argument(
+        "--overlap", type=overlap, default=None, help="sliding-window overlap (default: the card's)"
+    )
+    p.add_argument(
+        "--roi-size",
+        type=positive_int,
+        nargs=3,
+        default=None,
+        help="sliding-window size (default: the card's)",
+    )
     args = p.parse_args(argv)
 
     models = [load_model(m) for m in args.model]
@@ -50,22 +63,32 @@ def main(argv: list[str] | None = None) -> int:
     for m in models[1:]:
         for key in PREPROCESSING_KEYS:
             if getattr(m.card, key) != getattr(card, key):
-                p.error(f"{m.card.name}: {key} {getattr(m.card, key)!r} differs from {card.name}'s {getattr(card, key)!r}")
+                p.error(
+                    f"{m.card.name}: {key} {getattr(m.card, key)!r} differs from {card.name}'s {getattr(card, key)!r}"
+                )
     members = [cross_validation_members(m) for m in models]
     cases = sorted(set.intersection(*(set(m) for m in members)))
     if args.cases:
         cases = [c for c in cases if c in set(args.cases)]
-    index = {"models": [str(m) for m in args.model], "names": [m.card.name for m in models],
-             "flips": args.flips, "overlap": card.overlap if args.overlap is None else args.overlap,
-             "roi_size": args.roi_size or card.roi_size, "card": str(args.model[0] / "model.json"), "cases": cases}
+    index = {
+        "models": [str(m) for m in args.model],
+        "names": [m.card.name for m in models],
+        "flips": args.flips,
+        "overlap": card.overlap if args.overlap is None else args.overlap,
+        "roi_size": args.roi_size or card.roi_size,
+        "card": str(args.model[0] / "model.json"),
+        "cases": cases,
+    }
     old_index = args.output / "index.json"
     if old_index.exists():  # a rerun completes a cache; it must not mix settings
         old = json.loads(old_index.read_text())
         changed = {k: (old.get(k), v) for k, v in index.items() if k != "cases" and old.get(k) != v}
         if changed:
-            p.error(f"{args.output} holds probabilities made with other settings "
-                    + "; ".join(f"{k}: found {a!r}, expected {b!r}" for k, (a, b) in changed.items())
-                    + "; use a new --output folder")
+            p.error(
+                f"{args.output} holds probabilities made with other settings "
+                + "; ".join(f"{k}: found {a!r}, expected {b!r}" for k, (a, b) in changed.items())
+                + "; use a new --output folder"
+            )
         index["cases"] = sorted(set(old.get("cases", [])) | set(cases))
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "index.json").write_text(json.dumps(index, indent=2) + "\n")
@@ -83,15 +106,24 @@ def main(argv: list[str] | None = None) -> int:
                 dims = FLIP_DIMS[flip]
                 x = prepared.tensor[None]
                 x = torch.flip(x, dims) if dims else x
-                probs = inference.predict(x, member.networks, roi_size=args.roi_size or card.roi_size, sw_batch_size=card.sw_batch_size,
-                                          overlap=card.overlap if args.overlap is None else args.overlap, mode=card.mode, device="cpu")
+                probs = inference.predict(
+                    x,
+                    member.networks,
+                    roi_size=args.roi_size or card.roi_size,
+                    sw_batch_size=card.sw_batch_size,
+                    overlap=card.overlap if args.overlap is None else args.overlap,
+                    mode=card.mode,
+                    device="cpu",
+                )
                 if dims:
                     probs = torch.flip(probs, tuple(d - 1 for d in dims))
                 arrays[f"{b}_{flip}"] = probs.numpy().astype(np.float16)
         tmp = out.with_suffix(".tmp.npz")
         np.savez_compressed(tmp, **arrays)
         tmp.rename(out)
-        print(f"[{n}/{len(cases)}] {case}: {len(arrays)} maps in {time.perf_counter() - t0:.1f} s", flush=True)
+        print(
+            f"[{n}/{len(cases)}] {case}: {len(arrays)} maps in {time.perf_counter() - t0:.1f} s", flush=True
+        )
     return 0
 
 

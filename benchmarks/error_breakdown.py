@@ -49,18 +49,33 @@ def breakdown(case: str, predicted: np.ndarray, truth: np.ndarray, *, region: st
     sizes = np.bincount(parts.ravel(), minlength=n + 1)
     islands = [i for i in range(1, n + 1) if i not in set(touching.tolist())]
     dice = 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
-    return Breakdown(case, dice, int(true.sum()), fp, fn, n, len(islands), int(sum(sizes[i] for i in islands)))
+    return Breakdown(
+        case, dice, int(true.sum()), fp, fn, n, len(islands), int(sum(sizes[i] for i in islands))
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("predictions", type=Path, help="folder of <case>_seg.nii.gz predictions")
-    p.add_argument("--data", type=Path, default=Path("../shared/data/brats"), help="folder of case folders with ground truth (default: %(default)s)")
-    p.add_argument("--region", choices=list(REGION_LABELS), default="WT", help="region to break down (default: %(default)s)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=Path("../shared/data/brats"),
+        help="folder of case folders with ground truth (default: %(default)s)",
+    )
+    p.add_argument(
+        "--region",
+        choices=list(REGION_LABELS),
+        default="WT",
+        help="region to break down (default: %(default)s)",
+    )
     args = p.parse_args(argv)
     files = sorted(args.predictions.glob("*_seg.nii.gz"))
     if not files:
-        print(f"error: no <case>_seg.nii.gz in {args.predictions}; expected brats-seg evaluate --save-predictions output", file=sys.stderr)
+        print(
+            f"error: no <case>_seg.nii.gz in {args.predictions}; expected brats-seg evaluate --save-predictions output",
+            file=sys.stderr,
+        )
         return 2
     rows = []
     for path in files:
@@ -71,13 +86,19 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         predicted = np.asanyarray(nib.load(path).dataobj)
         rows.append(breakdown(case, predicted, np.asarray(truth), region=args.region))
-    print(f"{args.region}: case | Dice | truth | false positive | false negative | parts | FP islands | island voxels")
+    print(
+        f"{args.region}: case | Dice | truth | false positive | false negative | parts | FP islands | island voxels"
+    )
     for r in rows:
-        print(f"{r.case} | {r.dice:.3f} | {r.truth} | {r.false_positive} | {r.false_negative} | {r.parts} | {r.islands} | {r.island_voxels}")
+        print(
+            f"{r.case} | {r.dice:.3f} | {r.truth} | {r.false_positive} | {r.false_negative} | {r.parts} | {r.islands} | {r.island_voxels}"
+        )
     missing = sum(r.false_negative > r.false_positive for r in rows)
-    print(f"{missing} of {len(rows)} cases miss more {args.region} voxels than they add; "
-          f"in all, {sum(r.false_negative for r in rows)} missed and {sum(r.false_positive for r in rows)} added "
-          f"({sum(r.island_voxels for r in rows)} of them in islands)")
+    print(
+        f"{missing} of {len(rows)} cases miss more {args.region} voxels than they add; "
+        f"in all, {sum(r.false_negative for r in rows)} missed and {sum(r.false_positive for r in rows)} added "
+        f"({sum(r.island_voxels for r in rows)} of them in islands)"
+    )
     return 0
 
 

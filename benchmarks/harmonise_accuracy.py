@@ -55,7 +55,8 @@ GRIDS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float], s
 
 #: The same with about 1 mm voxels: the motion and the resampling without the thick slices' loss.
 THIN_GRIDS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float], str]] = {
-    m: ((0.9, 0.9, 1.0) if m != "FLAIR" else (1.0, 1.0, 1.2), fov, suffix) for m, (_, fov, suffix) in GRIDS.items()
+    m: ((0.9, 0.9, 1.0) if m != "FLAIR" else (1.0, 1.0, 1.2), fov, suffix)
+    for m, (_, fov, suffix) in GRIDS.items()
 }
 
 
@@ -68,7 +69,9 @@ def random_rigid(rng: np.random.Generator, centre: np.ndarray) -> sitk.Euler3DTr
     return t
 
 
-def raw_grid(centre: np.ndarray, spacing: tuple[float, ...], fov: tuple[float, ...], rng: np.random.Generator) -> sitk.Image:
+def raw_grid(
+    centre: np.ndarray, spacing: tuple[float, ...], fov: tuple[float, ...], rng: np.random.Generator
+) -> sitk.Image:
     """An axis-aligned (LPS) grid of ``spacing`` covering ``fov`` around ``centre`` shifted by up to 8 mm."""
     size = [int(round(f / s)) for f, s in zip(fov, spacing, strict=True)]
     origin = np.asarray(centre) + rng.uniform(-8, 8, 3) - (np.asarray(size) - 1) * np.asarray(spacing) / 2
@@ -82,15 +85,20 @@ def make_raw_like(case: Path, out: Path, rng: np.random.Generator, grids: dict =
     """Write a raw-like copy of ``case`` to ``out``; return the true transforms and the T1CE grid."""
     study = files.load_study(case)
     truth = harmonise.to_sitk(study.truth.astype(np.float32), study.affine)
-    centre = np.array(harmonise.to_sitk(study.images["T1"], study.affine).TransformContinuousIndexToPhysicalPoint(
-        [n / 2 for n in study.shape]))
+    centre = np.array(
+        harmonise.to_sitk(study.images["T1"], study.affine).TransformContinuousIndexToPhysicalPoint(
+            [n / 2 for n in study.shape]
+        )
+    )
     out.mkdir(parents=True, exist_ok=True)
     transforms, made_grids = {}, {}
     for modality in MODALITIES:
         spacing, fov, suffix = grids[modality]
         grid = raw_grid(centre, spacing, fov, rng)
         moved = random_rigid(rng, centre)  # maps a point of this sequence's world to the original world
-        image = sitk.Resample(harmonise.to_sitk(study.images[modality], study.affine), grid, moved, sitk.sitkLinear, 0.0)
+        image = sitk.Resample(
+            harmonise.to_sitk(study.images[modality], study.affine), grid, moved, sitk.sitkLinear, 0.0
+        )
         array, affine = harmonise.from_sitk(image)
         nib.save(nib.Nifti1Image(array.astype(np.float32), affine), out / f"{case.name}_scan_{suffix}.nii.gz")
         transforms[modality], made_grids[modality] = moved, grid
@@ -100,8 +108,14 @@ def make_raw_like(case: Path, out: Path, rng: np.random.Generator, grids: dict =
 def truth_on(grid_affine: np.ndarray, shape: tuple[int, ...], made: dict) -> LabelMap:
     """The ground truth moved with the T1CE's transform onto a grid in the T1CE's world (nearest neighbour)."""
     grid = harmonise.to_sitk(np.zeros(shape, dtype=np.float32), grid_affine)
-    moved = sitk.Resample(sitk.Cast(made["truth"], sitk.sitkUInt8), grid, made["transforms"]["T1CE"],
-                          sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    moved = sitk.Resample(
+        sitk.Cast(made["truth"], sitk.sitkUInt8),
+        grid,
+        made["transforms"]["T1CE"],
+        sitk.sitkNearestNeighbor,
+        0,
+        sitk.sitkUInt8,
+    )
     array, affine = harmonise.from_sitk(moved)
     return LabelMap(array.astype(np.uint8), affine, nib.Nifti1Header())
 
@@ -114,8 +128,14 @@ def registration_error(result: harmonise.Harmonised, made: dict) -> dict[str, fl
     errors = {}
     for modality, recovered in result.transforms.items():
         inverse = made["transforms"][modality].GetInverse()
-        d = [np.linalg.norm(np.subtract(recovered.TransformPoint(p), inverse.TransformPoint(to_original.TransformPoint(p))))
-             for p in map(tuple, points)]
+        d = [
+            np.linalg.norm(
+                np.subtract(
+                    recovered.TransformPoint(p), inverse.TransformPoint(to_original.TransformPoint(p))
+                )
+            )
+            for p in map(tuple, points)
+        ]
         errors[modality] = float(np.mean(d))
     return errors
 
@@ -123,7 +143,9 @@ def registration_error(result: harmonise.Harmonised, made: dict) -> dict[str, fl
 def run_case(case: Path, members: dict, rng: np.random.Generator, work: Path, grids: dict = GRIDS) -> dict:
     model = members.get(case.name)
     if model is None:
-        raise SystemExit(f"{case.name}: no ensemble member held it out; expected a case of the model's cross-validation")
+        raise SystemExit(
+            f"{case.name}: no ensemble member held it out; expected a case of the model's cross-validation"
+        )
     made = make_raw_like(case, work / case.name, rng, grids)
     brats = segment(files.load_study(case), model)
     truth = files.load_study(case).truth_map
@@ -153,11 +175,15 @@ def summarise(rows: list[dict]) -> str:
         r1 = np.array([r["raw_1mm"][region]["dice"] for r in rows])
         rn = np.array([r["raw_native"][region]["dice"] for r in rows])
         ratio = r1 / np.where(b > 0, b, np.nan)
-        lines.append(f"{region}: Dice BraTS path {b.mean():.3f}, raw path 1 mm {r1.mean():.3f} (ratio per case "
-                     f"{np.nanmin(ratio):.2f}-{np.nanmax(ratio):.2f}, mean {np.nanmean(ratio):.3f}), native grid {rn.mean():.3f}")
+        lines.append(
+            f"{region}: Dice BraTS path {b.mean():.3f}, raw path 1 mm {r1.mean():.3f} (ratio per case "
+            f"{np.nanmin(ratio):.2f}-{np.nanmax(ratio):.2f}, mean {np.nanmean(ratio):.3f}), native grid {rn.mean():.3f}"
+        )
     errors = [e for r in rows for e in r["registration_error_mm"].values()]
-    lines.append(f"registration error: mean {np.mean(errors):.2f} mm, max {np.max(errors):.2f} mm over "
-                 f"{len(errors)} registrations")
+    lines.append(
+        f"registration error: mean {np.mean(errors):.2f} mm, max {np.max(errors):.2f} mm over "
+        f"{len(errors)} registrations"
+    )
     totals = [r["timings_s"]["total"] for r in rows]
     lines.append(f"harmonisation: {np.median(totals):.1f} s median ({min(totals):.1f}-{max(totals):.1f} s)")
     return "\n".join(lines)
@@ -165,13 +191,25 @@ def summarise(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=SHARED / "brats", help="folder of BraTS cases (default: %(default)s)")
-    parser.add_argument("--cases", type=int, default=6, help="how many: every len/N-th case in name order (default: 6)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random transforms and grids (default: 0)")
+    parser.add_argument(
+        "--data", type=Path, default=SHARED / "brats", help="folder of BraTS cases (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--cases", type=int, default=6, help="how many: every len/N-th case in name order (default: 6)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the random transforms and grids (default: 0)"
+    )
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the bundled model)")
-    parser.add_argument("--slices", choices=("thick", "thin"), default="thick",
-                        help="thick: 5-6 mm axial slices (GRIDS); thin: about 1 mm (THIN_GRIDS) (default: thick)")
-    parser.add_argument("--output", type=Path, default=None, help="write results.json here (default: print only)")
+    parser.add_argument(
+        "--slices",
+        choices=("thick", "thin"),
+        default="thick",
+        help="thick: 5-6 mm axial slices (GRIDS); thin: about 1 mm (THIN_GRIDS) (default: thick)",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=None, help="write results.json here (default: print only)"
+    )
     args = parser.parse_args(argv)
     cases = sorted(p for p in args.data.iterdir() if p.is_dir())
     if not cases:
@@ -185,9 +223,20 @@ def main(argv: list[str] | None = None) -> int:
         for case in chosen:
             row = run_case(case, members, rng, Path(tmp), GRIDS if args.slices == "thick" else THIN_GRIDS)
             rows.append(row)
-            print(json.dumps({k: row[k] for k in ("case", "registration_error_mm", "mutual_information", "timings_s")}))
-            print("  " + "  ".join(f"{reg}: BraTS {row['brats_path'][reg]['dice']:.3f} raw-1mm {row['raw_1mm'][reg]['dice']:.3f} "
-                                   f"native {row['raw_native'][reg]['dice']:.3f}" for reg in ("WT", "TC", "ET")), flush=True)
+            print(
+                json.dumps(
+                    {k: row[k] for k in ("case", "registration_error_mm", "mutual_information", "timings_s")}
+                )
+            )
+            print(
+                "  "
+                + "  ".join(
+                    f"{reg}: BraTS {row['brats_path'][reg]['dice']:.3f} raw-1mm {row['raw_1mm'][reg]['dice']:.3f} "
+                    f"native {row['raw_native'][reg]['dice']:.3f}"
+                    for reg in ("WT", "TC", "ET")
+                ),
+                flush=True,
+            )
     print(summarise(rows))
     if args.output:
         args.output.mkdir(parents=True, exist_ok=True)

@@ -65,8 +65,11 @@ def rewrite(path: Path, *, data=None, affine=None, header_edit: Callable | None 
     """Re-save ``path`` with other data (a fresh header), affine, or header fields."""
     image = nib.load(path)
     header = None if data is not None else image.header.copy()
-    out = nib.Nifti1Image(np.asarray(image.dataobj) if data is None else data,
-                          image.affine if affine is None else affine, header)
+    out = nib.Nifti1Image(
+        np.asarray(image.dataobj) if data is None else data,
+        image.affine if affine is None else affine,
+        header,
+    )
     if header_edit is not None:
         header_edit(out.header)
     nib.save(out, path)
@@ -82,7 +85,7 @@ def to_uncompressed(path: Path) -> Path:
 
 def patch(path: Path, offset: int, value: bytes) -> None:
     raw = bytearray(path.read_bytes())
-    raw[offset:offset + len(value)] = value
+    raw[offset : offset + len(value)] = value
     path.write_bytes(bytes(raw))
 
 
@@ -113,6 +116,7 @@ def header_bytes_case(offset: int, value: bytes, *, uncompress: bool = True):
         t1 = to_uncompressed(paths["T1"]) if uncompress else paths["T1"]
         patch(t1, offset, value)
         return folder
+
     return build
 
 
@@ -122,6 +126,7 @@ def t1_rewrite(data_fn: Callable | None = None, **kwargs):
         data = data_fn(np.asarray(nib.load(paths["T1"]).dataobj)) if data_fn else None
         rewrite(paths["T1"], data=data, **kwargs)
         return folder
+
     return build
 
 
@@ -131,6 +136,7 @@ def all_four(edit: Callable[[nib.Nifti1Image], nib.Nifti1Image]):
         for p in paths.values():
             nib.save(edit(nib.load(p)), p)
         return folder
+
     return build
 
 
@@ -142,6 +148,7 @@ def scaled(factor: float, *, pixdim_too: bool) -> Callable:
         if not pixdim_too:
             out.header.set_zooms(image.header.get_zooms())
         return out
+
     return edit
 
 
@@ -149,6 +156,7 @@ def small(shape) -> Callable:
     def edit(image):
         data = np.asarray(image.dataobj)[tuple(slice(100, 100 + n) for n in shape)]
         return nib.Nifti1Image(np.ascontiguousarray(data), image.affine)
+
     return edit
 
 
@@ -159,11 +167,14 @@ def raw_study(edit_flair: Callable | None = None):
             flair = next(out.glob("*_fla.nii.gz"))
             nib.save(edit_flair(nib.load(flair)), flair)
         return out
+
     return build
 
 
 def _noise(image):
-    return nib.Nifti1Image(np.random.default_rng(0).uniform(0, 1000, image.shape).astype(np.float32), image.affine)
+    return nib.Nifti1Image(
+        np.random.default_rng(0).uniform(0, 1000, image.shape).astype(np.float32), image.affine
+    )
 
 
 def _far(image):
@@ -177,6 +188,7 @@ def files_case(make: Callable[[Path, dict[str, Path]], None]):
         folder, paths = _t1(base, out)
         make(folder, paths)
         return folder
+
     return build
 
 
@@ -188,6 +200,7 @@ def zip_case(members: Callable[[dict[str, Path]], dict[str, bytes]], *, keep_fil
             for p in paths.values():
                 p.unlink()
         return zip_of(folder, out / f"{CASE}.zip", extra)
+
     return build
 
 
@@ -201,6 +214,7 @@ def dicom_case(edit: Callable[[Path], None] | None = None):
         if edit is not None:
             edit(out / "DICOM_1")
         return out / "DICOM_1"
+
     return build
 
 
@@ -283,8 +297,12 @@ def _seg(values: Callable[[np.ndarray], np.ndarray]):
     def build(base: Path, out: Path) -> Path:
         folder, _ = _t1(base, out)
         seg = np.asarray(nib.load(base / f"{CASE}_seg.nii.gz").dataobj)
-        nib.save(nib.Nifti1Image(values(seg), nib.load(base / f"{CASE}_seg.nii.gz").affine), folder / f"{CASE}_seg.nii.gz")
+        nib.save(
+            nib.Nifti1Image(values(seg), nib.load(base / f"{CASE}_seg.nii.gz").affine),
+            folder / f"{CASE}_seg.nii.gz",
+        )
         return folder
+
     return build
 
 
@@ -332,70 +350,250 @@ def kinds() -> dict[str, tuple[str, str, Callable[[Path, Path], Path]]]:
 def _header_kinds() -> dict[str, tuple[str, str, Callable[[Path, Path], Path]]]:
     f4 = np.float32
     return {
-        "hdr_30000cubed": ("refuse", "T1 header claims 30000^3 voxels", header_bytes_case(42, np.array([30000] * 3, "<i2").tobytes())),
-        "dim_negative": ("refuse", "T1 dims (240,-240,155)", header_bytes_case(44, np.array([-240], "<i2").tobytes())),
+        "hdr_30000cubed": (
+            "refuse",
+            "T1 header claims 30000^3 voxels",
+            header_bytes_case(42, np.array([30000] * 3, "<i2").tobytes()),
+        ),
+        "dim_negative": (
+            "refuse",
+            "T1 dims (240,-240,155)",
+            header_bytes_case(44, np.array([-240], "<i2").tobytes()),
+        ),
         "dim_zero": ("refuse", "T1 dims (240,0,155)", header_bytes_case(44, np.array([0], "<i2").tobytes())),
-        "dim0_5": ("accept", "T1 dim[0]=5, dims 4 and 5 of size 1 (still 3-D)", header_bytes_case(40, np.array([5], "<i2").tobytes())),
-        "4d_volume": ("refuse", "T1 is 4-D (4 volumes)", t1_rewrite(data_fn=lambda a: np.stack([a] * 4, axis=-1))),
-        "dtype_complex": ("refuse", "T1 stored as complex64", t1_rewrite(data_fn=lambda a: a.astype(np.complex64))),
-        "dtype_rgb24": ("refuse", "T1 datatype code RGB24", header_bytes_case(70, np.array([128, 24], "<i2").tobytes())),
-        "nan_voxels": ("refuse", "T1 float32 with NaN voxels", t1_rewrite(data_fn=lambda a: np.where(np.arange(a.size).reshape(a.shape) < 100, np.nan, a).astype(f4))),
-        "inf_voxels": ("refuse", "T1 float32 with +inf voxels", t1_rewrite(data_fn=lambda a: np.where(np.arange(a.size).reshape(a.shape) < 100, np.inf, a).astype(f4))),
+        "dim0_5": (
+            "accept",
+            "T1 dim[0]=5, dims 4 and 5 of size 1 (still 3-D)",
+            header_bytes_case(40, np.array([5], "<i2").tobytes()),
+        ),
+        "4d_volume": (
+            "refuse",
+            "T1 is 4-D (4 volumes)",
+            t1_rewrite(data_fn=lambda a: np.stack([a] * 4, axis=-1)),
+        ),
+        "dtype_complex": (
+            "refuse",
+            "T1 stored as complex64",
+            t1_rewrite(data_fn=lambda a: a.astype(np.complex64)),
+        ),
+        "dtype_rgb24": (
+            "refuse",
+            "T1 datatype code RGB24",
+            header_bytes_case(70, np.array([128, 24], "<i2").tobytes()),
+        ),
+        "nan_voxels": (
+            "refuse",
+            "T1 float32 with NaN voxels",
+            t1_rewrite(
+                data_fn=lambda a: np.where(np.arange(a.size).reshape(a.shape) < 100, np.nan, a).astype(f4)
+            ),
+        ),
+        "inf_voxels": (
+            "refuse",
+            "T1 float32 with +inf voxels",
+            t1_rewrite(
+                data_fn=lambda a: np.where(np.arange(a.size).reshape(a.shape) < 100, np.inf, a).astype(f4)
+            ),
+        ),
         "all_zero": ("refuse", "T1 all zeros", t1_rewrite(data_fn=lambda a: np.zeros_like(a))),
         "constant": ("refuse", "T1 constant 100", t1_rewrite(data_fn=lambda a: np.full_like(a, 100))),
-        "tiny_8cubed": ("refuse", "all four 8x8x8 voxels (no head: harmonising refuses it)", all_four(small((8, 8, 8)))),
-        "single_slice": ("refuse", "all four 64x64x1 (no head: harmonising refuses it)", all_four(small((64, 64, 1)))),
-        "pixdim_1000": ("refuse", "T1 pixdim 1000 mm, codes 0", header_bytes_case(76, np.array([1, 1000, 1000, 1000], "<f4").tobytes())),
+        "tiny_8cubed": (
+            "refuse",
+            "all four 8x8x8 voxels (no head: harmonising refuses it)",
+            all_four(small((8, 8, 8))),
+        ),
+        "single_slice": (
+            "refuse",
+            "all four 64x64x1 (no head: harmonising refuses it)",
+            all_four(small((64, 64, 1))),
+        ),
+        "pixdim_1000": (
+            "refuse",
+            "T1 pixdim 1000 mm, codes 0",
+            header_bytes_case(76, np.array([1, 1000, 1000, 1000], "<f4").tobytes()),
+        ),
         "pixdim_zero": ("refuse", "T1 pixdim 0, sform/qform codes 0", _pixdim_zero),
         "affine_singular": ("refuse", "all four: sform all zero, qform code 0", _affine_singular),
-        "qform_sform_disagree": ("accept", "T1 qform flipped vs sform (sform wins)", t1_rewrite(header_edit=lambda h: h.set_qform(np.diag([1, -1, 1, 1]) @ h.get_sform(), code=1))),
-        "truncated_gzip": ("refuse", "T1 .nii.gz cut in half", files_case(lambda f, p: p["T1"].write_bytes(p["T1"].read_bytes()[: p["T1"].stat().st_size // 2]))),
-        "gzip_bomb_2GiB": ("refuse", "T1 .nii.gz: header then 2 GiB of zeros", files_case(lambda f, p: _gzip_bomb(p))),
+        "qform_sform_disagree": (
+            "accept",
+            "T1 qform flipped vs sform (sform wins)",
+            t1_rewrite(header_edit=lambda h: h.set_qform(np.diag([1, -1, 1, 1]) @ h.get_sform(), code=1)),
+        ),
+        "truncated_gzip": (
+            "refuse",
+            "T1 .nii.gz cut in half",
+            files_case(lambda f, p: p["T1"].write_bytes(p["T1"].read_bytes()[: p["T1"].stat().st_size // 2])),
+        ),
+        "gzip_bomb_2GiB": (
+            "refuse",
+            "T1 .nii.gz: header then 2 GiB of zeros",
+            files_case(lambda f, p: _gzip_bomb(p)),
+        ),
         "zip_bomb_1GiB": ("refuse", "a zip whose T1 member inflates to 1 GiB", _zip_bomb),
-        "zip_dotdot": ("refuse", "zip member ../../x_t1.nii.gz", zip_case(lambda p: {"../../PWNED_t1.nii.gz": b"x"})),
-        "zip_absolute": ("refuse", "zip member /tmp/PWNED_seg.nii.gz", zip_case(lambda p: {"/tmp/PWNED_seg.nii.gz": b"x"})),
-        "zip_windows_path": ("refuse", "zip member C:\\temp\\x_seg.nii.gz", zip_case(lambda p: {"C:\\temp\\x_seg.nii.gz": b"x"})),
+        "zip_dotdot": (
+            "refuse",
+            "zip member ../../x_t1.nii.gz",
+            zip_case(lambda p: {"../../PWNED_t1.nii.gz": b"x"}),
+        ),
+        "zip_absolute": (
+            "refuse",
+            "zip member /tmp/PWNED_seg.nii.gz",
+            zip_case(lambda p: {"/tmp/PWNED_seg.nii.gz": b"x"}),
+        ),
+        "zip_windows_path": (
+            "refuse",
+            "zip member C:\\temp\\x_seg.nii.gz",
+            zip_case(lambda p: {"C:\\temp\\x_seg.nii.gz": b"x"}),
+        ),
         "zip_nested": ("refuse", "a zip holding only another zip", _zip_nested),
-        "zip_two_folders": ("refuse", "zip with the 4 files in A/ and a seg in B/", zip_case(lambda p: {"B/x_seg.nii.gz": p["T1"].read_bytes()}, keep_files=True)),
+        "zip_two_folders": (
+            "refuse",
+            "zip with the 4 files in A/ and a seg in B/",
+            zip_case(lambda p: {"B/x_seg.nii.gz": p["T1"].read_bytes()}, keep_files=True),
+        ),
         "zip_symlink": ("refuse", "zip with a symlink member", _zip_symlink),
-        "five_sequences": ("refuse", "a fifth file _dwi.nii.gz", files_case(lambda f, p: shutil.copy(p["T1"], f / f"{CASE}_dwi.nii.gz"))),
-        "duplicate_modality": ("refuse", "both _t1 and _T1", files_case(lambda f, p: shutil.copy(p["T1"], f / f"{CASE}_T1.nii.gz"))),
+        "five_sequences": (
+            "refuse",
+            "a fifth file _dwi.nii.gz",
+            files_case(lambda f, p: shutil.copy(p["T1"], f / f"{CASE}_dwi.nii.gz")),
+        ),
+        "duplicate_modality": (
+            "refuse",
+            "both _t1 and _T1",
+            files_case(lambda f, p: shutil.copy(p["T1"], f / f"{CASE}_T1.nii.gz")),
+        ),
     }
 
 
 def _study_kinds() -> dict[str, tuple[str, str, Callable[[Path, Path], Path]]]:
     return {
-        "shape_mismatch": ("accept", "T1 240x240x154 (harmonised since issue 17)", t1_rewrite(data_fn=lambda a: np.ascontiguousarray(a[:, :, :154]))),
+        "shape_mismatch": (
+            "accept",
+            "T1 240x240x154 (harmonised since issue 17)",
+            t1_rewrite(data_fn=lambda a: np.ascontiguousarray(a[:, :, :154])),
+        ),
         "affine_shift_1mm": ("accept", "T1 affine shifted 1 mm (harmonised)", _affine_shift),
         "weird_names": ("accept", "names with $(...), backticks, ;, quotes, unicode, spaces", _weird_names),
         "empty_file": ("refuse", "T1 is 0 bytes", files_case(lambda f, p: p["T1"].write_bytes(b""))),
-        "png_as_nii": ("refuse", "T1 named .nii.gz is a PNG", files_case(lambda f, p: p["T1"].write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(400)))),
-        "pickle_as_niigz": ("refuse", "T1 .nii.gz is a pickle", files_case(lambda f, p: p["T1"].write_bytes(pickle.dumps({"x": 1})))),
-        "pickle_gzipped": ("refuse", "T1 .nii.gz is a gzipped pickle", files_case(lambda f, p: p["T1"].write_bytes(gzip.compress(pickle.dumps({"x": 1}))))),
-        "seg_label3": ("refuse", "a seg with label 3", _seg(lambda a: np.where(a == 4, 3, a).astype(np.uint8))),
-        "seg_label255": ("refuse", "a seg with label 255", _seg(lambda a: np.where(a == 4, 255, a).astype(np.uint8))),
-        "seg_float_labels": ("refuse", "a float seg with 3.5", _seg(lambda a: np.where(a == 4, 3.5, a).astype(np.float32))),
-        "symlink_etc_passwd": ("refuse", "T1 is a symlink to /etc/passwd", files_case(lambda f, p: (p["T1"].unlink(), p["T1"].symlink_to("/etc/passwd")))),
+        "png_as_nii": (
+            "refuse",
+            "T1 named .nii.gz is a PNG",
+            files_case(lambda f, p: p["T1"].write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(400))),
+        ),
+        "pickle_as_niigz": (
+            "refuse",
+            "T1 .nii.gz is a pickle",
+            files_case(lambda f, p: p["T1"].write_bytes(pickle.dumps({"x": 1}))),
+        ),
+        "pickle_gzipped": (
+            "refuse",
+            "T1 .nii.gz is a gzipped pickle",
+            files_case(lambda f, p: p["T1"].write_bytes(gzip.compress(pickle.dumps({"x": 1})))),
+        ),
+        "seg_label3": (
+            "refuse",
+            "a seg with label 3",
+            _seg(lambda a: np.where(a == 4, 3, a).astype(np.uint8)),
+        ),
+        "seg_label255": (
+            "refuse",
+            "a seg with label 255",
+            _seg(lambda a: np.where(a == 4, 255, a).astype(np.uint8)),
+        ),
+        "seg_float_labels": (
+            "refuse",
+            "a float seg with 3.5",
+            _seg(lambda a: np.where(a == 4, 3.5, a).astype(np.float32)),
+        ),
+        "symlink_etc_passwd": (
+            "refuse",
+            "T1 is a symlink to /etc/passwd",
+            files_case(lambda f, p: (p["T1"].unlink(), p["T1"].symlink_to("/etc/passwd"))),
+        ),
         "dicom_valid": ("accept", "a valid DICOM study, 4 series 48x48x32 (control)", dicom_case()),
-        "dicom_corrupt_file": ("refuse", "a DICOM slice truncated to 200 bytes", dicom_case(lambda d: (f := sorted((d / "S2").iterdir())[3]).write_bytes(f.read_bytes()[:200] + b"garbage"))),
-        "dicom_missing_slice": ("refuse", "a DICOM series missing its 16th slice", dicom_case(_dicom_missing)),
+        "dicom_corrupt_file": (
+            "refuse",
+            "a DICOM slice truncated to 200 bytes",
+            dicom_case(
+                lambda d: (f := sorted((d / "S2").iterdir())[3]).write_bytes(
+                    f.read_bytes()[:200] + b"garbage"
+                )
+            ),
+        ),
+        "dicom_missing_slice": (
+            "refuse",
+            "a DICOM series missing its 16th slice",
+            dicom_case(_dicom_missing),
+        ),
         "dir_1000_empty": ("refuse", "a folder of 1000 empty files", _dir_empty),
-        "sform_scale_1000": ("refuse", "all four: pixdim 1, sform 1000 mm voxels", all_four(scaled(1000.0, pixdim_too=False))),
-        "sform_scale_0.001": ("refuse", "all four: sform 0.001 mm voxels", all_four(scaled(0.001, pixdim_too=False))),
-        "pixdim_99": ("refuse", "all four: 99 mm voxels (pixdim and sform)", all_four(scaled(99.0, pixdim_too=True))),
-        "sform_scale_4": ("refuse", "all four: 4 mm voxels (a 960 mm field of view)", all_four(scaled(4.0, pixdim_too=True))),
-        "vox_offset_1e18": ("refuse", "T1 vox_offset 1e18", header_bytes_case(108, np.array([1e18], "<f4").tobytes())),
-        "vox_offset_0": ("refuse", "T1 vox_offset 0, data at 352", header_bytes_case(108, np.array([0], "<f4").tobytes())),
-        "vox_offset_100": ("refuse", "T1 vox_offset 100 (inside the header)", header_bytes_case(108, np.array([100], "<f4").tobytes())),
-        "random_bytes": ("refuse", "T1 is 1 MiB of random bytes", files_case(lambda f, p: p["T1"].write_bytes(np.random.default_rng(0).bytes(1 << 20)))),
-        "analyze_header": ("refuse", "T1 has a 348-byte header without NIfTI magic", header_bytes_case(344, b"\0\0\0\0")),
-        "hdr_img_pair_magic": ("refuse", "T1 has the magic of a .hdr/.img pair", header_bytes_case(344, b"ni1\0")),
+        "sform_scale_1000": (
+            "refuse",
+            "all four: pixdim 1, sform 1000 mm voxels",
+            all_four(scaled(1000.0, pixdim_too=False)),
+        ),
+        "sform_scale_0.001": (
+            "refuse",
+            "all four: sform 0.001 mm voxels",
+            all_four(scaled(0.001, pixdim_too=False)),
+        ),
+        "pixdim_99": (
+            "refuse",
+            "all four: 99 mm voxels (pixdim and sform)",
+            all_four(scaled(99.0, pixdim_too=True)),
+        ),
+        "sform_scale_4": (
+            "refuse",
+            "all four: 4 mm voxels (a 960 mm field of view)",
+            all_four(scaled(4.0, pixdim_too=True)),
+        ),
+        "vox_offset_1e18": (
+            "refuse",
+            "T1 vox_offset 1e18",
+            header_bytes_case(108, np.array([1e18], "<f4").tobytes()),
+        ),
+        "vox_offset_0": (
+            "refuse",
+            "T1 vox_offset 0, data at 352",
+            header_bytes_case(108, np.array([0], "<f4").tobytes()),
+        ),
+        "vox_offset_100": (
+            "refuse",
+            "T1 vox_offset 100 (inside the header)",
+            header_bytes_case(108, np.array([100], "<f4").tobytes()),
+        ),
+        "random_bytes": (
+            "refuse",
+            "T1 is 1 MiB of random bytes",
+            files_case(lambda f, p: p["T1"].write_bytes(np.random.default_rng(0).bytes(1 << 20))),
+        ),
+        "analyze_header": (
+            "refuse",
+            "T1 has a 348-byte header without NIfTI magic",
+            header_bytes_case(344, b"\0\0\0\0"),
+        ),
+        "hdr_img_pair_magic": (
+            "refuse",
+            "T1 has the magic of a .hdr/.img pair",
+            header_bytes_case(344, b"ni1\0"),
+        ),
         "budget_400cubed": ("refuse", "four 400^3 1 mm volumes of a repeating pattern", _budget_400),
-        "scl_slope_inf": ("accept", "T1 scl_slope = +inf (nibabel ignores a non-finite slope: the file's own values)", header_bytes_case(112, np.array([np.inf], "<f4").tobytes())),
-        "scl_slope_nan": ("accept", "T1 scl_slope = NaN (the standard: ignore, use 1)", header_bytes_case(112, np.array([np.nan], "<f4").tobytes())),
+        "scl_slope_inf": (
+            "accept",
+            "T1 scl_slope = +inf (nibabel ignores a non-finite slope: the file's own values)",
+            header_bytes_case(112, np.array([np.inf], "<f4").tobytes()),
+        ),
+        "scl_slope_nan": (
+            "accept",
+            "T1 scl_slope = NaN (the standard: ignore, use 1)",
+            header_bytes_case(112, np.array([np.nan], "<f4").tobytes()),
+        ),
         "name_300_chars": ("refuse", "upload names of 300 characters (dashboard only)", _t1_only),
         "mixed_studies": ("accept", "FLAIR of another case (warned, not refused)", _mixed),
-        "raw_noise_flair": ("refuse", "raw study whose FLAIR is noise (registration fails)", raw_study(_noise)),
+        "raw_noise_flair": (
+            "refuse",
+            "raw study whose FLAIR is noise (registration fails)",
+            raw_study(_noise),
+        ),
         "raw_far_flair": ("refuse", "raw study whose FLAIR lies 400 mm away", raw_study(_far)),
         "raw_valid": ("accept", "the real raw study TCGA-FG-6692 (control)", raw_study()),
     }
@@ -435,8 +633,16 @@ def run_dashboard(app, upload: dict[str, bytes] | None) -> tuple[str, bool]:
     """What the page says after the upload (and Predict, when the study loads); whether it is a crash."""
     if upload is None:
         return "n/a (a link cannot be uploaded)", False
-    app.page.upload.value = tuple({"name": n, "type": "", "size": len(d), "content": memoryview(d),
-                              "last_modified": datetime.datetime.now(datetime.UTC)} for n, d in upload.items())
+    app.page.upload.value = tuple(
+        {
+            "name": n,
+            "type": "",
+            "size": len(d),
+            "content": memoryview(d),
+            "last_modified": datetime.datetime.now(datetime.UTC),
+        }
+        for n, d in upload.items()
+    )
     if app.state.study is None:
         text = app.state.message_text
         return f"refused: {text[:70]}", "Internal error" in text
@@ -458,38 +664,71 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from brats_seg.ui import App
 
-    app = App(synchronous=True, preload_model=False, own_temp_dir=False)  # one kernel for every kind, as a server
+    app = App(
+        synchronous=True, preload_model=False, own_temp_dir=False
+    )  # one kernel for every kind, as a server
     chosen = kinds() if args.only is None else {k: v for k, v in kinds().items() if k in args.only.split(",")}
     rows = []
-    print("| # | kind | expected | check | predict | traceback | predict s | peak MB | dashboard | as expected |")
+    print(
+        "| # | kind | expected | check | predict | traceback | predict s | peak MB | dashboard | as expected |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for n, (name, (expected, what, build)) in enumerate(chosen.items(), start=1):
         with tempfile.TemporaryDirectory(prefix="brats_seg_hostile_") as tmp:
             path = build(base, Path(tmp) / name)
             cli_ok = name != "name_300_chars"
             check = run_cli("check", str(path)) if cli_ok else {"rc": "n/a"}
-            predict = (run_cli("predict", str(path), "--output", str(Path(tmp) / "out"), "--no-tta", "--no-progress")
-                       if cli_ok else {"rc": "n/a", "s": 0, "mb": 0, "traceback": False, "last": ""})
+            predict = (
+                run_cli("predict", str(path), "--output", str(Path(tmp) / "out"), "--no-tta", "--no-progress")
+                if cli_ok
+                else {"rc": "n/a", "s": 0, "mb": 0, "traceback": False, "last": ""}
+            )
             page, page_crash = run_dashboard(app, upload_of(path, name))
         rc = {2: "refuse", 0: "accept"}
-        outcome_ok = all(rc.get(r["rc"], "n/a" if r["rc"] == "n/a" else "crash") in (expected, "n/a") for r in (check, predict))
+        outcome_ok = all(
+            rc.get(r["rc"], "n/a" if r["rc"] == "n/a" else "crash") in (expected, "n/a")
+            for r in (check, predict)
+        )
         if expected == "accept" and check["rc"] == 0 and predict["rc"] == 2:
             outcome_ok = False
-        crash = predict["rc"] in (1, "timeout") or check["rc"] in (1, "timeout") or predict.get("traceback") or page_crash
-        good = outcome_ok and not crash and (page.startswith("refused") == (expected == "refuse") or page.startswith("n/a"))
-        row = {"n": n, "kind": name, "what": what, "expected": expected, "check": check, "predict": predict,
-               "dashboard": page, "crash": bool(crash), "as_expected": bool(good)}
+        crash = (
+            predict["rc"] in (1, "timeout")
+            or check["rc"] in (1, "timeout")
+            or predict.get("traceback")
+            or page_crash
+        )
+        good = (
+            outcome_ok
+            and not crash
+            and (page.startswith("refused") == (expected == "refuse") or page.startswith("n/a"))
+        )
+        row = {
+            "n": n,
+            "kind": name,
+            "what": what,
+            "expected": expected,
+            "check": check,
+            "predict": predict,
+            "dashboard": page,
+            "crash": bool(crash),
+            "as_expected": bool(good),
+        }
         rows.append(row)
-        print(f"| {n:02d} | {name}: {what} | {expected} | {check['rc']} | {predict['rc']} | "
-              f"{'yes' if predict.get('traceback') else 'no'} | {predict.get('s', 0)} | {predict.get('mb', 0)} | "
-              f"{page.replace('|', '/')} | {'yes' if good else '**no**'} |", flush=True)
+        print(
+            f"| {n:02d} | {name}: {what} | {expected} | {check['rc']} | {predict['rc']} | "
+            f"{'yes' if predict.get('traceback') else 'no'} | {predict.get('s', 0)} | {predict.get('mb', 0)} | "
+            f"{page.replace('|', '/')} | {'yes' if good else '**no**'} |",
+            flush=True,
+        )
     crashes = sum(r["crash"] for r in rows)
     hangs = sum("timeout" in (r["check"]["rc"], r["predict"]["rc"]) for r in rows)
     unexpected = [r["kind"] for r in rows if not r["as_expected"]]
-    print(f"\n{len(rows)} kinds: {sum(r['expected'] == 'refuse' for r in rows)} to refuse, "
-          f"{sum(r['expected'] == 'accept' for r in rows)} to accept; crashes {crashes}, hangs {hangs}; "
-          f"not as expected: {unexpected or 'none'}; predict's slowest "
-          f"{max(r['predict'].get('s', 0) for r in rows)} s, highest peak {max(r['predict'].get('mb', 0) for r in rows)} MB")
+    print(
+        f"\n{len(rows)} kinds: {sum(r['expected'] == 'refuse' for r in rows)} to refuse, "
+        f"{sum(r['expected'] == 'accept' for r in rows)} to accept; crashes {crashes}, hangs {hangs}; "
+        f"not as expected: {unexpected or 'none'}; predict's slowest "
+        f"{max(r['predict'].get('s', 0) for r in rows)} s, highest peak {max(r['predict'].get('mb', 0) for r in rows)} MB"
+    )
     if args.output:
         args.output.mkdir(parents=True, exist_ok=True)
         (args.output / "results.json").write_text(json.dumps(rows, indent=1) + "\n")

@@ -19,7 +19,9 @@ from brats_seg.types import brain_mask
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("folders", type=Path, nargs="+", help="folders of study folders")
     args = parser.parse_args()
     fractions, volumes, n_warned = [], [], 0
@@ -34,12 +36,16 @@ def main() -> None:
             fractions.append(fraction)
             volumes.append(ml)
             n_warned += bool(warnings)
-            print(f"{study.name}: non-zero {fraction:.3f} of the view, {ml:.0f} mL, spacing {study.spacing}, "
-                  f"uncovered {uncovered}, {len(warnings)} warnings")
+            print(
+                f"{study.name}: non-zero {fraction:.3f} of the view, {ml:.0f} mL, spacing {study.spacing}, "
+                f"uncovered {uncovered}, {len(warnings)} warnings"
+            )
             for w in warnings:
                 print(f"  warning: {w}")
-    print(f"{len(fractions)} studies: non-zero fraction {min(fractions):.3f}-{max(fractions):.3f}, "
-          f"brain {min(volumes):.0f}-{max(volumes):.0f} mL, {n_warned} with warnings")
+    print(
+        f"{len(fractions)} studies: non-zero fraction {min(fractions):.3f}-{max(fractions):.3f}, "
+        f"brain {min(volumes):.0f}-{max(volumes):.0f} mL, {n_warned} with warnings"
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,12 @@ from brats_seg.training.config import REGION_ORDER, TrainConfig, card_for
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "brats")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "brats"
+    )
     parser.add_argument("--spacing", type=float, nargs=3, default=[2.0, 2.0, 2.0])
     args = parser.parse_args()
     card = card_for(TrainConfig(spacing=tuple(args.spacing)), "ceiling")
@@ -36,8 +40,10 @@ def main() -> None:
         sl = tuple(slice(a, b) for a, b in prepared.box)
         import torch
 
-        coarse = preprocess.resample(torch.from_numpy(np.ascontiguousarray(regions[(slice(None), *sl)])),
-                                     tuple(prepared.tensor.shape[1:]))
+        coarse = preprocess.resample(
+            torch.from_numpy(np.ascontiguousarray(regions[(slice(None), *sl)])),
+            tuple(prepared.tensor.shape[1:]),
+        )
         back = preprocess.restore(coarse, prepared)
         labels = postprocess.to_labels(back, card)
         rows.append(metrics.flatten_scores(metrics.score(labels, study.truth, spacing=study.spacing)))

@@ -25,8 +25,12 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=SHARED / "brats", help="folder of BraTS cases (default: %(default)s)")
-    parser.add_argument("--cases", type=int, default=6, help="how many: every len/N-th case in name order (default: 6)")
+    parser.add_argument(
+        "--data", type=Path, default=SHARED / "brats", help="folder of BraTS cases (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--cases", type=int, default=6, help="how many: every len/N-th case in name order (default: 6)"
+    )
     args = parser.parse_args(argv)
     cases = sorted(p for p in args.data.iterdir() if p.is_dir())
     dices, lost, times = [], [], []
@@ -39,9 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         dices.append(2 * np.count_nonzero(mask & brain) / (mask.sum() + brain.sum()))
         tumour = study.truth > 0
         lost.append(np.count_nonzero(tumour & ~mask) / max(1, np.count_nonzero(tumour)))
-        print(f"{case.name}: Dice with the brain {dices[-1]:.3f}, tumour left out {lost[-1]:.2%}, {times[-1]:.1f} s", flush=True)
-    print(f"{len(dices)} cases: Dice {np.mean(dices):.3f} (min {np.min(dices):.3f}), tumour left out mean "
-          f"{np.mean(lost):.2%} (max {np.max(lost):.2%}), {np.median(times):.1f} s median")
+        print(
+            f"{case.name}: Dice with the brain {dices[-1]:.3f}, tumour left out {lost[-1]:.2%}, {times[-1]:.1f} s",
+            flush=True,
+        )
+    print(
+        f"{len(dices)} cases: Dice {np.mean(dices):.3f} (min {np.min(dices):.3f}), tumour left out mean "
+        f"{np.mean(lost):.2%} (max {np.max(lost):.2%}), {np.median(times):.1f} s median"
+    )
     return 0
 
 

@@ -87,16 +87,28 @@ def score_case(job: tuple) -> list[dict]:
             if pp:
                 labels = postprocess.apply_postprocess(labels, voxel_volume_mm3=voxel, **pp)
             flat = metrics.flatten_scores(metrics.score(labels, truth, spacing=spacing))
-            rows.append({"case": case, "decoding": decoding_name(decoding), "t_tc": thresholds[0],
-                         "t_wt": thresholds[1], "t_et": thresholds[2], **flat})
+            rows.append(
+                {
+                    "case": case,
+                    "decoding": decoding_name(decoding),
+                    "t_tc": thresholds[0],
+                    "t_wt": thresholds[1],
+                    "t_et": thresholds[2],
+                    **flat,
+                }
+            )
     return rows
 
 
 def region_value(rows: Sequence[dict], region: str) -> float:
-    return float(np.mean([r[f"dice_{region}"] for r in rows]) - np.mean([r[f"hd95_{region}"] for r in rows]) / 100)
+    return float(
+        np.mean([r[f"dice_{region}"] for r in rows]) - np.mean([r[f"hd95_{region}"] for r in rows]) / 100
+    )
 
 
-def choose(table: dict[Thresholds, dict[str, dict]], names: Sequence[str], grid: Sequence[float]) -> Thresholds:
+def choose(
+    table: dict[Thresholds, dict[str, dict]], names: Sequence[str], grid: Sequence[float]
+) -> Thresholds:
     """Per region, the threshold (others at 0.5) that ranks best on ``names``; ties go to the closest to 0.5."""
     picked = []
     for i, region in enumerate(REGIONS):
@@ -112,45 +124,90 @@ def choose(table: dict[Thresholds, dict[str, dict]], names: Sequence[str], grid:
 
 def line(label: str, rows: Sequence[dict]) -> str:
     s = metrics.summarise(rows, confidence=None)
-    return (f"{label:44s} | " + " ".join(f"{s[f'dice_{r}']['mean']:.3f}" for r in ("WT", "TC", "ET")) + " | "
-            + " ".join(f"{s[f'hd95_{r}']['mean']:6.2f}" for r in ("WT", "TC", "ET")))
+    return (
+        f"{label:44s} | "
+        + " ".join(f"{s[f'dice_{r}']['mean']:.3f}" for r in ("WT", "TC", "ET"))
+        + " | "
+        + " ".join(f"{s[f'hd95_{r}']['mean']:6.2f}" for r in ("WT", "TC", "ET"))
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cache", type=Path, help="folder written by benchmarks/cv_probabilities.py")
-    p.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "brats",
-                   help="folder of the cases with ground truth (default: ../shared/data/brats)")
-    p.add_argument("--splits", type=Path, default=None, help="splits.json of the fold models: nested choice (default: off)")
-    p.add_argument("--bundles", nargs="+", default=["0"], help="bundle index sets to average, e.g. 0 0,1 (default: %(default)s)")
-    p.add_argument("--flip-sets", nargs="+", default=["none"], help="flip sets, e.g. none none,x (default: %(default)s)")
-    p.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS), help="grid per region (default: %(default)s)")
-    p.add_argument("--no-postprocess", action="store_true", help="skip the card's post-processing (default: apply it)")
-    p.add_argument("--workers", type=int, default=2, help="processes, one case each; 1 runs in this process (default: %(default)s)")
-    p.add_argument("--csv", type=Path, default=None, help="write every score row here (default: CACHE/decoding.csv)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "brats",
+        help="folder of the cases with ground truth (default: ../shared/data/brats)",
+    )
+    p.add_argument(
+        "--splits",
+        type=Path,
+        default=None,
+        help="splits.json of the fold models: nested choice (default: off)",
+    )
+    p.add_argument(
+        "--bundles",
+        nargs="+",
+        default=["0"],
+        help="bundle index sets to average, e.g. 0 0,1 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--flip-sets", nargs="+", default=["none"], help="flip sets, e.g. none none,x (default: %(default)s)"
+    )
+    p.add_argument(
+        "--thresholds",
+        type=float,
+        nargs="+",
+        default=list(THRESHOLDS),
+        help="grid per region (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-postprocess", action="store_true", help="skip the card's post-processing (default: apply it)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="processes, one case each; 1 runs in this process (default: %(default)s)",
+    )
+    p.add_argument(
+        "--csv", type=Path, default=None, help="write every score row here (default: CACHE/decoding.csv)"
+    )
     args = p.parse_args(argv)
 
     index = json.loads((args.cache / "index.json").read_text())
     cases = index["cases"]
     missing = [c for c in cases if not (args.cache / f"{c}.npz").exists()]
     if missing:
-        p.error(f"{args.cache}: expected <case>.npz for every case in index.json, missing {', '.join(missing)}; "
-                "run benchmarks/cv_probabilities.py again to complete it")
+        p.error(
+            f"{args.cache}: expected <case>.npz for every case in index.json, missing {', '.join(missing)}; "
+            "run benchmarks/cv_probabilities.py again to complete it"
+        )
     card_path = index["card"]
     card = ModelCard.load(card_path)
     if card.output.get("type") != "regions_sigmoid" or list(card.output.get("regions", [])) != list(REGIONS):
         p.error(f"{card_path}: expected sigmoid regions in the order {list(REGIONS)}, found {card.output}")
     pp = {} if args.no_postprocess else postprocess.postprocess_settings(card)
     pp = {k: v for k, v in pp.items() if v}
-    decodings: list[Decoding] = [(tuple(int(b) for b in bs.split(",")), tuple(fs.split(",")))
-                                 for bs in args.bundles for fs in args.flip_sets]
+    decodings: list[Decoding] = [
+        (tuple(int(b) for b in bs.split(",")), tuple(fs.split(",")))
+        for bs in args.bundles
+        for fs in args.flip_sets
+    ]
     for bundles, flips in decodings:
         if not set(bundles) <= set(range(len(index["models"]))) or not set(flips) <= set(index["flips"]):
-            p.error(f"--bundles {','.join(map(str, bundles))} --flip-sets {','.join(flips)}: expected bundle indices "
-                    f"0..{len(index['models']) - 1} and flips from {index['flips']} (what {args.cache} holds)")
+            p.error(
+                f"--bundles {','.join(map(str, bundles))} --flip-sets {','.join(flips)}: expected bundle indices "
+                f"0..{len(index['models']) - 1} and flips from {index['flips']} (what {args.cache} holds)"
+            )
     grid = sorted(set(args.thresholds) | {0.5})
     moves = single_moves(grid)
-    print(f"{len(cases)} cases, post-processing {pp or 'off'}, {len(decodings)} decodings x {len(moves)} thresholds", flush=True)
+    print(
+        f"{len(cases)} cases, post-processing {pp or 'off'}, {len(decodings)} decodings x {len(moves)} thresholds",
+        flush=True,
+    )
 
     def run(jobs: list[tuple]) -> list[dict]:
         if args.workers == 1:
@@ -158,7 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with ProcessPoolExecutor(args.workers) as pool:
             return [row for rows in pool.map(score_case, jobs) for row in rows]
 
-    rows = run([(str(args.cache), str(args.data), card_path, c, [(d, moves) for d in decodings], pp) for c in cases])
+    rows = run(
+        [(str(args.cache), str(args.data), card_path, c, [(d, moves) for d in decodings], pp) for c in cases]
+    )
     folds = None
     if args.splits is not None:
         folds = [[n for n in fold if n in cases] for fold in json.loads(args.splits.read_text())["folds"]]
@@ -172,15 +231,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for d in decodings:
         table = tables[decoding_name(d)]
         overall = choose(table, cases, grid)
-        per_fold = [choose(table, [n for g in folds if g is not f for n in g], grid) for f in folds] if folds else []
+        per_fold = (
+            [choose(table, [n for g in folds if g is not f for n in g], grid) for f in folds] if folds else []
+        )
         plans[decoding_name(d)] = (overall, per_fold)
         for t, names in [(overall, cases)] + list(zip(per_fold, folds or [], strict=True)):
             if t not in table:
                 for n in names:
                     needed.setdefault(n, {}).setdefault(d, set()).add(t)
     if needed:
-        extra = run([(str(args.cache), str(args.data), card_path, c, [(d, sorted(ts)) for d, ts in by.items()], pp)
-                     for c, by in needed.items()])
+        extra = run(
+            [
+                (str(args.cache), str(args.data), card_path, c, [(d, sorted(ts)) for d, ts in by.items()], pp)
+                for c, by in needed.items()
+            ]
+        )
         rows += extra
         for r in extra:
             tables[r["decoding"]].setdefault((r["t_tc"], r["t_wt"], r["t_et"]), {})[r["case"]] = r

@@ -49,7 +49,9 @@ REGIONS = ("WT", "TC", "ET")
 Setting = tuple[float, float, float]  # min_component_mm3, min_component_fraction, et_min_mm3
 
 
-def grid_scores(cases: Sequence[tuple[Study, np.ndarray]], settings: Sequence[Setting]) -> dict[Setting, dict[str, dict[str, float]]]:
+def grid_scores(
+    cases: Sequence[tuple[Study, np.ndarray]], settings: Sequence[Setting]
+) -> dict[Setting, dict[str, dict[str, float]]]:
     """Score every post-processing setting on every case.
 
     Args:
@@ -65,12 +67,18 @@ def grid_scores(cases: Sequence[tuple[Study, np.ndarray]], settings: Sequence[Se
         size, fraction, et_min = setting
         rows = {}
         for study, pred in cases:
-            cleaned = postprocess.apply_postprocess(pred, voxel_volume_mm3=float(np.prod(study.spacing)),
-                                               min_component_mm3=size, min_component_fraction=fraction,
-                                               et_min_mm3=et_min)
+            cleaned = postprocess.apply_postprocess(
+                pred,
+                voxel_volume_mm3=float(np.prod(study.spacing)),
+                min_component_mm3=size,
+                min_component_fraction=fraction,
+                et_min_mm3=et_min,
+            )
             key = study.name + hashlib.sha1(cleaned.tobytes()).hexdigest()
             if key not in cache:
-                cache[key] = metrics.flatten_scores(metrics.score(cleaned, study.truth, spacing=study.spacing))
+                cache[key] = metrics.flatten_scores(
+                    metrics.score(cleaned, study.truth, spacing=study.spacing)
+                )
             rows[study.name] = cache[key]
         table[setting] = rows
     return table
@@ -92,8 +100,10 @@ def nested_verdict(nested: dict[str, dict[str, float]], none: dict[str, dict[str
     ranked, plain = rank_value(nested), rank_value(none)
     if ranked > plain:
         return None
-    return (f"the nested choice ranks {ranked:.4f}, not above no post-processing ({plain:.4f}): on cases it was "
-            "not tuned on, post-processing does not help; bundle without it")
+    return (
+        f"the nested choice ranks {ranked:.4f}, not above no post-processing ({plain:.4f}): on cases it was "
+        "not tuned on, post-processing does not help; bundle without it"
+    )
 
 
 def best_setting(table: dict[Setting, dict[str, dict[str, float]]], names: Sequence[str]) -> Setting:
@@ -106,12 +116,17 @@ def best_setting(table: dict[Setting, dict[str, dict[str, float]]], names: Seque
     Returns:
         The best setting; on a tie the first in the table's order, i.e. the gentlest of the grid.
     """
-    values = {s: rank_value(metrics.summarise([rows[n] for n in names], confidence=None)) for s, rows in table.items()}
+    values = {
+        s: rank_value(metrics.summarise([rows[n] for n in names], confidence=None))
+        for s, rows in table.items()
+    }
     best = max(values.values())
     return next(s for s, v in values.items() if v >= best - 1e-12)
 
 
-def nested_choice(table: dict[Setting, dict[str, dict[str, float]]], folds: Sequence[Sequence[str]]) -> tuple[list[dict[str, float]], list[Setting]]:
+def nested_choice(
+    table: dict[Setting, dict[str, dict[str, float]]], folds: Sequence[Sequence[str]]
+) -> tuple[list[dict[str, float]], list[Setting]]:
     """Cross-validate the choice: each fold's cases get the setting that ranks best on the other folds.
 
     Args:
@@ -122,7 +137,9 @@ def nested_choice(table: dict[Setting, dict[str, dict[str, float]]], folds: Sequ
         The chosen setting's score row for every case (fold by fold), and each fold's chosen setting.
     """
     if sum(1 for fold in folds if fold) < 2:
-        raise ValueError(f"nested choice: expected cases in at least 2 folds, found {sum(1 for fold in folds if fold)}")
+        raise ValueError(
+            f"nested choice: expected cases in at least 2 folds, found {sum(1 for fold in folds if fold)}"
+        )
     rows, chosen = [], []
     for f, fold in enumerate(folds):
         others = [n for g, other in enumerate(folds) if g != f for n in other]
@@ -133,21 +150,42 @@ def nested_choice(table: dict[Setting, dict[str, dict[str, float]]], folds: Sequ
 
 
 def _line(label: str, s: dict[str, dict[str, float]]) -> str:
-    return (f"{label} | " + " ".join(f"{s[f'dice_{r}']['mean']:.3f}" for r in REGIONS) + " | "
-            + " ".join(f"{s[f'hd95_{r}']['mean']:6.2f}" for r in REGIONS))
+    return (
+        f"{label} | "
+        + " ".join(f"{s[f'dice_{r}']['mean']:.3f}" for r in REGIONS)
+        + " | "
+        + " ".join(f"{s[f'hd95_{r}']['mean']:6.2f}" for r in REGIONS)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("predictions", type=Path, help="folder of <case>_seg.nii.gz written by evaluate --save-predictions")
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "brats",
-                        help="folder of the cases with ground truth (default: ../shared/data/brats)")
-    parser.add_argument("--splits", type=Path, default=None,
-                        help="splits.json of the fold models: cross-validate the choice itself (default: off)")
-    parser.add_argument("--record", type=Path, default=None, metavar="MODEL_JSON",
-                        help="write the nested scores into this card as scores.cross_validation_nested "
-                        "(scores.cross_validation_nested_tta for predictions made with flips) "
-                        "(needs --splits; default: off)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "predictions", type=Path, help="folder of <case>_seg.nii.gz written by evaluate --save-predictions"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "brats",
+        help="folder of the cases with ground truth (default: ../shared/data/brats)",
+    )
+    parser.add_argument(
+        "--splits",
+        type=Path,
+        default=None,
+        help="splits.json of the fold models: cross-validate the choice itself (default: off)",
+    )
+    parser.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        metavar="MODEL_JSON",
+        help="write the nested scores into this card as scores.cross_validation_nested "
+        "(scores.cross_validation_nested_tta for predictions made with flips) "
+        "(needs --splits; default: off)",
+    )
     args = parser.parse_args(argv)
     if args.record is not None and args.splits is None:
         raise SystemExit("--record: expected --splits as well (only the nested scores are recorded)")
@@ -169,44 +207,70 @@ def main(argv: Sequence[str] | None = None) -> None:
         folds = [[n for n in fold if n in names] for fold in json.loads(args.splits.read_text())["folds"]]
         missing = sorted(set(names) - {n for fold in folds for n in fold})
         if missing:
-            raise SystemExit(f"{args.splits}: no fold holds {', '.join(missing)}; expected the splits of the models that predicted them")
+            raise SystemExit(
+                f"{args.splits}: no fold holds {', '.join(missing)}; expected the splits of the models that predicted them"
+            )
         present = [f for f, fold in enumerate(folds) if fold]
         if len(present) < 2:
-            raise SystemExit(f"{args.splits}: the predictions cover {len(present)} fold(s); a nested choice needs at least 2")
+            raise SystemExit(
+                f"{args.splits}: the predictions cover {len(present)} fold(s); a nested choice needs at least 2"
+            )
         rows, chosen = nested_choice(table, [folds[f] for f in present])
         print("\nnested choice (each fold gets the setting that ranks best on the other folds):")
         for f, setting in zip(present, chosen, strict=True):
-            print(f"  fold {f}: min_component_mm3={setting[0]:g} min_component_fraction={setting[1]:g} et_min_mm3={setting[2]:g}")
+            print(
+                f"  fold {f}: min_component_mm3={setting[0]:g} min_component_fraction={setting[1]:g} et_min_mm3={setting[2]:g}"
+            )
         nested = metrics.summarise(rows)
         print(_line("no post-processing  ", summaries[settings[0]]))
         print(_line("nested choice       ", nested))
         verdict = nested_verdict(nested, summaries[settings[0]])
-        print(f"verdict: {verdict or 'the nested choice ranks above no post-processing: use the overall pick'}")
+        print(
+            f"verdict: {verdict or 'the nested choice ranks above no post-processing: use the overall pick'}"
+        )
         if args.record is not None:
             if verdict is not None:
-                raise SystemExit(f"--record: {verdict}, and record plain cross-validation with brats-seg evaluate "
-                                 "--record-as instead")
-            _record_nested(args.record, args.predictions, best_setting(table, names), nested, names,
-                           argv if argv is not None else sys.argv[1:])
+                raise SystemExit(
+                    f"--record: {verdict}, and record plain cross-validation with brats-seg evaluate "
+                    "--record-as instead"
+                )
+            _record_nested(
+                args.record,
+                args.predictions,
+                best_setting(table, names),
+                nested,
+                names,
+                argv if argv is not None else sys.argv[1:],
+            )
 
 
-def _record_nested(card_path: Path, predictions: Path, best: Setting, summary: dict[str, dict[str, float]],
-                   names: list[str], argv: Sequence[str]) -> None:
+def _record_nested(
+    card_path: Path,
+    predictions: Path,
+    best: Setting,
+    summary: dict[str, dict[str, float]],
+    names: list[str],
+    argv: Sequence[str],
+) -> None:
     """Write the nested scores into ``card_path`` if the predictions are this card's raw cross-validation
     and its post-processing is the overall pick."""
     card = ModelCard.load(card_path)
     try:
         made = json.loads((predictions / "summary.json").read_text())
     except (OSError, ValueError) as e:
-        raise SystemExit(f"{predictions / 'summary.json'}: expected the summary brats-seg evaluate writes beside "
-                         f"its predictions, cannot read it ({type(e).__name__})") from e
+        raise SystemExit(
+            f"{predictions / 'summary.json'}: expected the summary brats-seg evaluate writes beside "
+            f"its predictions, cannot read it ({type(e).__name__})"
+        ) from e
     expected = {"model": card.name, "cross_validation": True, "postprocessing": False}
     found = {k: made.get(k) for k in expected}
     tta = made.get("tta")
     if found != expected or not isinstance(tta, bool):
-        raise SystemExit(f"{predictions}: --record needs predictions made by {card_path}'s model with "
-                         f"--cross-validation --no-postprocess ({expected}, tta true or false); they were made with "
-                         f"{found | {'tta': tta}}")
+        raise SystemExit(
+            f"{predictions}: --record needs predictions made by {card_path}'s model with "
+            f"--cross-validation --no-postprocess ({expected}, tta true or false); they were made with "
+            f"{found | {'tta': tta}}"
+        )
     picked = dict(zip(POSTPROCESS_KEYS, best, strict=True))  # Setting follows the card's key order
     if postprocess.postprocess_settings(card) != picked:
         raise SystemExit(

@@ -29,6 +29,7 @@ def default_model_dir() -> Path:
     env = os.environ.get(MODEL_ENV)
     return Path(env) if env else BUNDLED_MODEL_DIR
 
+
 #: The settings a card's ``postprocess`` entry may hold (see
 #: :func:`brats_seg.postprocess.apply_postprocess`).
 POSTPROCESS_KEYS: tuple[str, ...] = ("min_component_mm3", "min_component_fraction", "et_min_mm3")
@@ -162,8 +163,11 @@ class ModelCard:
         if not (_is_integer(self.crop_margin) and self.crop_margin >= 0):
             problems.append(f"crop_margin must be an integer >= 0, found {self.crop_margin!r}")
         codes = self.orientation
-        if not (isinstance(codes, str) and len(codes) == 3
-                and sorted(codes.translate(str.maketrans("RAI", "LPS"))) == ["L", "P", "S"]):
+        if not (
+            isinstance(codes, str)
+            and len(codes) == 3
+            and sorted(codes.translate(str.maketrans("RAI", "LPS"))) == ["L", "P", "S"]
+        ):
             problems.append(
                 "orientation must be 3 upper-case axis codes, one of L/R, P/A, S/I each (e.g. 'LPS'), "
                 f"found {codes!r}"

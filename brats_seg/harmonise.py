@@ -299,7 +299,13 @@ def harmonise(
     timings["skull_strip"] = round(time.perf_counter() - t0, 3)
     images = {reference: np.where(brain, ref_1mm, 0.0).astype(np.float32)}
     transforms, registration, moved = _register_others(
-        raw, reference=reference, fixed=fixed, grid=grid, ref_1mm=ref_1mm, brain=brain, say=say,
+        raw,
+        reference=reference,
+        fixed=fixed,
+        grid=grid,
+        ref_1mm=ref_1mm,
+        brain=brain,
+        say=say,
         timings=timings,
     )
     images.update(moved)
@@ -311,15 +317,29 @@ def harmonise(
         raw.headers[reference].copy(),
     )
     return Harmonised(
-        study=study, reference=reference, native=native, native_image=ref_image, brain=brain,
-        skull_stripped=bool(skull_strip), transforms=transforms, registration=registration,
-        reasons=list(reasons or []), timings=timings,
+        study=study,
+        reference=reference,
+        native=native,
+        native_image=ref_image,
+        brain=brain,
+        skull_stripped=bool(skull_strip),
+        transforms=transforms,
+        registration=registration,
+        reasons=list(reasons or []),
+        timings=timings,
     )
 
 
 def _register_others(
-    raw: RawStudy, *, reference: str, fixed: sitk.Image, grid: sitk.Image, ref_1mm: np.ndarray,
-    brain: np.ndarray, say: ProgressText, timings: dict[str, float],
+    raw: RawStudy,
+    *,
+    reference: str,
+    fixed: sitk.Image,
+    grid: sitk.Image,
+    ref_1mm: np.ndarray,
+    brain: np.ndarray,
+    say: ProgressText,
+    timings: dict[str, float],
 ) -> tuple[dict[str, sitk.Transform], dict[str, dict[str, float]], dict[str, np.ndarray]]:
     """Register every sequence but the reference onto it, timing each in ``timings``.
 
@@ -343,7 +363,11 @@ def _register_others(
 
 
 def _harmonised_study(
-    raw: RawStudy, images: dict[str, np.ndarray], affine: np.ndarray, shape: tuple[int, ...], *,
+    raw: RawStudy,
+    images: dict[str, np.ndarray],
+    affine: np.ndarray,
+    shape: tuple[int, ...],
+    *,
     reference: str,
 ) -> Study:
     """The four 1 mm images as a ``Study`` that keeps the raw study's name, sources and hashes."""
@@ -383,8 +407,14 @@ def _brain(
 
 
 def _register_one(
-    raw: RawStudy, modality: str, *, fixed: sitk.Image, grid: sitk.Image, ref_1mm: np.ndarray,
-    brain: np.ndarray, reference: str,
+    raw: RawStudy,
+    modality: str,
+    *,
+    fixed: sitk.Image,
+    grid: sitk.Image,
+    ref_1mm: np.ndarray,
+    brain: np.ndarray,
+    reference: str,
 ) -> tuple[sitk.Transform, dict[str, float], np.ndarray]:
     """Register one sequence onto the reference and judge it: transform, figures, image on the 1 mm grid."""
     moving = to_sitk(raw.images[modality], raw.affines[modality])
@@ -435,8 +465,13 @@ def _register(fixed: sitk.Image, moving: sitk.Image, *, source: str) -> sitk.Tra
     method.SetMetricSamplingStrategy(method.RANDOM)
     method.SetMetricSamplingPercentage(0.1, 1234)
     method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=150,
-                                                    relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6)
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=2.0,
+        minStep=1e-3,
+        numberOfIterations=150,
+        relaxationFactor=0.5,
+        gradientMagnitudeTolerance=1e-6,
+    )
     method.SetOptimizerScalesFromPhysicalShift()
     method.SetShrinkFactorsPerLevel([4, 2, 1])
     method.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
@@ -478,15 +513,26 @@ def mutual_information(a: np.ndarray, b: np.ndarray, *, bins: int = 32) -> float
 
 
 def _judge(
-    ref: np.ndarray, before: np.ndarray, after: np.ndarray, brain: np.ndarray, transform: sitk.Transform, *,
-    source: str, modality: str, reference: str,
+    ref: np.ndarray,
+    before: np.ndarray,
+    after: np.ndarray,
+    brain: np.ndarray,
+    transform: sitk.Transform,
+    *,
+    source: str,
+    modality: str,
+    reference: str,
 ) -> dict[str, float]:
     """Figures of one registration; refuse it when they say it failed."""
     mi_before = mutual_information(ref[brain], before[brain])
     mi_after = mutual_information(ref[brain], after[brain])
     angle, shift = _rigid_motion(transform)
-    figures = {"mutual_information_before": mi_before, "mutual_information_after": mi_after,
-               "rotation_deg": angle, "shift_mm": shift}
+    figures = {
+        "mutual_information_before": mi_before,
+        "mutual_information_after": mi_after,
+        "rotation_deg": angle,
+        "shift_mm": shift,
+    }
     if mi_after < MIN_MUTUAL_INFORMATION:
         raise StudyError(
             f"{source}: registration of {modality} onto {reference} did not converge: "

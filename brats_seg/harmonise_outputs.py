@@ -57,18 +57,24 @@ def registration_png(harmonised: Harmonised) -> bytes:
     study, ref_name = harmonised.study, harmonised.reference
     brain = viz.to_canonical(harmonised.brain.astype(np.uint8), study.affine).astype(bool)
     images = {m: _u8(viz.to_canonical(study.images[m], study.affine), brain) for m in MODALITIES}
-    centre = ([int(round(c)) for c in ndimage.center_of_mass(brain)] if brain.any()
-              else [n // 2 for n in brain.shape])
+    centre = (
+        [int(round(c)) for c in ndimage.center_of_mass(brain)]
+        if brain.any()
+        else [n // 2 for n in brain.shape]
+    )
     rows = []
     for modality in MODALITIES:
-        tiles = [_tile(images[ref_name], images[modality], brain, viz.VIEW_AXIS[v], centre[viz.VIEW_AXIS[v]])
-                 for v in viz.VIEWS]
+        tiles = [
+            _tile(images[ref_name], images[modality], brain, viz.VIEW_AXIS[v], centre[viz.VIEW_AXIS[v]])
+            for v in viz.VIEWS
+        ]
         height = max(t.shape[0] for t in tiles)
-        band = np.zeros((height + 18, sum(t.shape[1] for t in tiles) + 8 * (len(tiles) - 1), 3),
-                        dtype=np.uint8)
+        band = np.zeros(
+            (height + 18, sum(t.shape[1] for t in tiles) + 8 * (len(tiles) - 1), 3), dtype=np.uint8
+        )
         x = 0
         for t in tiles:
-            band[18:18 + t.shape[0], x:x + t.shape[1]] = t
+            band[18 : 18 + t.shape[0], x : x + t.shape[1]] = t
             x += t.shape[1] + 8
         picture = Image.fromarray(band)
         ImageDraw.Draw(picture).text((4, 3), _row_title(harmonised, modality), fill=(255, 255, 255))
@@ -83,8 +89,10 @@ def _row_title(harmonised: Harmonised, modality: str) -> str:
     ref_name = harmonised.reference
     figures = harmonised.registration.get(modality)
     if figures:
-        return (f"{modality} over {ref_name}: mutual information {figures['mutual_information_before']:.2f} "
-                f"as scanned, {figures['mutual_information_after']:.2f} registered")
+        return (
+            f"{modality} over {ref_name}: mutual information {figures['mutual_information_before']:.2f} "
+            f"as scanned, {figures['mutual_information_after']:.2f} registered"
+        )
     mask = "skull stripped" if harmonised.skull_stripped else "non-zero"
     return f"{ref_name} (reference) with the brain mask ({mask})"
 
@@ -98,8 +106,12 @@ def native_png(harmonised: Harmonised, labels: LabelMap, *, title: str) -> bytes
         title: The figure's title.
     """
     native = harmonised.native
-    study = Study(name=harmonised.study.name, images={harmonised.reference: harmonised.native_image},
-                  affine=native.affine, header=native.header)
+    study = Study(
+        name=harmonised.study.name,
+        images={harmonised.reference: harmonised.native_image},
+        affine=native.affine,
+        header=native.header,
+    )
     return viz.export_png(study, labels, None, background=harmonised.reference, title=title)
 
 
@@ -107,8 +119,9 @@ def native_png(harmonised: Harmonised, labels: LabelMap, *, title: str) -> bytes
 PREPROCESSED_SUFFIXES: dict[str, str] = {"T1": "t1", "T1CE": "t1ce", "T2": "t2", "FLAIR": "flair"}
 
 
-def harmonised_files(harmonised: Harmonised, labels_1mm: LabelMap, native: LabelMap, *,
-                     preprocessed: bool = False) -> dict[str, tuple[str, bytes]]:
+def harmonised_files(
+    harmonised: Harmonised, labels_1mm: LabelMap, native: LabelMap, *, preprocessed: bool = False
+) -> dict[str, tuple[str, bytes]]:
     """What a harmonised study's result adds to its files, by file name (``(mime type, bytes)``).
 
     ``<study>_seg_1mm.nii.gz`` (the model's labels on the 1 mm grid), ``<study>_registration.png``
@@ -128,10 +141,13 @@ def harmonised_files(harmonised: Harmonised, labels_1mm: LabelMap, native: Label
                 path = save_image(study.images[modality], study, folder / f"{suffix}.nii.gz")
                 files[f"{name}_preprocessed/{name}_{suffix}.nii.gz"] = ("application/gzip", path.read_bytes())
             mask = LabelMap(harmonised.brain.astype(np.uint8), study.affine, study.header)
-            path = save_labels(mask, folder / "mask.nii.gz", description="brats_seg brain mask 0/1",
-                               cal_max=1)
+            path = save_labels(
+                mask, folder / "mask.nii.gz", description="brats_seg brain mask 0/1", cal_max=1
+            )
             files[f"{name}_preprocessed/{name}_brainmask.nii.gz"] = ("application/gzip", path.read_bytes())
     files[f"{name}_registration.png"] = ("image/png", registration_png(harmonised))
-    files[f"{name}_native.png"] = ("image/png", native_png(
-        harmonised, native, title=f"{name} - labels on the native {harmonised.reference} grid"))
+    files[f"{name}_native.png"] = (
+        "image/png",
+        native_png(harmonised, native, title=f"{name} - labels on the native {harmonised.reference} grid"),
+    )
     return files

@@ -59,8 +59,14 @@ def volume_range(
     Raises:
         ValueError: For a card whose output is not region sigmoids, or a threshold outside (0, 1).
     """
-    decoded = _decode_at(probs, card, brain=brain, postprocess_settings=postprocess_settings,
-                         voxel_mm3=like.voxel_volume_mm3, thresholds=thresholds)
+    decoded = _decode_at(
+        probs,
+        card,
+        brain=brain,
+        postprocess_settings=postprocess_settings,
+        voxel_mm3=like.voxel_volume_mm3,
+        thresholds=thresholds,
+    )
     return _volumes_at(decoded, card, like=like, thresholds=thresholds)
 
 
@@ -75,15 +81,21 @@ def _decode_at(
 ) -> list[np.ndarray]:
     """The labels decoded at each threshold as :func:`segment` decodes them at the card's."""
     if card.output.get("type") != "regions_sigmoid":
-        raise ValueError("volume_range: expected a card with region sigmoids, found output type "
-                         f"{card.output.get('type')!r}")
+        raise ValueError(
+            "volume_range: expected a card with region sigmoids, found output type "
+            f"{card.output.get('type')!r}"
+        )
     bad = [t for t in thresholds if not 0.0 < float(t) < 1.0]
     if bad or not thresholds:
         raise ValueError(f"volume_range: expected thresholds in (0, 1), found {list(thresholds)}")
     order = card.output.get("regions", DEFAULT_REGION_ORDER)
     return [
-        _finish(regions_to_labels(probs, order=order, threshold=float(t)), brain=brain,
-                postprocess_settings=postprocess_settings, voxel_mm3=voxel_mm3)
+        _finish(
+            regions_to_labels(probs, order=order, threshold=float(t)),
+            brain=brain,
+            postprocess_settings=postprocess_settings,
+            voxel_mm3=voxel_mm3,
+        )
         for t in thresholds
     ]
 
@@ -106,9 +118,12 @@ def _volumes_at(
     decoded: Sequence[np.ndarray], card: ModelCard, *, like: LabelMap, thresholds: Sequence[float]
 ) -> dict[str, Any]:
     """The :func:`volume_range` record of label maps decoded at ``thresholds``."""
-    out: dict[str, Any] = {"thresholds": [float(t) for t in thresholds],
-                           "card_threshold": float(card.output.get("threshold", 0.5)),
-                           "labels": {}, "regions": {}}
+    out: dict[str, Any] = {
+        "thresholds": [float(t) for t in thresholds],
+        "card_threshold": float(card.output.get("threshold", 0.5)),
+        "labels": {},
+        "regions": {},
+    }
     for labels in decoded:
         vols = volumes(LabelMap(labels, like.affine, like.header))
         for section in ("labels", "regions"):
@@ -176,19 +191,34 @@ def segment(
     prepared = preprocess.prepare(study, card)
     t1 = time.perf_counter()
     probs = inference.predict(
-        prepared.tensor, model.networks, roi_size=settings["roi_size"],
-        sw_batch_size=settings["sw_batch_size"], overlap=settings["overlap"], mode=settings["mode"],
+        prepared.tensor,
+        model.networks,
+        roi_size=settings["roi_size"],
+        sw_batch_size=settings["sw_batch_size"],
+        overlap=settings["overlap"],
+        mode=settings["mode"],
         activation="sigmoid" if card.output["type"] == "regions_sigmoid" else "softmax",
-        tta_flips=settings["tta_flips"], device=device, progress=progress,
+        tta_flips=settings["tta_flips"],
+        device=device,
+        progress=progress,
     )
     t2 = time.perf_counter()
     if postprocess:
         settings["postprocess"] = card_postprocess_settings(card)
-    result = _decode(preprocess.restore(probs, prepared, background=_background(card, probs)), study, card,
-                     settings=settings, volume_thresholds=volume_thresholds)
+    result = _decode(
+        preprocess.restore(probs, prepared, background=_background(card, probs)),
+        study,
+        card,
+        settings=settings,
+        volume_thresholds=volume_thresholds,
+    )
     t3 = time.perf_counter()
-    result.timings = {"prepare": round(t1 - t0, 3), "predict": round(t2 - t1, 3),
-                      "postprocess": round(t3 - t2, 3), "total": round(t3 - t0, 3)}
+    result.timings = {
+        "prepare": round(t1 - t0, 3),
+        "predict": round(t2 - t1, 3),
+        "postprocess": round(t3 - t2, 3),
+        "total": round(t3 - t0, 3),
+    }
     if harmonised is not None:
         _add_native(result, harmonised)
     return result
@@ -204,26 +234,45 @@ def _background(card: ModelCard, probs: np.ndarray) -> np.ndarray | None:
 
 
 def _decode(
-    full: np.ndarray, study: Study, card: ModelCard, *, settings: dict[str, Any],
+    full: np.ndarray,
+    study: Study,
+    card: ModelCard,
+    *,
+    settings: dict[str, Any],
     volume_thresholds: Sequence[float] | None,
 ) -> Segmentation:
     """Labels (and the volume range and uncertain voxels) from the probabilities on the study's grid."""
     brain = brain_mask(study)
     voxel_mm3 = float(np.prod(study.spacing))
     rules = settings.get("postprocess")
-    labels = _finish(to_labels(full, card).astype(np.uint8), brain=brain, postprocess_settings=rules,
-                     voxel_mm3=voxel_mm3)
+    labels = _finish(
+        to_labels(full, card).astype(np.uint8), brain=brain, postprocess_settings=rules, voxel_mm3=voxel_mm3
+    )
     label_map = LabelMap(labels, study.affine.copy(), study.header.copy())
     ranges = uncertain = None
     cut = float(card.output.get("threshold", 0.5))
-    if (volume_thresholds and card.output["type"] == "regions_sigmoid"
-            and max(volume_thresholds) > cut > min(volume_thresholds)):
-        decoded = _decode_at(full, card, brain=brain, postprocess_settings=rules, voxel_mm3=voxel_mm3,
-                             thresholds=volume_thresholds)
+    if (
+        volume_thresholds
+        and card.output["type"] == "regions_sigmoid"
+        and max(volume_thresholds) > cut > min(volume_thresholds)
+    ):
+        decoded = _decode_at(
+            full,
+            card,
+            brain=brain,
+            postprocess_settings=rules,
+            voxel_mm3=voxel_mm3,
+            thresholds=volume_thresholds,
+        )
         ranges = _volumes_at(decoded, card, like=label_map, thresholds=volume_thresholds)
         uncertain = decoded[0] != decoded[-1]
-    return Segmentation(labels=label_map, settings=settings, warnings=quality.check_study(study),
-                        volume_range=ranges, uncertain=uncertain)
+    return Segmentation(
+        labels=label_map,
+        settings=settings,
+        warnings=quality.check_study(study),
+        volume_range=ranges,
+        uncertain=uncertain,
+    )
 
 
 def _add_native(seg: Segmentation, harmonised: Harmonised) -> None:

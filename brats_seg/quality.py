@@ -139,8 +139,11 @@ def _inner_id(ids: list[str]) -> str | None:
         return None
     token_lists = [re.split(r"[_.\s]+", i) for i in ids]
     first = token_lists[0]
-    runs = sorted({"_".join(first[a:b]) for a in range(len(first)) for b in range(a + 1, len(first) + 1)},
-                  key=len, reverse=True)
+    runs = sorted(
+        {"_".join(first[a:b]) for a in range(len(first)) for b in range(a + 1, len(first) + 1)},
+        key=len,
+        reverse=True,
+    )
     for run in runs:
         if len(run) < 12 or not any(c.isdigit() for c in run):
             continue

@@ -82,4 +82,3 @@ def volumes_table(vols: Mapping[str, Mapping[str, Mapping[str, float]]]) -> list
         ``[(name, description, mL), ...]``, e.g. ``("WT", "whole tumour", 12.3)``.
     """
     return [(name, DESCRIPTIONS[name], float(vols[section][name]["mL"])) for section, name in TABLE_ROWS]
-

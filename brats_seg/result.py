@@ -116,12 +116,16 @@ class Segmentation:
         card = model.card
         report: dict[str, Any] = {
             "study": study.name,
-            "inputs": {m: {"file": study.sources.get(m), "sha256": study.sha256.get(m)}
-                       for m in study.sources},
+            "inputs": {
+                m: {"file": study.sources.get(m), "sha256": study.sha256.get(m)} for m in study.sources
+            },
             "shape": list(study.shape),
             "spacing_mm": list(study.spacing),
-            "model": {"name": card.name, "files": {f: card.sha256[f] for f in card.files},
-                      "directory": str(model.directory)},
+            "model": {
+                "name": card.name,
+                "files": {f: card.sha256[f] for f in card.files},
+                "directory": str(model.directory),
+            },
             "settings": self.settings,
             "volumes": volumes(self.labels),
             "warnings": list(self.warnings),
@@ -163,8 +167,9 @@ class Segmentation:
         """
         from .viz import export_png
 
-        return export_png(study, self.labels, volumes(self.labels), scores=scores, uncertain=self.uncertain,
-                          **view)
+        return export_png(
+            study, self.labels, volumes(self.labels), scores=scores, uncertain=self.uncertain, **view
+        )
 
     def files(
         self,
@@ -206,12 +211,15 @@ class Segmentation:
 
             scores = score(self.labels, study.truth_map)
         name = study.name
-        files = {f"{name}_seg.nii.gz": _nifti_bytes(f"{name}_seg.nii.gz", save_labels, self.output_labels),
-                 f"{name}_report.json": b""}  # made last, for its wall time; here for the order
+        files = {
+            f"{name}_seg.nii.gz": _nifti_bytes(f"{name}_seg.nii.gz", save_labels, self.output_labels),
+            f"{name}_report.json": b"",
+        }  # made last, for its wall time; here for the order
         uncertain = self.output_uncertain
         if uncertain_map and uncertain is not None:
-            files[f"{name}_uncertain.nii.gz"] = _nifti_bytes(f"{name}_uncertain.nii.gz", save_uncertain,
-                                                             uncertain, self.output_labels)
+            files[f"{name}_uncertain.nii.gz"] = _nifti_bytes(
+                f"{name}_uncertain.nii.gz", save_uncertain, uncertain, self.output_labels
+            )
         if dicom_seg:
             try:
                 files[f"{name}_seg.dcm"] = self._dicom_seg(study, model)
@@ -226,10 +234,14 @@ class Segmentation:
             files.update({file: data for file, (_mime, data) in extra.items()})
         if views is not None:
             files[f"{name}_views.png"] = self.views_png(study, scores=scores, **views)
-        timed = self if started is None else replace(
-            self, timings={**self.timings, "wall": round(time.perf_counter() - started, 3)})
-        files[f"{name}_report.json"] = (json.dumps(timed.study_report(study, model, scores=scores), indent=2)
-                                        + "\n").encode()
+        timed = (
+            self
+            if started is None
+            else replace(self, timings={**self.timings, "wall": round(time.perf_counter() - started, 3)})
+        )
+        files[f"{name}_report.json"] = (
+            json.dumps(timed.study_report(study, model, scores=scores), indent=2) + "\n"
+        ).encode()
         return files
 
     def write(self, folder: Path, study: Study, model: Model, **options: Any) -> list[Path]:
@@ -255,11 +267,17 @@ class Segmentation:
         from .files import write_dicom_seg
 
         if study.dicom is None:
-            raise StudyError(f"{study.name}: NIfTI input, so no DICOM Segmentation "
-                             "(its NIfTI labels were written)")
+            raise StudyError(
+                f"{study.name}: NIfTI input, so no DICOM Segmentation (its NIfTI labels were written)"
+            )
         with tempfile.TemporaryDirectory(prefix="brats_seg_result_") as tmp:
-            path = write_dicom_seg(self.output_labels, study, Path(tmp) / f"{study.name}_seg.dcm",
-                                      model_name=model.card.name, software_version=f"brats-seg {__version__}")
+            path = write_dicom_seg(
+                self.output_labels,
+                study,
+                Path(tmp) / f"{study.name}_seg.dcm",
+                model_name=model.card.name,
+                software_version=f"brats-seg {__version__}",
+            )
             return path.read_bytes()
 
 

@@ -22,7 +22,7 @@ SESSION_PREFIX = "brats_seg_session_"
 
 def _pid_of(folder: Path) -> int | None:
     try:
-        return int(folder.name[len(SESSION_PREFIX):].split("_")[0])
+        return int(folder.name[len(SESSION_PREFIX) :].split("_")[0])
     except (ValueError, IndexError):
         return None
 
@@ -40,8 +40,11 @@ def _running(pid: int) -> bool:
 def stale_session_dirs(root: str | Path | None = None) -> list[Path]:
     """Session folders under ``root`` (default the system's temporary folder) whose process no longer runs."""
     base = Path(root or tempfile.gettempdir())
-    return [p for p in base.glob(f"{SESSION_PREFIX}*") if p.is_dir() and (pid := _pid_of(p)) is not None
-            and not _running(pid)]
+    return [
+        p
+        for p in base.glob(f"{SESSION_PREFIX}*")
+        if p.is_dir() and (pid := _pid_of(p)) is not None and not _running(pid)
+    ]
 
 
 def session_temp_dir(root: str | Path | None = None) -> Path:

@@ -54,7 +54,9 @@ class Turns:
         poll_s: Seconds between looks at the queue.
     """
 
-    def __init__(self, folder: str | Path | None = None, *, slots: int | None = None, poll_s: float = 0.5) -> None:
+    def __init__(
+        self, folder: str | Path | None = None, *, slots: int | None = None, poll_s: float = 0.5
+    ) -> None:
         default = os.environ.get(TURNS_DIR_ENV) or str(Path(tempfile.gettempdir()) / "brats_seg_turns")
         self.folder = Path(folder or default)
         self.slots = max(1, int(slots if slots is not None else os.environ.get(CONCURRENT_JOBS_ENV, "1")))

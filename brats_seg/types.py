@@ -113,18 +113,32 @@ class RawStudy:
     def grid_text(self, modality: str) -> str:
         """One sequence's grid in words, e.g. ``"256 x 224 x 26 voxels of 0.9 x 0.9 x 5.5 mm"``."""
         shape = " x ".join(str(n) for n in self.images[modality].shape)
-        return f"{shape} voxels of {' x '.join(f'{s:.3g}' for s in affine_spacing(self.affines[modality]))} mm"
+        return (
+            f"{shape} voxels of {' x '.join(f'{s:.3g}' for s in affine_spacing(self.affines[modality]))} mm"
+        )
 
     def grids_differ(self, *, atol: float) -> list[str]:
         """The modalities whose grid (shape, or affine beyond ``atol`` mm) differs from the T1's."""
         ref_shape, ref_affine = self.images["T1"].shape, self.affines["T1"]
-        return [m for m in MODALITIES[1:] if self.images[m].shape != ref_shape
-                or not float(np.max(np.abs(self.affines[m] - ref_affine))) <= atol]
+        return [
+            m
+            for m in MODALITIES[1:]
+            if self.images[m].shape != ref_shape
+            or not float(np.max(np.abs(self.affines[m] - ref_affine))) <= atol
+        ]
 
     def to_study(self) -> Study:
         """The study as it is, on the T1's grid (check :meth:`grids_differ` first)."""
-        return Study(name=self.name, images=dict(self.images), affine=self.affines["T1"], header=self.headers["T1"],
-                     sources=dict(self.sources), truth=self.truth, sha256=dict(self.sha256), dicom=self.dicom)
+        return Study(
+            name=self.name,
+            images=dict(self.images),
+            affine=self.affines["T1"],
+            header=self.headers["T1"],
+            sources=dict(self.sources),
+            truth=self.truth,
+            sha256=dict(self.sha256),
+            dicom=self.dicom,
+        )
 
 
 def brain_mask(study: Study) -> np.ndarray:

@@ -87,7 +87,8 @@ def _upload_and_predict(page, files: list[str]) -> None:
     predict = page.locator(".brats-predict button, button.brats-predict").first
     page.wait_for_function(
         "() => { const b = document.querySelector('.brats-predict button, button.brats-predict');"
-        " return b && !b.disabled; }", timeout=120_000,
+        " return b && !b.disabled; }",
+        timeout=120_000,
     )
     before_predict = page.evaluate(REVIEW_TOP)
     # below the top: the test means something
@@ -101,8 +102,10 @@ def _upload_and_predict(page, files: list[str]) -> None:
     page.wait_for_function(REVIEW_AT_TOP, timeout=15_000)
     after_predict = settled_review_top(page)
     assert -2 <= after_predict["top"] <= 0.2 * after_predict["height"], after_predict
-    print(f"review section top: {before_predict['top']:.0f} px before Predict, "
-          f"{after_predict['top']:.0f} px after")
+    print(
+        f"review section top: {before_predict['top']:.0f} px before Predict, "
+        f"{after_predict['top']:.0f} px after"
+    )
     page.screenshot(path=str(ARTIFACTS / "predicted_viewport.png"))
     page.screenshot(path=str(ARTIFACTS / "predicted.png"), full_page=True)
 
@@ -135,7 +138,9 @@ def _check_slider_overlay_and_click(page) -> None:
     page.keyboard.press("ArrowUp")
     page.wait_for_function(
         "(b) => { const i = document.querySelector('.brats-view-axial');"
-        " return i && i.getAttribute('src') !== b; }", arg=before, timeout=30_000,
+        " return i && i.getAttribute('src') !== b; }",
+        arg=before,
+        timeout=30_000,
     )
     page.screenshot(path=str(ARTIFACTS / "slider_moved.png"), full_page=True)
 
@@ -146,7 +151,9 @@ def _check_slider_overlay_and_click(page) -> None:
     page.locator(".brats-overlay-mode select").select_option(label=OVERLAY_CHOICES["uncertain"])
     page.wait_for_function(
         "(b) => { const i = document.querySelector('.brats-view-axial');"
-        " return i && i.getAttribute('src') !== b; }", arg=before, timeout=30_000,
+        " return i && i.getAttribute('src') !== b; }",
+        arg=before,
+        timeout=30_000,
     )
     legend = page.locator(".brats-legend-uncertain")
     assert legend.is_visible() and "uncertain voxels: the label would differ" in legend.inner_text()
@@ -165,20 +172,26 @@ def _check_slider_overlay_and_click(page) -> None:
     axial.click(position={"x": box["width"] * 0.3, "y": box["height"] * 0.3})
     page.wait_for_function(
         "(b) => { const i = document.querySelector('.brats-view-sagittal');"
-        " return i && i.getAttribute('src') !== b; }", arg=before, timeout=30_000,
+        " return i && i.getAttribute('src') !== b; }",
+        arg=before,
+        timeout=30_000,
     )
     page.wait_for_function(
         "(v) => { const r = document.querySelector('.brats-slider-sagittal .widget-readout');"
-        " return r && r.innerText !== v; }", arg=value_before, timeout=30_000,
+        " return r && r.innerText !== v; }",
+        arg=value_before,
+        timeout=30_000,
     )
     page.screenshot(path=str(ARTIFACTS / "clicked.png"), full_page=True)
 
 
 ED_VOLUME = (
-    "() => { const c = document.querySelector('.brats-volumes tr[data-row=\"ED\"] [data-col=\"prediction\"]');"
+    '() => { const c = document.querySelector(\'.brats-volumes tr[data-row="ED"] [data-col="prediction"]\');'
     " return c ? parseFloat(c.getAttribute('data-value')) : null; }"
 )
-STATUS_HAS = "(t) => { const s = document.querySelector('.brats-edit-status'); return s && s.innerText.includes(t); }"
+STATUS_HAS = (
+    "(t) => { const s = document.querySelector('.brats-edit-status'); return s && s.innerText.includes(t); }"
+)
 
 
 def _link_bytes(page, css: str) -> bytes:
@@ -259,14 +272,17 @@ def _check_quick_prediction(page) -> None:
         page.wait_for_function(
             "(b) => { const l = document.querySelector('.brats-progress-label');"
             " return l && l.innerText.startsWith('Done') && l.innerText !== b; }",
-            arg=label, timeout=300_000,
+            arg=label,
+            timeout=300_000,
         )
         print(f"Predict to overlay, quick (no flips): {time.perf_counter() - t2:.1f} s")
         assert "WT" in page.inner_text(".brats-volumes")
         # the second prediction of the same study leaves the page where it was
         again = settled_review_top(page)
-        print(f"review section top: {before_again['top']:.0f} px before the second Predict, "
-              f"{again['top']:.0f} px after")
+        print(
+            f"review section top: {before_again['top']:.0f} px before the second Predict, "
+            f"{again['top']:.0f} px after"
+        )
         assert before_again["top"] > 0.2 * before_again["height"], before_again  # scrolling would show
         assert abs(again["top"] - before_again["top"]) < 40, (before_again, again)
 
@@ -322,9 +338,16 @@ def test_upload_predict_review_and_bad_file(voila_url: str, brats_case: Path, tm
     assert len(files) == 4
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         t0 = time.perf_counter()
@@ -357,7 +380,8 @@ def _check_raw_loaded(page, files: list[str]) -> None:
     fc.value.set_files(files)
     page.wait_for_function(
         "() => { const b = document.querySelector('.brats-predict button, button.brats-predict');"
-        " return b && !b.disabled; }", timeout=300_000,
+        " return b && !b.disabled; }",
+        timeout=300_000,
     )
     seconds = time.perf_counter() - t0
     print(f"\nraw study: upload to Predict enabled (preprocessing included): {seconds:.1f} s")
@@ -417,11 +441,13 @@ def _check_unregistrable_flair(page, files: list[str], brats_case: Path, tmp_pat
     # the kernel keeps serving: the next study loads
     with page.expect_file_chooser() as fc:
         page.click(".brats-upload")
-    fc.value.set_files(sorted(str(p) for p in brats_case.glob("*.nii.gz")
-                              if not p.name.endswith("_seg.nii.gz")))
+    fc.value.set_files(
+        sorted(str(p) for p in brats_case.glob("*.nii.gz") if not p.name.endswith("_seg.nii.gz"))
+    )
     page.wait_for_function(
         "() => { const b = document.querySelector('.brats-predict button, button.brats-predict');"
-        " return b && !b.disabled; }", timeout=120_000,
+        " return b && !b.disabled; }",
+        timeout=120_000,
     )
     assert page.locator(".brats-harmonise").first.is_hidden()
 
@@ -436,8 +462,9 @@ def test_raw_study_is_preprocessed_checked_and_labelled_on_its_native_grid(
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     files = raw_study_files(shared_data)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
+        )
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(voila_url, timeout=120_000)
         page.wait_for_selector(".brats-upload", timeout=120_000)

@@ -59,24 +59,63 @@ def tiny_dicom(tmp_path):
 
 SERIES_NAMES = {
     # plain and BraTS-style names
-    "AX T1 SE": "T1", "T1 pre contrast": "T1", "Sag T1 MPRAGE": "T1", "t1_mprage_sag_p2_iso": "T1",
-    "T1W_3D_TFE": "T1", "Ax T1 BRAVO": "T1", "AX T1 POST GD": "T1CE", "T1 MPRAGE +C": "T1CE",
-    "t1_fl3d_tra_KM": "T1CE", "AX T1 BRAVO +C": "T1CE", "T1W_3D_TFE +C": "T1CE", "t2_tse_tra": "T2",
-    "T2W_TSE": "T2", "AX T2 FRFSE": "T2", "AX T2 FLAIR": "FLAIR",
-    "SAG 3D FLAIR": "FLAIR", "t2_tirm_tra_dark-fluid": "FLAIR", "t2_space_dark_fluid_sag": "FLAIR",
-    "t2_spc_da-fl_sag_p2_iso": "FLAIR", "AX FLAIR T2": "FLAIR",
-    "Brats18_CBICA_ABM_1_t1": "T1", "Brats18_CBICA_ABM_1_t1ce": "T1CE", "Brats18_CBICA_ABM_1_t2": "T2",
-    "Brats18_CBICA_ABM_1_flair": "FLAIR", "BraTS-GLI-00001-000-t1n": "T1", "BraTS-GLI-00001-000-t1c": "T1CE",
-    "BraTS-GLI-00001-000-t2w": "T2", "BraTS-GLI-00001-000-t2f": "FLAIR",
+    "AX T1 SE": "T1",
+    "T1 pre contrast": "T1",
+    "Sag T1 MPRAGE": "T1",
+    "t1_mprage_sag_p2_iso": "T1",
+    "T1W_3D_TFE": "T1",
+    "Ax T1 BRAVO": "T1",
+    "AX T1 POST GD": "T1CE",
+    "T1 MPRAGE +C": "T1CE",
+    "t1_fl3d_tra_KM": "T1CE",
+    "AX T1 BRAVO +C": "T1CE",
+    "T1W_3D_TFE +C": "T1CE",
+    "t2_tse_tra": "T2",
+    "T2W_TSE": "T2",
+    "AX T2 FRFSE": "T2",
+    "AX T2 FLAIR": "FLAIR",
+    "SAG 3D FLAIR": "FLAIR",
+    "t2_tirm_tra_dark-fluid": "FLAIR",
+    "t2_space_dark_fluid_sag": "FLAIR",
+    "t2_spc_da-fl_sag_p2_iso": "FLAIR",
+    "AX FLAIR T2": "FLAIR",
+    "Brats18_CBICA_ABM_1_t1": "T1",
+    "Brats18_CBICA_ABM_1_t1ce": "T1CE",
+    "Brats18_CBICA_ABM_1_t2": "T2",
+    "Brats18_CBICA_ABM_1_flair": "FLAIR",
+    "BraTS-GLI-00001-000-t1n": "T1",
+    "BraTS-GLI-00001-000-t1c": "T1CE",
+    "BraTS-GLI-00001-000-t2w": "T2",
+    "BraTS-GLI-00001-000-t2f": "FLAIR",
     # contrast words anywhere, and negated
-    "AX POST T1": "T1CE", "+C T1": "T1CE", "POST GAD T1": "T1CE", "T1W_SE+C": "T1CE", "AX T1 C+": "T1CE",
-    "AX T1 C-": "T1", "T1 without contrast": "T1", "T1 NON-CONTRAST": "T1", "AX T1 W/O C": "T1",
+    "AX POST T1": "T1CE",
+    "+C T1": "T1CE",
+    "POST GAD T1": "T1CE",
+    "T1W_SE+C": "T1CE",
+    "AX T1 C+": "T1CE",
+    "AX T1 C-": "T1",
+    "T1 without contrast": "T1",
+    "T1 NON-CONTRAST": "T1",
+    "AX T1 W/O C": "T1",
     # T1-weighted FLAIR is a T1
-    "AX T1 FLAIR": "T1", "AX T1 FLAIR +C": "T1CE",
+    "AX T1 FLAIR": "T1",
+    "AX T1 FLAIR +C": "T1CE",
     # other kinds of series: better none than a wrong one
-    "T2*": None, "AX T2* GRE": None, "T2 GRE": None, "T2W_FFE": None, "t2_swi3d1r_tra": None, "T2 STAR": None,
-    "T2 EPI DWI": None, "T2 MAP": None, "AX PD/T2 FSE": None, "T1 MAP": None, "mp2rage_T1_Images": None,
-    "t1_fl2d_tra_dyn": None, "3-plane localizer": None, "DWI b1000": None, "ADC": None,
+    "T2*": None,
+    "AX T2* GRE": None,
+    "T2 GRE": None,
+    "T2W_FFE": None,
+    "t2_swi3d1r_tra": None,
+    "T2 STAR": None,
+    "T2 EPI DWI": None,
+    "T2 MAP": None,
+    "AX PD/T2 FSE": None,
+    "T1 MAP": None,
+    "mp2rage_T1_Images": None,
+    "t1_fl2d_tra_dyn": None,
+    "3-plane localizer": None,
+    "DWI b1000": None,
+    "ADC": None,
 }
 
 
@@ -132,10 +171,24 @@ def test_other_series_are_left_out(tiny_dicom):
     folder, images, _, affine, files = tiny_dicom
     study_uid = pydicom.dcmread(files["T1"][0]).StudyInstanceUID
     frame = pydicom.dcmread(files["T1"][0]).FrameOfReferenceUID
-    write_dicom_series(folder / "S7", images["T2"], affine, description="3-plane localizer", series_number=7,
-                       study_uid=study_uid, frame_uid=frame)
-    write_dicom_series(folder / "S8", images["T2"], affine, description="DWI b1000", series_number=8,
-                       study_uid=study_uid, frame_uid=frame)
+    write_dicom_series(
+        folder / "S7",
+        images["T2"],
+        affine,
+        description="3-plane localizer",
+        series_number=7,
+        study_uid=study_uid,
+        frame_uid=frame,
+    )
+    write_dicom_series(
+        folder / "S8",
+        images["T2"],
+        affine,
+        description="DWI b1000",
+        series_number=8,
+        study_uid=study_uid,
+        frame_uid=frame,
+    )
     study = load_study(folder)
     assert sorted(study.sources) == ["FLAIR", "T1", "T1CE", "T2"]
     assert "localizer" not in " ".join(study.sources.values())
@@ -144,8 +197,15 @@ def test_other_series_are_left_out(tiny_dicom):
 def test_two_series_for_one_sequence_ask_for_a_mapping(tiny_dicom):
     folder, images, _, affine, files = tiny_dicom
     first = pydicom.dcmread(files["T1"][0])
-    write_dicom_series(folder / "S9", images["T1"] + 1, affine, description="AX T1 SE repeat",
-                       series_number=9, study_uid=first.StudyInstanceUID, frame_uid=first.FrameOfReferenceUID)
+    write_dicom_series(
+        folder / "S9",
+        images["T1"] + 1,
+        affine,
+        description="AX T1 SE repeat",
+        series_number=9,
+        study_uid=first.StudyInstanceUID,
+        frame_uid=first.FrameOfReferenceUID,
+    )
     with pytest.raises(
         StudyError,
         match=r"2 series look like T1 \(series 1 'AX T1 SE'.*series 9 'AX T1 SE repeat'.*mapping",
@@ -287,16 +347,26 @@ def test_segmentation_round_trip(tiny_dicom, tmp_path):
 
     folder, _, labels, _, files = tiny_dicom
     study = load_study(folder)
-    out = write_dicom_seg(LabelMap(labels, study.affine, study.header), study, tmp_path / "seg.dcm",
-                             model_name="tiny-model", software_version="brats-seg 0.1.0")
+    out = write_dicom_seg(
+        LabelMap(labels, study.affine, study.header),
+        study,
+        tmp_path / "seg.dcm",
+        model_name="tiny-model",
+        software_version="brats-seg 0.1.0",
+    )
     seg = hd.seg.segread(out)
     assert seg.Modality == "SEG" and seg.SegmentationType == "BINARY"
     assert [s.SegmentLabel for s in seg.SegmentSequence] == [
-        "NCR (necrotic tumour core)", "ED (peritumoural edema)", "ET (enhancing tumour)"]
+        "NCR (necrotic tumour core)",
+        "ED (peritumoural edema)",
+        "ET (enhancing tumour)",
+    ]
     codes = [s.SegmentedPropertyTypeCodeSequence[0].CodeValue for s in seg.SegmentSequence]
     assert codes == ["6574001", "79654002", "C113842"]
-    assert all(s.SegmentAlgorithmType == "AUTOMATIC" and s.SegmentAlgorithmName == "tiny-model"
-               for s in seg.SegmentSequence)
+    assert all(
+        s.SegmentAlgorithmType == "AUTOMATIC" and s.SegmentAlgorithmName == "tiny-model"
+        for s in seg.SegmentSequence
+    )
     t1ce = pydicom.dcmread(files["T1CE"][0])
     assert seg.StudyInstanceUID == t1ce.StudyInstanceUID
     assert seg.FrameOfReferenceUID == t1ce.FrameOfReferenceUID
@@ -319,8 +389,13 @@ def test_segmentation_needs_a_dicom_study_on_its_grid(tiny_dicom, tiny_study_dir
         write_dicom_seg(nifti.truth_map, nifti, tmp_path / "x.dcm", model_name="m", software_version="v")
     study = load_study(folder)
     with pytest.raises(StudyError, match=r"not on the grid of series 2 'AX T1 POST GD'"):
-        write_dicom_seg(LabelMap(labels[:, :, :4], study.affine, study.header), study, tmp_path / "x.dcm",
-                           model_name="m", software_version="v")
+        write_dicom_seg(
+            LabelMap(labels[:, :, :4], study.affine, study.header),
+            study,
+            tmp_path / "x.dcm",
+            model_name="m",
+            software_version="v",
+        )
 
 
 def test_cli_predicts_a_dicom_study_and_writes_a_dicom_seg(tmp_path, tiny_model_dir):
@@ -331,8 +406,18 @@ def test_cli_predicts_a_dicom_study_and_writes_a_dicom_seg(tmp_path, tiny_model_
     affine = oblique_affine(spacing=(1.0, 1.0, 1.0), degrees=10)
     write_dicom_study(tmp_path / "in" / "study_x", images, affine)
     out = tmp_path / "out"
-    code = main(["predict", str(tmp_path / "in" / "study_x"), "--output", str(out),
-                 "--model", str(tiny_model_dir), "--dicom-seg", "--no-progress"])
+    code = main(
+        [
+            "predict",
+            str(tmp_path / "in" / "study_x"),
+            "--output",
+            str(out),
+            "--model",
+            str(tiny_model_dir),
+            "--dicom-seg",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     labels = nib.load(out / "study_x_seg.nii.gz")
     np.testing.assert_allclose(labels.affine, affine, atol=1e-4)
@@ -348,8 +433,9 @@ def test_cli_predicts_a_dicom_study_and_writes_a_dicom_seg(tmp_path, tiny_model_
 
 
 def test_cli_refuses_dicom_seg_for_nifti_and_bad_map(tiny_study_dir, tmp_path, capsys):
-    code = main(["predict", str(tiny_study_dir), "--output", str(tmp_path / "o"), "--dicom-seg",
-                 "--no-progress"])
+    code = main(
+        ["predict", str(tiny_study_dir), "--output", str(tmp_path / "o"), "--dicom-seg", "--no-progress"]
+    )
     assert code == 2
     assert "--dicom-seg needs DICOM input, found NIfTI files" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
@@ -361,8 +447,15 @@ def test_cli_refuses_dicom_seg_for_nifti_and_bad_map(tiny_study_dir, tmp_path, c
 def test_cli_map_option_names_dicom_series(tmp_path, tiny_model_dir):
     images, _ = tiny_volumes((32, 32, 24), seed=6)
     write_dicom_study(tmp_path / "s", images, brats_affine((32, 32, 24)), descriptions={"T2": "series three"})
-    args = ["predict", str(tmp_path / "s"), "--output", str(tmp_path / "o"), "--model", str(tiny_model_dir),
-            "--no-progress"]
+    args = [
+        "predict",
+        str(tmp_path / "s"),
+        "--output",
+        str(tmp_path / "o"),
+        "--model",
+        str(tiny_model_dir),
+        "--no-progress",
+    ]
     assert main(args) == 2
     assert main([*args, "--map", "series three=T2"]) == 0
     assert (tmp_path / "o" / "s_seg.nii.gz").is_file()
@@ -383,8 +476,20 @@ def test_real_case_as_dicom_end_to_end(brats_case, tmp_path):
     for m in images:
         np.testing.assert_array_equal(study.images[m], nifti.images[m])
     out = tmp_path / "out"
-    assert main(["predict", str(tmp_path / brats_case.name), "--output", str(out), "--dicom-seg", "--no-tta",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / brats_case.name),
+                "--output",
+                str(out),
+                "--dicom-seg",
+                "--no-tta",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     labels = nib.load(out / f"{brats_case.name}_seg.nii.gz")
     t1 = nib.load(next(brats_case.glob("*_t1.nii.gz")))
     np.testing.assert_allclose(labels.affine, t1.affine, atol=1e-4)
@@ -479,17 +584,35 @@ def test_segmentation_from_de_identified_headers(tiny_dicom, tmp_path):
 
     folder, _, labels, _, files = tiny_dicom
     every = [p for series in files.values() for p in series]
-    _set(every, PatientID=None, PatientName=None, StudyDate=None, StudyTime=None, ReferringPhysicianName=None,
-         AccessionNumber=None, StudyID=None)
+    _set(
+        every,
+        PatientID=None,
+        PatientName=None,
+        StudyDate=None,
+        StudyTime=None,
+        ReferringPhysicianName=None,
+        AccessionNumber=None,
+        StudyID=None,
+    )
     study = load_study(folder)
-    out = write_dicom_seg(LabelMap(labels, study.affine, study.header), study, tmp_path / "seg.dcm",
-                             model_name="m", software_version="v")
+    out = write_dicom_seg(
+        LabelMap(labels, study.affine, study.header),
+        study,
+        tmp_path / "seg.dcm",
+        model_name="m",
+        software_version="v",
+    )
     assert hd.seg.segread(out).PatientID == ""
     _set(every, FrameOfReferenceUID=None)
     study = load_study(folder)
     with pytest.raises(StudyError, match=r"has no FrameOfReferenceUID; a DICOM Segmentation must name"):
-        write_dicom_seg(LabelMap(labels, study.affine, study.header), study, tmp_path / "seg2.dcm",
-                           model_name="m", software_version="v")
+        write_dicom_seg(
+            LabelMap(labels, study.affine, study.header),
+            study,
+            tmp_path / "seg2.dcm",
+            model_name="m",
+            software_version="v",
+        )
 
 
 def test_deep_layouts_and_pacs_media_are_found(tmp_path):
@@ -532,13 +655,27 @@ def test_cli_batch_with_dicom_seg_keeps_going(tmp_path, tiny_model_dir, capsys):
     write_dicom_study(tmp_path / "in" / "a_dicom", images, brats_affine((32, 32, 24)))
     write_tiny_study(tmp_path / "in" / "b_nifti", "b_nifti", seg=False)
     out = tmp_path / "out"
-    code = main(["predict", str(tmp_path / "in"), "--output", str(out), "--model", str(tiny_model_dir),
-                 "--dicom-seg", "--no-progress"])
+    code = main(
+        [
+            "predict",
+            str(tmp_path / "in"),
+            "--output",
+            str(out),
+            "--model",
+            str(tiny_model_dir),
+            "--dicom-seg",
+            "--no-progress",
+        ]
+    )
     assert code == 2
     assert "no DICOM SEG for b_nifti: b_nifti: NIfTI input" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == [
-        "a_dicom_report.json", "a_dicom_seg.dcm", "a_dicom_seg.nii.gz", "b_nifti_report.json",
-        "b_nifti_seg.nii.gz"]
+        "a_dicom_report.json",
+        "a_dicom_seg.dcm",
+        "a_dicom_seg.nii.gz",
+        "b_nifti_report.json",
+        "b_nifti_seg.nii.gz",
+    ]
 
 
 def test_sagittal_series_predict_like_the_axial_study(tmp_path, tiny_model_dir):
@@ -554,8 +691,20 @@ def test_sagittal_series_predict_like_the_axial_study(tmp_path, tiny_model_dir):
     write_dicom_study(tmp_path / "sagittal", images, axial.affine[:, [1, 2, 0, 3]])
     assert nib.aff2axcodes(load_study(tmp_path / "sagittal").affine) != nib.aff2axcodes(axial.affine)
     for name in ("axial", "sagittal"):
-        assert main(["predict", str(tmp_path / name), "--output", str(tmp_path / "out"),
-                     "--model", str(tiny_model_dir), "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    str(tmp_path / name),
+                    "--output",
+                    str(tmp_path / "out"),
+                    "--model",
+                    str(tiny_model_dir),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
     a = nib.as_closest_canonical(nib.load(tmp_path / "out" / "axial_seg.nii.gz"))
     b = nib.as_closest_canonical(nib.load(tmp_path / "out" / "sagittal_seg.nii.gz"))
     np.testing.assert_allclose(a.affine, b.affine, atol=1e-4)

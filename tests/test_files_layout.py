@@ -34,8 +34,9 @@ def test_the_modules_import_each_other_without_a_cycle() -> None:
     assert all(dep in MODULES for deps in graph.values() for dep in deps), graph
 
     def reaches(start: str, goal: str, seen: set[str]) -> bool:
-        return any(dep == goal or (dep not in seen and reaches(dep, goal, seen | {dep}))
-                   for dep in graph[start])
+        return any(
+            dep == goal or (dep not in seen and reaches(dep, goal, seen | {dep})) for dep in graph[start]
+        )
 
     assert [m for m in MODULES if reaches(m, m, {m})] == []
 

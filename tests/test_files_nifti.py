@@ -25,7 +25,6 @@ def test_sha256_file(tmp_path: Path) -> None:
     assert sha256_file(path) == hashlib.sha256(b"brats" * 1000).hexdigest()
 
 
-
 # --------------------------------------------------------------------------------------------------
 # save_labels
 # --------------------------------------------------------------------------------------------------
@@ -77,7 +76,6 @@ def test_save_labels_refuses_bad_arrays(tiny_study, tmp_path: Path) -> None:
         save_labels(LabelMap(np.full(study.shape, 300), study.affine, study.header), tmp_path / "b.nii.gz")
 
 
-
 # --------------------------------------------------------------------------------------------------
 # Errors: 2. not 3-D; 3. grids differ
 # --------------------------------------------------------------------------------------------------
@@ -120,7 +118,6 @@ def test_error_seg_on_another_grid(tiny_study) -> None:
     with pytest.raises(StudyError, match=err(paths["SEG"].name, r"shape \(30, 32, 24\) differs")):
         load_study(paths["T1"].parent)
     assert load_study(paths["T1"].parent, load_truth=False).truth is None
-
 
 
 # --------------------------------------------------------------------------------------------------

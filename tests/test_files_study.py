@@ -213,7 +213,6 @@ def test_find_studies(tmp_path: Path) -> None:
         find_studies(tmp_path / "nowhere")
 
 
-
 # --------------------------------------------------------------------------------------------------
 # Errors: 1. wrong file counts
 # --------------------------------------------------------------------------------------------------
@@ -299,7 +298,6 @@ def test_error_bytes_upload_mixing_zip_and_files(tiny_study) -> None:
         load_study_from_bytes({"../": b""})
     with pytest.raises(StudyError, match="not a usable file name"):
         load_study_from_bytes({"x\x00_t1.nii.gz": b""})
-
 
 
 # --------------------------------------------------------------------------------------------------

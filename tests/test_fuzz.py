@@ -37,22 +37,62 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's note
 
 SHAPE = (16, 16, 12)
 EXAMPLES = int(os.environ.get("BRATS_SEG_FUZZ_EXAMPLES", "60"))
-SETTINGS = settings(max_examples=EXAMPLES, deadline=5000, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=5000,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 SUFFIXES = {"T1": "t1", "T1CE": "t1ce", "T2": "t2", "FLAIR": "flair"}
 
 #: NIfTI-1 header fields (offset, struct format) and values worth trying in them.
 FIELDS: dict[str, tuple[int, str]] = {
-    "sizeof_hdr": (0, "<i"), "dim0": (40, "<h"), "dim1": (42, "<h"), "dim2": (44, "<h"),
-    "dim3": (46, "<h"), "dim4": (48, "<h"), "datatype": (70, "<h"), "bitpix": (72, "<h"),
-    "pixdim1": (80, "<f"), "pixdim3": (88, "<f"),
-    "vox_offset": (108, "<f"), "scl_slope": (112, "<f"), "scl_inter": (116, "<f"), "qform_code": (252, "<h"),
-    "sform_code": (254, "<h"), "quatern_b": (256, "<f"), "qoffset_x": (268, "<f"), "srow_x0": (280, "<f"),
-    "srow_y1": (300, "<f"), "srow_z2": (320, "<f"), "srow_z3": (324, "<f"),
+    "sizeof_hdr": (0, "<i"),
+    "dim0": (40, "<h"),
+    "dim1": (42, "<h"),
+    "dim2": (44, "<h"),
+    "dim3": (46, "<h"),
+    "dim4": (48, "<h"),
+    "datatype": (70, "<h"),
+    "bitpix": (72, "<h"),
+    "pixdim1": (80, "<f"),
+    "pixdim3": (88, "<f"),
+    "vox_offset": (108, "<f"),
+    "scl_slope": (112, "<f"),
+    "scl_inter": (116, "<f"),
+    "qform_code": (252, "<h"),
+    "sform_code": (254, "<h"),
+    "quatern_b": (256, "<f"),
+    "qoffset_x": (268, "<f"),
+    "srow_x0": (280, "<f"),
+    "srow_y1": (300, "<f"),
+    "srow_z2": (320, "<f"),
+    "srow_z3": (324, "<f"),
 }
 INTS = [0, 1, -1, 2, 3, 4, 7, 8, 16, 64, 128, 255, 256, 511, 512, 1024, 2304, 32767, -32768]
-FLOATS = [0.0, -0.0, 1.0, -1.0, 0.5, 1e-9, 1e-3, 9.99, 10.01, 99.0, 1000.0, 1e30, -1e30, float("nan"),
-          float("inf"), -float("inf"), 352.0, 351.0, 348.0, 1e18]
+FLOATS = [
+    0.0,
+    -0.0,
+    1.0,
+    -1.0,
+    0.5,
+    1e-9,
+    1e-3,
+    9.99,
+    10.01,
+    99.0,
+    1000.0,
+    1e30,
+    -1e30,
+    float("nan"),
+    float("inf"),
+    -float("inf"),
+    352.0,
+    351.0,
+    348.0,
+    1e18,
+]
 
 STATS = {"tried": 0, "loaded": 0, "refused": 0, "slowest": (0.0, ""), "by": {}}
 
@@ -98,14 +138,17 @@ def study_files(t1: bytes, name: str = "Fz_001_t1.nii") -> dict[str, bytes]:
 
 
 @SETTINGS
-@given(st.lists(st.tuples(st.sampled_from(sorted(FIELDS)), st.integers(0, len(FLOATS) - 1)),
-                min_size=1, max_size=4))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(sorted(FIELDS)), st.integers(0, len(FLOATS) - 1)), min_size=1, max_size=4
+    )
+)
 def test_fuzz_header_fields(changes: list[tuple[str, int]]) -> None:
     raw = bytearray(VALID["T1"])
     for field, k in changes:
         offset, fmt = FIELDS[field]
         value = FLOATS[k] if fmt == "<f" else INTS[k % len(INTS)]
-        raw[offset:offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
+        raw[offset : offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
     load_and_check(study_files(bytes(raw)), "header field")
 
 
@@ -140,8 +183,10 @@ ZIP = study_zip()
 
 
 @SETTINGS
-@given(st.lists(st.tuples(st.integers(0, len(ZIP) - 1), st.integers(0, 255)), min_size=1, max_size=6),
-       st.booleans())
+@given(
+    st.lists(st.tuples(st.integers(0, len(ZIP) - 1), st.integers(0, 255)), min_size=1, max_size=6),
+    st.booleans(),
+)
 def test_fuzz_zip(flips: list[tuple[int, int]], near_end: bool) -> None:
     data = bytearray(ZIP)
     for offset, value in flips:  # the central directory and local headers sit at the end and between members
@@ -174,9 +219,11 @@ def test_fuzz_dicom_slices(dicom_zip: tuple[bytes, list[tuple[int, int]]]) -> No
     data, spans = dicom_zip
 
     @SETTINGS
-    @given(st.integers(0, len(spans) - 1),
-           st.lists(st.tuples(st.integers(0, 600), st.integers(0, 255)), min_size=1, max_size=8),
-           st.booleans())
+    @given(
+        st.integers(0, len(spans) - 1),
+        st.lists(st.tuples(st.integers(0, 600), st.integers(0, 255)), min_size=1, max_size=8),
+        st.booleans(),
+    )
     def run(member: int, flips: list[tuple[int, int]], repair: bool) -> None:
         raw = bytearray(data)
         start, end = spans[member]
@@ -192,20 +239,24 @@ def test_fuzz_dicom_slices(dicom_zip: tuple[bytes, list[tuple[int, int]]]) -> No
 def _recrc(data: bytes) -> bytes:
     """The zip rewritten with each member's current bytes, so that their CRCs match again."""
     out = _io.BytesIO()
-    with (zipfile.ZipFile(_io.BytesIO(data)) as src,
-          zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as dst):
+    with (
+        zipfile.ZipFile(_io.BytesIO(data)) as src,
+        zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as dst,
+    ):
         for info in src.infolist():
             start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
-            dst.writestr(info.filename, data[start:start + info.compress_size])
+            dst.writestr(info.filename, data[start : start + info.compress_size])
     return out.getvalue()
 
 
 def test_fuzz_summary() -> None:
     """Prints the figures of the run (the strategies above ran first, in file order)."""
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\nfuzz: {STATS['tried']} inputs ({STATS['by']}), {STATS['loaded']} loaded, "
-          f"{STATS['refused']} refused, 0 other exceptions; slowest {STATS['slowest'][0]:.2f} s "
-          f"({STATS['slowest'][1]}); peak RSS {peak_mb:.0f} MB")
+    print(
+        f"\nfuzz: {STATS['tried']} inputs ({STATS['by']}), {STATS['loaded']} loaded, "
+        f"{STATS['refused']} refused, 0 other exceptions; slowest {STATS['slowest'][0]:.2f} s "
+        f"({STATS['slowest'][1]}); peak RSS {peak_mb:.0f} MB"
+    )
     if STATS["tried"]:
         assert STATS["loaded"] + STATS["refused"] == STATS["tried"]
         assert peak_mb < 4096

@@ -36,11 +36,15 @@ def textured_head(seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
     out = {}
     for n, (modality, image) in enumerate(images.items()):
         sign = 1.0 if n % 2 == 0 else -1.0  # T1CE and FLAIR see the texture inverted: a different contrast
-        out[modality] = np.where(brain, image.astype(np.float32) + 150.0 * sign * texture + 400.0, 0.0).astype(np.float32)
+        out[modality] = np.where(
+            brain, image.astype(np.float32) + 150.0 * sign * texture + 400.0, 0.0
+        ).astype(np.float32)
     return out, labels
 
 
-def rigid(angles_deg: tuple[float, float, float], shift_mm: tuple[float, float, float], centre) -> sitk.Euler3DTransform:
+def rigid(
+    angles_deg: tuple[float, float, float], shift_mm: tuple[float, float, float], centre
+) -> sitk.Euler3DTransform:
     t = sitk.Euler3DTransform()
     t.SetCenter([float(c) for c in centre])
     t.SetRotation(*[float(np.radians(a)) for a in angles_deg])
@@ -48,13 +52,22 @@ def rigid(angles_deg: tuple[float, float, float], shift_mm: tuple[float, float, 
     return t
 
 
-MOTIONS = {"T1": ((3, -2, 4), (2, -1, 1.5)), "T1CE": ((0, 0, 0), (0, 0, 0)),
-           "T2": ((-4, 3, 0), (-2, 2, 0)), "FLAIR": ((2, 2, -3), (1, 0, -2))}
+MOTIONS = {
+    "T1": ((3, -2, 4), (2, -1, 1.5)),
+    "T1CE": ((0, 0, 0), (0, 0, 0)),
+    "T2": ((-4, 3, 0), (-2, 2, 0)),
+    "FLAIR": ((2, 2, -3), (1, 0, -2)),
+}
 SPACINGS = {"T1": (1.0, 1.0, 2.0), "T1CE": (1.0, 1.0, 2.0), "T2": (0.9, 0.9, 2.2), "FLAIR": (1.1, 1.1, 2.0)}
 
 
-def write_raw_study(folder: Path, *, seed: int = 0, replace: dict[str, np.ndarray] | None = None,
-                    shift_world: dict[str, float] | None = None) -> dict:
+def write_raw_study(
+    folder: Path,
+    *,
+    seed: int = 0,
+    replace: dict[str, np.ndarray] | None = None,
+    shift_world: dict[str, float] | None = None,
+) -> dict:
     """A raw-like tiny study: each sequence moved by MOTIONS and resampled onto its own grid (SPACINGS).
 
     Returns:
@@ -62,7 +75,9 @@ def write_raw_study(folder: Path, *, seed: int = 0, replace: dict[str, np.ndarra
     """
     images, labels = textured_head(seed)
     affine = brats_affine(SHAPE)
-    centre = harmonise.to_sitk(images["T1"], affine).TransformContinuousIndexToPhysicalPoint([n / 2 for n in SHAPE])
+    centre = harmonise.to_sitk(images["T1"], affine).TransformContinuousIndexToPhysicalPoint(
+        [n / 2 for n in SHAPE]
+    )
     folder.mkdir(parents=True, exist_ok=True)
     made = {"transforms": {}, "files": {}, "labels": labels, "affine": affine}
     names = {"T1": "scan_t1", "T1CE": "scan_T1_POST_GAD", "T2": "scan_T2_AX", "FLAIR": "scan_fla"}
@@ -80,7 +95,9 @@ def write_raw_study(folder: Path, *, seed: int = 0, replace: dict[str, np.ndarra
             array = replace[modality](array) if callable(replace[modality]) else replace[modality]
         if shift_world and modality in shift_world:
             new_affine[0, 3] += shift_world[modality]
-        made["files"][modality] = write_nifti(folder / f"{names[modality]}.nii.gz", array.astype(np.float32), new_affine)
+        made["files"][modality] = write_nifti(
+            folder / f"{names[modality]}.nii.gz", array.astype(np.float32), new_affine
+        )
         made["transforms"][modality] = moved
     return made
 
@@ -88,7 +105,9 @@ def write_raw_study(folder: Path, *, seed: int = 0, replace: dict[str, np.ndarra
 def test_to_sitk_matches_simpleitk_reading_the_same_file(tmp_path: Path) -> None:
     array = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7)
     c, s = np.cos(0.3), np.sin(0.3)
-    affine = np.array([[-0.9 * c, -1.1 * s, 0, 12.0], [-0.9 * s, 1.1 * c, 0, -40.0], [0, 0, 2.5, 7.0], [0, 0, 0, 1]])
+    affine = np.array(
+        [[-0.9 * c, -1.1 * s, 0, 12.0], [-0.9 * s, 1.1 * c, 0, -40.0], [0, 0, 2.5, 7.0], [0, 0, 0, 1]]
+    )
     path = write_nifti(tmp_path / "x.nii.gz", array, affine)
     ours, theirs = harmonise.to_sitk(array, affine), sitk.ReadImage(str(path))
     np.testing.assert_allclose(ours.GetSpacing(), theirs.GetSpacing(), atol=1e-5)
@@ -119,8 +138,12 @@ def test_decide(tmp_path: Path, tiny_study_dir: Path) -> None:
     write_raw_study(tmp_path / "raw")
     raw = load_native_study(tmp_path / "raw")
     reasons = harmonise.decide(raw)
-    assert len(reasons) == 1 and reasons[0].startswith("T2, FLAIR on other grids than T1 (T1 48 x 48 x 20 voxels")
-    with pytest.raises(StudyError, match=r"^scan_T2_AX.nii.gz: T2 is on another grid than T1 .*--harmonise auto or on"):
+    assert len(reasons) == 1 and reasons[0].startswith(
+        "T2, FLAIR on other grids than T1 (T1 48 x 48 x 20 voxels"
+    )
+    with pytest.raises(
+        StudyError, match=r"^scan_T2_AX.nii.gz: T2 is on another grid than T1 .*--harmonise auto or on"
+    ):
         harmonise.decide(raw, mode="off")
     with pytest.raises(StudyError, match=r"harmonise mode 'sometimes'; expected one of auto, on, off"):
         harmonise.decide(raw, mode="sometimes")
@@ -132,7 +155,10 @@ def test_load_native_study_keeps_each_grid_and_load_study_still_refuses(tmp_path
     assert raw.sources["FLAIR"] == "scan_fla.nii.gz" and raw.sources["T1CE"] == "scan_T1_POST_GAD.nii.gz"
     assert raw.images["T2"].shape == (53, 53, 18)
     np.testing.assert_allclose(raw.affines["T2"], nib.load(made["files"]["T2"]).affine)
-    with pytest.raises(StudyError, match=r"^scan_T2_AX.nii.gz: shape \(53, 53, 18\) differs from scan_t1.nii.gz \(48, 48, 20\)"):
+    with pytest.raises(
+        StudyError,
+        match=r"^scan_T2_AX.nii.gz: shape \(53, 53, 18\) differs from scan_t1.nii.gz \(48, 48, 20\)",
+    ):
         load_study(tmp_path / "raw")
 
 
@@ -141,38 +167,61 @@ def test_harmonise_recovers_known_motion(tmp_path: Path) -> None:
     raw = load_native_study(tmp_path / "raw")
     lines: list[str] = []
     result = harmonise.harmonise(raw, skull_strip=False, progress=lines.append)
-    assert lines == ["Brain mask: where T1CE is non-zero...", "Registering T1 onto T1CE (1 of 3)...", "Registering T2 onto T1CE (2 of 3)...",
-                     "Registering FLAIR onto T1CE (3 of 3)..."]
+    assert lines == [
+        "Brain mask: where T1CE is non-zero...",
+        "Registering T1 onto T1CE (1 of 3)...",
+        "Registering T2 onto T1CE (2 of 3)...",
+        "Registering FLAIR onto T1CE (3 of 3)...",
+    ]
     assert result.study.spacing == (1.0, 1.0, 1.0) and result.study.shape == (48, 48, 40)
     assert set(result.study.images) == set(MODALITIES) and result.native.shape == raw.images["T1CE"].shape
     points = nib.affines.apply_affine(result.study.affine, np.argwhere(result.brain)[::50]) * [-1, -1, 1]
     to_original = made["transforms"]["T1CE"]
     for modality, recovered in result.transforms.items():
         truth = made["transforms"][modality].GetInverse()
-        errors = [np.linalg.norm(np.subtract(recovered.TransformPoint(p), truth.TransformPoint(to_original.TransformPoint(p))))
-                  for p in map(tuple, points)]
+        errors = [
+            np.linalg.norm(
+                np.subtract(recovered.TransformPoint(p), truth.TransformPoint(to_original.TransformPoint(p)))
+            )
+            for p in map(tuple, points)
+        ]
         assert np.mean(errors) < 1.0, (modality, np.mean(errors))
         figures = result.registration[modality]
         assert figures["mutual_information_after"] > figures["mutual_information_before"]
         assert figures["mutual_information_after"] >= harmonise.MIN_MUTUAL_INFORMATION
     record = result.record()
     assert record["skull_stripped"] is False and set(record["registration"]) == {"T1", "T2", "FLAIR"}
-    assert set(record["timings"]) == {"grid", "skull_strip", "register_T1", "register_T2", "register_FLAIR", "total"}
+    assert set(record["timings"]) == {
+        "grid",
+        "skull_strip",
+        "register_T1",
+        "register_T2",
+        "register_FLAIR",
+        "total",
+    }
 
 
 def test_noise_sequence_is_refused_naming_it(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
-    write_raw_study(tmp_path / "raw", replace={"T2": lambda a: rng.uniform(0, 1000, a.shape).astype(np.float32)})
+    write_raw_study(
+        tmp_path / "raw", replace={"T2": lambda a: rng.uniform(0, 1000, a.shape).astype(np.float32)}
+    )
     raw = load_native_study(tmp_path / "raw")
-    with pytest.raises(StudyError, match=r"^scan_T2_AX.nii.gz: registration of T2 onto T1CE did not converge: mutual "
-                       r"information inside the brain 0\.0\d+ .*expected at least 0.1"):
+    with pytest.raises(
+        StudyError,
+        match=r"^scan_T2_AX.nii.gz: registration of T2 onto T1CE did not converge: mutual "
+        r"information inside the brain 0\.0\d+ .*expected at least 0.1",
+    ):
         harmonise.harmonise(raw, skull_strip=False)
 
 
 def test_sequence_far_from_the_others_is_refused(tmp_path: Path) -> None:
     write_raw_study(tmp_path / "raw", shift_world={"FLAIR": 500.0})
     raw = load_native_study(tmp_path / "raw")
-    with pytest.raises(StudyError, match=r"^scan_fla.nii.gz: the FLAIR field of view and the T1CE's share 0% .*belongs to this study"):
+    with pytest.raises(
+        StudyError,
+        match=r"^scan_fla.nii.gz: the FLAIR field of view and the T1CE's share 0% .*belongs to this study",
+    ):
         harmonise.harmonise(raw, skull_strip=False)
 
 
@@ -184,8 +233,11 @@ def test_a_reference_too_small_for_a_head_is_refused(tmp_path: Path) -> None:
     for m, suffix in (("T1", "t1"), ("T1CE", "t1ce"), ("T2", "t2"), ("FLAIR", "flair")):
         write_nifti(folder / f"Slice_1_{suffix}.nii.gz", images[m], brats_affine((64, 64, 1)))
     raw = load_native_study(folder)
-    with pytest.raises(StudyError, match=r"^Slice_1_t1ce.nii.gz: a field of view of 64 x 64 x 1 mm; expected a head, "
-                       r"at least 16 mm along each axis"):
+    with pytest.raises(
+        StudyError,
+        match=r"^Slice_1_t1ce.nii.gz: a field of view of 64 x 64 x 1 mm; expected a head, "
+        r"at least 16 mm along each axis",
+    ):
         harmonise.harmonise(raw)
 
 
@@ -224,10 +276,16 @@ def test_harmonised_files(tmp_path: Path) -> None:
     result = harmonise.harmonise(load_native_study(tmp_path / "raw", name="Raw_1"), skull_strip=False)
     labels = LabelMap(np.zeros(result.study.shape, dtype=np.uint8), result.study.affine, result.study.header)
     files = harmonised_files(result, labels, harmonise.to_native(labels, result), preprocessed=True)
-    assert sorted(files) == ["Raw_1_native.png", "Raw_1_preprocessed/Raw_1_brainmask.nii.gz",
-                             "Raw_1_preprocessed/Raw_1_flair.nii.gz", "Raw_1_preprocessed/Raw_1_t1.nii.gz",
-                             "Raw_1_preprocessed/Raw_1_t1ce.nii.gz", "Raw_1_preprocessed/Raw_1_t2.nii.gz",
-                             "Raw_1_registration.png", "Raw_1_seg_1mm.nii.gz"]
+    assert sorted(files) == [
+        "Raw_1_native.png",
+        "Raw_1_preprocessed/Raw_1_brainmask.nii.gz",
+        "Raw_1_preprocessed/Raw_1_flair.nii.gz",
+        "Raw_1_preprocessed/Raw_1_t1.nii.gz",
+        "Raw_1_preprocessed/Raw_1_t1ce.nii.gz",
+        "Raw_1_preprocessed/Raw_1_t2.nii.gz",
+        "Raw_1_registration.png",
+        "Raw_1_seg_1mm.nii.gz",
+    ]
     for name, (mime, data) in files.items():
         assert data[:8] == b"\x89PNG\r\n\x1a\n" if mime == "image/png" else data[:2] == b"\x1f\x8b", name
     # the preprocessed folder is a BraTS-named study that loads as one
@@ -245,10 +303,26 @@ def test_cli_predict_and_check_a_raw_study(tiny_model_dir: Path, tmp_path: Path,
     write_raw_study(tmp_path / "Raw_7")
     code = main(["check", str(tmp_path / "Raw_7")])
     out = capsys.readouterr().out
-    assert code == 0 and "(raw study, harmonised in " in out and "(T2, FLAIR on other grids than T1" in out, out
-    assert out.splitlines()[-1] in ("1 study: 1 ok, 0 with warnings, 0 refused", "1 study: 0 ok, 1 with warnings, 0 refused")
-    code = main(["predict", str(tmp_path / "Raw_7"), "--output", str(tmp_path / "out"), "--model", str(tiny_model_dir),
-                 "--no-progress", "--uncertain-map", "--save-preprocessed"])
+    assert code == 0 and "(raw study, harmonised in " in out and "(T2, FLAIR on other grids than T1" in out, (
+        out
+    )
+    assert out.splitlines()[-1] in (
+        "1 study: 1 ok, 0 with warnings, 0 refused",
+        "1 study: 0 ok, 1 with warnings, 0 refused",
+    )
+    code = main(
+        [
+            "predict",
+            str(tmp_path / "Raw_7"),
+            "--output",
+            str(tmp_path / "out"),
+            "--model",
+            str(tiny_model_dir),
+            "--no-progress",
+            "--uncertain-map",
+            "--save-preprocessed",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "Raw_7: harmonised (T2, FLAIR on other grids than T1" in out
@@ -265,12 +339,25 @@ def test_cli_predict_and_check_a_raw_study(tiny_model_dir: Path, tmp_path: Path,
     assert report["harmonisation"]["volumes_on"].startswith("the 1 mm grid the model labelled")
     assert report["shape"] == list(SHAPE)
     # forced off: refused as before harmonising existed, exit 2 with the grid message
-    code = main(["predict", str(tmp_path / "Raw_7"), "--output", str(tmp_path / "out2"), "--model", str(tiny_model_dir),
-                 "--no-progress", "--harmonise", "off"])
+    code = main(
+        [
+            "predict",
+            str(tmp_path / "Raw_7"),
+            "--output",
+            str(tmp_path / "out2"),
+            "--model",
+            str(tiny_model_dir),
+            "--no-progress",
+            "--harmonise",
+            "off",
+        ]
+    )
     assert code == 2 and "differs from scan_t1.nii.gz" in capsys.readouterr().err
 
 
-def test_cli_predict_raw_dicom_series_on_different_grids(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+def test_cli_predict_raw_dicom_series_on_different_grids(
+    tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
     import pydicom
     from helpers import write_dicom_study
 
@@ -279,8 +366,18 @@ def test_cli_predict_raw_dicom_series_on_different_grids(tiny_model_dir: Path, t
     affines = {m: nib.load(made["files"][m]).affine for m in MODALITIES}
     series = write_dicom_study(tmp_path / "Raw_DICOM", arrays, affines["T1"], affines=affines)
     out = tmp_path / "out"
-    code = main(["predict", str(tmp_path / "Raw_DICOM"), "--output", str(out), "--model", str(tiny_model_dir),
-                 "--no-progress", "--dicom-seg"])
+    code = main(
+        [
+            "predict",
+            str(tmp_path / "Raw_DICOM"),
+            "--output",
+            str(out),
+            "--model",
+            str(tiny_model_dir),
+            "--no-progress",
+            "--dicom-seg",
+        ]
+    )
     stdout, err = capsys.readouterr()
     assert code == 0, err
     assert "Raw_DICOM: harmonised (T2, FLAIR on other grids than T1" in stdout
@@ -302,10 +399,16 @@ def test_deepbet_loads_its_weights_with_no_network() -> None:
         pytest.skip("unshare (util-linux) is not installed")
     probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
     if probe.returncode != 0:
-        pytest.skip(f"cannot make a network namespace here ({probe.stderr.decode(errors='replace').strip()[:80]})")
-    code = ("lines = open('/proc/self/net/dev').read().splitlines()[2:]\n"  # this namespace's interfaces: loopback only
-            "print(*sorted(line.split(':')[0].strip() for line in lines))\n"
-            "from deepbet import BrainExtraction\nBrainExtraction(no_gpu=True)\nprint('loaded')\n")
-    done = subprocess.run(["unshare", "-n", sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        pytest.skip(
+            f"cannot make a network namespace here ({probe.stderr.decode(errors='replace').strip()[:80]})"
+        )
+    code = (
+        "lines = open('/proc/self/net/dev').read().splitlines()[2:]\n"  # this namespace's interfaces: loopback only
+        "print(*sorted(line.split(':')[0].strip() for line in lines))\n"
+        "from deepbet import BrainExtraction\nBrainExtraction(no_gpu=True)\nprint('loaded')\n"
+    )
+    done = subprocess.run(
+        ["unshare", "-n", sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["lo", "loaded"], done.stdout

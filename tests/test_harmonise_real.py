@@ -41,7 +41,9 @@ def test_check_harmonises_the_raw_study_as_predict_would(raw_study: Path, capsys
 
 def test_predict_raw_study_labels_on_the_native_t1ce_grid(raw_study: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
-    code = main(["predict", str(raw_study), "--output", str(out), "--no-progress", "--no-tta", "--save-preprocessed"])
+    code = main(
+        ["predict", str(raw_study), "--output", str(out), "--no-progress", "--no-tta", "--save-preprocessed"]
+    )
     stdout, stderr = capsys.readouterr()
     assert code == 0, stderr
     assert f"{NAME}: harmonised (" in stdout
@@ -55,7 +57,10 @@ def test_predict_raw_study_labels_on_the_native_t1ce_grid(raw_study: Path, tmp_p
     assert harmonised["skull_stripped"] is True and 1000 < harmonised["brain_mL"] < 2000
     for modality in ("T1", "T2", "FLAIR"):
         figures = harmonised["registration"][modality]
-        assert figures["mutual_information_after"] > 0.15 > figures["mutual_information_before"], (modality, figures)
+        assert figures["mutual_information_after"] > 0.15 > figures["mutual_information_before"], (
+            modality,
+            figures,
+        )
     wt = report["volumes"]["regions"]["WT"]["mL"]
     assert wt > 5.0, wt
     # the volume on the native grid agrees with the 1 mm count within a few percent
@@ -81,21 +86,34 @@ def _copy_with(raw_study: Path, target: Path, suffix: str, data=None, shift_mm: 
     return path
 
 
-@pytest.mark.parametrize(("case", "expected"), [
-    ("noise", "registration of FLAIR onto T1CE did not converge: mutual information inside the brain"),
-    ("far", "the FLAIR field of view and the T1CE's share 0%"),
-])
-def test_a_flair_that_cannot_be_registered_is_refused_naming_it(raw_study: Path, tmp_path: Path, capsys,
-                                                                case: str, expected: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("noise", "registration of FLAIR onto T1CE did not converge: mutual information inside the brain"),
+        ("far", "the FLAIR field of view and the T1CE's share 0%"),
+    ],
+)
+def test_a_flair_that_cannot_be_registered_is_refused_naming_it(
+    raw_study: Path, tmp_path: Path, capsys, case: str, expected: str
+) -> None:
     rng = np.random.default_rng(0)
     if case == "noise":
-        path = _copy_with(raw_study, tmp_path / NAME, "_fla.nii.gz", data=lambda s: rng.uniform(0, 1000, s).astype(np.float32))
+        path = _copy_with(
+            raw_study,
+            tmp_path / NAME,
+            "_fla.nii.gz",
+            data=lambda s: rng.uniform(0, 1000, s).astype(np.float32),
+        )
     else:
         path = _copy_with(raw_study, tmp_path / NAME, "_fla.nii.gz", shift_mm=400.0)
     code = main(["check", str(tmp_path / NAME)])
     out = capsys.readouterr().out
-    assert code == 2 and f"refused: {path.name}: " in out and expected in out, out  # check refuses what predict would
-    code = main(["predict", str(tmp_path / NAME), "--output", str(tmp_path / "out"), "--no-progress", "--no-tta"])
+    assert code == 2 and f"refused: {path.name}: " in out and expected in out, (
+        out
+    )  # check refuses what predict would
+    code = main(
+        ["predict", str(tmp_path / NAME), "--output", str(tmp_path / "out"), "--no-progress", "--no-tta"]
+    )
     err = capsys.readouterr().err
     assert code == 2, err
     assert f"brats-seg predict: error: {path.name}: " in err and expected in err, err
@@ -110,7 +128,9 @@ def test_raw_like_brats_case_keeps_most_of_its_dice(brats_case: Path, tmp_path: 
 
     from brats_seg.model import load_model
 
-    spec = importlib.util.spec_from_file_location("harmonise_accuracy", ROOT / "benchmarks" / "harmonise_accuracy.py")
+    spec = importlib.util.spec_from_file_location(
+        "harmonise_accuracy", ROOT / "benchmarks" / "harmonise_accuracy.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     members = bench.cross_validation_members(load_model(None))

@@ -45,11 +45,16 @@ def refused_everywhere(capsys, folder: Path, tmp_path: Path, monkeypatch, *expec
     assert all(e in str(info.value) for e in expected), str(info.value)
 
 
-@pytest.mark.parametrize(("spacing", "expected"), [
-    ((99.0, 99.0, 99.0),
-     "voxels of 99 x 99 x 99 mm according to its affine; expected each edge within 0.1-10 mm"),
-    ((0.001, 0.001, 0.001), "voxels of 0.001 x 0.001 x 0.001 mm according to its affine"),
-])
+@pytest.mark.parametrize(
+    ("spacing", "expected"),
+    [
+        (
+            (99.0, 99.0, 99.0),
+            "voxels of 99 x 99 x 99 mm according to its affine; expected each edge within 0.1-10 mm",
+        ),
+        ((0.001, 0.001, 0.001), "voxels of 0.001 x 0.001 x 0.001 mm according to its affine"),
+    ],
+)
 def test_implausible_voxel_sizes_are_refused(tmp_path: Path, capsys, monkeypatch, spacing, expected) -> None:
     folder = tmp_path / "Huge_001"
     study_with(folder, affine=brats_affine(SHAPE, spacing))
@@ -68,8 +73,9 @@ def test_an_affine_that_disagrees_with_pixdim_by_1000_is_refused(tmp_path: Path,
         image.header.set_qform(None, code=0)
         image.header.set_zooms((1.0, 1.0, 1.0))
         nib.save(nib.Nifti1Image(np.asarray(image.dataobj), None, image.header), path)
-    refused_everywhere(capsys, folder, tmp_path, monkeypatch,
-                       "Sform_001_t1.nii.gz: voxels of 1000 x 1000 x 1000 mm")
+    refused_everywhere(
+        capsys, folder, tmp_path, monkeypatch, "Sform_001_t1.nii.gz: voxels of 1000 x 1000 x 1000 mm"
+    )
 
 
 @pytest.mark.parametrize("shape_spacing", [((100, 100, 60), 4.0), ((400, 8, 8), 1.0)])
@@ -82,22 +88,29 @@ def test_a_field_of_view_larger_than_a_head_is_refused(
     folder = tmp_path / "Wide_001"
     study_with(folder, affine=brats_affine(shape, (mm, mm, mm)), shape=shape)
     fov = " x ".join(f"{n * mm:.0f}" for n in shape)
-    refused_everywhere(capsys, folder, tmp_path, monkeypatch,
-                       f"Wide_001_t1.nii.gz: a field of view of {fov} mm",
-                       "expected at most 320 mm along each axis")
+    refused_everywhere(
+        capsys,
+        folder,
+        tmp_path,
+        monkeypatch,
+        f"Wide_001_t1.nii.gz: a field of view of {fov} mm",
+        "expected at most 320 mm along each axis",
+    )
 
 
 def uncompressed_study(folder: Path) -> dict[str, Path]:
     """A tiny study as uncompressed ``.nii`` files, whose header bytes a test can patch."""
     folder.mkdir(parents=True, exist_ok=True)
     images, _ = tiny_volumes(SHAPE)
-    return {m: write_nifti(folder / f"{folder.name}_{suffix}.nii", images[m], brats_affine(SHAPE))
-            for m, suffix in (("T1", "t1"), ("T1CE", "t1ce"), ("T2", "t2"), ("FLAIR", "flair"))}
+    return {
+        m: write_nifti(folder / f"{folder.name}_{suffix}.nii", images[m], brats_affine(SHAPE))
+        for m, suffix in (("T1", "t1"), ("T1CE", "t1ce"), ("T2", "t2"), ("FLAIR", "flair"))
+    }
 
 
 def patch(path: Path, offset: int, value: bytes) -> None:
     raw = bytearray(path.read_bytes())
-    raw[offset:offset + len(value)] = value
+    raw[offset : offset + len(value)] = value
     path.write_bytes(bytes(raw))
 
 
@@ -107,8 +120,13 @@ def test_a_singular_affine_is_refused(tmp_path: Path, capsys, monkeypatch) -> No
     for path in uncompressed_study(folder).values():
         patch(path, 252, np.array([0, 1], dtype="<i2").tobytes())  # qform_code 0, sform_code 1
         patch(path, 280, np.zeros(12, dtype="<f4").tobytes())  # srow_x, srow_y, srow_z
-    refused_everywhere(capsys, folder, tmp_path, monkeypatch,
-                       "Zero_001_t1.nii: the affine (voxel-to-world matrix) is singular")
+    refused_everywhere(
+        capsys,
+        folder,
+        tmp_path,
+        monkeypatch,
+        "Zero_001_t1.nii: the affine (voxel-to-world matrix) is singular",
+    )
 
 
 def test_vox_offset_zero_is_refused_not_misread(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -116,9 +134,13 @@ def test_vox_offset_zero_is_refused_not_misread(tmp_path: Path, capsys, monkeypa
     folder = tmp_path / "Offset_001"
     t1 = uncompressed_study(folder)["T1"]
     patch(t1, 108, np.float32(0.0).tobytes())  # vox_offset
-    refused_everywhere(capsys, folder, tmp_path, monkeypatch,
-                       "Offset_001_t1.nii: the header's vox_offset is 0; "
-                       "the NIfTI standard requires at least 352")
+    refused_everywhere(
+        capsys,
+        folder,
+        tmp_path,
+        monkeypatch,
+        "Offset_001_t1.nii: the header's vox_offset is 0; the NIfTI standard requires at least 352",
+    )
 
 
 def test_an_upload_name_too_long_for_a_file_system_is_refused() -> None:

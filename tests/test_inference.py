@@ -68,8 +68,14 @@ def test_progress_is_monotonic_and_ends_at_one() -> None:
     nets = [CountingNet(pointwise_net(seed=0)), CountingNet(pointwise_net(seed=1))]
     seen: list[float] = []
     inference.predict(
-        volume(shape), nets, roi_size=roi, overlap=overlap, sw_batch_size=3, tta_flips=True,
-        device="cpu", progress=seen.append,
+        volume(shape),
+        nets,
+        roi_size=roi,
+        overlap=overlap,
+        sw_batch_size=3,
+        tta_flips=True,
+        device="cpu",
+        progress=seen.append,
     )
     assert seen == sorted(seen)
     assert all(0.0 <= f <= 1.0 for f in seen)
@@ -110,14 +116,18 @@ def test_tta_flips_average_the_flipped_predictions() -> None:
             inp = torch.flip(x[None], dims) if dims else x[None]
             out = torch.sigmoid(net(inp))
             expected += (torch.flip(out, dims) if dims else out)[0]
-    torch.testing.assert_close(inference.predict(x, net, tta_flips=True, **kwargs), expected / 4, rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        inference.predict(x, net, tta_flips=True, **kwargs), expected / 4, rtol=0, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("shape", [(16, 16, 12), (31, 17, 9), (5, 40, 16)])
 @pytest.mark.parametrize("batched", [False, True])
 def test_output_shape_is_the_input_spatial_shape(shape, batched) -> None:
     x = volume(shape)
-    out = inference.predict(x[None] if batched else x, pointwise_net(out_channels=4), roi_size=(16, 16, 16), device="cpu")
+    out = inference.predict(
+        x[None] if batched else x, pointwise_net(out_channels=4), roi_size=(16, 16, 16), device="cpu"
+    )
     assert tuple(out.shape) == (4, *shape)
     assert out.dtype == torch.float32 and out.device.type == "cpu"
 
@@ -144,12 +154,17 @@ def test_predict_refuses_bad_arguments() -> None:
     with pytest.raises(ValueError, match="at least one network"):
         inference.predict(volume((8, 8, 8)), [], roi_size=(8, 8, 8), device="cpu")
     two = torch.stack([volume((8, 8, 8)), volume((8, 8, 8))])
-    with pytest.raises(ValueError, match=r"expected a volume of shape \(C, X, Y, Z\) or \(1, C, X, Y, Z\), found \(2, 4, 8, 8, 8\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"expected a volume of shape \(C, X, Y, Z\) or \(1, C, X, Y, Z\), found \(2, 4, 8, 8, 8\)",
+    ):
         inference.predict(two, pointwise_net(), roi_size=(8, 8, 8), device="cpu")
     with pytest.raises(ValueError, match=r"found \(8, 8, 8\)"):
         inference.predict(volume((8, 8, 8))[0], pointwise_net(), roi_size=(8, 8, 8), device="cpu")
     with pytest.raises(ValueError, match="expected activation 'sigmoid', 'softmax' or 'none', found 'relu'"):
-        inference.predict(volume((8, 8, 8)), pointwise_net(), roi_size=(8, 8, 8), activation="relu", device="cpu")
+        inference.predict(
+            volume((8, 8, 8)), pointwise_net(), roi_size=(8, 8, 8), activation="relu", device="cpu"
+        )
 
 
 def test_predict_accepts_float64_input() -> None:

@@ -25,12 +25,18 @@ CASES = ["brats/Brats18_CBICA_ABM_1", "brats/Brats18_CBICA_AMH_1", "demo/BraTS-G
 
 pytestmark = [pytest.mark.browser, pytest.mark.data]
 
-PREDICT_ENABLED = ("() => { const b = document.querySelector('.brats-predict button, button.brats-predict');"
-                   " return b && !b.disabled; }")
-DONE = ("() => { const l = document.querySelector('.brats-progress-label');"
-        " return l && l.innerText.startsWith('Done'); }")
-SEG_HREF = ("() => { const a = [...document.querySelectorAll('.brats-downloads a')]"
-            ".find(a => a.getAttribute('download').endsWith('_seg.nii.gz')); return a ? a.href : null; }")
+PREDICT_ENABLED = (
+    "() => { const b = document.querySelector('.brats-predict button, button.brats-predict');"
+    " return b && !b.disabled; }"
+)
+DONE = (
+    "() => { const l = document.querySelector('.brats-progress-label');"
+    " return l && l.innerText.startsWith('Done'); }"
+)
+SEG_HREF = (
+    "() => { const a = [...document.querySelectorAll('.brats-downloads a')]"
+    ".find(a => a.getAttribute('download').endsWith('_seg.nii.gz')); return a ? a.href : null; }"
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +50,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, shared_data: Path):
     root = tmp_path_factory.mktemp("load")
     tmp, turns = root / "tmp", root / "turns"
     tmp.mkdir()
-    with voila_server(ROOT, root, env={"TMPDIR": str(tmp), "BRATS_SEG_TURNS_DIR": str(turns)},
-                      args=("--MappingKernelManager.cull_idle_timeout=4", "--MappingKernelManager.cull_interval=2")) as url:
+    with voila_server(
+        ROOT,
+        root,
+        env={"TMPDIR": str(tmp), "BRATS_SEG_TURNS_DIR": str(turns)},
+        args=("--MappingKernelManager.cull_idle_timeout=4", "--MappingKernelManager.cull_interval=2"),
+    ) as url:
         yield {"url": url, "tmp": tmp}
 
 
@@ -78,8 +88,9 @@ def test_three_sessions_at_once_take_turns_and_get_their_own_labels(server: dict
         pytest.skip(f"cases not found: {[str(c) for c in cases if not c.is_dir()]}")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
+        )
         pages = []
         for _ in cases:
             page = browser.new_page(viewport={"width": 1300, "height": 1000})
@@ -106,8 +117,12 @@ def test_three_sessions_at_once_take_turns_and_get_their_own_labels(server: dict
         total = time.perf_counter() - t0
         for n, page in enumerate(pages):
             page.screenshot(path=str(ARTIFACTS / f"load_session_{n + 1}.png"))
-            assert page.locator(".brats-message .brats-msg-error").count() == 0, page.inner_text(".brats-message")
-            assert np.array_equal(labels_of(page), solo[n]), f"session {n + 1}'s labels differ from its solo run"
+            assert page.locator(".brats-message .brats-msg-error").count() == 0, page.inner_text(
+                ".brats-message"
+            )
+            assert np.array_equal(labels_of(page), solo[n]), (
+                f"session {n + 1}'s labels differ from its solo run"
+            )
         print(f"\nthree sessions at once, all done {total:.1f} s after the first click:")
         for n, text in waits.items():
             print(f"  session {n + 1} ({Path(CASES[n]).name}): {text}")
@@ -124,7 +139,9 @@ def test_three_sessions_at_once_take_turns_and_get_their_own_labels(server: dict
         gone = before - session_dirs(server["tmp"])
         print(f"  closed tab: session folders {len(before)} before, gone after culling: {sorted(gone)}")
         assert len(gone) == 1, (before, session_dirs(server["tmp"]))
-        pages[0].locator(".brats-predict button, button.brats-predict").first.click()  # the others keep working
+        pages[0].locator(
+            ".brats-predict button, button.brats-predict"
+        ).first.click()  # the others keep working
         pages[0].wait_for_function(DONE, timeout=300_000)
         assert np.array_equal(labels_of(pages[0]), solo[0])
         browser.close()

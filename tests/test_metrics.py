@@ -262,8 +262,18 @@ def test_summarise_gives_no_interval_for_an_infinite_value():
 
 def test_summarise_skips_nan_and_empty():
     s = summarise([{"dice_TC": float("nan")}, {"dice_TC": 0.5, "hd95_TC": float("nan")}])
-    assert s == {"dice_TC": {"mean": 0.5, "median": 0.5, "std": 0.0, "min": 0.5, "max": 0.5, "n": 1,
-                             "ci_low": 0.5, "ci_high": 0.5}}
+    assert s == {
+        "dice_TC": {
+            "mean": 0.5,
+            "median": 0.5,
+            "std": 0.0,
+            "min": 0.5,
+            "max": 0.5,
+            "n": 1,
+            "ci_low": 0.5,
+            "ci_high": 0.5,
+        }
+    }
     assert summarise([]) == {}
 
 
@@ -354,7 +364,9 @@ def test_bootstrap_ci_reproduces_the_intervals_the_model_card_records():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    with open(root / "docs/model/experiments/cpu-stage6-extra12/cv_scores_tta_no_postprocess.csv", newline="") as f:
+    with open(
+        root / "docs/model/experiments/cpu-stage6-extra12/cv_scores_tta_no_postprocess.csv", newline=""
+    ) as f:
         rows = list(csv.DictReader(f))
     card = json.loads((root / "model/model.json").read_text())
     recorded = card["scores"]["cross_validation_tta"]["metrics"]

@@ -305,8 +305,14 @@ def test_card_postprocess_settings_are_filled_and_checked():
     card = _card(output)
     off = {"min_component_mm3": 0.0, "min_component_fraction": 0.0, "et_min_mm3": 0.0}
     assert postprocess_settings(card) == off
-    card = ModelCard(name="t", files=[], sha256={}, channels=["T1", "T1CE", "T2", "FLAIR"], output=output,
-                     postprocess={"et_min_mm3": 200})
+    card = ModelCard(
+        name="t",
+        files=[],
+        sha256={},
+        channels=["T1", "T1CE", "T2", "FLAIR"],
+        output=output,
+        postprocess={"et_min_mm3": 200},
+    )
     assert postprocess_settings(card)["et_min_mm3"] == 200.0
     with pytest.raises(ModelError, match=r"postprocess expects keys from .*found \['largest_only'\]"):
         ModelCard.from_dict({**card.to_dict(), "postprocess": {"largest_only": 1}})

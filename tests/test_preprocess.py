@@ -125,7 +125,9 @@ def test_reorient_round_trip_for_every_orientation(ornt: np.ndarray) -> None:
         src = np.rint(to_stored[:3, :3] @ idx + to_stored[:3, 3:]).astype(int)
         np.testing.assert_array_equal(oriented[:, idx[0], idx[1], idx[2]], stored[:, src[0], src[1], src[2]])
     # back in the BraTS orientation the array is the original one
-    np.testing.assert_array_equal(preprocess.reorient(stored, preprocess.orientation_transform(affine, "LPS")), base)
+    np.testing.assert_array_equal(
+        preprocess.reorient(stored, preprocess.orientation_transform(affine, "LPS")), base
+    )
 
 
 @pytest.mark.parametrize("ornt", ORIENTATIONS, ids=[orientation_id(o) for o in ORIENTATIONS])
@@ -142,7 +144,9 @@ def test_prepare_does_not_depend_on_how_the_study_is_stored(ornt: np.ndarray) ->
     back_stored = preprocess.restore(probs, found)
     back_base = preprocess.restore(probs, expected)
     assert back_stored.shape == (3, *stored.shape)
-    np.testing.assert_allclose(back_stored, np.stack([apply_orientation(c, ornt) for c in back_base]), atol=1e-6)
+    np.testing.assert_allclose(
+        back_stored, np.stack([apply_orientation(c, ornt) for c in back_base]), atol=1e-6
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -152,7 +156,11 @@ def test_prepare_does_not_depend_on_how_the_study_is_stored(ornt: np.ndarray) ->
 
 @pytest.mark.parametrize(
     ("study_spacing", "card_spacing"),
-    [((1.0, 1.0, 1.0), [2.0, 2.0, 2.0]), ((1.0, 1.0, 2.0), [2.0, 2.0, 2.0]), ((1.0, 1.0, 1.0), [1.0, 1.0, 1.0])],
+    [
+        ((1.0, 1.0, 1.0), [2.0, 2.0, 2.0]),
+        ((1.0, 1.0, 2.0), [2.0, 2.0, 2.0]),
+        ((1.0, 1.0, 1.0), [1.0, 1.0, 1.0]),
+    ],
 )
 def test_prepare_restore_round_trip_returns_the_study_shape(study_spacing, card_spacing) -> None:
     study, _ = padded_study(spacing=study_spacing)
@@ -183,7 +191,9 @@ def test_crop_box_contains_the_brain() -> None:
     assert inside[brain].all()
     assert not inside.all()  # the crop is smaller than the padded volume
     # restore fills only the crop: ones inside, the background value outside
-    ones = preprocess.restore(torch.ones(1, *prepared.tensor.shape[1:]), prepared, background=np.array([0.25]))
+    ones = preprocess.restore(
+        torch.ones(1, *prepared.tensor.shape[1:]), prepared, background=np.array([0.25])
+    )
     assert np.all(ones[0][inside] == 1.0) and np.all(ones[0][~inside] == 0.25)
 
 
@@ -207,7 +217,9 @@ def test_brain_box_margin_and_clipping() -> None:
 
 def test_normalise_zero_mean_unit_std_inside_mask_zero_outside() -> None:
     rng = np.random.default_rng(1)
-    image = np.stack([rng.normal(loc, scale, size=(16, 16, 16)) for loc, scale in [(500, 40), (-3, 0.1), (1e4, 900)]])
+    image = np.stack(
+        [rng.normal(loc, scale, size=(16, 16, 16)) for loc, scale in [(500, 40), (-3, 0.1), (1e4, 900)]]
+    )
     mask = rng.random((16, 16, 16)) > 0.4
     out = preprocess.normalise(image.astype(np.float32), mask)
     assert out.dtype == np.float32
@@ -248,7 +260,10 @@ def test_normalise_is_robust_to_huge_outliers() -> None:
 
 
 def test_target_shape_keeps_the_physical_extent() -> None:
-    for shape, spacing, target in [((240, 240, 155), (1, 1, 1), (2, 2, 2)), ((31, 17, 9), (0.9, 1.3, 5.0), (2, 2, 2))]:
+    for shape, spacing, target in [
+        ((240, 240, 155), (1, 1, 1), (2, 2, 2)),
+        ((31, 17, 9), (0.9, 1.3, 5.0), (2, 2, 2)),
+    ]:
         new = preprocess.target_shape(shape, spacing, target)
         extent = np.array(shape) * np.array(spacing)
         assert np.all(np.abs(np.array(new) * np.array(target) - extent) <= np.array(target) / 2)
@@ -263,7 +278,9 @@ def test_resample_to_2mm_and_back_keeps_a_linear_ramp() -> None:
     back = preprocess.resample(down, shape)
     assert tuple(back.shape) == (3, *shape)
     interior = (slice(None), slice(2, -2), slice(2, -2), slice(2, -2))
-    np.testing.assert_allclose(back[interior].numpy(), ramp[interior].numpy(), rtol=0, atol=1e-4)  # trilinear is exact on a ramp
+    np.testing.assert_allclose(
+        back[interior].numpy(), ramp[interior].numpy(), rtol=0, atol=1e-4
+    )  # trilinear is exact on a ramp
     assert preprocess.resample(ramp, shape) is ramp  # no-op at the same shape
 
 

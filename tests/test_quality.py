@@ -22,7 +22,10 @@ BRAIN_SPACING = (2.8, 2.8, 2.8)
 
 
 def make_study(
-    spacing: tuple[float, float, float] = BRAIN_SPACING, shape: tuple[int, int, int] = BRAIN_SHAPE, *, name: str = "Gen_001"
+    spacing: tuple[float, float, float] = BRAIN_SPACING,
+    shape: tuple[int, int, int] = BRAIN_SHAPE,
+    *,
+    name: str = "Gen_001",
 ) -> Study:
     """A generated skull-stripped study: an ellipsoid brain (about 31 % of the view) in zeros."""
     images, _ = tiny_volumes(shape)
@@ -31,7 +34,10 @@ def make_study(
     header.set_data_shape(shape)
     header.set_zooms(spacing)
     return Study(
-        name=name, images=images, affine=affine, header=header,
+        name=name,
+        images=images,
+        affine=affine,
+        header=header,
         sources={m: f"{name}_{m.lower()}.nii.gz" for m in MODALITIES},
     )
 
@@ -49,7 +55,10 @@ def test_a_head_that_was_not_skull_stripped_is_named() -> None:
         outside = image == 0
         image[outside] = rng.integers(1, 60, size=int(outside.sum()))
     warnings = quality.check_study(study)
-    assert any(w.startswith("Gen_001: 100% of the field of view is non-zero") and "skull-strip" in w for w in warnings), warnings
+    assert any(
+        w.startswith("Gen_001: 100% of the field of view is non-zero") and "skull-strip" in w
+        for w in warnings
+    ), warnings
 
 
 def test_wrong_voxel_sizes_are_named_with_the_volume_they_give() -> None:
@@ -92,13 +101,27 @@ def test_dark_voxels_inside_the_brain_are_not_missing_coverage() -> None:
     assert quality.check_study(study) == []
 
 
-def test_warnings_reach_the_report_and_the_command_line(tiny_study, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+def test_warnings_reach_the_report_and_the_command_line(
+    tiny_study, tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
     files = tiny_study(name="Tiny_Q")  # 32 x 32 x 24 voxels of 1 mm: far smaller than a brain
-    code = main(["predict", str(files["T1"].parent), "--output", str(tmp_path / "out"), "--model", str(tiny_model_dir), "--no-progress"])
+    code = main(
+        [
+            "predict",
+            str(files["T1"].parent),
+            "--output",
+            str(tmp_path / "out"),
+            "--model",
+            str(tiny_model_dir),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     report = json.loads((tmp_path / "out" / "Tiny_Q_report.json").read_text())
-    assert len(report["warnings"]) == 1 and "Tiny_Q: the non-zero region measures 8 mL" in report["warnings"][0]
+    assert (
+        len(report["warnings"]) == 1 and "Tiny_Q: the non-zero region measures 8 mL" in report["warnings"][0]
+    )
     assert f"warning: {report['warnings'][0]}" in err
 
 
@@ -108,14 +131,26 @@ def test_a_brain_sized_study_predicts_without_warnings(tiny_model_dir: Path, tmp
     folder.mkdir()
     for modality in MODALITIES:
         write_nifti(folder / study.sources[modality], study.images[modality], study.affine)
-    code = main(["predict", str(folder), "--output", str(tmp_path / "out"), "--model", str(tiny_model_dir), "--no-progress"])
+    code = main(
+        [
+            "predict",
+            str(folder),
+            "--output",
+            str(tmp_path / "out"),
+            "--model",
+            str(tiny_model_dir),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     assert "warning" not in err
     assert json.loads((tmp_path / "out" / "Gen_001_report.json").read_text())["warnings"] == []
 
 
-@pytest.mark.parametrize("case", ["brats/Brats18_CBICA_ABM_1", "brats/Brats18_TCIA01_201_1", "demo/BraTS-GLI-00001-000"])
+@pytest.mark.parametrize(
+    "case", ["brats/Brats18_CBICA_ABM_1", "brats/Brats18_TCIA01_201_1", "demo/BraTS-GLI-00001-000"]
+)
 def test_real_studies_give_no_warning(shared_data: Path, case: str) -> None:
     folder = shared_data / case
     if not folder.is_dir():
@@ -139,8 +174,10 @@ def test_a_real_flair_that_misses_part_of_the_brain_is_named(shared_data: Path) 
 def test_files_named_for_two_studies_are_named() -> None:
     study = make_study(name="Brats18")
     study.sources = {
-        "T1": "Brats18_2013_20_1_t1.nii.gz", "T1CE": "Brats18_2013_20_1_t1ce.nii.gz",
-        "T2": "Brats18_CBICA_ABM_1_t2.nii.gz", "FLAIR": "Brats18_CBICA_ABM_1_flair.nii.gz",
+        "T1": "Brats18_2013_20_1_t1.nii.gz",
+        "T1CE": "Brats18_2013_20_1_t1ce.nii.gz",
+        "T2": "Brats18_CBICA_ABM_1_t2.nii.gz",
+        "FLAIR": "Brats18_CBICA_ABM_1_flair.nii.gz",
         "SEG": "Brats18_CBICA_ABM_1_seg.nii.gz",
     }
     assert quality.check_study(study) == [
@@ -150,18 +187,37 @@ def test_files_named_for_two_studies_are_named() -> None:
     ]
 
 
-@pytest.mark.parametrize("names", [
-    ["sub-01_T1w.nii.gz", "sub-01_ce-gd_T1w.nii.gz", "sub-01_T2w.nii.gz", "sub-01_FLAIR.nii.gz"],  # BIDS
-    ["patient7_T1.nii.gz", "patient7 T1 post contrast.nii.gz", "patient7_T2w.nii.gz", "patient7.FLAIR.nii.gz"],
-    ["t1.nii.gz", "t1ce.nii.gz", "Case_9_t2.nii.gz", "Case_9_flair.nii.gz"],  # names without an ID agree with any
-    ["BraTS-GLI-00001-000-t1n.nii.gz", "BraTS-GLI-00001-000-t1c.nii.gz", "BraTS-GLI-00001-000-t2w.nii.gz",
-     "BraTS-GLI-00001-000-t2f.nii.gz"],
-    # scanner exports: the patient's ID between series descriptions (the real raw study's names)
-    ["T1_AX_OtherEXampleTCIA_TCGA-FG-6692_Si_TCGA-FG-6692_T1_AX_SE_10_se2d1_t1.nii.gz",
-     "MRHR_T1_AX_POST_GAD_OtherEXampleTCIA_TCGA-FG-6692_Si_TCGA-FG-6692_MRHR_T1_AX_POST_GAD_SE_13_se2d1r_t1c.nii.gz",
-     "MRHR_T2_AX_OtherEXampleTCIA_TCGA-FG-6692_Si_TCGA-FG-6692_MRHR_T2_AX_SE_2_tse2d1_11_t2.nii.gz",
-     "MRHR_FLAIR_AX_OtherEXampleTCIA_TCGA-FG-6692_Si_TCGA-FG-6692_MRHR_FLAIR_AX_SE_IR_5_tir2d1_21_fla.nii.gz"],
-])
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["sub-01_T1w.nii.gz", "sub-01_ce-gd_T1w.nii.gz", "sub-01_T2w.nii.gz", "sub-01_FLAIR.nii.gz"],  # BIDS
+        [
+            "patient7_T1.nii.gz",
+            "patient7 T1 post contrast.nii.gz",
+            "patient7_T2w.nii.gz",
+            "patient7.FLAIR.nii.gz",
+        ],
+        [
+            "t1.nii.gz",
+            "t1ce.nii.gz",
+            "Case_9_t2.nii.gz",
+            "Case_9_flair.nii.gz",
+        ],  # names without an ID agree with any
+        [
+            "BraTS-GLI-00001-000-t1n.nii.gz",
+            "BraTS-GLI-00001-000-t1c.nii.gz",
+            "BraTS-GLI-00001-000-t2w.nii.gz",
+            "BraTS-GLI-00001-000-t2f.nii.gz",
+        ],
+        # scanner exports: the patient's ID between series descriptions (the real raw study's names)
+        [
+            "T1_AX_OtherEXampleTCIA_TCGA-FG-6692_Si_TCGA-FG-6692_T1_AX_SE_10_se2d1_t1.nii.gz",
+            "MRHR_T1_AX_POST_GAD_OtherEXampleTCIA_TCGA-FG-6692_Si_TCGA-FG-6692_MRHR_T1_AX_POST_GAD_SE_13_se2d1r_t1c.nii.gz",
+            "MRHR_T2_AX_OtherEXampleTCIA_TCGA-FG-6692_Si_TCGA-FG-6692_MRHR_T2_AX_SE_2_tse2d1_11_t2.nii.gz",
+            "MRHR_FLAIR_AX_OtherEXampleTCIA_TCGA-FG-6692_Si_TCGA-FG-6692_MRHR_FLAIR_AX_SE_IR_5_tir2d1_21_fla.nii.gz",
+        ],
+    ],
+)
 def test_names_of_one_study_agree(names: list[str]) -> None:
     assert quality.file_studies(dict(zip(MODALITIES, names, strict=True))) == {}
 
@@ -169,15 +225,29 @@ def test_names_of_one_study_agree(names: list[str]) -> None:
 def test_an_id_that_only_begins_another_is_another_study() -> None:
     names = ["sub-1_T1w.nii.gz", "sub-1_ce-gd_T1w.nii.gz", "sub-1_T2w.nii.gz", "sub-12_FLAIR.nii.gz"]
     assert quality.file_studies(dict(zip(MODALITIES, names, strict=True))) == {
-        "sub-1": ["T1", "T2"], "sub-1_ce": ["T1CE"], "sub-12": ["FLAIR"]}
+        "sub-1": ["T1", "T2"],
+        "sub-1_ce": ["T1CE"],
+        "sub-12": ["FLAIR"],
+    }
 
 
-@pytest.mark.parametrize("names", [
-    ["Brats18_CBICA_ABM_1_t1.nii.gz", "Brats18_CBICA_ABM_1_t1ce.nii.gz", "Brats18_CBICA_ABM_1_t2.nii.gz",
-     "Brats18_CBICA_ABM_2_flair.nii.gz"],  # a shared start is not a shared ID
-    ["T1_AX_Patient_0012_SE_t1.nii.gz", "T1_AX_POST_Patient_0012_SE_t1c.nii.gz", "T2_AX_Patient_0012_SE_t2.nii.gz",
-     "FLAIR_AX_Patient_0013_SE_fla.nii.gz"],  # scanner exports of two patients
-])
+@pytest.mark.parametrize(
+    "names",
+    [
+        [
+            "Brats18_CBICA_ABM_1_t1.nii.gz",
+            "Brats18_CBICA_ABM_1_t1ce.nii.gz",
+            "Brats18_CBICA_ABM_1_t2.nii.gz",
+            "Brats18_CBICA_ABM_2_flair.nii.gz",
+        ],  # a shared start is not a shared ID
+        [
+            "T1_AX_Patient_0012_SE_t1.nii.gz",
+            "T1_AX_POST_Patient_0012_SE_t1c.nii.gz",
+            "T2_AX_Patient_0012_SE_t2.nii.gz",
+            "FLAIR_AX_Patient_0013_SE_fla.nii.gz",
+        ],  # scanner exports of two patients
+    ],
+)
 def test_names_of_two_studies_disagree(names: list[str]) -> None:
     assert quality.file_studies(dict(zip(MODALITIES, names, strict=True)))
 
@@ -186,7 +256,9 @@ def test_dicom_studies_are_not_checked_by_file_name() -> None:
     study = make_study()
     study.sources = {"T1": "3 AX T1", "T1CE": "7 AX T1 POST GD", "T2": "4 AX T2", "FLAIR": "5 AX T2 FLAIR"}
     assert quality.file_studies(study.sources)  # as file names these would disagree
-    study.dicom = {"T1": object()}  # read from DICOM: one study by construction (io refuses series of several)
+    study.dicom = {
+        "T1": object()
+    }  # read from DICOM: one study by construction (io refuses series of several)
     assert quality.check_study(study) == []
 
 

@@ -37,9 +37,7 @@ def test_files_names_order_and_bytes(segmented, tiny_model: Model, tmp_path: Pat
     # byte for byte what the files writers put in a file of that name (gzip records the name)
     expected = save_labels(seg.labels, tmp_path / f"{name}_seg.nii.gz").read_bytes()
     assert files[f"{name}_seg.nii.gz"] == expected
-    uncertain = save_uncertain(
-        seg.uncertain, seg.labels, tmp_path / f"{name}_uncertain.nii.gz"
-    ).read_bytes()
+    uncertain = save_uncertain(seg.uncertain, seg.labels, tmp_path / f"{name}_uncertain.nii.gz").read_bytes()
     assert files[f"{name}_uncertain.nii.gz"] == uncertain
     report = json.loads(files[f"{name}_report.json"])
     assert report == json.loads(json.dumps(seg.study_report(study, tiny_model, scores=report["scores"])))

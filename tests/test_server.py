@@ -28,7 +28,10 @@ def test_the_kernel_cap_refuses_with_503_before_starting_anything() -> None:
 
 def test_voila_json_names_the_capped_manager() -> None:
     config = json.loads((ROOT / "voila.json").read_text())
-    assert config["VoilaConfiguration"]["multi_kernel_manager_class"] == "brats_seg.kernel_cap.CappedKernelManager"
+    assert (
+        config["VoilaConfiguration"]["multi_kernel_manager_class"]
+        == "brats_seg.kernel_cap.CappedKernelManager"
+    )
     assert config["CappedKernelManager"]["max_kernels"] >= 1
 
 
@@ -45,13 +48,19 @@ if sys.argv[2] == "kill":
 
 
 def test_session_folders_go_with_their_process_or_with_the_next_one(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path), "exit"], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path), "exit"], capture_output=True, text=True, check=True
+    )
     assert not Path(done.stdout.strip()).exists()  # removed at exit
-    killed = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path), "kill"], capture_output=True, text=True)
+    killed = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path), "kill"], capture_output=True, text=True
+    )
     left = Path(killed.stdout.strip())
     assert killed.returncode == -9 and left.name.startswith(SESSION_PREFIX) and left.exists()
     assert stale_session_dirs(tmp_path) == [left]
-    done = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path), "exit"], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path), "exit"], capture_output=True, text=True, check=True
+    )
     assert not left.exists()  # the next kernel swept it
     assert not list(tmp_path.glob(f"{SESSION_PREFIX}*"))
 

@@ -62,8 +62,9 @@ def test_bias_field_is_smooth_shared_by_the_channels_and_keeps_the_background() 
     steps = max(float(f.diff(dim=d).abs().max()) for d in range(3))
     slowly = steps < float(f.max() - f.min()) / 5
     assert slowly, "the field varies slowly across the patch, not voxel to voxel"
-    again = BrainBiasField("image", prob=1.0,
-                           sigma=0.3).set_random_state(seed=0)({"image": image.clone()})["image"]
+    again = BrainBiasField("image", prob=1.0, sigma=0.3).set_random_state(seed=0)({"image": image.clone()})[
+        "image"
+    ]
     assert torch.equal(again, img)
     assert torch.equal(BrainBiasField("image", prob=0.0)({"image": image})["image"], image)
     with pytest.raises(ValueError, match="expected 0 <= prob <= 1"):
@@ -75,8 +76,9 @@ def test_bias_field_is_smooth_shared_by_the_channels_and_keeps_the_background() 
 
 
 def test_unknown_intensity_augmentation_is_refused(capsys) -> None:
-    with pytest.raises(ValueError,
-                       match=r"expected one of \('mild', 'strong', 'strong-bias', 'none'\), found 'wild'"):
+    with pytest.raises(
+        ValueError, match=r"expected one of \('mild', 'strong', 'strong-bias', 'none'\), found 'wild'"
+    ):
         augmentations(intensity="wild")
     with pytest.raises(SystemExit):
         main(["train", "data", "--output", "out", "--intensity-augment", "wild"])

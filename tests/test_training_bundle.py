@@ -28,8 +28,20 @@ def test_seed_ensemble_on_the_same_split_bundles_and_records_scores(
     second = tmp_path / "seed1"
     args = ["train", str(tiny_data_dir), "--output", str(second), *TINY_TRAIN_ARGS]
     args[args.index("--fold") + 1] = "0"
-    assert main([*args, "--seed", "1", "--splits", str(tiny_model_dir / "splits.json"),
-                 "--intensity-augment", "strong"]) == 0
+    assert (
+        main(
+            [
+                *args,
+                "--seed",
+                "1",
+                "--splits",
+                str(tiny_model_dir / "splits.json"),
+                "--intensity-augment",
+                "strong",
+            ]
+        )
+        == 0
+    )
     first_held = ModelCard.load(tiny_model_dir / "model.json").extra["training"]["held_out_cases"]
     assert ModelCard.load(tiny_model_dir / "model.json").extra["training"]["intensity_augment"] == "mild"
     assert ModelCard.load(second / "model.json").extra["training"]["intensity_augment"] == "strong"
@@ -43,14 +55,28 @@ def test_seed_ensemble_on_the_same_split_bundles_and_records_scores(
     assert len(model.networks) == 2
 
     out = tmp_path / "eval"
-    code = main(["evaluate", str(tiny_data_dir), "--output", str(out), "--model", str(bundled),
-                 "--cases", f"@{bundled / 'model.json'}", "--record-as", "held_out", "--no-progress"])
+    code = main(
+        [
+            "evaluate",
+            str(tiny_data_dir),
+            "--output",
+            str(out),
+            "--model",
+            str(bundled),
+            "--cases",
+            f"@{bundled / 'model.json'}",
+            "--record-as",
+            "held_out",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     scores = ModelCard.load(bundled / "model.json").extra["scores"]["held_out"]
     summary = json.loads((out / "summary.json").read_text())
     assert scores["cases"] == first_held == summary["cases"]
-    assert scores["metrics"]["dice_WT"]["mean"] == pytest.approx(summary["summary"]["dice_WT"]["mean"],
-                                                                 abs=1e-4)
+    assert scores["metrics"]["dice_WT"]["mean"] == pytest.approx(
+        summary["summary"]["dice_WT"]["mean"], abs=1e-4
+    )
     assert scores["command"].startswith("brats-seg evaluate") and "--record-as held_out" in scores["command"]
     # the pickles are untouched by recording scores
     assert load_model(bundled, device="cpu") is model
@@ -78,11 +104,25 @@ def test_bundle_refuses_runs_that_read_inputs_differently(tiny_model_dir: Path, 
         bundle([tiny_model_dir, other], tmp_path / "m2")
 
 
-def test_bundle_writes_post_processing_settings_into_the_card(tiny_model_dir: Path, tmp_path: Path,
-                                                              capsys) -> None:
+def test_bundle_writes_post_processing_settings_into_the_card(
+    tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
     out = tmp_path / "m"
-    assert main(["bundle", str(tiny_model_dir), "--output", str(out),
-                 "--min-component-mm3", "500", "--et-min-mm3", "200"]) == 0
+    assert (
+        main(
+            [
+                "bundle",
+                str(tiny_model_dir),
+                "--output",
+                str(out),
+                "--min-component-mm3",
+                "500",
+                "--et-min-mm3",
+                "200",
+            ]
+        )
+        == 0
+    )
     card = ModelCard.load(out / "model.json")
     assert card.postprocess == {"min_component_mm3": 500.0, "et_min_mm3": 200.0}
     assert load_model(out, device="cpu").card.postprocess == card.postprocess
@@ -102,7 +142,9 @@ def test_bundle_can_store_float16_weights(tiny_model_dir: Path, tmp_path: Path) 
     assert card.files == ["run.pkl"] and sha256_of(out / "run.pkl") == card.sha256["run.pkl"]
     assert card.extra["members"][0]["training"]["weights_dtype"] == "float16"
     assert card.extra["members"][0]["training"]["converted_from"] == {
-        "file": str(tiny_model_dir / "model.pkl"), "sha256": run_card.sha256["model.pkl"]}
+        "file": str(tiny_model_dir / "model.pkl"),
+        "sha256": run_card.sha256["model.pkl"],
+    }
     assert run_card.extra["training"]["weights_dtype"] == "float32"
     unchanged = sha256_of(tiny_model_dir / "model.pkl") == run_card.sha256["model.pkl"]
     assert unchanged, "the run's learner must not change"
@@ -117,8 +159,9 @@ def test_bundle_can_store_float16_weights(tiny_model_dir: Path, tmp_path: Path) 
     assert float((full - half).abs().max()) < 1e-2
 
 
-def test_bundle_refuses_an_unknown_weights_dtype_and_a_tampered_run(tiny_model_dir: Path, tmp_path: Path,
-                                                                    capsys) -> None:
+def test_bundle_refuses_an_unknown_weights_dtype_and_a_tampered_run(
+    tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
     import shutil
 
     from brats_seg.errors import ModelError
@@ -155,8 +198,9 @@ def test_bundle_refuses_an_unknown_weights_dtype_and_a_tampered_run(tiny_model_d
         (["--min-component-fraction", "2"], r"expected a fraction in \[0, 1\], found 2"),
     ],
 )
-def test_bundle_refuses_bad_post_processing_settings(option: list[str], message: str, tiny_model_dir: Path,
-                                                      tmp_path: Path, capsys) -> None:
+def test_bundle_refuses_bad_post_processing_settings(
+    option: list[str], message: str, tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["bundle", str(tiny_model_dir), "--output", str(tmp_path / "m"), *option])
     assert exc.value.code == 2
@@ -174,13 +218,29 @@ def test_average_writes_the_mean_of_one_folds_runs_as_a_run(
 
     splits = tiny_model_dir / "splits.json"
     second = tmp_path / "seed1"
-    args = ["train", str(tiny_data_dir), "--output", str(second), *TINY_TRAIN_ARGS, "--splits", str(splits),
-            "--seed", "1", "--init-from", str(tiny_model_dir), "--lr", "3e-2", "--export-dtype", "float16"]
+    args = [
+        "train",
+        str(tiny_data_dir),
+        "--output",
+        str(second),
+        *TINY_TRAIN_ARGS,
+        "--splits",
+        str(splits),
+        "--seed",
+        "1",
+        "--init-from",
+        str(tiny_model_dir),
+        "--lr",
+        "3e-2",
+        "--export-dtype",
+        "float16",
+    ]
     assert main(args) == 0
     fold1 = train_fold(tiny_data_dir, tiny_model_dir, tmp_path / "fold1", 1)
     bundled = tmp_path / "model"
-    assert main(["bundle", str(fold1), str(second), "--output",
-                 str(bundled)]) == 0  # members of folds 1 and 0
+    assert (
+        main(["bundle", str(fold1), str(second), "--output", str(bundled)]) == 0
+    )  # members of folds 1 and 0
 
     soup = tmp_path / "soup"
     capsys.readouterr()
@@ -191,8 +251,10 @@ def test_average_writes_the_mean_of_one_folds_runs_as_a_run(
     assert card.files == ["model.pkl"] and card.sha256["model.pkl"] == sha256_of(soup / "model.pkl")
     training = card.extra["training"]
     assert training["held_out_cases"] == first.extra["training"]["held_out_cases"]
-    assert [s["file"] for s in training["averaged_from"]] == [str(tiny_model_dir / "model.pkl"),
-                                                              str(bundled / "seed1.pkl")]
+    assert [s["file"] for s in training["averaged_from"]] == [
+        str(tiny_model_dir / "model.pkl"),
+        str(bundled / "seed1.pkl"),
+    ]
     assert training["averaged_from"][1]["sha256"] == ModelCard.load(second / "model.json").sha256["model.pkl"]
     assert training["weights_dtype"] == "float32" and card.extra["scores"] == {}
 
@@ -261,8 +323,23 @@ def test_cross_validation_scores_each_case_with_the_members_that_held_it_out(
     folds = json.loads(splits.read_text())["folds"]
     out = tmp_path / "cv"
     capsys.readouterr()
-    assert main(["evaluate", str(tiny_data_dir), "--output", str(out), "--model", str(bundled),
-                 "--cross-validation", "--record-as", "cross_validation", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tiny_data_dir),
+                "--output",
+                str(out),
+                "--model",
+                str(bundled),
+                "--cross-validation",
+                "--record-as",
+                "cross_validation",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["cross_validation"] is True
     # how they were made, for tune_postprocess
@@ -277,24 +354,70 @@ def test_cross_validation_scores_each_case_with_the_members_that_held_it_out(
 
     case = folds[1][0]
     alone = segment(load_study(tiny_data_dir / case), load_model(second, device="cpu"))
-    assert main(["evaluate", str(tiny_data_dir), "--output", str(tmp_path / "cv2"), "--model", str(bundled),
-                 "--cross-validation", "--cases", case, "--save-predictions", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tiny_data_dir),
+                "--output",
+                str(tmp_path / "cv2"),
+                "--model",
+                str(bundled),
+                "--cross-validation",
+                "--cases",
+                case,
+                "--save-predictions",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     import nibabel as nib
 
     saved = np.asanyarray(nib.load(tmp_path / "cv2" / f"{case}_seg.nii.gz").dataobj)
     assert np.array_equal(saved, alone.labels.array)
 
-    assert main(["evaluate", str(tiny_data_dir), "--output", str(tmp_path / "cv3"), "--model", str(bundled),
-                 "--cross-validation", "--cases", folds[2][0], "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tiny_data_dir),
+                "--output",
+                str(tmp_path / "cv3"),
+                "--model",
+                str(bundled),
+                "--cross-validation",
+                "--cases",
+                folds[2][0],
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "no member of" in capsys.readouterr().err
     # the card's held-out cases are the ones every member held out: none here, and the message says what to do
-    assert main(["evaluate", str(tiny_data_dir), "--output", str(tmp_path / "cv4"), "--model", str(bundled),
-                 "--cases", f"@{bundled / 'model.json'}", "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tiny_data_dir),
+                "--output",
+                str(tmp_path / "cv4"),
+                "--model",
+                str(bundled),
+                "--cases",
+                f"@{bundled / 'model.json'}",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "a bundle of fold models): use --cross-validation" in capsys.readouterr().err
 
 
-def test_bundle_can_turn_test_time_flips_on_by_default(tiny_data_dir: Path, tiny_model_dir: Path,
-                                                       tmp_path: Path, capsys) -> None:
+def test_bundle_can_turn_test_time_flips_on_by_default(
+    tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
     """--tta-flips sets the card default; evaluate then flips unless told --no-tta, and says which it did."""
     plain, flipped = tmp_path / "plain", tmp_path / "flipped"
     assert main(["bundle", str(tiny_model_dir), "--output", str(plain)]) == 0
@@ -305,21 +428,47 @@ def test_bundle_can_turn_test_time_flips_on_by_default(tiny_data_dir: Path, tiny
     made = {}
     for flag in ([], ["--no-tta"]):
         out = tmp_path / f"eval{len(flag)}"
-        assert main(["evaluate", str(tiny_data_dir), "--output", str(out), "--model", str(flipped),
-                     "--cross-validation", "--no-progress", *flag]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    str(tiny_data_dir),
+                    "--output",
+                    str(out),
+                    "--model",
+                    str(flipped),
+                    "--cross-validation",
+                    "--no-progress",
+                    *flag,
+                ]
+            )
+            == 0
+        )
         made[tuple(flag)] = json.loads((out / "summary.json").read_text())
     assert made[()]["tta"] is True and made[("--no-tta",)]["tta"] is False
     assert made[()]["summary"] != made[("--no-tta",)]["summary"]  # the flips change the prediction
 
     # a record's key says whether flips were used, so the dashboard's line cannot misstate it
-    base = ["evaluate", str(tiny_data_dir), "--output", str(tmp_path / "rec"), "--model", str(flipped),
-            "--cross-validation", "--no-progress"]
+    base = [
+        "evaluate",
+        str(tiny_data_dir),
+        "--output",
+        str(tmp_path / "rec"),
+        "--model",
+        str(flipped),
+        "--cross-validation",
+        "--no-progress",
+    ]
     assert main([*base, "--record-as", "cross_validation"]) == 2
-    assert ("--record-as cross_validation: these predictions use test-time flips (the card says so); "
-            "expected a key ending in _tta (e.g. cross_validation_tta)") in capsys.readouterr().err
+    assert (
+        "--record-as cross_validation: these predictions use test-time flips (the card says so); "
+        "expected a key ending in _tta (e.g. cross_validation_tta)"
+    ) in capsys.readouterr().err
     assert main([*base, "--no-tta", "--record-as", "cross_validation_tta"]) == 2
     assert "these predictions skip test-time flips (--tta/--no-tta says so)" in capsys.readouterr().err
     assert main([*base, "--record-as", "cross_validation_tta"]) == 0
     assert main([*base, "--no-tta", "--record-as", "cross_validation"]) == 0
-    assert sorted(ModelCard.load(flipped / "model.json").extra["scores"]) == ["cross_validation",
-                                                                              "cross_validation_tta"]
+    assert sorted(ModelCard.load(flipped / "model.json").extra["scores"]) == [
+        "cross_validation",
+        "cross_validation_tta",
+    ]

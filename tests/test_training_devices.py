@@ -23,8 +23,9 @@ from brats_seg.training.devices import resolve_precision
         ("fp32", "cuda", True, "fp32"),
     ],
 )
-def test_precision_auto_prefers_bfloat16_on_a_gpu(precision: str, device: str, bf16_supported: bool,
-                                                  expected: str, monkeypatch) -> None:
+def test_precision_auto_prefers_bfloat16_on_a_gpu(
+    precision: str, device: str, bf16_supported: bool, expected: str, monkeypatch
+) -> None:
     capability = (9, 0) if bf16_supported else (7, 0)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: capability)
     assert resolve_precision(precision, torch.device(device)) == expected
@@ -36,8 +37,9 @@ def test_bfloat16_on_the_cpu_only_where_it_is_native(native: bool, monkeypatch) 
     if native:
         assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
     else:
-        with pytest.raises(StudyError,
-                           match=r"--precision bf16: this CPU has no native bfloat16 .*use fp32 or auto"):
+        with pytest.raises(
+            StudyError, match=r"--precision bf16: this CPU has no native bfloat16 .*use fp32 or auto"
+        ):
             resolve_precision("bf16", torch.device("cpu"))
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"  # the recipe of the bundled model
 

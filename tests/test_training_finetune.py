@@ -14,13 +14,26 @@ from brats_seg.training.finetune import init_weights
 from brats_seg.training.network import build_unet
 
 
-def test_init_from_fine_tunes_a_trained_model(tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path,
-                                              capsys) -> None:
+def test_init_from_fine_tunes_a_trained_model(
+    tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
     from conftest import TINY_TRAIN_ARGS
 
     out = tmp_path / "ft"
-    assert main(["train", str(tiny_data_dir), "--output", str(out), *TINY_TRAIN_ARGS, "--init-from",
-                 str(tiny_model_dir)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(tiny_data_dir),
+                "--output",
+                str(out),
+                *TINY_TRAIN_ARGS,
+                "--init-from",
+                str(tiny_model_dir),
+            ]
+        )
+        == 0
+    )
     init = ModelCard.load(out / "model.json").extra["training"]["init_from"]
     assert init["sha256"] == ModelCard.load(tiny_model_dir / "model.json").sha256["model.pkl"]
     assert init["training"]["epochs"] == 2
@@ -30,15 +43,31 @@ def test_init_from_fine_tunes_a_trained_model(tiny_data_dir: Path, tiny_model_di
     assert all(torch.equal(v, source[k]) for k, v in fresh.state_dict().items())
 
     # a source that trained on this run's held-out cases would leak them into its scores
-    leaky = ["train", str(tiny_data_dir), "--output", str(tmp_path / "leak"), *TINY_TRAIN_ARGS,
-             "--splits", str(tiny_model_dir / "splits.json"), "--init-from", str(tiny_model_dir)]
+    leaky = [
+        "train",
+        str(tiny_data_dir),
+        "--output",
+        str(tmp_path / "leak"),
+        *TINY_TRAIN_ARGS,
+        "--splits",
+        str(tiny_model_dir / "splits.json"),
+        "--init-from",
+        str(tiny_model_dir),
+    ]
     leaky[leaky.index("--fold") + 1] = "1"
     assert main(leaky) == 2
     assert "which this run holds out" in capsys.readouterr().err
 
-    args = ["train", str(tiny_data_dir), "--output", str(tmp_path / "bad"), *TINY_TRAIN_ARGS, "--init-from",
-            str(tiny_model_dir)]
-    args[args.index("--channels") + 1: args.index("--channels") + 4] = ["8", "8", "16"]
+    args = [
+        "train",
+        str(tiny_data_dir),
+        "--output",
+        str(tmp_path / "bad"),
+        *TINY_TRAIN_ARGS,
+        "--init-from",
+        str(tiny_model_dir),
+    ]
+    args[args.index("--channels") + 1 : args.index("--channels") + 4] = ["8", "8", "16"]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "its network differs from the one being trained" in err and "Traceback" not in err
@@ -57,8 +86,17 @@ def test_init_from_a_bundle_of_fold_models_takes_the_member_of_the_same_fold(
     assert main(["bundle", str(tiny_model_dir), str(fold1), "--output", str(bundled)]) == 0
 
     ft = tmp_path / "ft1"
-    args = ["train", str(tiny_data_dir), "--output", str(ft), *TINY_TRAIN_ARGS, "--splits", str(splits),
-            "--init-from", str(bundled)]
+    args = [
+        "train",
+        str(tiny_data_dir),
+        "--output",
+        str(ft),
+        *TINY_TRAIN_ARGS,
+        "--splits",
+        str(splits),
+        "--init-from",
+        str(bundled),
+    ]
     args[args.index("--fold") + 1] = "1"
     assert main(args) == 0
     init = ModelCard.load(ft / "model.json").extra["training"]["init_from"]

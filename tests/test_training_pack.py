@@ -44,12 +44,15 @@ def test_pack_round_trip_matches_the_preprocessing(tiny_pack: Path, tiny_data_di
     assert len(got.fg) == len(ref.fg) and len(got.brain) == len(ref.brain)
 
 
-def test_load_pack_refuses_other_preprocessing_and_other_files(tiny_pack: Path, tmp_path: Path,
-                                                               capsys) -> None:
+def test_load_pack_refuses_other_preprocessing_and_other_files(
+    tiny_pack: Path, tmp_path: Path, capsys
+) -> None:
     card = card_for(TrainConfig(spacing=(1.5, 1.5, 1.5)), "t")
-    with pytest.raises(ValueError,
-                       match=r"packed with spacing \[2.0, 2.0, 2.0\], "
-                       r"but training asks for \[1.5, 1.5, 1.5\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"packed with spacing \[2.0, 2.0, 2.0\], "
+        r"but training asks for \[1.5, 1.5, 1.5\]",
+    ):
         load_pack(tiny_pack, card)
     bogus = tmp_path / "bogus.npz"
     bogus.write_bytes(b"not a zip")
@@ -75,8 +78,19 @@ def test_train_from_pack_with_workers_time_budget_and_float16_export(
     from brats_seg.model import load_learner_checked
 
     out = tmp_path / "run"
-    args = ["train", str(tiny_pack), "--output", str(out), *TINY_TRAIN_ARGS,
-            "--num-workers", "1", "--time-budget", "0.05", "--export-dtype", "float16"]
+    args = [
+        "train",
+        str(tiny_pack),
+        "--output",
+        str(out),
+        *TINY_TRAIN_ARGS,
+        "--num-workers",
+        "1",
+        "--time-budget",
+        "0.05",
+        "--export-dtype",
+        "float16",
+    ]
     assert main(args) == 0
     card = ModelCard.load(out / "model.json")
     training = card.extra["training"]
@@ -93,5 +107,17 @@ def test_train_from_pack_with_workers_time_budget_and_float16_export(
     assert {p.dtype for p in learn.model.parameters()} == {torch.float16}
     model = load_model(out, device="cpu")
     assert {p.dtype for p in model.networks[0].parameters()} == {torch.float32}
-    assert main(["predict", str(tiny_study_dir), "--output", str(tmp_path / "pred"), "--model", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tiny_study_dir),
+                "--output",
+                str(tmp_path / "pred"),
+                "--model",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )

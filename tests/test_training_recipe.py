@@ -46,8 +46,20 @@ def test_exported_pickle_refers_only_to_importable_modules(tiny_model_dir: Path)
 
 def test_predict_uses_the_trained_learner(tiny_model_dir: Path, tiny_study_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert main(["predict", str(tiny_study_dir), "--output", str(out), "--model", str(tiny_model_dir),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tiny_study_dir),
+                "--output",
+                str(out),
+                "--model",
+                str(tiny_model_dir),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "Tiny_001_report.json").read_text())
     card = ModelCard.load(tiny_model_dir / "model.json")
     assert report["model"]["files"]["model.pkl"] == card.sha256["model.pkl"]
@@ -81,7 +93,7 @@ def test_resume_with_other_network_settings_is_refused(tiny_data_dir: Path, tmp_
     args = ["train", str(tiny_data_dir), "--output", str(out), *TINY_TRAIN_ARGS]
     assert main(args) == 0
     channels = args.index("--channels")
-    args[channels + 1: channels + 4] = ["8", "16", "32"]
+    args[channels + 1 : channels + 4] = ["8", "16", "32"]
     capsys.readouterr()
     assert main([*args, "--resume"]) == 2
     err = capsys.readouterr().err
@@ -90,13 +102,19 @@ def test_resume_with_other_network_settings_is_refused(tiny_data_dir: Path, tmp_
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize(("damage", "message"), [
-    ("garbage",
-     r"cannot resume from this checkpoint, it does not fit the network asked for .* or is damaged \(\w+"),
-    ("missing", "expected the checkpoint that last.json beside it describes, found none"),
-])
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (
+            "garbage",
+            r"cannot resume from this checkpoint, it does not fit the network asked for .* or is damaged \(\w+",
+        ),
+        ("missing", "expected the checkpoint that last.json beside it describes, found none"),
+    ],
+)
 def test_resume_from_a_damaged_or_missing_checkpoint_is_refused_and_changes_nothing(
-        damage: str, message: str, tiny_data_dir: Path, tmp_path: Path, capsys) -> None:
+    damage: str, message: str, tiny_data_dir: Path, tmp_path: Path, capsys
+) -> None:
     from conftest import TINY_TRAIN_ARGS
 
     out = tmp_path / "run"
@@ -107,8 +125,10 @@ def test_resume_from_a_damaged_or_missing_checkpoint_is_refused_and_changes_noth
         checkpoint.write_bytes(b"\x80\x04not a checkpoint" * 10)
     else:
         checkpoint.unlink()
-    before = {p: p.read_bytes() for p in [out / "history.csv", out / "train_meta.json",
-                                          out / "models" / "last.json"]}
+    before = {
+        p: p.read_bytes()
+        for p in [out / "history.csv", out / "train_meta.json", out / "models" / "last.json"]
+    }
     capsys.readouterr()
     assert main([*args, "--resume"]) == 2
     err = capsys.readouterr().err
@@ -123,8 +143,9 @@ def test_an_epoch_logged_but_not_checkpointed_is_logged_once(tiny_data_dir: Path
     args = ["train", str(tiny_data_dir), "--output", str(out), *TINY_TRAIN_ARGS]
     assert main(args) == 0
     state = out / "models" / "last.json"
-    state.write_text(json.dumps({"epoch": 0,
-                                 "n_epoch": 2}))  # as if killed between epoch 1's log row and its checkpoint
+    state.write_text(
+        json.dumps({"epoch": 0, "n_epoch": 2})
+    )  # as if killed between epoch 1's log row and its checkpoint
     assert main([*args, "--resume"]) == 0
     rows = list(csv.DictReader(open(out / "history.csv")))
     assert [r["epoch"] for r in rows] == ["0", "1"]
@@ -140,8 +161,15 @@ def train_fold(tiny_data_dir: Path, tiny_model_dir: Path, out: Path, fold: int) 
     """A tiny run of ``fold`` on the split of ``tiny_model_dir`` (whose own run holds out fold 0)."""
     from conftest import TINY_TRAIN_ARGS
 
-    args = ["train", str(tiny_data_dir), "--output", str(out), *TINY_TRAIN_ARGS, "--splits",
-            str(tiny_model_dir / "splits.json")]
+    args = [
+        "train",
+        str(tiny_data_dir),
+        "--output",
+        str(out),
+        *TINY_TRAIN_ARGS,
+        "--splits",
+        str(tiny_model_dir / "splits.json"),
+    ]
     args[args.index("--fold") + 1] = str(fold)
     assert main(args) == 0
     return out
@@ -152,19 +180,31 @@ def train_fold(tiny_data_dir: Path, tiny_model_dir: Path, out: Path, fold: int) 
     [
         ({"--fold": "5"}, r"--fold 5: expected -1 \(all cases\) or a fold below 3"),
         ({"--epochs": "0"}, "--epochs: expected at least 1, found 0"),
-        ({"--splits": "missing.json"},
-         r"--splits .*missing.json: expected a splits.json with a 'folds' list"),
+        (
+            {"--splits": "missing.json"},
+            r"--splits .*missing.json: expected a splits.json with a 'folds' list",
+        ),
         ({"--init-from": "nowhere"}, "--init-from nowhere: expected a run or model folder with a model.json"),
-        ({"--precision": "fp16"},
-         "--precision fp16: float16 mixed precision needs a GPU, but training runs on cpu"),
+        (
+            {"--precision": "fp16"},
+            "--precision fp16: float16 mixed precision needs a GPU, but training runs on cpu",
+        ),
     ],
 )
-def test_train_refuses_bad_settings_before_training(change: dict[str, str], message: str, tiny_data_dir: Path,
-                                                    tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+def test_train_refuses_bad_settings_before_training(
+    change: dict[str, str], message: str, tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
     from conftest import TINY_TRAIN_ARGS
 
-    args = ["train", str(tiny_data_dir), "--output", str(tmp_path / "run"), *TINY_TRAIN_ARGS,
-            "--splits", str(tiny_model_dir / "splits.json")]
+    args = [
+        "train",
+        str(tiny_data_dir),
+        "--output",
+        str(tmp_path / "run"),
+        *TINY_TRAIN_ARGS,
+        "--splits",
+        str(tiny_model_dir / "splits.json"),
+    ]
     for option, value in change.items():
         value = str(tmp_path / value) if option == "--splits" else value
         if option in args:
@@ -186,14 +226,28 @@ def test_time_budget_must_be_positive(budget: str, tiny_data_dir: Path, tmp_path
 
 
 @pytest.mark.skipif(not cpu_bf16_supported(), reason="this CPU has no native bfloat16 (AVX512-BF16 or AMX)")
-def test_cpu_bfloat16_channels_last_training_exports_a_standard_float32_learner(tiny_data_dir: Path,
-                                                                               tiny_model_dir: Path,
-                                                                               tmp_path: Path) -> None:
+def test_cpu_bfloat16_channels_last_training_exports_a_standard_float32_learner(
+    tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
     from conftest import TINY_TRAIN_ARGS
 
     out = tmp_path / "bf16"
-    assert main(["train", str(tiny_data_dir), "--output", str(out), *TINY_TRAIN_ARGS, "--precision", "bf16",
-                 "--splits", str(tiny_model_dir / "splits.json")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(tiny_data_dir),
+                "--output",
+                str(out),
+                *TINY_TRAIN_ARGS,
+                "--precision",
+                "bf16",
+                "--splits",
+                str(tiny_model_dir / "splits.json"),
+            ]
+        )
+        == 0
+    )
     card = ModelCard.load(out / "model.json")
     assert card.extra["training"]["precision"] == "bf16" and card.extra["training"]["channels_last"] is True
     session = card.extra["training"]["trained_on"][0]
@@ -207,18 +261,43 @@ def test_cpu_bfloat16_channels_last_training_exports_a_standard_float32_learner(
 
     learner = load_learner_checked(out / "model.pkl", card.sha256["model.pkl"])
     assert not {type(cb).__name__ for cb in learner.cbs} & {"CPUAutocast", "ChannelsLast3d"}  # not pickled
-    assert main(["predict", str(tiny_data_dir / "Tiny_001"), "--model", str(out),
-                 "--output", str(tmp_path / "pred"),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tiny_data_dir / "Tiny_001"),
+                "--model",
+                str(out),
+                "--output",
+                str(tmp_path / "pred"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
 
 
-def test_channels_last_is_the_cpu_default_and_recorded(tiny_data_dir: Path, tiny_model_dir: Path,
-                                                       tmp_path: Path) -> None:
+def test_channels_last_is_the_cpu_default_and_recorded(
+    tiny_data_dir: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
     from conftest import TINY_TRAIN_ARGS
 
     # trained on the CPU
     assert ModelCard.load(tiny_model_dir / "model.json").extra["training"]["channels_last"] is True
     out = tmp_path / "standard"
-    assert main(["train", str(tiny_data_dir), "--output", str(out), *TINY_TRAIN_ARGS, "--no-channels-last",
-                 "--splits", str(tiny_model_dir / "splits.json")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(tiny_data_dir),
+                "--output",
+                str(out),
+                *TINY_TRAIN_ARGS,
+                "--no-channels-last",
+                "--splits",
+                str(tiny_model_dir / "splits.json"),
+            ]
+        )
+        == 0
+    )
     assert ModelCard.load(out / "model.json").extra["training"]["channels_last"] is False

@@ -32,14 +32,25 @@ def test_train_folds_script_trains_every_fold_with_its_own_inputs(
     args = list(TINY_TRAIN_ARGS)
     for option in ("--folds", "--fold"):
         i = args.index(option)
-        del args[i:i + 2]
+        del args[i : i + 2]
     script = Path(__file__).resolve().parents[1] / "scripts" / "train_folds.sh"
     out = tmp_path / "folds"
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        ["bash", str(script), str(tiny_pack), str(out), str(tiny_model_dir / "splits.json"), *args,
-         "--seed", "1{fold}"],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            "bash",
+            str(script),
+            str(tiny_pack),
+            str(out),
+            str(tiny_model_dir / "splits.json"),
+            *args,
+            "--seed",
+            "1{fold}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     logs = "".join((out / f"fold{f}.log").read_text() for f in range(3))
     assert result.returncode == 0, result.stderr + logs
@@ -57,9 +68,17 @@ def test_train_folds_script_reports_a_failing_fold(tiny_model_dir: Path, tmp_pat
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "train_folds.sh"
     result = subprocess.run(
-        ["bash", str(script), str(tmp_path / "missing.npz"), str(tmp_path / "out"),
-         str(tiny_model_dir / "splits.json")],
-        env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=300,
+        [
+            "bash",
+            str(script),
+            str(tmp_path / "missing.npz"),
+            str(tmp_path / "out"),
+            str(tiny_model_dir / "splits.json"),
+        ],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 1
     assert "fold 0 failed" in result.stderr and "missing.npz" in result.stderr
@@ -75,18 +94,32 @@ def test_device_script_dry_run_fine_tunes_each_fold_from_the_bundled_member(
     import subprocess
     import sys
 
-    members = [tiny_model_dir] + [train_fold(tiny_data_dir, tiny_model_dir, tmp_path / f"fold{f}",
-                                             f) for f in (1, 2)]
+    members = [tiny_model_dir] + [
+        train_fold(tiny_data_dir, tiny_model_dir, tmp_path / f"fold{f}", f) for f in (1, 2)
+    ]
     bundled = tmp_path / "model"
     assert main(["bundle", *map(str, members), "--output", str(bundled)]) == 0
     out, runs = tmp_path / "out", tmp_path / "runs"
     out.mkdir()
-    env = {**os.environ, "OUT": str(out), "RUNS": str(runs), "PY": sys.executable, "WHEELS": "none",
-           "PACK": str(tiny_pack), "SPLITS": str(tiny_model_dir / "splits.json"), "SPACING": "2 2 2",
-           "PATCH": "16 16 16", "BATCH": "2", "EPOCHS": "1", "BUDGET": "none", "WORKERS": "0",
-           "AUG": "strong-bias",
-           "LR": "3e-3", "INIT": str(bundled),
-           "EXTRA": "--channels 4 8 16 --num-res-units 1 --samples-per-epoch 4 --val-patches 1 --device cpu"}
+    env = {
+        **os.environ,
+        "OUT": str(out),
+        "RUNS": str(runs),
+        "PY": sys.executable,
+        "WHEELS": "none",
+        "PACK": str(tiny_pack),
+        "SPLITS": str(tiny_model_dir / "splits.json"),
+        "SPACING": "2 2 2",
+        "PATCH": "16 16 16",
+        "BATCH": "2",
+        "EPOCHS": "1",
+        "BUDGET": "none",
+        "WORKERS": "0",
+        "AUG": "strong-bias",
+        "LR": "3e-3",
+        "INIT": str(bundled),
+        "EXTRA": "--channels 4 8 16 --num-res-units 1 --samples-per-epoch 4 --val-patches 1 --device cpu",
+    }
     script = Path(__file__).resolve().parents[1] / "scripts" / "device_train_folds.sh"
     result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -32,7 +32,14 @@ def test_jobs_of_several_processes_run_one_at_a_time_in_arrival_order(tmp_path: 
         p.join(30)
         assert p.exitcode == 0
     events = [line.split()[:2] for line in log.read_text().splitlines()]
-    assert events == [["start", "0"], ["end", "0"], ["start", "1"], ["end", "1"], ["start", "2"], ["end", "2"]]
+    assert events == [
+        ["start", "0"],
+        ["end", "0"],
+        ["start", "1"],
+        ["end", "1"],
+        ["start", "2"],
+        ["end", "2"],
+    ]
     assert not list((tmp_path / "turns").glob("*.ticket"))
 
 

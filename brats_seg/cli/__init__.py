@@ -25,8 +25,14 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The function that runs each subcommand; it returns the exit status.
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "predict": cmd_predict, "check": cmd_check, "evaluate": cmd_evaluate, "train": cmd_train,
-    "pack": cmd_pack, "bundle": cmd_bundle, "average": cmd_average, "info": cmd_info,
+    "predict": cmd_predict,
+    "check": cmd_check,
+    "evaluate": cmd_evaluate,
+    "train": cmd_train,
+    "pack": cmd_pack,
+    "bundle": cmd_bundle,
+    "average": cmd_average,
+    "info": cmd_info,
 }
 
 

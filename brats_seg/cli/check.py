@@ -32,8 +32,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{study.name}: {status} ({note}{study.grid_text}; {files})")
         for warning in warnings:
             print(f"  warning: {warning}")
-    print(f"{len(sources)} {'study' if len(sources) == 1 else 'studies'}: "
-          + ", ".join(f"{n} {what}" for what, n in counts.items()))
+    print(
+        f"{len(sources)} {'study' if len(sources) == 1 else 'studies'}: "
+        + ", ".join(f"{n} {what}" for what, n in counts.items())
+    )
     return EXIT_BAD_INPUT if counts["refused"] else EXIT_OK
 
 

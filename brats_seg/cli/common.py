@@ -109,8 +109,7 @@ def mapping_item(value: str) -> tuple[str, str]:
     key, sep, modality = value.rpartition("=")
     if not sep or not key.strip() or not modality.strip():
         raise argparse.ArgumentTypeError(
-            "expected KEY=SEQUENCE (e.g. 'AX T1 POST GD=T1CE' or 'scan3.nii.gz=FLAIR'), found "
-            f"{value!r}"
+            f"expected KEY=SEQUENCE (e.g. 'AX T1 POST GD=T1CE' or 'scan3.nii.gz=FLAIR'), found {value!r}"
         )
     return key.strip(), modality.strip()
 

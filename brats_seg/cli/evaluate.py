@@ -40,10 +40,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         writer.writeheader()
         writer.writerows(rows)
     summary = metrics.summarise([{k: v for k, v in r.items() if k not in ("case", "seconds")} for r in rows])
-    meta = {"cases": [r["case"] for r in rows], "model": None if model is None else model.card.name,
-            "cross_validation": bool(args.cross_validation),
-            "postprocessing": bool(args.postprocess) if model is not None else None,
-            "tta": flips}
+    meta = {
+        "cases": [r["case"] for r in rows],
+        "model": None if model is None else model.card.name,
+        "cross_validation": bool(args.cross_validation),
+        "postprocessing": bool(args.postprocess) if model is not None else None,
+        "tta": flips,
+    }
     (args.output / "summary.json").write_text(json.dumps({**meta, "summary": summary}, indent=2) + "\n")
     print(format_summary(summary))
     if args.record_as:
@@ -52,8 +55,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from ..card import record_scores
 
         command = "brats-seg " + shlex.join(args.argv)
-        record_scores(model.directory / "model.json", summary, cases=meta["cases"], command=command,
-                      key=args.record_as)
+        record_scores(
+            model.directory / "model.json", summary, cases=meta["cases"], command=command, key=args.record_as
+        )
         print(f"recorded as scores.{args.record_as} in {model.directory / 'model.json'}")
     return EXIT_OK
 
@@ -80,8 +84,10 @@ def _cases_and_model(args: argparse.Namespace) -> tuple[list[Path], Model | None
     if not folders:
         raise StudyError(f"{args.data_dir}: expected case folders with a *_seg ground truth, found none")
     if args.predictions is not None and not args.predictions.is_dir():
-        raise StudyError(f"--predictions {args.predictions}: expected a folder of <case>_seg.nii.gz files, "
-                         "found no such folder")
+        raise StudyError(
+            f"--predictions {args.predictions}: expected a folder of <case>_seg.nii.gz files, "
+            "found no such folder"
+        )
     return folders, model, members
 
 
@@ -116,12 +122,15 @@ def _check_record_key(args: argparse.Namespace, model: Model | None, flips: bool
     """``--record-as KEY`` ends in ``_tta`` exactly when the predictions use test-time flips."""
     if not args.record_as or model is None or flips == args.record_as.endswith("_tta"):
         return
-    expected = (f"a key ending in _tta (e.g. {args.record_as}_tta)" if flips
-                else "a key without _tta, or --tta")
+    expected = (
+        f"a key ending in _tta (e.g. {args.record_as}_tta)" if flips else "a key without _tta, or --tta"
+    )
     says = "the card" if args.tta is None else "--tta/--no-tta"
     verb = "use" if flips else "skip"
-    raise StudyError(f"--record-as {args.record_as}: these predictions {verb} test-time "
-                     f"flips ({says} says so); expected {expected}")
+    raise StudyError(
+        f"--record-as {args.record_as}: these predictions {verb} test-time "
+        f"flips ({says} says so); expected {expected}"
+    )
 
 
 def _score_cases(
@@ -141,8 +150,9 @@ def _score_cases(
         if model is not None:
             from ..pipeline import segment
 
-            pred = segment(study, members.get(study.name, model), volume_thresholds=None,
-                           **window_kwargs(args)).labels
+            pred = segment(
+                study, members.get(study.name, model), volume_thresholds=None, **window_kwargs(args)
+            ).labels
             if args.save_predictions:
                 save_labels(pred, args.output / f"{study.name}_seg.nii.gz")
         else:
@@ -185,8 +195,11 @@ def _held_out_cases(path: Path, spec: str) -> set[str]:
         isinstance(m, dict) and isinstance(m.get("training"), dict) and m["training"].get("held_out_cases")
         for m in members
     )
-    hint = ("; its members hold out different cases (a bundle of fold models): use --cross-validation"
-            if fold_models else "")
+    hint = (
+        "; its members hold out different cases (a bundle of fold models): use --cross-validation"
+        if fold_models
+        else ""
+    )
     raise StudyError(
         f"--cases {spec}: expected a model card listing training.held_out_cases, found no held-out "
         f"cases{hint}"
@@ -206,8 +219,11 @@ def format_summary(summary: dict[str, dict[str, float]]) -> str:
         s = summary[key]
         known = "ci_low" in s and "ci_high" in s and s["n"] >= 2
         ci = f"{s['ci_low']:.3f}\u2013{s['ci_high']:.3f}" if known else "-"
-        lines.append(f"{key:<10} {s['mean']:>8.3f} {ci:>19} {s['median']:>8.3f} {s['std']:>8.3f} "
-                     f"{int(s['n']):>4}")
-    lines.append("95% CI: percentile bootstrap over the cases (10,000 resamples); it shows how far the mean "
-                 "of so few cases can move.")
+        lines.append(
+            f"{key:<10} {s['mean']:>8.3f} {ci:>19} {s['median']:>8.3f} {s['std']:>8.3f} {int(s['n']):>4}"
+        )
+    lines.append(
+        "95% CI: percentile bootstrap over the cases (10,000 resamples); it shows how far the mean "
+        "of so few cases can move."
+    )
     return "\n".join(lines)

@@ -81,13 +81,24 @@ def _write(
         StudyError: for a single study whose DICOM Segmentation cannot be made (its other files are written).
     """
     problems: list[str] = []
-    seg.write(args.output, study, model, uncertain_map=args.uncertain_map, dicom_seg=args.dicom_seg,
-              preprocessed=args.save_preprocessed, problems=problems, started=started)
+    seg.write(
+        args.output,
+        study,
+        model,
+        uncertain_map=args.uncertain_map,
+        dicom_seg=args.dicom_seg,
+        preprocessed=args.save_preprocessed,
+        problems=problems,
+        started=started,
+    )
     labels = args.output / f"{study.name}_seg.nii.gz"
     print(f"{study.name}: {labels} ({wt_line(seg)}, {time.perf_counter() - started:.1f} s)")
     if args.uncertain_map and seg.uncertain is None:
-        print(f"no uncertain map for {study.name}: model {model.card.name} does not output region "
-              "sigmoids, so it has no decision threshold to vary", file=sys.stderr)
+        print(
+            f"no uncertain map for {study.name}: model {model.card.name} does not output region "
+            "sigmoids, so it has no decision threshold to vary",
+            file=sys.stderr,
+        )
     for warning in seg.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if problems and single:
@@ -117,8 +128,9 @@ def load_for_predict(src: Any, args: argparse.Namespace, *, single: bool) -> tup
     from ..harmonise import harmonise_if_needed
 
     load = load_study if args.harmonise == "off" else load_native_study  # off: as before harmonising
-    raw = load(src, mapping=dict(args.mapping or ()), name=args.name if single else None,
-               partial_mapping=not single)
+    raw = load(
+        src, mapping=dict(args.mapping or ()), name=args.name if single else None, partial_mapping=not single
+    )
     if args.dicom_seg and raw.dicom is None and single:
         raise StudyError(
             f"{raw.name}: --dicom-seg needs DICOM input, found NIfTI files; a DICOM Segmentation refers to "
@@ -134,6 +146,8 @@ def load_for_predict(src: Any, args: argparse.Namespace, *, single: bool) -> tup
     study, harmonised = harmonise_if_needed(raw, mode=args.harmonise, progress=say)
     if harmonised is not None:
         t = harmonised.timings
-        print(f"{raw.name}: harmonised ({'; '.join(harmonised.reasons)}) in {t['total']:.1f} s: "
-              + ", ".join(f"{k} {v:.1f} s" for k, v in t.items() if k != "total"))
+        print(
+            f"{raw.name}: harmonised ({'; '.join(harmonised.reasons)}) in {t['total']:.1f} s: "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in t.items() if k != "total")
+        )
     return study, harmonised

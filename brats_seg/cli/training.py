@@ -16,14 +16,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..training.recipe import train
 
     config = TrainConfig(
-        folds=args.folds, fold=args.fold, seed=args.seed, epochs=args.epochs,
-        samples_per_epoch=args.samples_per_epoch, batch_size=args.batch_size,
-        patch_size=tuple(args.patch_size), spacing=tuple(args.spacing), channels=tuple(args.channels),
-        num_res_units=args.num_res_units, lr=args.lr, weight_decay=args.weight_decay,
-        pct_start=args.pct_start, intensity_augment=args.intensity_augment, val_patches=args.val_patches,
-        device=args.device, resume=args.resume, splits=args.splits, progress=not args.no_progress,
-        num_workers=args.num_workers, time_budget_minutes=args.time_budget, export_dtype=args.export_dtype,
-        precision=args.precision, channels_last=args.channels_last, init_from=args.init_from,
+        folds=args.folds,
+        fold=args.fold,
+        seed=args.seed,
+        epochs=args.epochs,
+        samples_per_epoch=args.samples_per_epoch,
+        batch_size=args.batch_size,
+        patch_size=tuple(args.patch_size),
+        spacing=tuple(args.spacing),
+        channels=tuple(args.channels),
+        num_res_units=args.num_res_units,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        pct_start=args.pct_start,
+        intensity_augment=args.intensity_augment,
+        val_patches=args.val_patches,
+        device=args.device,
+        resume=args.resume,
+        splits=args.splits,
+        progress=not args.no_progress,
+        num_workers=args.num_workers,
+        time_budget_minutes=args.time_budget,
+        export_dtype=args.export_dtype,
+        precision=args.precision,
+        channels_last=args.channels_last,
+        init_from=args.init_from,
     )
     train(args.data_dir, args.output, config)
     return EXIT_OK
@@ -60,8 +77,14 @@ def cmd_bundle(args: argparse.Namespace) -> int:
         "min_component_fraction": args.min_component_fraction,
         "et_min_mm3": args.et_min_mm3,
     }
-    card = bundle(args.runs, args.output, name=args.name, postprocess=postprocess,
-                  weights_dtype=args.weights_dtype, tta_flips=args.tta_flips)
+    card = bundle(
+        args.runs,
+        args.output,
+        name=args.name,
+        postprocess=postprocess,
+        weights_dtype=args.weights_dtype,
+        tta_flips=args.tta_flips,
+    )
     print(f"wrote {args.output / 'model.json'} with {len(card.files)} learner(s): {', '.join(card.files)}")
     return EXIT_OK
 
@@ -72,6 +95,8 @@ def cmd_average(args: argparse.Namespace) -> int:
 
     card = average(args.sources, args.output, weights_dtype=args.weights_dtype)
     sources = card.extra["training"]["averaged_from"]
-    print(f"wrote {args.output / 'model.pkl'}: the mean of {len(sources)} learners "
-          f"({', '.join(s['file'] for s in sources)})")
+    print(
+        f"wrote {args.output / 'model.pkl'}: the mean of {len(sources)} learners "
+        f"({', '.join(s['file'] for s in sources)})"
+    )
     return EXIT_OK

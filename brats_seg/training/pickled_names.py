@@ -21,4 +21,3 @@ MOVED: dict[tuple[str, str], str] = {
     ("brats_seg.train", "PatchDataset"): "brats_seg.training.data",
     ("brats_seg.train", "FixedPatchDataset"): "brats_seg.training.data",
 }
-

@@ -90,9 +90,18 @@ def train(
     sessions = meta.get("trained_on", []) if resuming else []
     if start_epoch < config.epochs:
         sessions.append(f"{hardware(device)}, {precision}, from epoch {start_epoch + 1}")
-    meta.update({"lr": lr, "precision": precision, "channels_last": channels_last, "trained_on": sessions,
-                 "config": jsonable(config.__dict__), "train_cases": train_names, "held_out": held_out,
-                 "data": str(data_dir)})
+    meta.update(
+        {
+            "lr": lr,
+            "precision": precision,
+            "channels_last": channels_last,
+            "trained_on": sessions,
+            "config": jsonable(config.__dict__),
+            "train_cases": train_names,
+            "held_out": held_out,
+            "data": str(data_dir),
+        }
+    )
     if not resuming:
         meta["init_from"] = init
     write_meta(out, meta)

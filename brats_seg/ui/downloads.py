@@ -18,8 +18,16 @@ from ..result import Segmentation, mime_type
 from ..types import Study
 from .render import size_text
 
-__all__ = ["LINKS", "ResultFiles", "data_uri_link", "figure_name", "figure_png", "links_html", "result_files",
-           "view_settings"]
+__all__ = [
+    "LINKS",
+    "ResultFiles",
+    "data_uri_link",
+    "figure_name",
+    "figure_png",
+    "links_html",
+    "result_files",
+    "view_settings",
+]
 
 #: File name ending -> (link text, CSS class); the first ending that matches names the link.
 LINKS: dict[str, tuple[str, str]] = {
@@ -64,7 +72,9 @@ def view_settings(viewer: viz.SliceViewer | None) -> dict[str, Any]:
     }
 
 
-def figure_png(study: Study, seg: Segmentation, scores: Mapping[str, Any] | None, viewer: viz.SliceViewer | None) -> bytes:
+def figure_png(
+    study: Study, seg: Segmentation, scores: Mapping[str, Any] | None, viewer: viz.SliceViewer | None
+) -> bytes:
     """The PNG figure of the three views as ``viewer`` shows them now (:meth:`Segmentation.views_png`)."""
     return seg.views_png(study, scores=scores, **view_settings(viewer))
 
@@ -91,10 +101,18 @@ def result_files(
         The files with their MIME types; a note where a DICOM SEG could not be made.
     """
     problems: list[str] = []
-    files = seg.files(study, model, dicom_seg=bool(study.dicom), scores=scores, views=view_settings(viewer),
-                      problems=problems)
-    return ResultFiles({name: (mime_type(name), data) for name, data in files.items()},
-                       [f"No DICOM SEG download: {p}" for p in problems])
+    files = seg.files(
+        study,
+        model,
+        dicom_seg=bool(study.dicom),
+        scores=scores,
+        views=view_settings(viewer),
+        problems=problems,
+    )
+    return ResultFiles(
+        {name: (mime_type(name), data) for name, data in files.items()},
+        [f"No DICOM SEG download: {p}" for p in problems],
+    )
 
 
 def data_uri_link(filename: str, data: bytes, mime: str, text: str, *, css: str = "") -> str:

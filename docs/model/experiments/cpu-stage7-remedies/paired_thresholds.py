@@ -36,5 +36,7 @@ for col in ("dice_WT", "dice_TC", "dice_ET", "hd95_WT", "mean3"):
         b = np.array([float(r[col]) for r in new])
     d = b - a
     lo, hi = bootstrap_ci(d)
-    print(f"{col:8s} base {a.mean():.4f} nested {b.mean():.4f} change {d.mean():+.4f} [{lo:+.4f}, {hi:+.4f}]"
-          f" up {int((d > 1e-9).sum())} down {int((d < -1e-9).sum())}")
+    print(
+        f"{col:8s} base {a.mean():.4f} nested {b.mean():.4f} change {d.mean():+.4f} [{lo:+.4f}, {hi:+.4f}]"
+        f" up {int((d > 1e-9).sum())} down {int((d < -1e-9).sum())}"
+    )
