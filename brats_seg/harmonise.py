@@ -297,29 +297,16 @@ def harmonise(
     say(stripping if skull_strip else f"Brain mask: where {reference} is non-zero...")
     brain = _brain(raw, reference, ref_1mm, grid, skull_strip=skull_strip)
     timings["skull_strip"] = round(time.perf_counter() - t0, 3)
-    images = {reference: np.where(brain, ref_1mm, 0.0).astype(np.float32)}
     transforms, registration, moved = _register_others(
-        raw,
-        reference=reference,
-        fixed=fixed,
-        grid=grid,
-        ref_1mm=ref_1mm,
-        brain=brain,
-        say=say,
-        timings=timings,
+        raw, reference, fixed, grid, ref_1mm, brain, say=say, timings=timings
     )
-    images.update(moved)
+    images = {reference: np.where(brain, ref_1mm, 0.0).astype(np.float32), **moved}
     timings["total"] = round(time.perf_counter() - t_start, 3)
     study = _harmonised_study(raw, images, affine, shape, reference=reference)
-    native = LabelMap(
-        np.zeros(ref_image.shape, dtype=np.uint8),
-        np.array(ref_affine, dtype=np.float64),
-        raw.headers[reference].copy(),
-    )
     return Harmonised(
         study=study,
         reference=reference,
-        native=native,
+        native=_empty_native(raw, reference),
         native_image=ref_image,
         brain=brain,
         skull_stripped=bool(skull_strip),
@@ -330,14 +317,24 @@ def harmonise(
     )
 
 
+def _empty_native(raw: RawStudy, reference: str) -> LabelMap:
+    """An empty label map on the reference's own grid (with its affine and header), for :func:`to_native`."""
+    image = raw.images[reference]
+    return LabelMap(
+        np.zeros(image.shape, dtype=np.uint8),
+        np.array(raw.affines[reference], dtype=np.float64),
+        raw.headers[reference].copy(),
+    )
+
+
 def _register_others(
     raw: RawStudy,
-    *,
     reference: str,
     fixed: sitk.Image,
     grid: sitk.Image,
     ref_1mm: np.ndarray,
     brain: np.ndarray,
+    *,
     say: ProgressText,
     timings: dict[str, float],
 ) -> tuple[dict[str, sitk.Transform], dict[str, dict[str, float]], dict[str, np.ndarray]]:

@@ -132,6 +132,35 @@ def _volumes_at(
     return out
 
 
+def window_settings(
+    card: ModelCard,
+    networks: int,
+    *,
+    roi_size: list[int] | None = None,
+    sw_batch_size: int | None = None,
+    overlap: float | None = None,
+    mode: str | None = None,
+    tta_flips: bool | None = None,
+    device: str | None = None,
+    postprocess: bool = True,
+) -> dict[str, Any]:
+    """The settings :func:`segment` uses (the report's ``settings``): the card's where a knob is None; the
+    device is CUDA when available, else the CPU; with ``postprocess``, the card's post-processing rules."""
+    settings = {
+        "roi_size": list(roi_size or card.roi_size),
+        "sw_batch_size": int(sw_batch_size or card.sw_batch_size),
+        "overlap": float(card.overlap if overlap is None else overlap),
+        "mode": mode or card.mode,
+        "tta_flips": bool(card.tta_flips if tta_flips is None else tta_flips),
+        "ensemble": networks,
+        "spacing": list(card.spacing),
+        "device": str(device or ("cuda" if torch.cuda.is_available() else "cpu")),
+    }
+    if postprocess:
+        settings["postprocess"] = card_postprocess_settings(card)
+    return settings
+
+
 def segment(
     study: Study,
     model: Model,
@@ -152,76 +181,64 @@ def segment(
     Args:
         study: The validated study.
         model: Networks and card from :func:`brats_seg.model.load_model`.
-        roi_size: Sliding-window size in voxels at the card's spacing.
-        sw_batch_size: Windows per forward pass.
-        overlap: Sliding-window overlap in [0, 1).
-        mode: Blending, ``"gaussian"`` or ``"constant"``.
-        tta_flips: Average test-time flips along each axis.
-        device: Torch device; default CUDA when available, else CPU.
-        postprocess: Apply the card's ``postprocess`` rules (small islands, tiny ET); see
-            :func:`brats_seg.postprocess.apply_postprocess`.
-        volume_thresholds: Decision thresholds at which the volumes are also measured
-            (:func:`volume_range`; region-sigmoid cards whose threshold lies strictly between them
-            only); ``None`` skips them.
+        roi_size, sw_batch_size, overlap, mode, tta_flips, device: The sliding window's settings (see
+            :func:`window_settings`: window size, windows per pass, overlap, blending, test-time flips).
+        postprocess: Apply the card's ``postprocess`` rules (:func:`brats_seg.postprocess.apply_postprocess`).
+        volume_thresholds: Decision thresholds at which the volumes are also measured (:func:`volume_range`;
+            region-sigmoid cards whose threshold lies strictly between them); ``None`` skips them.
         progress: Called with the fraction done (0..1).
-        harmonised: When ``study`` is ``harmonised.study`` (a raw study brought onto a 1 mm grid by
-            :func:`brats_seg.harmonise.harmonise`), the labels are also mapped back onto the
-            reference's native grid (``Segmentation.native``).
+        harmonised: When ``study`` is ``harmonised.study`` (:func:`brats_seg.harmonise.harmonise`), the
+            labels are also mapped back onto the raw reference's native grid (``Segmentation.native``).
 
     Returns:
-        The label map on the study's grid (with a copy of its affine and header), the settings used,
-        the seconds spent in each step and the input warnings of :func:`brats_seg.quality.check_study`.
+        The labels on the study's grid, the settings, each step's seconds and the input warnings.
 
     Raises:
         StudyError: when every sequence is zero (no brain to crop to).
     """
     card = model.card
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    settings: dict[str, Any] = {
-        "roi_size": list(roi_size or card.roi_size),
-        "sw_batch_size": int(sw_batch_size or card.sw_batch_size),
-        "overlap": float(card.overlap if overlap is None else overlap),
-        "mode": mode or card.mode,
-        "tta_flips": bool(card.tta_flips if tta_flips is None else tta_flips),
-        "ensemble": len(model.networks),
-        "spacing": list(card.spacing),
-        "device": str(device),
-    }
+    settings = window_settings(
+        card,
+        len(model.networks),
+        roi_size=roi_size,
+        sw_batch_size=sw_batch_size,
+        overlap=overlap,
+        mode=mode,
+        tta_flips=tta_flips,
+        device=device,
+        postprocess=postprocess,
+    )
     t0 = time.perf_counter()
     prepared = preprocess.prepare(study, card)
     t1 = time.perf_counter()
-    probs = inference.predict(
-        prepared.tensor,
+    probs = _predict(prepared.tensor, model, settings, progress=progress)
+    t2 = time.perf_counter()
+    restored = preprocess.restore(probs, prepared, background=_background(card, probs))
+    result = _decode(restored, study, card, settings=settings, volume_thresholds=volume_thresholds)
+    t3 = time.perf_counter()
+    steps = {"prepare": t1 - t0, "predict": t2 - t1, "postprocess": t3 - t2, "total": t3 - t0}
+    result.timings = {step: round(seconds, 3) for step, seconds in steps.items()}
+    if harmonised is not None:
+        _add_native(result, harmonised)
+    return result
+
+
+def _predict(
+    tensor: torch.Tensor, model: Model, settings: dict[str, Any], *, progress: ProgressCallback | None
+) -> np.ndarray:
+    """The networks' outputs with the sliding-window ``settings`` (:func:`brats_seg.inference.predict`)."""
+    return inference.predict(
+        tensor,
         model.networks,
         roi_size=settings["roi_size"],
         sw_batch_size=settings["sw_batch_size"],
         overlap=settings["overlap"],
         mode=settings["mode"],
-        activation="sigmoid" if card.output["type"] == "regions_sigmoid" else "softmax",
+        activation="sigmoid" if model.card.output["type"] == "regions_sigmoid" else "softmax",
         tta_flips=settings["tta_flips"],
-        device=device,
+        device=settings["device"],
         progress=progress,
     )
-    t2 = time.perf_counter()
-    if postprocess:
-        settings["postprocess"] = card_postprocess_settings(card)
-    result = _decode(
-        preprocess.restore(probs, prepared, background=_background(card, probs)),
-        study,
-        card,
-        settings=settings,
-        volume_thresholds=volume_thresholds,
-    )
-    t3 = time.perf_counter()
-    result.timings = {
-        "prepare": round(t1 - t0, 3),
-        "predict": round(t2 - t1, 3),
-        "postprocess": round(t3 - t2, 3),
-        "total": round(t3 - t0, 3),
-    }
-    if harmonised is not None:
-        _add_native(result, harmonised)
-    return result
 
 
 def _background(card: ModelCard, probs: np.ndarray) -> np.ndarray | None:

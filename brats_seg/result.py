@@ -221,12 +221,7 @@ class Segmentation:
                 f"{name}_uncertain.nii.gz", save_uncertain, uncertain, self.output_labels
             )
         if dicom_seg:
-            try:
-                files[f"{name}_seg.dcm"] = self._dicom_seg(study, model)
-            except StudyError as e:
-                if problems is None:
-                    raise
-                problems.append(str(e))
+            self._add_dicom_seg(files, study, model, problems)
         if self.harmonised is not None and self.native is not None:
             from .harmonise_outputs import harmonised_files
 
@@ -234,15 +229,28 @@ class Segmentation:
             files.update({file: data for file, (_mime, data) in extra.items()})
         if views is not None:
             files[f"{name}_views.png"] = self.views_png(study, scores=scores, **views)
-        timed = (
-            self
-            if started is None
-            else replace(self, timings={**self.timings, "wall": round(time.perf_counter() - started, 3)})
-        )
-        files[f"{name}_report.json"] = (
-            json.dumps(timed.study_report(study, model, scores=scores), indent=2) + "\n"
-        ).encode()
+        files[f"{name}_report.json"] = self._report_bytes(study, model, scores=scores, started=started)
         return files
+
+    def _add_dicom_seg(
+        self, files: dict[str, bytes], study: Study, model: Model, problems: list[str] | None
+    ) -> None:
+        """Add ``<study>_seg.dcm``, or say in ``problems`` why it cannot be made (raise without them)."""
+        try:
+            files[f"{study.name}_seg.dcm"] = self._dicom_seg(study, model)
+        except StudyError as e:
+            if problems is None:
+                raise
+            problems.append(str(e))
+
+    def _report_bytes(
+        self, study: Study, model: Model, *, scores: Mapping[str, Any] | None, started: float | None
+    ) -> bytes:
+        """``<study>_report.json``; with ``started``, its timings add ``wall``: the seconds until now."""
+        timed = self
+        if started is not None:
+            timed = replace(self, timings={**self.timings, "wall": round(time.perf_counter() - started, 3)})
+        return (json.dumps(timed.study_report(study, model, scores=scores), indent=2) + "\n").encode()
 
     def write(self, folder: Path, study: Study, model: Model, **options: Any) -> list[Path]:
         """Write :meth:`files` into ``folder`` (created if needed); returns the paths written, in order.

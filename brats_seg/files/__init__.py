@@ -14,7 +14,7 @@ Modules (none imports from the package itself, so none depends on this file):
 - :mod:`.dicom_series`: one DICOM series: its header values and the voxel grid its slices make.
 - :mod:`.dicom_read`: reading the four MR series of a DICOM study.
 - :mod:`.dicom_seg`: writing labels as a DICOM Segmentation.
-- :mod:`.archives`: extracting zips safely.
+- :mod:`.archives`: extracting zips safely; :mod:`.zip_series`: the DICOM series a zip holds.
 - :mod:`.folders`: finding studies in folders.
 - :mod:`.study`: loading one study from a folder, zip, files or bytes.
 
@@ -58,8 +58,11 @@ from .study import (
     load_study,
     load_study_from_bytes,
 )
+from .zip_series import ZippedSeries, zipped_series
 
 __all__ = [
+    "ZippedSeries",
+    "zipped_series",
     "AFFINE_ATOL",
     "BRATS_LABELS",
     "MAX_DICOM_DEPTH",

@@ -87,23 +87,16 @@ def train(
     init = start_weights(learn, config, resuming=resuming, held_out=held_out, log=log)
     start_epoch, lr = resume(learn, config, out, meta=meta, log=log) if resuming else (0, config.lr)
     lr = choose_lr(learn, config, lr, start_epoch=start_epoch, meta=meta, log=log)
-    sessions = meta.get("trained_on", []) if resuming else []
-    if start_epoch < config.epochs:
-        sessions.append(f"{hardware(device)}, {precision}, from epoch {start_epoch + 1}")
+    session = f"{hardware(device)}, {precision}, from epoch {start_epoch + 1}"
+    sessions = [
+        *(meta.get("trained_on", []) if resuming else []),
+        *([session] if start_epoch < config.epochs else []),
+    ]
+    run = {"lr": lr, "precision": precision, "channels_last": channels_last, "trained_on": sessions}
+    cases = {"train_cases": train_names, "held_out": held_out, "data": str(data_dir)}
     meta.update(
-        {
-            "lr": lr,
-            "precision": precision,
-            "channels_last": channels_last,
-            "trained_on": sessions,
-            "config": jsonable(config.__dict__),
-            "train_cases": train_names,
-            "held_out": held_out,
-            "data": str(data_dir),
-        }
+        {**run, "config": jsonable(config.__dict__), **cases, **({} if resuming else {"init_from": init})}
     )
-    if not resuming:
-        meta["init_from"] = init
     write_meta(out, meta)
     fit(learn, config, lr=lr, start_epoch=start_epoch, meta=meta)
     write_meta(out, meta)

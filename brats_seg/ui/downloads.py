@@ -2,7 +2,8 @@
 
 :func:`result_files` asks the core for the files of a prediction (label map, report, uncertain map,
 DICOM SEG, figure, harmonisation files: :meth:`brats_seg.result.Segmentation.files`, which the CLI
-writes too), so a new output is added once. :func:`links_html` renders them as ``data:`` links (no server route needed).
+writes too), so a new output is added once. :func:`links_html` renders them as ``data:`` links (no
+server route needed).
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """The files of an upload as the file list shows them: one entry per NIfTI file or DICOM series.
 
-No widgets. :func:`zip_dicom_series` reads DICOM headers inside a zip; it is file access and
-belongs beside :mod:`brats_seg.dicom` (in ``brats_seg/files/``) once that package exists.
+No widgets; the DICOM headers inside a zip are read by :func:`brats_seg.files.zipped_series`.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from ..files import NIFTI_SUFFIXES, detect_modality
+from ..files import NIFTI_SUFFIXES, detect_modality, zipped_series
 
 __all__ = ["Entry", "is_hidden", "is_nifti_name", "list_entries", "upload_files", "zip_dicom_series"]
 
@@ -66,7 +65,7 @@ def is_nifti_name(name: str) -> bool:
 
 
 def is_hidden(part: str) -> bool:
-    """Whether a path part is hidden (``.name``) or macOS's ``__MACOSX`` (:mod:`brats_seg.files` skips both)."""
+    """Whether a path part is hidden (``.name``) or macOS's ``__MACOSX`` (brats_seg.files skips them)."""
     return part.startswith(".") or part == "__MACOSX"
 
 
@@ -110,51 +109,6 @@ def list_entries(files: Mapping[str, bytes | memoryview]) -> list[Entry]:
     return entries
 
 
-#: Bytes of each zipped DICOM file read to list its series (headers with large private blocks fit).
-SERIES_HEADER_BYTES: int = 1 << 20
-
-
-def _series_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> dict[str, str] | None:
-    """A zipped DICOM file's series fields (from its first MiB), or None when it is no readable DICOM."""
-    import pydicom
-
-    try:
-        with archive.open(info) as f:
-            head = f.read(132)
-            if len(head) < 132 or head[128:132] != b"DICM":
-                return None
-            head += f.read(SERIES_HEADER_BYTES)
-        ds = pydicom.dcmread(_io.BytesIO(head), stop_before_pixels=True)
-        return {
-            "uid": str(ds.get("SeriesInstanceUID", "") or ""),
-            "modality": str(ds.get("Modality", "MR") or "MR").upper(),
-            "number": str(ds.get("SeriesNumber", "") or ""),
-            "description": str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or ""),
-        }
-    except Exception:  # encrypted, unsupported compression or a damaged header: loading says which
-        return None
-
-
 def zip_dicom_series(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], source: str) -> list[Entry]:
-    """One entry per MR image series among a zip's DICOM members (from each member's first MiB).
-
-    Members that are not DICOM, or whose header cannot be read, are left out here; loading the
-    study says what is wrong with them.
-    """
-    from ..files import MAX_DICOM_FILES, series_label, series_modality
-
-    series: dict[str, dict[str, Any]] = {}
-    for info in members[: MAX_DICOM_FILES + 1]:
-        head = _series_header(archive, info)
-        if head is None or not head["uid"] or head["modality"] != "MR":
-            continue
-        entry = series.setdefault(
-            head["uid"], {"files": 0, "size": 0, "number": head["number"], "description": head["description"]}
-        )
-        entry["files"] += 1
-        entry["size"] += info.file_size
-    out = []
-    for uid, e in sorted(series.items(), key=lambda kv: (len(kv[1]["number"]), kv[1]["number"], kv[0])):
-        label = series_label(e["number"], e["description"], e["files"])
-        out.append(Entry(uid, series_modality(e["description"]), source, True, e["size"], label))
-    return out
+    """One entry per MR image series among a zip's DICOM members (:func:`brats_seg.files.zipped_series`)."""
+    return [Entry(s.uid, s.modality, source, True, s.size, s.label) for s in zipped_series(archive, members)]
