@@ -1,6 +1,7 @@
 """Correcting labels by hand: strokes of known radius, undo/redo byte for byte, erase, provenance."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,7 +186,12 @@ def test_save_for_training_refuses_labels_off_the_grid(tiny_study_dir, tmp_path)
 
 
 def test_the_correction_loop_runs_end_to_end(tiny_data_dir, tiny_model_dir, tmp_path):
-    """Review -> correct -> save -> fine-tune from the model -> evaluate, on two tiny studies."""
+    """Review -> correct -> save -> fine-tune from a bundle -> evaluate and compare, as the README says:
+    the fold's member fine-tunes on its training cases plus the corrected ones, in a folder of links."""
+    import json
+    import subprocess
+    import sys
+
     from conftest import TINY_TRAIN_ARGS
 
     from brats_seg import pipeline
@@ -195,39 +201,38 @@ def test_the_correction_loop_runs_end_to_end(tiny_data_dir, tiny_model_dir, tmp_
     from brats_seg.model import load_model
 
     model = load_model(tiny_model_dir, device="cpu")
-    corrections = tmp_path / "corrections"
-    for name in ("Tiny_001", "Tiny_002"):
+    held_out = json.loads((tiny_model_dir / "splits.json").read_text())["folds"][0]
+    corrections, training = tmp_path / "corrections", tmp_path / "training"
+    corrected = [p.name for p in sorted(tiny_data_dir.iterdir()) if p.name not in held_out]
+    for name in corrected:  # a person corrects the model's labels of two studies and saves them
         study = load_study(tiny_data_dir / name)
-        predicted = pipeline.segment(study, model).labels.array
-        editor = LabelEditor(predicted, spacing=study.spacing)
+        editor = LabelEditor(pipeline.segment(study, model).labels.array, spacing=study.spacing)
         editor.paint(axis=2, index=study.shape[2] // 2, points=[(16, 16)], radius_mm=6, label=2)
         assert editor.changed_voxels() > 0
         save_for_training(study, editor.labels, corrections)
-    tuned = tmp_path / "tuned"
-    args = [a for a in TINY_TRAIN_ARGS]
+    training.mkdir()
+    for case in [*(tiny_data_dir / n for n in held_out), *sorted(corrections.iterdir())]:
+        (training / case.name).symlink_to(case.resolve(), target_is_directory=True)
+    bundle, tuned = tmp_path / "bundle", tmp_path / "tuned"
+    assert main(["bundle", str(tiny_model_dir), "--output", str(bundle)]) == 0
+    args = list(TINY_TRAIN_ARGS)
     args[args.index("--epochs") + 1] = "1"
-    args[args.index("--folds") + 1] = "2"
-    args[args.index("--fold") + 1] = "-1"
-    assert (
-        main(["train", str(corrections), "--output", str(tuned), *args, "--init-from", str(tiny_model_dir)])
-        == 0
-    )
-    for model_dir, out in ((tiny_model_dir, tmp_path / "before"), (tuned, tmp_path / "after")):
-        assert (
-            main(
-                [
-                    "evaluate",
-                    str(corrections),
-                    "--model",
-                    str(model_dir),
-                    "--output",
-                    str(out),
-                    "--no-progress",
-                ]
-            )
-            == 0
-        )
-        assert len((out / "scores.csv").read_text().strip().splitlines()) == 3  # a header and the two cases
+    splits = ["--splits", str(tiny_model_dir / "splits.json"), "--init-from", str(bundle)]
+    assert main(["train", str(training), "--output", str(tuned / "fold0"), *args, *splits]) == 0
+    assert main(["bundle", str(tuned / "fold0"), "--output", str(tuned / "model")]) == 0
+    for model_dir, out in ((bundle, tmp_path / "before"), (tuned / "model", tmp_path / "after")):
+        cv = ["--cross-validation", "--output", str(out), "--no-progress"]
+        assert main(["evaluate", str(tiny_data_dir), "--model", str(model_dir), *cv]) == 0
+        assert len((out / "scores.csv").read_text().strip().splitlines()) == 1 + len(held_out)
+    root = Path(__file__).resolve().parents[1]
+    compare = [
+        sys.executable,
+        str(root / "benchmarks" / "compare_scores.py"),
+        str(tmp_path / "before"),
+        str(tmp_path / "after"),
+    ]
+    table = subprocess.run(compare, capture_output=True, text=True, check=True).stdout
+    assert "Paired change against before" in table and "| after |" in table
 
 
 def test_a_drag_of_many_strokes_undoes_as_one():
