@@ -232,6 +232,11 @@ def _check_editing(page) -> None:
     ed_before = page.evaluate(ED_VOLUME)
     page.locator(".brats-edit-tool button", has_text="Brush").first.click()
     page.locator(".brats-edit-label button", has_text="ED").first.click()
+    page.locator(".brats-view-axial").first.hover()  # the pointer becomes the brush, at its size
+    page.wait_for_function(
+        "() => getComputedStyle(document.querySelector('.brats-view-axial')).cursor.includes('url(')",
+        timeout=30_000,
+    )
     seconds = _drag_on_axial(page)
     page.wait_for_function(f"() => ({ED_VOLUME})() > {ed_before}", timeout=30_000)
     status = page.inner_text(".brats-edit-status")

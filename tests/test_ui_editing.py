@@ -233,3 +233,23 @@ def test_real_case_stroke_latency(brats_case: Path, tiny_model_dir: Path, tmp_pa
         + "; whole stroke with tables and downloads "
         + ", ".join(f"{t:.2f} s" for _, t in timings)
     )
+
+
+def test_the_pointer_shows_the_brush_at_its_size_on_the_screen(predicted: App) -> None:
+    panel, viewer = predicted.edit_panel, predicted.views.viewer
+    width = 300.0  # the axial image's width on the page, as the browser reports it
+    panel._on_press("axial", {"type": "mouseenter", "boundingRectWidth": width})
+    assert panel.controls["cursor"].value == ""  # the View tool keeps the usual pointer
+    panel.controls["tool"].value, panel.controls["radius"].value = "brush", 4.0
+    col_axis, _ = viz.in_plane_axes(viz.VIEW_AXIS["axial"])
+    radius_px = 4.0 * width / (viewer.shape[col_axis] * viewer.spacing[col_axis])
+    style = panel.controls["cursor"].value
+    assert (
+        style.startswith("<style>") and ".brats-view-axial {cursor: url(data:image/svg+xml;base64," in style
+    )
+    import base64
+
+    svg = base64.b64decode(style.split("base64,", 1)[1].split(")", 1)[0]).decode()
+    assert f"r='{radius_px:.1f}'" in svg
+    panel.controls["radius"].value = 20.0 * 50  # larger than a cursor can be: a plain crosshair
+    assert "cursor: crosshair" in panel.controls["cursor"].value

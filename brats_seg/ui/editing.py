@@ -8,11 +8,13 @@ all three are, and the page is told (``on_change``) so the volumes and downloads
 
 Stable CSS classes: ``brats-edit``, ``brats-edit-tool``, ``brats-edit-label``, ``brats-edit-radius``,
 ``brats-edit-only``, ``brats-edit-ball``, ``brats-edit-undo`` / ``-redo`` / ``-reset``,
-``brats-edit-uncertain``, ``brats-edit-save``, ``brats-edit-status``.
+``brats-edit-uncertain``, ``brats-edit-save``, ``brats-edit-status``, ``brats-edit-cursor`` (the
+``<style>`` that draws the brush as the pointer: a circle of the brush's size on the screen).
 """
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -34,7 +36,25 @@ LABEL_CHOICES = (("NCR (1)", 1), ("ED (2)", 2), ("ET (4)", 4))
 #: Milliseconds between the pointer moves the browser sends while dragging.
 MOVE_EVERY_MS = 25
 
+#: The largest cursor image browsers show (px); a larger brush shows as a plain crosshair.
+MAX_CURSOR_PX = 126
+
 Guard = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def brush_cursor_css(view: str, radius_px: float) -> str:
+    """CSS that shows the brush as a circle of ``radius_px`` screen pixels as the pointer over a view."""
+    size = int(round(2 * radius_px)) + 4
+    if size > MAX_CURSOR_PX or radius_px <= 0:
+        return f".brats-view-{view} {{cursor: crosshair;}}"
+    c = size / 2
+    svg = (
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{size}' height='{size}'>"
+        f"<circle cx='{c}' cy='{c}' r='{radius_px:.1f}' fill='none' stroke='white' stroke-width='2'/>"
+        f"<circle cx='{c}' cy='{c}' r='{radius_px:.1f}' fill='none' stroke='black' stroke-width='1'/></svg>"
+    )
+    url = "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode("ascii")
+    return f".brats-view-{view} {{cursor: url({url}) {int(c)} {int(c)}, crosshair;}}"
 
 
 def _controls() -> dict[str, W.Widget]:
@@ -57,6 +77,7 @@ def _controls() -> dict[str, W.Widget]:
         ),
         "save": W.Button(description="Save for training", icon="save"),
         "status": W.HTML(""),
+        "cursor": W.HTML(""),
     }
     for name, control in controls.items():
         control.add_class(f"brats-edit-{name}")
@@ -87,9 +108,11 @@ class EditPanel:
         self.last_stroke_s = 0.0
         self._drag: tuple[str, int, list[int]] | None = None  # view, begin_drag mark, last voxel
         self._uncertain_at = -1
+        self._px_per_mm: dict[str, float] = {}  # screen pixels per mm along each view's columns
         c = _controls()
         self.controls = c
         c["tool"].observe(guard(self._on_tool), "value")
+        c["radius"].observe(guard(lambda _change: self._show_cursor()), "value")
         c["undo"].on_click(guard(lambda _b: self.undo()))
         c["redo"].on_click(guard(lambda _b: self.redo()))
         c["reset"].on_click(guard(lambda _b: self.reset()))
@@ -104,6 +127,7 @@ class EditPanel:
                 layout=W.Layout(flex_flow="row wrap"),
             ),
             c["status"],
+            c["cursor"],
         ]
         self.box = W.VBox([W.HTML("<b>Correct the labels</b>"), *rows], layout=W.Layout(display="none"))
         self.box.add_class("brats-edit")
@@ -112,7 +136,9 @@ class EditPanel:
         """Pointer events on a view's image: presses and releases as they come, moves throttled."""
         image = self.views.images[view]
         press = ipyevents.Event(
-            source=image, watched_events=["mousedown", "mouseup", "mouseleave"], prevent_default_action=True
+            source=image,
+            watched_events=["mousedown", "mouseup", "mouseleave", "mouseenter"],
+            prevent_default_action=True,
         )
         press.on_dom_event(guard(lambda event: self._on_press(view, event)))
         move = ipyevents.Event(
@@ -155,8 +181,29 @@ class EditPanel:
 
     def _on_tool(self, _change: Mapping[str, Any]) -> None:
         self.views.clicks_move_crosshair = self.tool == "view"
+        self._show_cursor()
+
+    def _learn_scale(self, view: str, event: Mapping[str, Any]) -> None:
+        """Screen pixels per mm of a view, from an event's bounding box (the image's width on the page)."""
+        viewer, width = self.views.viewer, event.get("boundingRectWidth")
+        if viewer is None or not width:
+            return
+        col_axis, _row_axis = viz.in_plane_axes(viz.VIEW_AXIS[view])
+        scale = float(width) / (viewer.shape[col_axis] * viewer.spacing[col_axis])
+        if abs(scale - self._px_per_mm.get(view, 0.0)) > 1e-3:
+            self._px_per_mm[view] = scale
+            self._show_cursor()
+
+    def _show_cursor(self) -> None:
+        """The brush as the pointer over each view whose size on the screen is known (none with View)."""
+        radius = float(self.controls["radius"].value)
+        rules = [brush_cursor_css(view, radius * scale) for view, scale in self._px_per_mm.items()]
+        style = "<style>" + "\n".join(rules) + "</style>" if rules and self.tool != "view" else ""
+        if self.controls["cursor"].value != style:
+            self.controls["cursor"].value = style
 
     def _on_press(self, view: str, event: Mapping[str, Any]) -> None:
+        self._learn_scale(view, event)
         if event.get("type") == "mousedown" and "dataX" in event and "dataY" in event:
             self.press(view, float(event["dataX"]), float(event["dataY"]))
         elif event.get("type") in ("mouseup", "mouseleave"):
