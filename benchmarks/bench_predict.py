@@ -55,7 +55,8 @@ def main() -> None:
         t = r["timings"]
         print(
             f"{r['case']}: wall {r['wall_s']:.1f} s (load {t['load']:.2f} s, prepare {t['prepare']:.2f} s, "
-            f"predict {t['predict']:.2f} s, postprocess {t['postprocess']:.2f} s), peak RSS {r['peak_rss_mb']:.0f} MB"
+            f"predict {t['predict']:.2f} s, postprocess {t['postprocess']:.2f} s), "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB"
         )
 
 

@@ -120,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(tables) > 1:
         print()
         print(
-            f"Paired change against {base_folder.name} (mean over shared cases [95% bootstrap interval]; cases up/down; "
+            f"Paired change against {base_folder.name} "
+            "(mean over shared cases [95% bootstrap interval]; cases up/down; "
             "a higher Dice is better, a higher HD95 worse):"
         )
         print()

@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     files = sorted(args.predictions.glob("*_seg.nii.gz"))
     if not files:
         print(
-            f"error: no <case>_seg.nii.gz in {args.predictions}; expected brats-seg evaluate --save-predictions output",
+            f"error: no <case>_seg.nii.gz in {args.predictions}; "
+            "expected brats-seg evaluate --save-predictions output",
             file=sys.stderr,
         )
         return 2
@@ -87,16 +88,19 @@ def main(argv: list[str] | None = None) -> int:
         predicted = np.asanyarray(nib.load(path).dataobj)
         rows.append(breakdown(case, predicted, np.asarray(truth), region=args.region))
     print(
-        f"{args.region}: case | Dice | truth | false positive | false negative | parts | FP islands | island voxels"
+        f"{args.region}: case | Dice | truth | false positive | false negative | parts | "
+        "FP islands | island voxels"
     )
     for r in rows:
         print(
-            f"{r.case} | {r.dice:.3f} | {r.truth} | {r.false_positive} | {r.false_negative} | {r.parts} | {r.islands} | {r.island_voxels}"
+            f"{r.case} | {r.dice:.3f} | {r.truth} | {r.false_positive} | {r.false_negative} | {r.parts} | "
+            f"{r.islands} | {r.island_voxels}"
         )
     missing = sum(r.false_negative > r.false_positive for r in rows)
     print(
         f"{missing} of {len(rows)} cases miss more {args.region} voxels than they add; "
-        f"in all, {sum(r.false_negative for r in rows)} missed and {sum(r.false_positive for r in rows)} added "
+        f"in all, {sum(r.false_negative for r in rows)} missed "
+        f"and {sum(r.false_positive for r in rows)} added "
         f"({sum(r.island_voxels for r in rows)} of them in islands)"
     )
     return 0

@@ -1,6 +1,6 @@
 """How much the raw-study path loses: real BraTS cases made "raw-like", harmonised and segmented.
 
-    python benchmarks/harmonise_accuracy.py                       # 6 cases (every 4th of ../shared/data/brats)
+    python benchmarks/harmonise_accuracy.py          # 6 cases (every 4th of ../shared/data/brats)
     python benchmarks/harmonise_accuracy.py --cases 8 --seed 1 --output artifacts/harmonise_accuracy
     python benchmarks/harmonise_accuracy.py --slices thin   # ~1 mm voxels: registration and resampling alone
 
@@ -61,7 +61,10 @@ THIN_GRIDS: dict[str, tuple[tuple[float, float, float], tuple[float, float, floa
 
 
 def random_rigid(rng: np.random.Generator, centre: np.ndarray) -> sitk.Euler3DTransform:
-    """A rigid transform of up to +-10 degrees about each axis and +-10 mm along each, about ``centre`` (LPS)."""
+    """A rigid transform of up to +-10 degrees about each axis and +-10 mm along each.
+
+    It turns about ``centre`` (LPS).
+    """
     t = sitk.Euler3DTransform()
     t.SetCenter([float(c) for c in centre])
     t.SetRotation(*[float(np.radians(a)) for a in rng.uniform(-10, 10, 3)])
@@ -106,7 +109,10 @@ def make_raw_like(case: Path, out: Path, rng: np.random.Generator, grids: dict =
 
 
 def truth_on(grid_affine: np.ndarray, shape: tuple[int, ...], made: dict) -> LabelMap:
-    """The ground truth moved with the T1CE's transform onto a grid in the T1CE's world (nearest neighbour)."""
+    """The ground truth moved with the T1CE's transform onto a grid in the T1CE's world.
+
+    Resampled by nearest neighbour.
+    """
     grid = harmonise.to_sitk(np.zeros(shape, dtype=np.float32), grid_affine)
     moved = sitk.Resample(
         sitk.Cast(made["truth"], sitk.sitkUInt8),
@@ -177,7 +183,8 @@ def summarise(rows: list[dict]) -> str:
         ratio = r1 / np.where(b > 0, b, np.nan)
         lines.append(
             f"{region}: Dice BraTS path {b.mean():.3f}, raw path 1 mm {r1.mean():.3f} (ratio per case "
-            f"{np.nanmin(ratio):.2f}-{np.nanmax(ratio):.2f}, mean {np.nanmean(ratio):.3f}), native grid {rn.mean():.3f}"
+            f"{np.nanmin(ratio):.2f}-{np.nanmax(ratio):.2f}, mean {np.nanmean(ratio):.3f}), "
+            f"native grid {rn.mean():.3f}"
         )
     errors = [e for r in rows for e in r["registration_error_mm"].values()]
     lines.append(
@@ -231,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 "  "
                 + "  ".join(
-                    f"{reg}: BraTS {row['brats_path'][reg]['dice']:.3f} raw-1mm {row['raw_1mm'][reg]['dice']:.3f} "
+                    f"{reg}: BraTS {row['brats_path'][reg]['dice']:.3f} "
+                    f"raw-1mm {row['raw_1mm'][reg]['dice']:.3f} "
                     f"native {row['raw_native'][reg]['dice']:.3f}"
                     for reg in ("WT", "TC", "ET")
                 ),

@@ -1,4 +1,5 @@
-"""Hostile inputs through ``brats-seg check``, ``brats-seg predict`` and the dashboard: refusals, crashes, hangs.
+"""\
+Hostile inputs through ``brats-seg check``, ``brats-seg predict`` and the dashboard: refusals, crashes, hangs.
 
     python benchmarks/hostile_inputs.py --output artifacts/hostile            # every kind (about 15 min)
     python benchmarks/hostile_inputs.py --only vox_offset_0,zip_dotdot        # some
@@ -41,9 +42,12 @@ try:
     r = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=300)
     rc, err = r.returncode, r.stderr
 except subprocess.TimeoutExpired as e:
-    rc, err = "timeout", (e.stderr or b"").decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
-print(json.dumps({"rc": rc, "s": round(time.perf_counter() - t0, 1), "mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024,
-                  "traceback": "Traceback" in err, "last": err.strip().splitlines()[-1][:160] if err.strip() else ""}))
+    rc = "timeout"
+    err = (e.stderr or b"").decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+print(json.dumps({"rc": rc, "s": round(time.perf_counter() - t0, 1),
+                  "mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024,
+                  "traceback": "Traceback" in err,
+                  "last": err.strip().splitlines()[-1][:160] if err.strip() else ""}))
 """
 
 
@@ -670,7 +674,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = kinds() if args.only is None else {k: v for k, v in kinds().items() if k in args.only.split(",")}
     rows = []
     print(
-        "| # | kind | expected | check | predict | traceback | predict s | peak MB | dashboard | as expected |"
+        "| # | kind | expected | check | predict | traceback | predict s | peak MB | dashboard "
+        "| as expected |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for n, (name, (expected, what, build)) in enumerate(chosen.items(), start=1):
@@ -716,7 +721,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(
             f"| {n:02d} | {name}: {what} | {expected} | {check['rc']} | {predict['rc']} | "
-            f"{'yes' if predict.get('traceback') else 'no'} | {predict.get('s', 0)} | {predict.get('mb', 0)} | "
+            f"{'yes' if predict.get('traceback') else 'no'} | {predict.get('s', 0)} | "
+            f"{predict.get('mb', 0)} | "
             f"{page.replace('|', '/')} | {'yes' if good else '**no**'} |",
             flush=True,
         )
@@ -727,7 +733,8 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{len(rows)} kinds: {sum(r['expected'] == 'refuse' for r in rows)} to refuse, "
         f"{sum(r['expected'] == 'accept' for r in rows)} to accept; crashes {crashes}, hangs {hangs}; "
         f"not as expected: {unexpected or 'none'}; predict's slowest "
-        f"{max(r['predict'].get('s', 0) for r in rows)} s, highest peak {max(r['predict'].get('mb', 0) for r in rows)} MB"
+        f"{max(r['predict'].get('s', 0) for r in rows)} s, "
+        f"highest peak {max(r['predict'].get('mb', 0) for r in rows)} MB"
     )
     if args.output:
         args.output.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         tumour = study.truth > 0
         lost.append(np.count_nonzero(tumour & ~mask) / max(1, np.count_nonzero(tumour)))
         print(
-            f"{case.name}: Dice with the brain {dices[-1]:.3f}, tumour left out {lost[-1]:.2%}, {times[-1]:.1f} s",
+            f"{case.name}: Dice with the brain {dices[-1]:.3f}, tumour left out {lost[-1]:.2%}, "
+            f"{times[-1]:.1f} s",
             flush=True,
         )
     print(

@@ -109,7 +109,10 @@ def region_value(rows: Sequence[dict], region: str) -> float:
 def choose(
     table: dict[Thresholds, dict[str, dict]], names: Sequence[str], grid: Sequence[float]
 ) -> Thresholds:
-    """Per region, the threshold (others at 0.5) that ranks best on ``names``; ties go to the closest to 0.5."""
+    """Per region, the threshold (others at 0.5) that ranks best on ``names``.
+
+    Ties go to the threshold closest to 0.5.
+    """
     picked = []
     for i, region in enumerate(REGIONS):
         best, best_value = 0.5, -np.inf
@@ -132,7 +135,8 @@ def line(label: str, rows: Sequence[dict]) -> str:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """The command line: the parser (for its errors) and the arguments."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cache", type=Path, help="folder written by benchmarks/cv_probabilities.py")
     p.add_argument(
@@ -175,11 +179,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--csv", type=Path, default=None, help="write every score row here (default: CACHE/decoding.csv)"
     )
-    args = p.parse_args(argv)
+    return p, p.parse_args(argv)
 
+
+def read_cache(p: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[dict, str, dict]:
+    """The cache's index, its card's path and the post-processing to apply; refuses a cache it cannot use."""
     index = json.loads((args.cache / "index.json").read_text())
-    cases = index["cases"]
-    missing = [c for c in cases if not (args.cache / f"{c}.npz").exists()]
+    missing = [c for c in index["cases"] if not (args.cache / f"{c}.npz").exists()]
     if missing:
         p.error(
             f"{args.cache}: expected <case>.npz for every case in index.json, missing {', '.join(missing)}; "
@@ -191,6 +197,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"{card_path}: expected sigmoid regions in the order {list(REGIONS)}, found {card.output}")
     pp = {} if args.no_postprocess else postprocess.postprocess_settings(card)
     pp = {k: v for k, v in pp.items() if v}
+    return index, card_path, pp
+
+
+def parse_decodings(p: argparse.ArgumentParser, args: argparse.Namespace, index: dict) -> list[Decoding]:
+    """Every combination of ``--bundles`` and ``--flip-sets``; refuses one the cache does not hold."""
     decodings: list[Decoding] = [
         (tuple(int(b) for b in bs.split(",")), tuple(fs.split(",")))
         for bs in args.bundles
@@ -199,32 +210,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     for bundles, flips in decodings:
         if not set(bundles) <= set(range(len(index["models"]))) or not set(flips) <= set(index["flips"]):
             p.error(
-                f"--bundles {','.join(map(str, bundles))} --flip-sets {','.join(flips)}: expected bundle indices "
-                f"0..{len(index['models']) - 1} and flips from {index['flips']} (what {args.cache} holds)"
+                f"--bundles {','.join(map(str, bundles))} --flip-sets {','.join(flips)}: "
+                f"expected bundle indices 0..{len(index['models']) - 1} and flips from {index['flips']} "
+                f"(what {args.cache} holds)"
             )
-    grid = sorted(set(args.thresholds) | {0.5})
-    moves = single_moves(grid)
-    print(
-        f"{len(cases)} cases, post-processing {pp or 'off'}, {len(decodings)} decodings x {len(moves)} thresholds",
-        flush=True,
-    )
+    return decodings
 
-    def run(jobs: list[tuple]) -> list[dict]:
-        if args.workers == 1:
-            return [row for job in jobs for row in score_case(job)]
-        with ProcessPoolExecutor(args.workers) as pool:
-            return [row for rows in pool.map(score_case, jobs) for row in rows]
 
-    rows = run(
-        [(str(args.cache), str(args.data), card_path, c, [(d, moves) for d in decodings], pp) for c in cases]
-    )
-    folds = None
-    if args.splits is not None:
-        folds = [[n for n in fold if n in cases] for fold in json.loads(args.splits.read_text())["folds"]]
-        folds = [f for f in folds if f]
-    tables: dict[str, dict[Thresholds, dict[str, dict]]] = {}
+def run_jobs(jobs: list[tuple], workers: int) -> list[dict]:
+    """The score rows of :func:`score_case` for every job, in ``workers`` processes (1: in this one)."""
+    if workers == 1:
+        return [row for job in jobs for row in score_case(job)]
+    with ProcessPoolExecutor(workers) as pool:
+        return [row for rows in pool.map(score_case, jobs) for row in rows]
+
+
+def read_folds(splits: Path | None, cases: Sequence[str]) -> list[list[str]] | None:
+    """The non-empty folds of ``splits`` restricted to ``cases``; None without splits."""
+    if splits is None:
+        return None
+    folds = [[n for n in fold if n in cases] for fold in json.loads(splits.read_text())["folds"]]
+    return [f for f in folds if f]
+
+
+def add_rows(tables: dict[str, dict[Thresholds, dict[str, dict]]], rows: Sequence[dict]) -> None:
+    """File score rows by decoding, thresholds and case."""
     for r in rows:
         tables.setdefault(r["decoding"], {}).setdefault((r["t_tc"], r["t_wt"], r["t_et"]), {})[r["case"]] = r
+
+
+def plan_choices(
+    tables: dict[str, dict[Thresholds, dict[str, dict]]],
+    decodings: Sequence[Decoding],
+    cases: Sequence[str],
+    folds: list[list[str]] | None,
+    grid: Sequence[float],
+) -> tuple[dict[str, tuple[Thresholds, list[Thresholds]]], dict[str, dict[Decoding, set[Thresholds]]]]:
+    """Per decoding, the choice on all cases and per fold; and, per case, the choices not yet scored."""
     # Joint choices (per-region picks combined) were not scored in the single-move pass: score them now.
     needed: dict[str, dict[Decoding, set[Thresholds]]] = {}
     plans: dict[str, tuple[Thresholds, list[Thresholds]]] = {}
@@ -239,22 +261,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             if t not in table:
                 for n in names:
                     needed.setdefault(n, {}).setdefault(d, set()).add(t)
-    if needed:
-        extra = run(
-            [
-                (str(args.cache), str(args.data), card_path, c, [(d, sorted(ts)) for d, ts in by.items()], pp)
-                for c, by in needed.items()
-            ]
-        )
-        rows += extra
-        for r in extra:
-            tables[r["decoding"]].setdefault((r["t_tc"], r["t_wt"], r["t_et"]), {})[r["case"]] = r
-    out = args.csv or args.cache / "decoding.csv"
+    return plans, needed
+
+
+def write_csv(rows: list[dict], out: Path) -> None:
+    """Every score row as CSV."""
     with out.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     print(f"{len(rows)} rows in {out}")
+
+
+def print_results(
+    tables: dict[str, dict[Thresholds, dict[str, dict]]],
+    plans: dict[str, tuple[Thresholds, list[Thresholds]]],
+    decodings: Sequence[Decoding],
+    cases: Sequence[str],
+    folds: list[list[str]] | None,
+) -> None:
+    """Per decoding, the scores at 0.5, of the choice on all cases and of the nested choice."""
     print(f"{'':44s} | Dice WT TC ET      | HD95 WT TC ET")
     for d in decodings:
         name = decoding_name(d)
@@ -266,6 +292,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             nested = [table[t][n] for t, f in zip(per_fold, folds, strict=True) for n in f]
             print(line(f"{name}: nested", nested))
             print("    per fold (TC, WT, ET): " + "; ".join(str(t) for t in per_fold))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Score the decodings and thresholds, print the choices, write the rows; 0 when done."""
+    p, args = parse_args(argv)
+    index, card_path, pp = read_cache(p, args)
+    cases = index["cases"]
+    decodings = parse_decodings(p, args, index)
+    grid = sorted(set(args.thresholds) | {0.5})
+    moves = single_moves(grid)
+    print(
+        f"{len(cases)} cases, post-processing {pp or 'off'}, "
+        f"{len(decodings)} decodings x {len(moves)} thresholds",
+        flush=True,
+    )
+    common = (str(args.cache), str(args.data), card_path)
+    rows = run_jobs([(*common, c, [(d, moves) for d in decodings], pp) for c in cases], args.workers)
+    folds = read_folds(args.splits, cases)
+    tables: dict[str, dict[Thresholds, dict[str, dict]]] = {}
+    add_rows(tables, rows)
+    plans, needed = plan_choices(tables, decodings, cases, folds, grid)
+    if needed:
+        jobs = [(*common, c, [(d, sorted(ts)) for d, ts in by.items()], pp) for c, by in needed.items()]
+        extra = run_jobs(jobs, args.workers)
+        rows += extra
+        add_rows(tables, extra)
+    write_csv(rows, args.csv or args.cache / "decoding.csv")
+    print_results(tables, plans, decodings, cases, folds)
     return 0
 
 

@@ -158,7 +158,8 @@ def _line(label: str, s: dict[str, dict[str, float]]) -> str:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line's arguments; ``--record`` needs ``--splits``."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -189,10 +190,76 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.record is not None and args.splits is None:
         raise SystemExit("--record: expected --splits as well (only the nested scores are recorded)")
+    return args
+
+
+def _load_cases(predictions: Path, data: Path) -> list[tuple[Study, np.ndarray]]:
+    """Each predicted case's study (with its ground truth) and its predicted label map."""
     cases = []
-    for path in sorted(args.predictions.glob("*_seg.nii.gz")):
-        study = files.load_study(args.data / path.name.removesuffix("_seg.nii.gz"))
+    for path in sorted(predictions.glob("*_seg.nii.gz")):
+        study = files.load_study(data / path.name.removesuffix("_seg.nii.gz"))
         cases.append((study, load_prediction(path, study).array))
+    return cases
+
+
+def _read_folds(splits: Path, names: Sequence[str]) -> tuple[list[list[str]], list[int]]:
+    """The folds of ``splits`` restricted to ``names``, and the indices of those that hold some."""
+    folds = [[n for n in fold if n in names] for fold in json.loads(splits.read_text())["folds"]]
+    missing = sorted(set(names) - {n for fold in folds for n in fold})
+    if missing:
+        raise SystemExit(
+            f"{splits}: no fold holds {', '.join(missing)}; "
+            "expected the splits of the models that predicted them"
+        )
+    present = [f for f, fold in enumerate(folds) if fold]
+    if len(present) < 2:
+        raise SystemExit(
+            f"{splits}: the predictions cover {len(present)} fold(s); a nested choice needs at least 2"
+        )
+    return folds, present
+
+
+def _nested(
+    args: argparse.Namespace,
+    argv: Sequence[str] | None,
+    table: dict[Setting, dict[str, dict[str, float]]],
+    none: dict[str, dict[str, float]],
+    names: list[str],
+) -> None:
+    """Print the nested choice and its verdict; record its scores in ``--record``'s card if asked."""
+    folds, present = _read_folds(args.splits, names)
+    rows, chosen = nested_choice(table, [folds[f] for f in present])
+    print("\nnested choice (each fold gets the setting that ranks best on the other folds):")
+    for f, setting in zip(present, chosen, strict=True):
+        print(
+            f"  fold {f}: min_component_mm3={setting[0]:g} min_component_fraction={setting[1]:g} "
+            f"et_min_mm3={setting[2]:g}"
+        )
+    nested = metrics.summarise(rows)
+    print(_line("no post-processing  ", none))
+    print(_line("nested choice       ", nested))
+    verdict = nested_verdict(nested, none)
+    print(f"verdict: {verdict or 'the nested choice ranks above no post-processing: use the overall pick'}")
+    if args.record is not None:
+        if verdict is not None:
+            raise SystemExit(
+                f"--record: {verdict}, and record plain cross-validation with brats-seg evaluate "
+                "--record-as instead"
+            )
+        _record_nested(
+            args.record,
+            args.predictions,
+            best_setting(table, names),
+            nested,
+            names,
+            argv if argv is not None else sys.argv[1:],
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Score the grid of settings, print it best first, then the nested choice with ``--splits``."""
+    args = _parse_args(argv)
+    cases = _load_cases(args.predictions, args.data)
     names = [s.name for s, _ in cases]
     if not cases:
         raise SystemExit(f"{args.predictions}: expected <case>_seg.nii.gz predictions, found none")
@@ -204,44 +271,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for size, fraction, et_min in sorted(summaries, key=lambda s: -rank_value(summaries[s])):
         print(_line(f"{size:8.0f} {fraction:5.2f} {et_min:6.0f}", summaries[(size, fraction, et_min)]))
     if args.splits is not None:
-        folds = [[n for n in fold if n in names] for fold in json.loads(args.splits.read_text())["folds"]]
-        missing = sorted(set(names) - {n for fold in folds for n in fold})
-        if missing:
-            raise SystemExit(
-                f"{args.splits}: no fold holds {', '.join(missing)}; expected the splits of the models that predicted them"
-            )
-        present = [f for f, fold in enumerate(folds) if fold]
-        if len(present) < 2:
-            raise SystemExit(
-                f"{args.splits}: the predictions cover {len(present)} fold(s); a nested choice needs at least 2"
-            )
-        rows, chosen = nested_choice(table, [folds[f] for f in present])
-        print("\nnested choice (each fold gets the setting that ranks best on the other folds):")
-        for f, setting in zip(present, chosen, strict=True):
-            print(
-                f"  fold {f}: min_component_mm3={setting[0]:g} min_component_fraction={setting[1]:g} et_min_mm3={setting[2]:g}"
-            )
-        nested = metrics.summarise(rows)
-        print(_line("no post-processing  ", summaries[settings[0]]))
-        print(_line("nested choice       ", nested))
-        verdict = nested_verdict(nested, summaries[settings[0]])
-        print(
-            f"verdict: {verdict or 'the nested choice ranks above no post-processing: use the overall pick'}"
-        )
-        if args.record is not None:
-            if verdict is not None:
-                raise SystemExit(
-                    f"--record: {verdict}, and record plain cross-validation with brats-seg evaluate "
-                    "--record-as instead"
-                )
-            _record_nested(
-                args.record,
-                args.predictions,
-                best_setting(table, names),
-                nested,
-                names,
-                argv if argv is not None else sys.argv[1:],
-            )
+        _nested(args, argv, table, summaries[settings[0]], names)
 
 
 def _record_nested(
@@ -275,7 +305,8 @@ def _record_nested(
     if postprocess.postprocess_settings(card) != picked:
         raise SystemExit(
             f"{card_path}: its postprocess {card.postprocess} is not the setting picked on all {len(names)} "
-            f"cases ({picked}; on a tie the first in the grid); re-bundle with that setting, or leave out --record"
+            f"cases ({picked}; on a tie the first in the grid); "
+            "re-bundle with that setting, or leave out --record"
         )
     command = "python benchmarks/tune_postprocess.py " + " ".join(shlex.quote(str(a)) for a in argv)
     key = "cross_validation_nested" + ("_tta" if tta else "")

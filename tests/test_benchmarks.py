@@ -77,8 +77,8 @@ def test_post_processing_is_used_only_if_its_nested_choice_ranks_above_none() ->
     }
     none = {**nested, "dice_WT": {"mean": 0.839}, "hd95_WT": {"mean": 10.01}, "hd95_TC": {"mean": 12.46}}
     assert tune.nested_verdict(nested, none) == (
-        "the nested choice ranks 0.6612, not above no post-processing (0.6653): on cases it was not tuned on, "
-        "post-processing does not help; bundle without it"
+        "the nested choice ranks 0.6612, not above no post-processing (0.6653): "
+        "on cases it was not tuned on, post-processing does not help; bundle without it"
     )
     assert tune.nested_verdict(none, none) is not None  # a tie is not a gain
 
@@ -347,7 +347,8 @@ def test_error_breakdown_counts_missed_added_and_island_voxels(island_prediction
     row = out[1].split(" | ")
     assert row[0] == "Tiny_001" and row[3] == "27" and row[4] == "0" and row[6] == "1" and row[7] == "27"
     assert out[-1].startswith(
-        "0 of 4 cases miss more WT voxels than they add; in all, 0 missed and 108 added (108 of them in islands)"
+        "0 of 4 cases miss more WT voxels than they add; "
+        "in all, 0 missed and 108 added (108 of them in islands)"
     )
 
     truth = np.zeros((8, 8, 8), dtype=np.uint8)

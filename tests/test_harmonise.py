@@ -252,7 +252,8 @@ def test_to_native_puts_labels_back_where_they_were(tmp_path: Path) -> None:
     write_raw_study(tmp_path / "raw")
     raw = load_native_study(tmp_path / "raw")
     result = harmonise.harmonise(raw, skull_strip=False)
-    # labels on the 1 mm grid: a block; on the native T1CE grid (1 x 1 x 2 mm, same frame) it is the same block
+    # labels on the 1 mm grid: a block; on the native T1CE grid (1 x 1 x 2 mm, same frame) it is
+    # the same block
     labels = np.zeros(result.study.shape, dtype=np.uint8)
     labels[10:30, 12:28, 8:32] = 2
     labels[16:24, 16:24, 14:26] = 4
@@ -403,7 +404,8 @@ def test_deepbet_loads_its_weights_with_no_network() -> None:
             f"cannot make a network namespace here ({probe.stderr.decode(errors='replace').strip()[:80]})"
         )
     code = (
-        "lines = open('/proc/self/net/dev').read().splitlines()[2:]\n"  # this namespace's interfaces: loopback only
+        # this namespace's interfaces: loopback only
+        "lines = open('/proc/self/net/dev').read().splitlines()[2:]\n"
         "print(*sorted(line.split(':')[0].strip() for line in lines))\n"
         "from deepbet import BrainExtraction\nBrainExtraction(no_gpu=True)\nprint('loaded')\n"
     )

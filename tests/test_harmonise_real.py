@@ -75,7 +75,7 @@ def test_predict_raw_study_labels_on_the_native_t1ce_grid(raw_study: Path, tmp_p
 
 
 def _copy_with(raw_study: Path, target: Path, suffix: str, data=None, shift_mm: float = 0.0) -> Path:
-    """The raw study copied to ``target`` with the file ending in ``suffix`` replaced (data) or moved (affine)."""
+    """The raw study copied to ``target``, the file ending in ``suffix`` replaced (data) or moved (affine)."""
     shutil.copytree(raw_study, target)
     path = next(target.glob(f"*{suffix}"))
     image = nib.load(path)
@@ -121,9 +121,10 @@ def test_a_flair_that_cannot_be_registered_is_refused_naming_it(
 
 
 def test_raw_like_brats_case_keeps_most_of_its_dice(brats_case: Path, tmp_path: Path) -> None:
-    """A real BraTS case made raw-like (each sequence moved by a known rigid transform onto a 5-6 mm grid of its
-    own) and run through the raw path scores close to the case as BraTS gives it, with sub-millimetre registration
-    (``benchmarks/harmonise_accuracy.py`` over six cases: see docs/raw-studies.md)."""
+    """A real BraTS case made raw-like (each sequence moved by a known rigid transform onto a 5-6 mm grid
+    of its own) and run through the raw path scores close to the case as BraTS gives it, with
+    sub-millimetre registration (``benchmarks/harmonise_accuracy.py`` over six cases: see
+    docs/raw-studies.md)."""
     import importlib.util
 
     from brats_seg.model import load_model

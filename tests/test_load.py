@@ -41,7 +41,10 @@ SEG_HREF = (
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, shared_data: Path):
-    """A Voilà server with kernels culled 4 s after their page closes; its kernels' temporary files in ``tmp``."""
+    """A Voilà server with kernels culled 4 s after their page closes.
+
+    Its kernels' temporary files are in ``tmp``.
+    """
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api")

@@ -72,8 +72,10 @@ def test_thick_slices_are_named() -> None:
     study = make_study((2.5, 2.5, 3.6))  # 22.5 mm^3 voxels: still a brain-sized volume
     warnings = quality.check_study(study)
     assert warnings == [
-        "Gen_001: voxels of 2.5 x 2.5 x 3.6 mm; the model was trained on 1 mm isotropic studies (worked at 2 mm), "
-        "and slices thicker than 3 mm lose detail it relies on, so expect coarse borders and missed small regions."
+        "Gen_001: voxels of 2.5 x 2.5 x 3.6 mm; "
+        "the model was trained on 1 mm isotropic studies (worked at 2 mm), "
+        "and slices thicker than 3 mm lose detail it relies on, "
+        "so expect coarse borders and missed small regions."
     ]
 
 
@@ -87,8 +89,10 @@ def test_a_sequence_covering_part_of_the_brain_is_named_by_its_file() -> None:
     assert len(warnings) == 1, warnings
     last = int(np.flatnonzero(mask.any(axis=(0, 1)))[-1])  # the top slice that holds brain
     assert warnings[0] == (
-        f"Gen_001_flair.nii.gz: the FLAIR sequence is blank on slices that hold {expected:.0%} of the brain the other "
-        f"sequences show (axial slices 36-{last} of 48; it covers only part of it); the labels there are made without FLAIR."
+        "Gen_001_flair.nii.gz: the FLAIR sequence is blank on slices that hold "
+        f"{expected:.0%} of the brain the other "
+        f"sequences show (axial slices 36-{last} of 48; it covers only part of it); "
+        "the labels there are made without FLAIR."
     )
 
 
@@ -166,8 +170,10 @@ def test_a_real_flair_that_misses_part_of_the_brain_is_named(shared_data: Path) 
     # Its FLAIR is blank on 38 coronal slices (array y 179-216) where the other three sequences show brain;
     # the dashboard's coronal slider numbers them 23-60 (the view is reoriented to RAS).
     assert warnings == [
-        "Brats18_2013_20_1_flair.nii.gz: the FLAIR sequence is blank on slices that hold 13% of the brain the other "
-        "sequences show (coronal slices 23-60 of 240; it covers only part of it); the labels there are made without FLAIR."
+        "Brats18_2013_20_1_flair.nii.gz: the FLAIR sequence is blank on slices "
+        "that hold 13% of the brain the other "
+        "sequences show (coronal slices 23-60 of 240; it covers only part of it); "
+        "the labels there are made without FLAIR."
     ]
 
 
@@ -181,8 +187,10 @@ def test_files_named_for_two_studies_are_named() -> None:
         "SEG": "Brats18_CBICA_ABM_1_seg.nii.gz",
     }
     assert quality.check_study(study) == [
-        "Brats18: the file names point to different studies: Brats18_2013_20_1 (T1, T1CE); Brats18_CBICA_ABM_1 "
-        "(T2, FLAIR, ground truth). Check that all the files are of one study; sequences of two patients give labels "
+        "Brats18: the file names point to different studies: "
+        "Brats18_2013_20_1 (T1, T1CE); Brats18_CBICA_ABM_1 "
+        "(T2, FLAIR, ground truth). Check that all the files are of one study; "
+        "sequences of two patients give labels "
         "that look real and mean nothing."
     ]
 
@@ -285,7 +293,8 @@ def test_a_sequence_with_one_value_over_the_brain_is_named() -> None:
     study.images["T2"] = np.where(brain, 100, 0).astype(np.int16)  # contrast at the brain's edge only
     warnings = quality.check_study(study)
     assert warnings == [
-        "Gen_001_t2.nii.gz: the T2 sequence has one value (100) over the whole brain the other sequences show: no "
+        "Gen_001_t2.nii.gz: the T2 sequence has one value (100) "
+        "over the whole brain the other sequences show: no "
         "contrast, so the network sees nothing in it and labels without T2."
     ]
 
@@ -306,7 +315,9 @@ def test_voxel_size_comes_from_the_affine_and_a_disagreeing_pixdim_is_named(tmp_
     assert study.spacing == (2.0, 2.0, 5.0)
     warnings = quality.check_study(study)
     assert warnings[0] == (
-        "Pix_001_t1.nii.gz: the header's voxel size (pixdim 2 x 2 x 2 mm) disagrees with its affine (2 x 2 x 5 mm); "
-        "brats-seg uses the affine, as viewers do. If the affine is wrong, fix the file: sizes and volumes depend on it."
+        "Pix_001_t1.nii.gz: the header's voxel size (pixdim 2 x 2 x 2 mm) "
+        "disagrees with its affine (2 x 2 x 5 mm); "
+        "brats-seg uses the affine, as viewers do. "
+        "If the affine is wrong, fix the file: sizes and volumes depend on it."
     )
     assert any("voxels of 2 x 2 x 5 mm" in w for w in warnings)  # the thick-slice warning sees the real size

@@ -107,7 +107,8 @@ def test_resume_with_other_network_settings_is_refused(tiny_data_dir: Path, tmp_
     [
         (
             "garbage",
-            r"cannot resume from this checkpoint, it does not fit the network asked for .* or is damaged \(\w+",
+            r"cannot resume from this checkpoint, it does not fit the network asked for .* "
+            r"or is damaged \(\w+",
         ),
         ("missing", "expected the checkpoint that last.json beside it describes, found none"),
     ],

@@ -1,4 +1,7 @@
-"""Correcting the labels in the dashboard (no browser): strokes, undo/redo, erase, volumes, downloads, saving."""
+"""Correcting the labels in the dashboard (no browser).
+
+Strokes, undo/redo, erase, volumes, downloads, saving.
+"""
 
 from __future__ import annotations
 

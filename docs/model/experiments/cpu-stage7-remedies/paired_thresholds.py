@@ -6,7 +6,8 @@ same case's scores at 0.5. Prints the mean change per region and of the per-case
 Dice, each with its 95 % percentile-bootstrap interval (10,000 resamples, seeded), and cases up/down.
 
     python docs/model/experiments/cpu-stage7-remedies/paired_thresholds.py runs/logs/decoding6.csv \
-        docs/model/experiments/gpu-cv5-2mm/splits.json "0.35,0.35,0.35;0.35,0.35,0.35;0.35,0.35,0.35;0.3,0.35,0.35;0.35,0.35,0.5"
+        docs/model/experiments/gpu-cv5-2mm/splits.json \
+        "0.35,0.35,0.35;0.35,0.35,0.35;0.35,0.35,0.35;0.3,0.35,0.35;0.35,0.35,0.5"
 """
 
 import csv
