@@ -35,7 +35,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from brats_seg import files, harmonise
+from brats_seg import files, harmonise, registration
 from brats_seg.evaluation import cross_validation_members
 from brats_seg.metrics import score
 from brats_seg.model import load_model
@@ -87,9 +87,9 @@ def raw_grid(
 def make_raw_like(case: Path, out: Path, rng: np.random.Generator, grids: dict = GRIDS) -> dict:
     """Write a raw-like copy of ``case`` to ``out``; return the true transforms and the T1CE grid."""
     study = files.load_study(case)
-    truth = harmonise.to_sitk(study.truth.astype(np.float32), study.affine)
+    truth = registration.to_sitk(study.truth.astype(np.float32), study.affine)
     centre = np.array(
-        harmonise.to_sitk(study.images["T1"], study.affine).TransformContinuousIndexToPhysicalPoint(
+        registration.to_sitk(study.images["T1"], study.affine).TransformContinuousIndexToPhysicalPoint(
             [n / 2 for n in study.shape]
         )
     )
@@ -100,9 +100,9 @@ def make_raw_like(case: Path, out: Path, rng: np.random.Generator, grids: dict =
         grid = raw_grid(centre, spacing, fov, rng)
         moved = random_rigid(rng, centre)  # maps a point of this sequence's world to the original world
         image = sitk.Resample(
-            harmonise.to_sitk(study.images[modality], study.affine), grid, moved, sitk.sitkLinear, 0.0
+            registration.to_sitk(study.images[modality], study.affine), grid, moved, sitk.sitkLinear, 0.0
         )
-        array, affine = harmonise.from_sitk(image)
+        array, affine = registration.from_sitk(image)
         nib.save(nib.Nifti1Image(array.astype(np.float32), affine), out / f"{case.name}_scan_{suffix}.nii.gz")
         transforms[modality], made_grids[modality] = moved, grid
     return {"truth": truth, "transforms": transforms, "grids": made_grids}
@@ -113,7 +113,7 @@ def truth_on(grid_affine: np.ndarray, shape: tuple[int, ...], made: dict) -> Lab
 
     Resampled by nearest neighbour.
     """
-    grid = harmonise.to_sitk(np.zeros(shape, dtype=np.float32), grid_affine)
+    grid = registration.to_sitk(np.zeros(shape, dtype=np.float32), grid_affine)
     moved = sitk.Resample(
         sitk.Cast(made["truth"], sitk.sitkUInt8),
         grid,
@@ -122,7 +122,7 @@ def truth_on(grid_affine: np.ndarray, shape: tuple[int, ...], made: dict) -> Lab
         0,
         sitk.sitkUInt8,
     )
-    array, affine = harmonise.from_sitk(moved)
+    array, affine = registration.from_sitk(moved)
     return LabelMap(array.astype(np.uint8), affine, nib.Nifti1Header())
 
 

@@ -37,25 +37,27 @@ import SimpleITK as sitk
 
 from .errors import StudyError
 from .quality import MAX_BRAIN_FRACTION, MAX_SPACING_MM
+from .registration import (
+    check_overlap,
+    from_sitk,
+    judge_registration,
+    register_rigid,
+    resample,
+    to_sitk,
+)
 from .types import MODALITIES, LabelMap, RawStudy, Study, affine_spacing
 
 __all__ = [
     "GRID_MM",
-    "MAX_ROTATION_DEG",
-    "MAX_SHIFT_MM",
     "MIN_BRAIN_ML",
     "MIN_EXTENT_MM",
-    "MIN_MUTUAL_INFORMATION",
     "MODES",
     "REFERENCE",
     "Harmonised",
     "decide",
-    "from_sitk",
     "harmonise",
     "harmonise_if_needed",
-    "mutual_information",
     "to_native",
-    "to_sitk",
 ]
 
 #: The sequence the others are registered onto, and whose native grid the labels go back to.
@@ -63,16 +65,6 @@ REFERENCE: str = "T1CE"
 
 #: Voxel size of the grid the model reads, in mm (BraTS studies are 1 mm isotropic).
 GRID_MM: float = 1.0
-
-#: Mutual information (nats, 32-bin joint histogram inside the brain) a registered sequence must
-#: reach with the reference. Measured: 0.21-0.40 for T1, T2 and FLAIR of real studies after
-#: registration; 0.00-0.02 for noise or an unrelated volume (``benchmarks/harmonise_accuracy.py``).
-MIN_MUTUAL_INFORMATION: float = 0.1
-
-#: Rigid motions larger than these between two sequences of one session are refused as a failed
-#: registration (the sequences of a study move by millimetres and degrees between acquisitions).
-MAX_ROTATION_DEG: float = 45.0
-MAX_SHIFT_MM: float = 80.0
 
 #: A skull-stripping mask smaller than this (mL) means no brain was found (a brain is 1,100-1,800 mL).
 MIN_BRAIN_ML: float = 200.0
@@ -84,40 +76,6 @@ MIN_EXTENT_MM: float = 16.0
 MODES: tuple[str, ...] = ("auto", "on", "off")
 
 ProgressText = Callable[[str], None]
-
-_LPS = np.diag([-1.0, -1.0, 1.0])  # NIfTI/nibabel world (RAS) <-> ITK world (LPS)
-
-
-# --------------------------------------------------------------------------------------------------
-# nibabel <-> SimpleITK
-# --------------------------------------------------------------------------------------------------
-
-
-def to_sitk(array: np.ndarray, affine: np.ndarray) -> sitk.Image:
-    """A SimpleITK image of ``array`` (indexed i, j, k) placed in the world by the RAS ``affine``.
-
-    ITK works in LPS and indexes arrays (k, j, i); a test checks this against ``sitk.ReadImage`` of
-    the same NIfTI file.
-    """
-    image = sitk.GetImageFromArray(
-        np.ascontiguousarray(np.asarray(array, dtype=np.float32).transpose(2, 1, 0))
-    )
-    linear = _LPS @ np.asarray(affine, dtype=np.float64)[:3, :3]
-    spacing = np.sqrt((linear**2).sum(axis=0))
-    image.SetSpacing([float(s) for s in spacing])
-    image.SetDirection([float(v) for v in (linear / spacing).ravel()])
-    image.SetOrigin([float(v) for v in _LPS @ np.asarray(affine, dtype=np.float64)[:3, 3]])
-    return image
-
-
-def from_sitk(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
-    """The array (indexed i, j, k) and RAS affine of a SimpleITK image; the inverse of :func:`to_sitk`."""
-    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
-    direction = np.array(image.GetDirection(), dtype=np.float64).reshape(3, 3)
-    affine = np.eye(4)
-    affine[:3, :3] = _LPS @ direction @ np.diag(image.GetSpacing())
-    affine[:3, 3] = _LPS @ np.array(image.GetOrigin(), dtype=np.float64)
-    return array, affine
 
 
 def grid_1mm(
@@ -288,7 +246,7 @@ def harmonise(
     _check_head_sized(shape, source=raw.sources.get(reference, reference))
     fixed = to_sitk(ref_image, ref_affine)
     grid = to_sitk(np.zeros(shape, dtype=np.float32), affine)
-    ref_1mm = _resample(fixed, grid, sitk.Transform(3, sitk.sitkIdentity))
+    ref_1mm = resample(fixed, grid, sitk.Transform(3, sitk.sitkIdentity))
     timings["grid"] = round(time.perf_counter() - t_start, 3)
     if skull_strip is None:
         skull_strip = np.count_nonzero(ref_image) / ref_image.size > MAX_BRAIN_FRACTION
@@ -399,7 +357,7 @@ def _brain(
     # the stripped brain's own edge, not the partial-volume rim that interpolation leaves around it
     nonzero = (raw.images[reference] != 0).astype(np.float32)
     return (
-        _resample(to_sitk(nonzero, raw.affines[reference]), grid, sitk.Transform(3, sitk.sitkIdentity)) >= 0.5
+        resample(to_sitk(nonzero, raw.affines[reference]), grid, sitk.Transform(3, sitk.sitkIdentity)) >= 0.5
     )
 
 
@@ -416,135 +374,14 @@ def _register_one(
     """Register one sequence onto the reference and judge it: transform, figures, image on the 1 mm grid."""
     moving = to_sitk(raw.images[modality], raw.affines[modality])
     source = raw.sources.get(modality, modality)
-    _check_overlap(fixed, moving, source=source, modality=modality, reference=reference)
-    transform = _register(fixed, moving, source=source)
-    before = _resample(moving, grid, sitk.Transform(3, sitk.sitkIdentity))
-    after = _resample(moving, grid, transform)
-    figures = _judge(
+    check_overlap(fixed, moving, source=source, modality=modality, reference=reference)
+    transform = register_rigid(fixed, moving, source=source)
+    before = resample(moving, grid, sitk.Transform(3, sitk.sitkIdentity))
+    after = resample(moving, grid, transform)
+    figures = judge_registration(
         ref_1mm, before, after, brain, transform, source=source, modality=modality, reference=reference
     )
     return transform, figures, after
-
-
-def _resample(image: sitk.Image, grid: sitk.Image, transform: sitk.Transform) -> np.ndarray:
-    """``image`` resampled (linear, 0 outside) onto ``grid`` through ``transform``; an (i, j, k) array."""
-    out = sitk.Resample(image, grid, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(out).transpose(2, 1, 0)
-
-
-def _corners(image: sitk.Image) -> np.ndarray:
-    size = image.GetSize()
-    idx = [(i, j, k) for i in (0, size[0] - 1) for j in (0, size[1] - 1) for k in (0, size[2] - 1)]
-    return np.array([image.TransformIndexToPhysicalPoint(p) for p in idx])
-
-
-def _check_overlap(
-    fixed: sitk.Image, moving: sitk.Image, *, source: str, modality: str, reference: str
-) -> None:
-    """Refuse a sequence whose field of view shares nothing with the reference's in scanner space."""
-    a, b = _corners(fixed), _corners(moving)
-    low, high = np.maximum(a.min(0), b.min(0)), np.minimum(a.max(0), b.max(0))
-    shared = float(np.prod(np.clip(high - low, 0, None)))
-    own = float(np.prod(a.max(0) - a.min(0))) or 1.0
-    if shared / own < 0.1:
-        raise StudyError(
-            f"{source}: the {modality} field of view and the {reference}'s share {shared / own:.0%} "
-            f"of the {reference}'s box in scanner coordinates; expected two sequences of one session "
-            "around the same head (over 10% shared), "
-            "so it cannot be registered: check that it belongs to this study"
-        )
-
-
-def _register(fixed: sitk.Image, moving: sitk.Image, *, source: str) -> sitk.Transform:
-    """Rigid (Euler 3-D) registration of ``moving`` onto ``fixed`` from their scanner positions."""
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(0.1, 1234)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0,
-        minStep=1e-3,
-        numberOfIterations=150,
-        relaxationFactor=0.5,
-        gradientMagnitudeTolerance=1e-6,
-    )
-    method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel([4, 2, 1])
-    method.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
-    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    initial = sitk.Euler3DTransform()
-    centre = np.mean(_corners(fixed), axis=0)
-    initial.SetCenter([float(c) for c in centre])
-    method.SetInitialTransform(initial, inPlace=False)
-    try:
-        return method.Execute(sitk.Cast(fixed, sitk.sitkFloat32), sitk.Cast(moving, sitk.sitkFloat32))
-    except RuntimeError as exc:
-        detail = str(exc).strip().splitlines()[-1][:200]
-        raise StudyError(
-            f"{source}: registration failed ({detail}); expected an MR sequence of this study's head"
-        ) from None
-
-
-def _rigid_motion(transform: sitk.Transform) -> tuple[float, float]:
-    """Rotation angle (degrees) and the largest displacement (mm) of a rigid transform near its centre."""
-    euler = (
-        sitk.Euler3DTransform(sitk.CompositeTransform(transform).GetNthTransform(0))
-        if transform.GetName() == "CompositeTransform"
-        else sitk.Euler3DTransform(transform)
-    )
-    matrix = np.array(euler.GetMatrix()).reshape(3, 3)
-    angle = float(np.degrees(np.arccos(np.clip((np.trace(matrix) - 1.0) / 2.0, -1.0, 1.0))))
-    return angle, float(np.linalg.norm(euler.GetTranslation()))
-
-
-def mutual_information(a: np.ndarray, b: np.ndarray, *, bins: int = 32) -> float:
-    """Mutual information (nats) of two equally long samples, from their joint histogram."""
-    if a.size == 0:
-        return 0.0
-    joint, _, _ = np.histogram2d(a, b, bins=bins)
-    p = joint / joint.sum()
-    px, py = p.sum(axis=1, keepdims=True), p.sum(axis=0, keepdims=True)
-    nz = p > 0
-    return float((p[nz] * np.log(p[nz] / (px @ py)[nz])).sum())
-
-
-def _judge(
-    ref: np.ndarray,
-    before: np.ndarray,
-    after: np.ndarray,
-    brain: np.ndarray,
-    transform: sitk.Transform,
-    *,
-    source: str,
-    modality: str,
-    reference: str,
-) -> dict[str, float]:
-    """Figures of one registration; refuse it when they say it failed."""
-    mi_before = mutual_information(ref[brain], before[brain])
-    mi_after = mutual_information(ref[brain], after[brain])
-    angle, shift = _rigid_motion(transform)
-    figures = {
-        "mutual_information_before": mi_before,
-        "mutual_information_after": mi_after,
-        "rotation_deg": angle,
-        "shift_mm": shift,
-    }
-    if mi_after < MIN_MUTUAL_INFORMATION:
-        raise StudyError(
-            f"{source}: registration of {modality} onto {reference} did not converge: "
-            f"mutual information inside the brain {mi_after:.3f} (from {mi_before:.3f} as scanned); "
-            f"expected at least {MIN_MUTUAL_INFORMATION:g} "
-            "for two sequences of one head (real studies reach 0.2-0.4): check that the file is this study's "
-            f"{modality}, or give the study already co-registered"
-        )
-    if angle > MAX_ROTATION_DEG or shift > MAX_SHIFT_MM:
-        raise StudyError(
-            f"{source}: registration of {modality} onto {reference} moved it by {angle:.0f} degrees "
-            f"and {shift:.0f} mm; expected at most {MAX_ROTATION_DEG:g} degrees and {MAX_SHIFT_MM:g} mm "
-            "between sequences of one session, so the registration is taken as failed"
-        )
-    return figures
 
 
 def _skull_strip(image: np.ndarray, affine: np.ndarray, *, source: str) -> np.ndarray:

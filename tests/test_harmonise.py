@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from helpers import brats_affine, tiny_volumes, write_nifti
 from scipy import ndimage
 
-from brats_seg import harmonise
+from brats_seg import harmonise, registration
 from brats_seg.cli import main
 from brats_seg.errors import StudyError
 from brats_seg.files import load_native_study, load_study
@@ -75,7 +75,7 @@ def write_raw_study(
     """
     images, labels = textured_head(seed)
     affine = brats_affine(SHAPE)
-    centre = harmonise.to_sitk(images["T1"], affine).TransformContinuousIndexToPhysicalPoint(
+    centre = registration.to_sitk(images["T1"], affine).TransformContinuousIndexToPhysicalPoint(
         [n / 2 for n in SHAPE]
     )
     folder.mkdir(parents=True, exist_ok=True)
@@ -86,11 +86,13 @@ def write_raw_study(
         size = [int(round(n / s)) for n, s in zip(SHAPE, spacing, strict=True)]
         grid = sitk.Image(size, sitk.sitkFloat32)
         grid.SetSpacing(spacing)
-        grid.SetOrigin(harmonise.to_sitk(images["T1"], affine).GetOrigin())
-        grid.SetDirection(harmonise.to_sitk(images["T1"], affine).GetDirection())
+        grid.SetOrigin(registration.to_sitk(images["T1"], affine).GetOrigin())
+        grid.SetDirection(registration.to_sitk(images["T1"], affine).GetDirection())
         moved = rigid(*MOTIONS[modality], centre)
-        image = sitk.Resample(harmonise.to_sitk(images[modality], affine), grid, moved, sitk.sitkLinear, 0.0)
-        array, new_affine = harmonise.from_sitk(image)
+        image = sitk.Resample(
+            registration.to_sitk(images[modality], affine), grid, moved, sitk.sitkLinear, 0.0
+        )
+        array, new_affine = registration.from_sitk(image)
         if replace and modality in replace:
             array = replace[modality](array) if callable(replace[modality]) else replace[modality]
         if shift_world and modality in shift_world:
@@ -109,12 +111,12 @@ def test_to_sitk_matches_simpleitk_reading_the_same_file(tmp_path: Path) -> None
         [[-0.9 * c, -1.1 * s, 0, 12.0], [-0.9 * s, 1.1 * c, 0, -40.0], [0, 0, 2.5, 7.0], [0, 0, 0, 1]]
     )
     path = write_nifti(tmp_path / "x.nii.gz", array, affine)
-    ours, theirs = harmonise.to_sitk(array, affine), sitk.ReadImage(str(path))
+    ours, theirs = registration.to_sitk(array, affine), sitk.ReadImage(str(path))
     np.testing.assert_allclose(ours.GetSpacing(), theirs.GetSpacing(), atol=1e-5)
     np.testing.assert_allclose(ours.GetDirection(), theirs.GetDirection(), atol=1e-5)
     np.testing.assert_allclose(ours.GetOrigin(), theirs.GetOrigin(), atol=1e-4)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(ours), sitk.GetArrayFromImage(theirs))
-    back, back_affine = harmonise.from_sitk(ours)
+    back, back_affine = registration.from_sitk(ours)
     np.testing.assert_array_equal(back, array)
     np.testing.assert_allclose(back_affine, affine, atol=1e-5)
 
@@ -188,7 +190,7 @@ def test_harmonise_recovers_known_motion(tmp_path: Path) -> None:
         assert np.mean(errors) < 1.0, (modality, np.mean(errors))
         figures = result.registration[modality]
         assert figures["mutual_information_after"] > figures["mutual_information_before"]
-        assert figures["mutual_information_after"] >= harmonise.MIN_MUTUAL_INFORMATION
+        assert figures["mutual_information_after"] >= registration.MIN_MUTUAL_INFORMATION
     record = result.record()
     assert record["skull_stripped"] is False and set(record["registration"]) == {"T1", "T2", "FLAIR"}
     assert set(record["timings"]) == {
