@@ -76,6 +76,9 @@ def test_stable_css_classes_and_no_icons(tmp_path: Path) -> None:
         "brats-refresh-png",
         *(f"brats-view-{v}" for v in viz.VIEWS),
         *(f"brats-slider-{v}" for v in viz.VIEWS),
+        *(f"brats-edit-{n}" for n in ("tool", "label", "radius", "only", "ball", "undo", "redo", "reset")),
+        *(f"brats-edit-{n}" for n in ("uncertain", "save", "status", "cursor")),
+        "brats-edit",
     }
     assert expected <= classes, expected - classes
     for w in all_widgets(app.widget):

@@ -75,7 +75,7 @@ def _controls() -> dict[str, W.Widget]:
             tooltip="Axial slices, most uncertain first",
             layout=W.Layout(width="auto"),
         ),
-        "save": W.Button(description="Save for training", icon="save"),
+        "save": W.Button(description="Save for training"),
         "status": W.HTML(""),
         "cursor": W.HTML(""),
     }
