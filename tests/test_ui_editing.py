@@ -256,3 +256,28 @@ def test_the_pointer_shows_the_brush_at_its_size_on_the_screen(predicted: App) -
     assert f"r='{radius_px:.1f}'" in svg
     panel.controls["radius"].value = 20.0 * 50  # larger than a cursor can be: a plain crosshair
     assert "cursor: crosshair" in panel.controls["cursor"].value
+
+
+def test_a_dicom_study_downloads_its_corrections_as_a_dicom_seg(app: App, tmp_path: Path) -> None:
+    import io
+
+    import highdicom as hd
+    from helpers import tiny_volumes, write_dicom_study, zip_tree
+
+    images, _ = tiny_volumes((32, 32, 24), seed=4)
+    write_dicom_study(tmp_path / "Dicom_01", images, np.diag([-1.0, -1.0, 1.0, 1.0]))
+    app.page.upload.value = upload_value({"Dicom_01.zip": zip_tree(tmp_path / "Dicom_01")})
+    predict_ok(app)
+    panel = app.edit_panel
+    panel.controls["tool"].value, panel.controls["label"].value, panel.controls["radius"].value = (
+        "brush",
+        4,
+        5.0,
+    )
+    panel.stroke("axial", [_centre_pixel(app, "axial")])
+    corrected = panel.labels()
+    seg = hd.seg.segread(io.BytesIO(app.downloads()["Dicom_01_seg.dcm"]))
+    numbers = {s.SegmentNumber: s.SegmentLabel for s in seg.SegmentSequence}
+    et = next(n for n, label in numbers.items() if "enhancing" in label.lower() or "ET" in label)
+    volume = seg.get_volume(segment_numbers=[et], combine_segments=False).array
+    assert int(np.count_nonzero(volume)) == int((corrected == 4).sum()) > 0
