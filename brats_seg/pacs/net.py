@@ -99,13 +99,9 @@ def associate(config: PacsConfig, contexts: Sequence[Any], **kwargs: Any) -> Ite
         ae.add_requested_context(syntax, transfer) if transfer else ae.add_requested_context(syntax)
     assoc = ae.associate(config.host, config.port, ae_title=config.called_ae, **kwargs)
     if not assoc.is_established:
-        found = (
-            "it rejected the association (is our AE title known to it, and its AE title right?)"
-            if assoc.is_rejected
-            else "it aborted the association"
-            if assoc.is_aborted
-            else "no answer (unreachable: is it running, are host and port right?)"
-        )
+        found = "it rejected the association (is our AE title known to it, and its AE title right?)"
+        if not assoc.is_rejected:
+            found = _unreachable(config) or "it aborted the association"
         raise PacsError(
             f"{config.name}: expected an association for calling AE {config.calling_ae}, found {found}"
         )
@@ -113,6 +109,17 @@ def associate(config: PacsConfig, contexts: Sequence[Any], **kwargs: Any) -> Ite
         yield assoc
     finally:
         assoc.release()
+
+
+def _unreachable(config: PacsConfig) -> str | None:
+    """Why a TCP connection to the PACS fails (pynetdicom reports that as an abort), or None."""
+    import socket
+
+    try:
+        with socket.create_connection((config.host, config.port), timeout=config.timeout):
+            return None
+    except OSError as e:
+        return f"no connection ({e.strerror or e}: unreachable; is it running, are host and port right?)"
 
 
 def _find(config: PacsConfig, query: Any) -> list[Any]:
