@@ -47,23 +47,7 @@ def write_volume_report(
     from pydicom.uid import generate_uid
 
     algorithm = hd.sr.AlgorithmIdentification(name=model_name[:64], version=software_version[:64])
-    groups = []
-    for section in ("labels", "regions"):
-        for name, entry in volumes[section].items():
-            measurement = hd.sr.Measurement(
-                name=Code("118565006", "SCT", "Volume"),
-                value=round(float(entry["mL"]), 3),
-                unit=Code("mL", "UCUM", "milliliter"),
-                algorithm_id=algorithm,
-            )
-            groups.append(
-                hd.sr.MeasurementsAndQualitativeEvaluations(
-                    tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=name),
-                    finding_type=Code(*_FINDINGS[name]),
-                    algorithm_id=algorithm,
-                    measurements=[measurement],
-                )
-            )
+    groups = _measurement_groups(volumes, algorithm)
     observer = hd.sr.ObserverContext(
         observer_type=Code("121007", "DCM", "Device"),
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -85,3 +69,31 @@ def write_volume_report(
         manufacturer="brats-seg",
         is_complete=True,
     )
+
+
+def _measurement_groups(
+    volumes: Mapping[str, Mapping[str, Mapping[str, float]]], algorithm: Any
+) -> list[Any]:
+    """One TID 1501 group per label and region: its name as tracking identifier, its volume in mL."""
+    import highdicom as hd
+    from pydicom.sr.coding import Code
+    from pydicom.uid import generate_uid
+
+    groups = []
+    for section in ("labels", "regions"):
+        for name, entry in volumes[section].items():
+            measurement = hd.sr.Measurement(
+                name=Code("118565006", "SCT", "Volume"),
+                value=round(float(entry["mL"]), 3),
+                unit=Code("mL", "UCUM", "milliliter"),
+                algorithm_id=algorithm,
+            )
+            groups.append(
+                hd.sr.MeasurementsAndQualitativeEvaluations(
+                    tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=name),
+                    finding_type=Code(*_FINDINGS[name]),
+                    algorithm_id=algorithm,
+                    measurements=[measurement],
+                )
+            )
+    return groups
