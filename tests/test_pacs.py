@@ -256,6 +256,27 @@ def test_two_flairs_give_the_loaders_ambiguity_message(orthanc: Orthanc, tiny_mo
         run_study(orthanc.config(), uid, model=tiny_model, output_dir=tmp_path / "out")
 
 
+def test_a_series_that_cannot_be_decoded_is_named(orthanc: Orthanc, tiny_model, tmp_path: Path) -> None:
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import generate_uid
+
+    images, _ = tiny_volumes(SHAPE, seed=21)
+    uid = generate_uid()
+    files = write_dicom_study(tmp_path / "j2k", images, brats_affine(SHAPE), study_uid=uid)
+    for path in files["T2"]:  # JPEG 2000 whose code stream is broken
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"
+        ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(100)])
+        ds["PixelData"].VR = "OB"
+        ds.save_as(path, enforce_file_format=True)
+    orthanc.upload([f for series in files.values() for f in series])
+    with pytest.raises(
+        StudyError, match=rf"{ORTHANC_AE}.*study {uid}.*pixel data cannot be decoded.*JPEG 2000"
+    ):
+        run_study(orthanc.config(), uid, model=tiny_model, output_dir=tmp_path / "out")
+
+
 def test_config_file_and_options(tmp_path: Path) -> None:
     path = tmp_path / "pacs.json"
     path.write_text(json.dumps({"host": "pacs.local", "port": "11112", "called_ae": "PACS"}))

@@ -208,7 +208,8 @@ def get_series(config: PacsConfig, study_uid: str, series: Sequence[dict[str, st
         return 0x0000
 
     handlers = [(evt.EVT_C_STORE, on_store)]
-    contexts = [GET, (MRImageStorage, list(GET_TRANSFER_SYNTAXES))]
+    # one context per transfer syntax: the PACS then sends each image as it is stored, when we accept that
+    contexts = [GET, *((MRImageStorage, [syntax]) for syntax in GET_TRANSFER_SYNTAXES)]
     with associate(
         config, contexts, ext_neg=[build_role(MRImageStorage, scp_role=True)], evt_handlers=handlers
     ) as assoc:
