@@ -20,3 +20,7 @@ class ModelError(RuntimeError):
 class PacsError(RuntimeError):
     """A PACS that cannot be reached, refuses us, or does not hold what was asked: names the PACS and
     says what was expected vs found."""
+
+
+class PacsUnreachableError(PacsError):
+    """A PACS that did not accept an association (down, unreachable, or refusing us): worth a retry later."""

@@ -245,6 +245,24 @@ def test_refused_and_unreachable_pacs_say_so(orthanc: Orthanc, tmp_path: Path, c
     assert "query failed" in capsys.readouterr().out
 
 
+def test_watch_backs_off_while_the_pacs_is_unreachable(tmp_path: Path) -> None:
+    from brats_seg.pacs import watch
+
+    waits, lines = [], []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 4:
+            raise KeyboardInterrupt
+
+    config = PacsConfig("127.0.0.1", free_port(), "NOBODY", calling_ae=OUR_AE, timeout=2)
+    with pytest.raises(KeyboardInterrupt):
+        watch(config, interval=5, max_backoff=15, log=lines.append, sleep=sleep, get_model=None,
+              output_dir=tmp_path, state_path=tmp_path / "state.json")  # fmt: skip
+    assert waits == [5, 10, 15, 15]
+    assert all("query failed" in line and "unreachable" in line and "retrying in" in line for line in lines)
+
+
 def test_no_such_study_says_what_was_expected(orthanc: Orthanc) -> None:
     with pytest.raises(PacsError, match=r"expected study 1\.2\.3\.999 with MR series.*found no MR series"):
         find_mr_series(orthanc.config(), "1.2.3.999")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import PacsError
+from ..errors import PacsError, PacsUnreachableError
 
 __all__ = ["PacsConfig", "find_mr_series", "find_studies", "get_series", "store_files"]
 
@@ -88,7 +88,7 @@ def associate(config: PacsConfig, contexts: Sequence[Any], **kwargs: Any) -> Ite
         **kwargs: For ``AE.associate`` (``ext_neg``, ``evt_handlers``).
 
     Raises:
-        PacsError: When the PACS cannot be reached, rejects or aborts the association.
+        PacsUnreachableError: When the PACS cannot be reached, rejects or aborts the association.
     """
     from pynetdicom import AE
 
@@ -102,7 +102,7 @@ def associate(config: PacsConfig, contexts: Sequence[Any], **kwargs: Any) -> Ite
         found = "it rejected the association (is our AE title known to it, and its AE title right?)"
         if not assoc.is_rejected:
             found = _unreachable(config) or "it aborted the association"
-        raise PacsError(
+        raise PacsUnreachableError(
             f"{config.name}: expected an association for calling AE {config.calling_ae}, found {found}"
         )
     try:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import PacsError, StudyError
+from ..errors import PacsError, PacsUnreachableError, StudyError
 from .net import PacsConfig, find_mr_series, find_studies, get_series, store_files
 
 if TYPE_CHECKING:
@@ -150,7 +150,8 @@ def watch_pass(
         ``(processed, failed)`` in this pass.
 
     Raises:
-        PacsError: When the study query fails (the PACS is unreachable).
+        PacsError: When the study query fails; PacsUnreachableError also when the PACS goes away during
+            a study (which stays out of the state, to be run in a later pass).
     """
     state = load_state(state_path)
     studies = find_studies(config)
@@ -160,6 +161,8 @@ def watch_pass(
     for uid in todo:
         try:
             summary = run_study(config, uid, model=get_model(), output_dir=output_dir, **options)
+        except PacsUnreachableError:
+            raise  # not the study's fault: left for the next pass, after the back-off
         except (StudyError, PacsError) as e:
             reason = " ".join(str(e).split())
             state["failed"][uid] = reason
