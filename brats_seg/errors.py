@@ -1,8 +1,9 @@
-"""The two exception types a user can cause.
+"""The exception types a user (or their PACS) can cause.
 
 ``StudyError`` is raised for problems with the user's files (the CLI maps it to exit code 2, the
 dashboard to an in-page message). ``ModelError`` is raised for a model folder or card that cannot be
-used. Messages name the file and say what was expected and what was found.
+used. ``PacsError`` is raised for a PACS that cannot be reached or does not answer as expected (the
+CLI maps it to exit code 2 too). Messages name the file (or PACS) and say what was expected and found.
 """
 
 from __future__ import annotations
@@ -14,3 +15,12 @@ class StudyError(ValueError):
 
 class ModelError(RuntimeError):
     """A model folder, card or pickle that cannot be used."""
+
+
+class PacsError(RuntimeError):
+    """A PACS that cannot be reached, refuses us, or does not hold what was asked: names the PACS and
+    says what was expected vs found."""
+
+
+class PacsUnreachableError(PacsError):
+    """A PACS that did not accept an association (down, unreachable, or refusing us): worth a retry later."""

@@ -437,6 +437,53 @@ def harmonise_if_needed(
     return harmonised.study, harmonised
 
 
+def load_for_model(
+    source: Any,
+    *,
+    mapping: dict[str, str] | None = None,
+    name: str | None = None,
+    mode: str = "auto",
+    partial_mapping: bool = False,
+    need_dicom: bool = False,
+    progress: ProgressText | None = None,
+) -> tuple[Study, Harmonised | None]:
+    """Load one study and harmonise it when ``mode`` says so, as ``brats-seg predict`` does.
+
+    Args:
+        source: A study folder (NIfTI or DICOM), a zip, or the four files.
+        mapping: Which file or series is which sequence (see :func:`brats_seg.files.load_study`).
+        name: The study's name (default: told from the files).
+        mode: ``"auto"``, ``"on"`` or ``"off"`` (see :func:`decide`); ``"off"`` loads with
+            :func:`brats_seg.files.load_study`, which refuses sequences on different grids.
+        partial_mapping: Let ``mapping`` name files the study does not have (a batch's mapping).
+        need_dicom: Refuse NIfTI input, before any harmonising (a DICOM Segmentation is asked for).
+        progress: Called with ``"<study>: <step>"`` before each harmonisation step.
+
+    Returns:
+        The study the model reads and the harmonisation (None when none was done).
+
+    Raises:
+        StudyError: For a study that cannot be loaded or harmonised (naming the file).
+    """
+    from .files import load_native_study, load_study
+
+    load = load_study if mode == "off" else load_native_study
+    raw = load(source, mapping=dict(mapping or {}), name=name, partial_mapping=partial_mapping)
+    if need_dicom and raw.dicom is None:
+        raise StudyError(
+            f"{raw.name}: --dicom-seg needs DICOM input, found NIfTI files; a DICOM Segmentation refers to "
+            "the source DICOM images (leave out --dicom-seg to write the NIfTI labels)"
+        )
+    if not isinstance(raw, RawStudy):
+        return raw, None
+
+    def say(text: str) -> None:
+        if progress is not None:
+            progress(f"{raw.name}: {text}")
+
+    return harmonise_if_needed(raw, mode=mode, progress=say)
+
+
 # --------------------------------------------------------------------------------------------------
 # Back to the native grid
 # --------------------------------------------------------------------------------------------------

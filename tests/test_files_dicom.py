@@ -710,3 +710,38 @@ def test_sagittal_series_predict_like_the_axial_study(tmp_path, tiny_model_dir):
     np.testing.assert_allclose(a.affine, b.affine, atol=1e-4)
     assert np.asarray(a.dataobj).any()
     np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+
+
+def test_volume_report_is_a_tid1500_sr_of_each_label_and_region(tiny_dicom, tmp_path) -> None:
+    """``write_volume_report``: one measurement group per label and region, volumes in mL, in the SEG's
+    study, the model as observer device (no Orthanc needed; tests/test_pacs.py stores it on one)."""
+    import highdicom as hd
+
+    from brats_seg.files import write_volume_report
+    from brats_seg.report import volumes
+
+    folder, _, labels, _, _ = tiny_dicom
+    study = load_study(folder)
+    label_map = LabelMap(labels, study.affine, study.header)
+    seg = pydicom.dcmread(
+        write_dicom_seg(label_map, study, tmp_path / "seg.dcm", model_name="tiny-model", software_version="v")
+    )
+    vols = volumes(label_map)
+    sr = write_volume_report(seg, vols, model_name="tiny-model", software_version="brats-seg 0.1.0")
+    sr.save_as(tmp_path / "sr.dcm", enforce_file_format=True)
+    report = hd.sr.srread(tmp_path / "sr.dcm")
+    assert report.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    assert (
+        report.StudyInstanceUID == seg.StudyInstanceUID and report.SeriesInstanceUID != seg.SeriesInstanceUID
+    )
+    values = {
+        str(e.value)
+        for e in pydicom.dcmread(tmp_path / "sr.dcm").iterall()
+        if e.keyword in ("TextValue", "NumericValue")
+    }
+    for section in ("labels", "regions"):
+        for name, entry in vols[section].items():
+            assert name in values and any(
+                abs(float(v) - entry["mL"]) < 1e-3 for v in values if v[:1].isdigit()
+            )
+    assert "tiny-model" in values  # the observer device

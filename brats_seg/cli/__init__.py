@@ -1,5 +1,5 @@
 """The ``brats-seg`` command line: ``predict``, ``check``, ``evaluate``, ``train``, ``pack``, ``bundle``,
-``average`` and ``info``.
+``average``, ``info`` and ``pacs`` (``run``, ``watch``).
 
 A thin face of the package: each subcommand parses its options (:mod:`.parser`), calls the library
 and prints. Exit codes: 0 done, 2 bad input (a one-line message on stderr, no traceback; also when any
@@ -13,10 +13,11 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from ..errors import ModelError, StudyError
+from ..errors import ModelError, PacsError, StudyError
 from .check import cmd_check
 from .common import EXIT_BAD_INPUT, EXIT_INTERNAL, one_line
 from .evaluate import cmd_evaluate
+from .pacs import cmd_pacs
 from .parser import build_parser
 from .predict import cmd_predict
 from .training import cmd_average, cmd_bundle, cmd_info, cmd_pack, cmd_train
@@ -33,6 +34,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "bundle": cmd_bundle,
     "average": cmd_average,
     "info": cmd_info,
+    "pacs": cmd_pacs,
 }
 
 
@@ -43,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     try:
         return COMMANDS[args.command](args)
-    except (StudyError, ModelError) as e:
+    except (StudyError, ModelError, PacsError) as e:
         print(f"brats-seg {args.command}: error: {one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -8,7 +8,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StudyError
-from ..types import RawStudy
 from .common import (
     EXIT_BAD_INPUT,
     EXIT_OK,
@@ -123,31 +122,22 @@ def wt_line(seg: Segmentation) -> str:
 
 
 def load_for_predict(src: Any, args: argparse.Namespace, *, single: bool) -> tuple[Study, Harmonised | None]:
-    """Load one study, harmonised if ``--harmonise`` says so: the study the model reads, the harmonisation."""
-    from ..files import load_native_study, load_study
-    from ..harmonise import harmonise_if_needed
+    """Load one study, harmonised if ``--harmonise`` says so (:func:`brats_seg.harmonise.load_for_model`)."""
+    from ..harmonise import load_for_model
 
-    load = load_study if args.harmonise == "off" else load_native_study  # off: as before harmonising
-    raw = load(
-        src, mapping=dict(args.mapping or ()), name=args.name if single else None, partial_mapping=not single
+    study, harmonised = load_for_model(
+        src,
+        mapping=dict(args.mapping or ()),
+        name=args.name if single else None,
+        mode=args.harmonise,
+        partial_mapping=not single,
+        need_dicom=args.dicom_seg and single,
+        progress=None if args.no_progress else lambda text: print(text, file=sys.stderr),
     )
-    if args.dicom_seg and raw.dicom is None and single:
-        raise StudyError(
-            f"{raw.name}: --dicom-seg needs DICOM input, found NIfTI files; a DICOM Segmentation refers to "
-            "the source DICOM images (leave out --dicom-seg to write the NIfTI labels)"
-        )
-
-    def say(text: str) -> None:
-        if not args.no_progress:
-            print(f"{raw.name}: {text}", file=sys.stderr)
-
-    if not isinstance(raw, RawStudy):
-        return raw, None
-    study, harmonised = harmonise_if_needed(raw, mode=args.harmonise, progress=say)
     if harmonised is not None:
         t = harmonised.timings
         print(
-            f"{raw.name}: harmonised ({'; '.join(harmonised.reasons)}) in {t['total']:.1f} s: "
+            f"{study.name}: harmonised ({'; '.join(harmonised.reasons)}) in {t['total']:.1f} s: "
             + ", ".join(f"{k} {v:.1f} s" for k, v in t.items() if k != "total")
         )
     return study, harmonised

@@ -14,6 +14,7 @@ Modules (none imports from the package itself, so none depends on this file):
 - :mod:`.dicom_series`: one DICOM series: its header values and the voxel grid its slices make.
 - :mod:`.dicom_read`: reading the four MR series of a DICOM study.
 - :mod:`.dicom_seg`: writing labels as a DICOM Segmentation.
+- :mod:`.dicom_sr`: writing their volumes as a DICOM Structured Report (TID 1500).
 - :mod:`.archives`: extracting zips safely; :mod:`.zip_series`: the DICOM series a zip holds.
 - :mod:`.folders`: finding studies in folders.
 - :mod:`.study`: loading one study from a folder, zip, files or bytes.
@@ -48,6 +49,7 @@ from .dicom_read import (
 )
 from .dicom_seg import write_dicom_seg
 from .dicom_series import DicomSeries, series_label
+from .dicom_sr import write_volume_report
 from .folders import find_studies, has_truth
 from .names import NIFTI_SUFFIXES, SEG, detect_modality, series_modality, study_id
 from .nifti import UNCERTAIN_DESCRIPTION, save_image, save_labels, save_uncertain, sha256_file
@@ -99,4 +101,5 @@ __all__ = [
     "sha256_file",
     "study_id",
     "write_dicom_seg",
+    "write_volume_report",
 ]

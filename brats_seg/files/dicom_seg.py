@@ -21,11 +21,11 @@ from ..errors import StudyError
 from ..types import LABEL_NAMES, LabelMap, Study
 from .dicom_series import DicomSeries, get_element
 
-__all__ = ["write_dicom_seg"]
+__all__ = ["SEGMENT_CATEGORY", "SEGMENT_TYPES", "write_dicom_seg"]
 
 # Segment codes from DICOM CID 7168/7169 (brain lesion segmentation types).
-_CATEGORY = ("49755003", "SCT", "Morphologically Abnormal Structure")
-_SEGMENT_TYPES: dict[int, tuple[str, str, str]] = {
+SEGMENT_CATEGORY = ("49755003", "SCT", "Morphologically Abnormal Structure")
+SEGMENT_TYPES: dict[int, tuple[str, str, str]] = {
     1: ("6574001", "SCT", "Necrosis"),
     2: ("79654002", "SCT", "Edema"),
     4: ("C113842", "NCIt", "Enhancing Lesion"),
@@ -129,8 +129,8 @@ def _segments(
             hd.seg.SegmentDescription(
                 segment_number=number,
                 segment_label=_SEGMENT_LABELS[value],
-                segmented_property_category=Code(*_CATEGORY),
-                segmented_property_type=Code(*_SEGMENT_TYPES[value]),
+                segmented_property_category=Code(*SEGMENT_CATEGORY),
+                segmented_property_type=Code(*SEGMENT_TYPES[value]),
                 algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
                 algorithm_identification=algorithm,
             )

@@ -1,0 +1,90 @@
+"""``brats-seg pacs run`` and ``brats-seg pacs watch``: the research-PACS node (:mod:`brats_seg.pacs`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from .common import EXIT_BAD_INPUT, EXIT_OK
+
+if TYPE_CHECKING:
+    from ..model import Model
+    from ..pacs import PacsConfig
+
+
+def pacs_config(args: argparse.Namespace) -> PacsConfig:
+    """The PACS settings of ``--config`` with the options given on top."""
+    from ..pacs import PacsConfig
+
+    return PacsConfig.load(
+        args.config,
+        host=args.host,
+        port=args.port,
+        called_ae=args.called_ae,
+        calling_ae=args.calling_ae,
+        timeout=args.timeout,
+    )
+
+
+def cmd_pacs(args: argparse.Namespace) -> int:
+    """Run ``pacs run`` or ``pacs watch``."""
+    config = pacs_config(args)
+    if args.pacs_command == "run":
+        return _run(config, args)
+    return _watch(config, args)
+
+
+def _model(args: argparse.Namespace) -> Model:
+    from ..model import load_model
+
+    return load_model(args.model, device=args.device)
+
+
+def _run(config: PacsConfig, args: argparse.Namespace) -> int:
+    """One study: query, fetch, segment, write, store; prints where its files are."""
+    from ..pacs import find_mr_series, run_study
+
+    find_mr_series(config, args.study_uid)  # a study the PACS does not hold is refused before the model loads
+    summary = run_study(
+        config,
+        args.study_uid,
+        model=_model(args),
+        output_dir=args.output,
+        mapping=dict(args.mapping or ()),
+        harmonise=args.harmonise,
+    )
+    print(
+        f"{args.study_uid}: {summary['folder']} (WT {summary['WT_mL']:.1f} mL, {summary['seconds']:.1f} s); "
+        f"stored to {config.name}: {', '.join(summary['stored'])}"
+    )
+    return EXIT_OK
+
+
+def _watch(config: PacsConfig, args: argparse.Namespace) -> int:
+    """Every new MR study once; one line per study on stdout."""
+    from ..pacs import watch
+
+    models: list[Model] = []
+
+    def get_model() -> Model:
+        if not models:
+            models.append(_model(args))
+        return models[0]
+
+    failures = watch(
+        config,
+        interval=args.interval,
+        once=args.once,
+        max_backoff=args.max_backoff,
+        log=lambda line: print(line, flush=True),
+        get_model=get_model,
+        output_dir=args.output,
+        state_path=args.state,
+        mapping=dict(args.mapping or ()),
+        harmonise=args.harmonise,
+    )
+    if failures:
+        print(f"brats-seg pacs watch: {failures} failed (see the lines above)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
