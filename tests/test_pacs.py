@@ -60,11 +60,15 @@ class Orthanc:
             "SaveJobs": False,
         }
         (root / "orthanc.json").write_text(json.dumps(config))
-        self.log = open(root / "orthanc.log", "wb")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [str(ORTHANC), str(root / "orthanc.json")], stdout=self.log, stderr=self.log
-        )
         self.root = root
+        self.start()
+
+    def start(self) -> None:
+        """Start Orthanc on this config: the same ports, storage and index (a restart keeps the studies)."""
+        self.log = open(self.root / "orthanc.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [str(ORTHANC), str(self.root / "orthanc.json")], stdout=self.log, stderr=self.log
+        )
 
     def wait(self, seconds: float = 30.0) -> None:
         deadline = time.monotonic() + seconds
@@ -217,6 +221,47 @@ def test_watch_processes_each_study_once_and_names_failures(
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "processed in" not in out and "failed:" not in out and "0 processed, 0 failed" in out
+
+
+def test_orthanc_stopped_and_restarted_mid_watch_loses_nothing(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model, tmp_path: Path
+) -> None:
+    from brats_seg.pacs import watch
+
+    if not ORTHANC.exists():
+        pytest.skip(f"Orthanc not installed at {ORTHANC} (apt-get install orthanc)")
+    server = Orthanc(tmp_path_factory.mktemp("orthanc_restart"))
+    try:
+        server.wait()
+        lines: list[str] = []
+        state = tmp_path / "state.json"
+        options = {"get_model": lambda: tiny_model, "output_dir": tmp_path / "out", "state_path": state}
+
+        def one_pass() -> int:
+            return watch(server.config(timeout=5), once=True, log=lines.append, **options)
+
+        uids = [upload_study(server, tmp_path / "s0", seed=30)]
+        assert one_pass() == 0 and set(load_state(state)["done"]) == {uids[0]}
+        uids += [upload_study(server, tmp_path / f"s{i}", seed=30 + i) for i in (1, 2)]
+        server.stop()
+        del lines[:]
+        assert one_pass() == 1  # the query failed: said once, nothing raised
+        (line,) = lines
+        assert "query failed" in line and "unreachable" in line and ORTHANC_AE in line, line
+        assert load_state(state) == {"done": {uids[0]: load_state(state)["done"][uids[0]]}, "failed": {}}
+        server.start()
+        server.wait()
+        for _ in range(3):
+            if one_pass() == 0 and lines[-1].endswith("0 processed, 0 failed"):
+                break
+        assert lines[-1].endswith("0 processed, 0 failed"), lines
+        saved = load_state(state)
+        assert sorted(saved["done"]) == sorted(uids) and not saved["failed"]
+        for uid in uids:
+            assert len(server.instances_of(uid, "SEG")) == 1 and len(server.instances_of(uid, "SR")) == 1
+            assert sum(f"{uid}: processed" in line for line in lines) == (0 if uid == uids[0] else 1)
+    finally:
+        server.stop()
 
 
 def test_refused_and_unreachable_pacs_say_so(orthanc: Orthanc, tmp_path: Path, capsys) -> None:
