@@ -14,6 +14,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from brats_seg.files.dicom_write import DICOM_DESCRIPTIONS as _PACKAGE_DESCRIPTIONS
+from brats_seg.files.dicom_write import write_dicom_images
+from brats_seg.files.dicom_write import write_dicom_series as _write_series
+
 
 def err(filename: str, fragment: str) -> str:
     """Regex for a message that names ``filename`` and then says ``fragment`` (a regex)."""
@@ -136,12 +140,10 @@ def write_tiny_study(
 
 
 #: Series descriptions as a scanner might write them, per modality (for DICOM test studies).
-DICOM_DESCRIPTIONS: dict[str, str] = {
-    "T1": "AX T1 SE",
-    "T1CE": "AX T1 POST GD",
-    "T2": "AX T2 FSE",
-    "FLAIR": "AX T2 FLAIR",
-}
+DICOM_DESCRIPTIONS: dict[str, str] = dict(_PACKAGE_DESCRIPTIONS)
+
+#: The patient of every generated DICOM study (tests check it never reaches output names).
+PHANTOM = {"patient_id": "PHANTOM01", "patient_name": "Test^Phantom"}
 
 
 def write_dicom_series(
@@ -155,60 +157,18 @@ def write_dicom_series(
     frame_uid: str,
     seed: int = 0,
 ) -> list[Path]:
-    """Write a 3-D volume as single-frame MR Image Storage files, one per slice, in random name order.
-
-    The geometry follows DICOM: ``data[i, j, k]`` is column ``i``, row ``j`` of slice ``k``; the RAS
-    ``affine`` is turned into LPS ImageOrientationPatient, PixelSpacing and ImagePositionPatient.
-    Integer data are stored as int16; other data with a RescaleSlope.
-
-    Returns:
-        The files written (named ``IM<n>`` with shuffled numbers, as exporters often name them).
-    """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, dtype=np.float64)
-    col_spacing, row_spacing = np.linalg.norm(lps[:3, 0]), np.linalg.norm(lps[:3, 1])
-    orientation = [*(lps[:3, 0] / col_spacing), *(lps[:3, 1] / row_spacing)]
-    values = np.asarray(data)
-    if np.issubdtype(values.dtype, np.integer):
-        slope, stored = 1.0, values.astype(np.int16)
-    else:
-        slope = float(np.max(np.abs(values))) / 30000 or 1.0
-        stored = np.round(values / slope).astype(np.int16)
-    series_uid = generate_uid()
-    order = np.random.default_rng(seed).permutation(values.shape[2])
-    paths = []
-    for k in range(values.shape[2]):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.PatientName, ds.PatientID = "Test^Phantom", "PHANTOM01"
-        ds.PatientBirthDate, ds.PatientSex = "", "O"
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
-        ds.StudyDate, ds.StudyTime, ds.StudyID = "20260101", "120000", "1"
-        ds.AccessionNumber, ds.ReferringPhysicianName = "", ""
-        ds.Modality, ds.Manufacturer = "MR", "brats-seg tests"
-        ds.SeriesNumber, ds.InstanceNumber, ds.SeriesDescription = series_number, k + 1, description
-        ds.ImageOrientationPatient = [round(float(v), 8) for v in orientation]
-        ds.ImagePositionPatient = [round(float(v), 6) for v in lps[:3, 3] + k * lps[:3, 2]]
-        ds.PixelSpacing = [round(float(row_spacing), 6), round(float(col_spacing), 6)]
-        ds.SliceThickness = round(float(np.linalg.norm(lps[:3, 2])), 6)
-        ds.Rows, ds.Columns = values.shape[1], values.shape[0]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleSlope, ds.RescaleIntercept = slope, 0.0
-        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
-        path = folder / f"IM{order[k] + 1:04d}"
-        ds.save_as(path, enforce_file_format=True)
-        paths.append(path)
-    return paths
+    """:func:`brats_seg.files.write_dicom_series` of the phantom patient, its files in random name order."""
+    return _write_series(
+        folder,
+        data,
+        affine,
+        description=description,
+        series_number=series_number,
+        study_uid=study_uid,
+        frame_uid=frame_uid,
+        shuffle_seed=seed,
+        **PHANTOM,
+    )
 
 
 def write_dicom_study(
@@ -220,37 +180,17 @@ def write_dicom_study(
     affines: dict[str, np.ndarray] | None = None,
     study_uid: str | None = None,
 ) -> dict[str, list[Path]]:
-    """Write four sequences as DICOM series of one study, one subfolder per series (``S1``..``S4``).
-
-    Args:
-        folder: Output folder.
-        images: Volumes keyed by modality.
-        affine: RAS affine of every series (unless ``affines`` overrides one).
-        descriptions: SeriesDescription per modality (default :data:`DICOM_DESCRIPTIONS`).
-        affines: Per-modality affine overrides (to make series on different grids).
-        study_uid: StudyInstanceUID (default: a new one).
-
-    Returns:
-        The files of each series keyed by modality.
-    """
-    from pydicom.uid import generate_uid
-
-    descriptions = {**DICOM_DESCRIPTIONS, **(descriptions or {})}
-    study_uid = study_uid or generate_uid()
-    frame_uid = generate_uid()
-    return {
-        modality: write_dicom_series(
-            Path(folder) / f"S{n}",
-            data,
-            (affines or {}).get(modality, affine),
-            description=descriptions[modality],
-            series_number=n,
-            study_uid=study_uid,
-            frame_uid=frame_uid,
-            seed=n,
-        )
-        for n, (modality, data) in enumerate(images.items(), start=1)
-    }
+    """:func:`brats_seg.files.write_dicom_images` of the phantom patient, files in random name order."""
+    return write_dicom_images(
+        folder,
+        images,
+        affine,
+        descriptions=descriptions,
+        affines=affines,
+        study_uid=study_uid,
+        shuffle=True,
+        **PHANTOM,
+    )
 
 
 def zip_tree(folder: str | Path, *, prefix: str | None = None, compress: bool = False) -> bytes:

@@ -264,6 +264,36 @@ def test_orthanc_stopped_and_restarted_mid_watch_loses_nothing(
         server.stop()
 
 
+def test_to_dicom_then_pacs_send_gives_a_study_the_node_runs(
+    orthanc: Orthanc, tiny_model, tmp_path: Path, capsys
+) -> None:
+    from helpers import write_tiny_study
+
+    write_tiny_study(tmp_path / "Tiny_007", shape=SHAPE, seg=False, seed=7)
+    assert (
+        main(["to-dicom", str(tmp_path / "Tiny_007"), "-o", str(tmp_path / "dcm"), "--patient-id", "P7"]) == 0
+    )
+    uid = capsys.readouterr().out.split("DICOM study ")[1].split()[0]
+    base = [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(orthanc.dicom),
+        "--called-ae",
+        ORTHANC_AE,
+        "--calling-ae",
+        OUR_AE,
+    ]
+    assert main(["pacs", "send", *base, str(tmp_path / "dcm")]) == 0
+    assert f"{4 * SHAPE[2]} files stored to" in capsys.readouterr().out
+    assert len(find_mr_series(orthanc.config(), uid)) == 4
+    summary = run_study(orthanc.config(), uid, model=tiny_model, output_dir=tmp_path / "out")
+    assert summary["stored"] == [f"{uid}_seg.dcm", f"{uid}_sr.dcm"]
+    (tmp_path / "empty").mkdir()
+    assert main(["pacs", "send", *base, str(tmp_path / "empty")]) == 2
+    assert "empty: expected a folder of DICOM files, found none" in capsys.readouterr().err
+
+
 def test_refused_and_unreachable_pacs_say_so(orthanc: Orthanc, tmp_path: Path, capsys) -> None:
     with pytest.raises(PacsError, match=r"PACS WRONG_AE@127\.0\.0\.1.*expected an association.*rejected"):
         find_studies(orthanc.config(called_ae="WRONG_AE"))

@@ -1,5 +1,6 @@
 """The ``brats-seg`` command line: ``predict``, ``check``, ``evaluate``, ``train``, ``pack``, ``bundle``,
-``average``, ``info`` and ``pacs`` (``run``, ``watch``).
+``average``, ``info``, ``pacs`` (``run``, ``watch``, ``send``),
+``to-dicom`` and ``batch``.
 
 A thin face of the package: each subcommand parses its options (:mod:`.parser`), calls the library
 and prints. Exit codes: 0 done, 2 bad input (a one-line message on stderr, no traceback; also when any
@@ -14,8 +15,10 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from ..errors import ModelError, PacsError, StudyError
+from .batch import cmd_batch
 from .check import cmd_check
 from .common import EXIT_BAD_INPUT, EXIT_INTERNAL, one_line
+from .convert import cmd_to_dicom
 from .evaluate import cmd_evaluate
 from .pacs import cmd_pacs
 from .parser import build_parser
@@ -35,6 +38,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "average": cmd_average,
     "info": cmd_info,
     "pacs": cmd_pacs,
+    "to-dicom": cmd_to_dicom,
+    "batch": cmd_batch,
 }
 
 

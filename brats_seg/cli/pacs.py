@@ -1,4 +1,4 @@
-"""``brats-seg pacs run`` and ``brats-seg pacs watch``: the research-PACS node (:mod:`brats_seg.pacs`)."""
+"""``brats-seg pacs run``, ``watch`` and ``send``: the research-PACS node (:mod:`brats_seg.pacs`)."""
 
 from __future__ import annotations
 
@@ -28,11 +28,27 @@ def pacs_config(args: argparse.Namespace) -> PacsConfig:
 
 
 def cmd_pacs(args: argparse.Namespace) -> int:
-    """Run ``pacs run`` or ``pacs watch``."""
+    """Run ``pacs run``, ``pacs watch`` or ``pacs send``."""
     config = pacs_config(args)
     if args.pacs_command == "run":
         return _run(config, args)
+    if args.pacs_command == "send":
+        return _send(config, args)
     return _watch(config, args)
+
+
+def _send(config: PacsConfig, args: argparse.Namespace) -> int:
+    """C-STORE the DICOM files of a folder; one line saying how many went where."""
+    from ..errors import StudyError
+    from ..files import dicom_files
+    from ..pacs import store_files
+
+    paths = dicom_files(args.folder) if args.folder.is_dir() else []
+    if not paths:
+        raise StudyError(f"{args.folder}: expected a folder of DICOM files, found none")
+    store_files(config, paths)
+    print(f"{args.folder}: {len(paths)} files stored to {config.name}")
+    return EXIT_OK
 
 
 def _model(args: argparse.Namespace) -> Model:

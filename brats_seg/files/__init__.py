@@ -14,6 +14,7 @@ Modules (none imports from the package itself, so none depends on this file):
 - :mod:`.dicom_series`: one DICOM series: its header values and the voxel grid its slices make.
 - :mod:`.dicom_read`: reading the four MR series of a DICOM study.
 - :mod:`.dicom_seg`: writing labels as a DICOM Segmentation.
+- :mod:`.dicom_write`: writing a study's sequences as DICOM MR series (NIfTI to DICOM).
 - :mod:`.dicom_sr`: writing their volumes as a DICOM Structured Report (TID 1500).
 - :mod:`.archives`: extracting zips safely; :mod:`.zip_series`: the DICOM series a zip holds.
 - :mod:`.folders`: finding studies in folders.
@@ -50,6 +51,7 @@ from .dicom_read import (
 from .dicom_seg import write_dicom_seg
 from .dicom_series import DicomSeries, series_label
 from .dicom_sr import write_volume_report
+from .dicom_write import DICOM_DESCRIPTIONS, write_dicom_images, write_dicom_series, write_dicom_study
 from .folders import find_studies, has_truth
 from .names import NIFTI_SUFFIXES, SEG, detect_modality, series_modality, study_id
 from .nifti import UNCERTAIN_DESCRIPTION, save_image, save_labels, save_uncertain, sha256_file
@@ -63,6 +65,10 @@ from .study import (
 from .zip_series import ZippedSeries, zipped_series
 
 __all__ = [
+    "DICOM_DESCRIPTIONS",
+    "write_dicom_images",
+    "write_dicom_series",
+    "write_dicom_study",
     "ZippedSeries",
     "zipped_series",
     "AFFINE_ATOL",
