@@ -90,19 +90,12 @@ def write_dicom_series(
     stored, slope, intercept = _stored(values)
     (folder := Path(folder)).mkdir(parents=True, exist_ok=True)
     lps, orientation, spacing, thickness = _geometry(affine)
-    same = {
-        "PatientName": patient_name,
-        "PatientID": patient_id,
-        "StudyInstanceUID": study_uid,
-        "SeriesInstanceUID": generate_uid(),
-        "FrameOfReferenceUID": frame_uid,
-        **{"SeriesNumber": series_number, "SeriesDescription": description},
-        "ImageOrientationPatient": orientation,
-        "PixelSpacing": spacing,
-        "SliceThickness": thickness,
-        "RescaleSlope": f"{slope:.10g}",
-        "RescaleIntercept": f"{intercept:.10g}",
-    }
+    same = dict(  # the values every slice of the series shares
+        PatientName=patient_name, PatientID=patient_id, StudyInstanceUID=study_uid,
+        SeriesInstanceUID=generate_uid(), FrameOfReferenceUID=frame_uid, SeriesNumber=series_number,
+        SeriesDescription=description, ImageOrientationPatient=orientation, PixelSpacing=spacing,
+        SliceThickness=thickness, RescaleSlope=f"{slope:.10g}", RescaleIntercept=f"{intercept:.10g}",
+    )  # fmt: skip
     n, paths = values.shape[2], []
     order = np.random.default_rng(shuffle_seed).permutation(n) if shuffle_seed is not None else np.arange(n)
     for k in range(n):
