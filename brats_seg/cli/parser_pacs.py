@@ -82,21 +82,7 @@ def add_batch(sub: Subparsers) -> None:
     p.add_argument(
         "--log", type=Path, required=True, help="folder for the run's log file (created if needed)"
     )
-    p.add_argument(
-        "--harmonise",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="bring raw studies onto the model's terms, as brats-seg predict --harmonise",
-    )
-    p.add_argument(
-        "--model",
-        type=Path,
-        default=None,
-        help="model folder (default: $BRATS_SEG_MODEL, else the bundled model/)",
-    )
-    p.add_argument(
-        "--device", type=device, default=None, help="torch device (default: cuda when available, else cpu)"
-    )
+    _add_model_args(p, studies="raw studies")
 
 
 def add_to_dicom(sub: Subparsers) -> None:
@@ -112,15 +98,7 @@ def add_to_dicom(sub: Subparsers) -> None:
     p.add_argument("study", type=Path, help="a study folder, a .zip of one, or a DICOM folder")
     p.add_argument("--output", "-o", type=Path, required=True, help="output folder (created if needed)")
     p.add_argument("--patient-id", default=None, help="PatientID and PatientName (default: the study's name)")
-    p.add_argument(
-        "--map",
-        action="append",
-        type=mapping_item,
-        default=None,
-        metavar="KEY=SEQUENCE",
-        dest="mapping",
-        help="say which file is which sequence, as predict --map (default: told from the names)",
-    )
+    _add_map_arg(p, "say which file is which sequence, as predict --map (default: told from the names)")
 
 
 def _add_pacs_connection_args(p: argparse.ArgumentParser) -> None:
@@ -144,21 +122,21 @@ def _add_pacs_args(p: argparse.ArgumentParser) -> None:
     """The PACS, the output folder and the model, for ``pacs run`` and ``pacs watch``."""
     _add_pacs_connection_args(p)
     p.add_argument("--output", "-o", type=Path, required=True, help="output folder (created if needed)")
-    p.add_argument(
-        "--map",
-        action="append",
-        type=mapping_item,
-        default=None,
-        metavar="KEY=SEQUENCE",
-        dest="mapping",
-        help="say which DICOM series (description, number or UID) is which sequence: T1, T1CE, T2, "
+    _add_map_arg(
+        p,
+        "say which DICOM series (description, number or UID) is which sequence: T1, T1CE, T2, "
         "FLAIR or IGNORE; repeat for several (default: told from the series descriptions)",
     )
+    _add_model_args(p, studies="a raw study")
+
+
+def _add_model_args(p: argparse.ArgumentParser, *, studies: str) -> None:
+    """How studies are harmonised and segmented: ``--harmonise``, ``--model``, ``--device``."""
     p.add_argument(
         "--harmonise",
         choices=("auto", "on", "off"),
         default="auto",
-        help="bring a raw study onto the model's terms, as brats-seg predict --harmonise",
+        help=f"bring {studies} onto the model's terms, as brats-seg predict --harmonise",
     )
     p.add_argument(
         "--model",
@@ -168,4 +146,17 @@ def _add_pacs_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--device", type=device, default=None, help="torch device (default: cuda when available, else cpu)"
+    )
+
+
+def _add_map_arg(p: argparse.ArgumentParser, help_text: str) -> None:
+    """``--map KEY=SEQUENCE``, repeatable."""
+    p.add_argument(
+        "--map",
+        action="append",
+        type=mapping_item,
+        default=None,
+        metavar="KEY=SEQUENCE",
+        dest="mapping",
+        help=help_text,
     )
