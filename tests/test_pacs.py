@@ -147,21 +147,43 @@ def tiny_model(tiny_model_dir: Path):
     return load_model(tiny_model_dir, device="cpu")
 
 
-def segment_counts(path_or_ds) -> tuple[dict[int, int], str]:
-    """Pixels per segment number of a DICOM SEG, and the series UID it references."""
+def assert_seg_holds(seg_path: Path, study, labels: np.ndarray) -> None:
+    """The SEG's segments 1, 2, 3 on the T1CE's frames are, voxel for voxel, labels 1, 2 and 4.
+
+    As tests/test_files_dicom.py checks a SEG: the pixels per source frame, in (slice, row, column),
+    transposed back to the labels' (i, j, k), the way the writer turns them.
+    """
     import highdicom as hd
 
-    seg = (
-        hd.seg.segread(path_or_ds)
-        if isinstance(path_or_ds, Path)
-        else hd.seg.Segmentation.from_dataset(path_or_ds)
-    )
-    counts = {n: 0 for n in seg.segment_numbers}
-    frames = seg.pixel_array.reshape(-1, seg.Rows, seg.Columns) if seg.pixel_array.size else []
-    for item, frame in zip(seg.PerFrameFunctionalGroupsSequence, frames, strict=False):
-        n = item.SegmentIdentificationSequence[0].ReferencedSegmentNumber
-        counts[n] += int(np.count_nonzero(frame))
-    return counts, seg.ReferencedSeriesSequence[0].SeriesInstanceUID
+    seg = hd.seg.segread(seg_path)
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == study.dicom["T1CE"].uid
+    uids = [h.SOPInstanceUID for h in study.dicom["T1CE"].headers]
+    masks = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1, 2, 3])
+    assert masks.shape[:3] == labels.shape[::-1]
+    for n, value in ((1, 1), (2, 2), (3, 4)):
+        np.testing.assert_array_equal(masks[..., n - 1].transpose(2, 1, 0) > 0, labels == value)
+    assert {1, 2, 4} & set(np.unique(labels).tolist()), "a test of nothing: the labels are empty"
+
+
+def concept(item) -> str:
+    """The meaning of an SR content item's concept name ("" when it has none)."""
+    names = item.get("ConceptNameCodeSequence", [])
+    return str(names[0].CodeMeaning) if names else ""
+
+
+def sr_volumes(sr) -> dict[str, float]:
+    """The SR's volume (mL) per tracking identifier (label or region name), from each TID 1501 group."""
+    found: dict[str, float] = {}
+    stack = [sr]
+    while stack:
+        items = list(stack.pop().get("ContentSequence", []))
+        stack += items
+        names = [i.TextValue for i in items if concept(i) == "Tracking Identifier"]
+        nums = [i for i in items if concept(i) == "Volume"]
+        for name, num in zip(names, nums, strict=True):  # ET is a label and a region: the same volume
+            value = float(num.MeasuredValueSequence[0].NumericValue)
+            assert found.setdefault(name, value) == value, name
+    return found
 
 
 def test_run_study_stores_a_seg_with_the_pipeline_labels_and_an_sr(
@@ -179,19 +201,21 @@ def test_run_study_stores_a_seg_with_the_pipeline_labels_and_an_sr(
     assert all("Phantom" not in Path(f).name for f in summary["files"])
     report = (tmp_path / "out" / uid / f"{uid}_report.json").read_text()
     assert "Phantom" not in report
-    # the SEG on the PACS holds the labels the pipeline gives the same study, on its T1CE series
+    # the SEG on the PACS holds, voxel for voxel, the labels the pipeline gives the same study
     (seg_id,) = orthanc.instances_of(uid, "SEG")
     seg_path = tmp_path / "seg.dcm"
     seg_path.write_bytes(orthanc.get(f"/instances/{seg_id}/file"))
-    counts, referenced = segment_counts(seg_path)
     study, harmonised = load_for_model(tmp_path / "study", name="local")
     labels = np.asarray(pipeline.segment(study, tiny_model, harmonised=harmonised).output_labels.array)
-    assert counts == {1: int((labels == 1).sum()), 2: int((labels == 2).sum()), 3: int((labels == 4).sum())}
-    assert referenced == study.dicom["T1CE"].uid
+    assert_seg_holds(seg_path, study, labels)
+    # the SR on the PACS holds the report's volume (mL) of each label and region
     (sr_id,) = orthanc.instances_of(uid, "SR")
     sr = pydicom.dcmread(io.BytesIO(orthanc.get(f"/instances/{sr_id}/file")))
     values = [str(e.value) for e in sr.iterall() if e.keyword in ("TextValue", "CodeMeaning", "NumericValue")]
     assert {"Volume", "NCR", "ED", "ET", "TC", "WT", tiny_model.card.name} <= set(values), values
+    volumes = json.loads(report)["volumes"]
+    expected = {n: round(v["mL"], 3) for part in ("labels", "regions") for n, v in volumes[part].items()}
+    assert sr_volumes(sr) == pytest.approx(expected, abs=1e-3)
     assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
 
 
