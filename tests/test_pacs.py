@@ -247,6 +247,34 @@ def test_watch_processes_each_study_once_and_names_failures(
     assert "processed in" not in out and "failed:" not in out and "0 processed, 0 failed" in out
 
 
+def test_a_study_whose_results_are_on_the_pacs_is_not_stored_twice(
+    orthanc: Orthanc, tiny_model, tmp_path: Path
+) -> None:
+    from brats_seg.pacs import save_state, watch_pass
+
+    uid = upload_study(orthanc, tmp_path / "s", seed=40)
+    state, lines = tmp_path / "state.json", []
+    options = {"get_model": lambda: tiny_model, "output_dir": tmp_path / "out", "state_path": state}
+    watch_pass(orthanc.config(), log=lines.append, **options)  # the other tests' studies too
+    assert any(line.startswith(f"{uid}: processed") for line in lines), lines
+    # a crash after storing, before the state was written: the study is not in the state
+    saved = load_state(state)
+    del saved["done"][uid]
+    save_state(state, saved)
+    del lines[:]
+    assert watch_pass(orthanc.config(), log=lines.append, **options) == (1, 0)  # this study alone
+    (line,) = [line for line in lines if line.startswith(uid)]
+    assert "already on" in line and "nothing fetched, segmented or stored" in line, line
+    assert len(orthanc.instances_of(uid, "SEG")) == 1 and len(orthanc.instances_of(uid, "SR")) == 1
+    assert uid in load_state(state)["done"]
+    # the SR alone missing (a crash between the two C-STOREs): only the SR is stored again
+    (sr_id,) = orthanc.instances_of(uid, "SR")
+    urllib.request.urlopen(urllib.request.Request(f"{orthanc.url}/instances/{sr_id}", method="DELETE"))
+    summary = run_study(orthanc.config(), uid, model=tiny_model, output_dir=tmp_path / "again")
+    assert summary["stored"] == [f"{uid}_sr.dcm"]
+    assert len(orthanc.instances_of(uid, "SEG")) == 1 and len(orthanc.instances_of(uid, "SR")) == 1
+
+
 def test_orthanc_stopped_and_restarted_mid_watch_loses_nothing(
     tmp_path_factory: pytest.TempPathFactory, tiny_model, tmp_path: Path
 ) -> None:

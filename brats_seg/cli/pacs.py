@@ -59,7 +59,7 @@ def _model(args: argparse.Namespace) -> Model:
 
 def _run(config: PacsConfig, args: argparse.Namespace) -> int:
     """One study: query, fetch, segment, write, store; prints where its files are."""
-    from ..pacs import find_mr_series, run_study
+    from ..pacs.node import describe, find_mr_series, run_study
 
     find_mr_series(config, args.study_uid)  # a study the PACS does not hold is refused before the model loads
     summary = run_study(
@@ -70,10 +70,7 @@ def _run(config: PacsConfig, args: argparse.Namespace) -> int:
         mapping=dict(args.mapping or ()),
         harmonise=args.harmonise,
     )
-    print(
-        f"{args.study_uid}: {summary['folder']} (WT {summary['WT_mL']:.1f} mL, {summary['seconds']:.1f} s); "
-        f"stored to {config.name}: {', '.join(summary['stored'])}"
-    )
+    print(f"{args.study_uid}: {summary['folder']}: {describe(config, summary)}")
     return EXIT_OK
 
 

@@ -40,7 +40,8 @@ def write_volume_report(
         software_version: The software that made it.
 
     Returns:
-        The SR as a pydicom Dataset (``save_as`` writes it), in the SEG's study, in a new series.
+        The SR as a pydicom Dataset (``save_as`` writes it), in the SEG's study, in a new series
+        described ``brats-seg <model_name> volumes`` (the PACS node finds it by that).
     """
     import highdicom as hd
     from pydicom.sr.coding import Code
@@ -64,6 +65,7 @@ def write_volume_report(
         content=report[0],
         series_instance_uid=generate_uid(),
         series_number=int(getattr(seg, "SeriesNumber", 0) or 0) + 1,
+        series_description=f"brats-seg {model_name} volumes"[:64],
         sop_instance_uid=generate_uid(),
         instance_number=1,
         manufacturer="brats-seg",

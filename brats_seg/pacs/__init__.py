@@ -15,15 +15,17 @@ Example::
     run_study(config, "1.2.3.4", model=load_model(None), output_dir="out")
 """
 
-from .net import PacsConfig, find_mr_series, find_studies, get_series, store_files
-from .node import load_state, run_study, save_state, watch, watch_pass
+from .net import PacsConfig, find_mr_series, find_series, find_studies, get_series, store_files
+from .node import load_state, result_descriptions, run_study, save_state, watch, watch_pass
 
 __all__ = [
     "PacsConfig",
     "find_mr_series",
+    "find_series",
     "find_studies",
     "get_series",
     "load_state",
+    "result_descriptions",
     "run_study",
     "save_state",
     "store_files",

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import PacsError, PacsUnreachableError
 
-__all__ = ["PacsConfig", "find_mr_series", "find_studies", "get_series", "store_files"]
+__all__ = ["PacsConfig", "find_mr_series", "find_series", "find_studies", "get_series", "store_files"]
 
 #: Transfer syntaxes we accept for the MR images a C-GET brings (uncompressed first).
 GET_TRANSFER_SYNTAXES = (
@@ -180,6 +180,22 @@ def find_mr_series(config: PacsConfig, study_uid: str) -> list[dict[str, str]]:
             "no MR series (no such study, or one without MR images)"
         )
     return sorted(series, key=lambda s: (int(s["SeriesNumber"] or 0), s["SeriesInstanceUID"]))
+
+
+def find_series(config: PacsConfig, study_uid: str) -> list[dict[str, str]]:
+    """Every series of one study, of any modality, by a series-level C-FIND (empty for no such study).
+
+    Returns:
+        ``{"SeriesInstanceUID", "Modality", "SeriesDescription"}`` per series.
+    """
+    from pydicom.dataset import Dataset
+
+    query = Dataset()
+    query.QueryRetrieveLevel = "SERIES"
+    query.StudyInstanceUID = study_uid
+    query.SeriesInstanceUID = query.Modality = query.SeriesDescription = ""
+    keys = ("SeriesInstanceUID", "Modality", "SeriesDescription")
+    return [{k: str(ds.get(k, "") or "") for k in keys} for ds in _find(config, query)]
 
 
 def get_series(config: PacsConfig, study_uid: str, series: Sequence[dict[str, str]], folder: Path) -> int:

@@ -11,12 +11,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PacsError, PacsUnreachableError, StudyError
-from .net import PacsConfig, find_mr_series, find_studies, get_series, store_files
+from .net import PacsConfig, find_mr_series, find_series, find_studies, get_series, store_files
 
 if TYPE_CHECKING:
     from ..model import Model
 
-__all__ = ["load_state", "run_study", "save_state", "watch", "watch_pass"]
+__all__ = [
+    "describe",
+    "load_state",
+    "result_descriptions",
+    "results_on_pacs",
+    "run_study",
+    "save_state",
+    "watch",
+    "watch_pass",
+]
 
 Log = Callable[[str], None]
 
@@ -34,7 +43,10 @@ def run_study(
 
     The files go to ``output_dir/<study_uid>/`` named ``<study_uid>_...`` (never after the patient):
     those of :meth:`brats_seg.result.Segmentation.write` with the DICOM SEG, and ``<study_uid>_sr.dcm``,
-    a Comprehensive 3D SR of the volumes (:func:`brats_seg.files.write_volume_report`).
+    a Comprehensive 3D SR of the volumes (:func:`brats_seg.files.write_volume_report`). Nothing is
+    stored twice: a SEG or SR that the PACS already holds for the study and model (found by its
+    SeriesDescription, :func:`result_descriptions`) is not stored again, and when it holds both,
+    the study is neither fetched nor segmented (a crash between storing and recording costs nothing).
 
     Args:
         config: The PACS.
@@ -45,42 +57,88 @@ def run_study(
         harmonise: ``"auto"``, ``"on"`` or ``"off"`` (see :func:`brats_seg.harmonise.decide`).
 
     Returns:
-        ``{"study_uid", "folder", "files", "stored", "WT_mL", "seconds"}``.
+        ``{"study_uid", "folder", "files", "stored", "WT_mL", "seconds"}``; with ``"already_stored":
+        ["SEG", "SR"]`` (and no files, WT_mL None) when the PACS held both results.
 
     Raises:
         PacsError: When the PACS cannot be reached, has no such study, or refuses the results.
         StudyError: When the study's series cannot be read as the four sequences (naming the PACS).
     """
+    started = time.perf_counter()
+    series = find_mr_series(config, study_uid)
+    folder = Path(output_dir) / study_uid
+    summary: dict[str, Any] = {"study_uid": study_uid, "folder": str(folder), "files": [], "stored": []}
+    on_pacs = results_on_pacs(config, study_uid, model.card.name)
+    if on_pacs == {"SEG", "SR"}:
+        return {**summary, "already_stored": ["SEG", "SR"], "WT_mL": None, "seconds": 0.0}
+    opts = {"mapping": mapping, "harmonise": harmonise, "started": started}
+    files, results, wt = _segment_and_write(config, study_uid, series, model=model, folder=folder, **opts)
+    to_store = [path for modality, path in results.items() if modality not in on_pacs]
+    if to_store:
+        store_files(config, to_store)
+    return {
+        **summary,
+        "files": [str(p) for p in files],
+        "stored": [p.name for p in to_store],
+        "WT_mL": round(wt, 2),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def result_descriptions(model_name: str) -> dict[str, str]:
+    """The SeriesDescription of the SEG and of the SR this node writes with a model, by modality."""
+    return {"SEG": f"brats-seg {model_name}"[:64], "SR": f"brats-seg {model_name} volumes"[:64]}
+
+
+def results_on_pacs(config: PacsConfig, study_uid: str, model_name: str) -> set[str]:
+    """Which of this node's results (``"SEG"``, ``"SR"``) the PACS holds for the study and model.
+
+    Raises:
+        PacsError: When the series query fails.
+    """
+    wanted = result_descriptions(model_name)
+    return {
+        s["Modality"]
+        for s in find_series(config, study_uid)
+        if wanted.get(s["Modality"]) == s["SeriesDescription"].strip()
+    }
+
+
+def _segment_and_write(
+    config: PacsConfig,
+    study_uid: str,
+    series: list[dict[str, str]],
+    *,
+    model: Model,
+    folder: Path,
+    mapping: Mapping[str, str] | None,
+    harmonise: str,
+    started: float,
+) -> tuple[list[Path], dict[str, Path], float]:
+    """Fetch, load, segment; write the study's files and its SR.
+
+    Returns:
+        Every file written, ``{"SEG": path, "SR": path}``, and the whole tumour's volume in mL.
+    """
+    from pydicom import dcmread
+
     from .. import __version__, pipeline
     from ..files import write_volume_report
     from ..report import volumes
 
-    started = time.perf_counter()
-    series = find_mr_series(config, study_uid)
-    folder = Path(output_dir) / study_uid
     with tempfile.TemporaryDirectory(prefix="brats_seg_pacs_") as tmp:
         get_series(config, study_uid, series, Path(tmp))
         study, harmonised = _load(config, study_uid, Path(tmp), mapping=mapping, harmonise=harmonise)
         seg = pipeline.segment(study, model, harmonised=harmonised)
         paths = seg.write(folder, study, model, dicom_seg=True, started=started)
     seg_path = folder / f"{study.name}_seg.dcm"
-    from pydicom import dcmread
-
     vols = volumes(seg.labels)
     sr = write_volume_report(
         dcmread(seg_path), vols, model_name=model.card.name, software_version=f"brats-seg {__version__}"
     )
     sr_path = folder / f"{study.name}_sr.dcm"
     sr.save_as(sr_path, enforce_file_format=True)
-    store_files(config, [seg_path, sr_path])
-    return {
-        "study_uid": study_uid,
-        "folder": str(folder),
-        "files": [str(p) for p in [*paths, sr_path]],
-        "stored": [seg_path.name, sr_path.name],
-        "WT_mL": round(vols["regions"]["WT"]["mL"], 2),
-        "seconds": round(time.perf_counter() - started, 2),
-    }
+    return [*paths, sr_path], {"SEG": seg_path, "SR": sr_path}, float(vols["regions"]["WT"]["mL"])
 
 
 def _load(
@@ -100,6 +158,19 @@ def _load(
             f"{config.name}: study {study_uid}: expected MR images whose pixel data can be decoded, found "
             f"{type(e).__name__}: {str(e)[:200]}"
         ) from None
+
+
+def describe(config: PacsConfig, summary: Mapping[str, Any]) -> str:
+    """What :func:`run_study` did, in words: processed and stored, or found already on the PACS."""
+    if summary.get("already_stored"):
+        return (
+            f"already on {config.name} (this model's SEG and SR), recorded as done; nothing fetched, "
+            "segmented or stored"
+        )
+    return (
+        f"processed in {summary['seconds']:.1f} s, WT {summary['WT_mL']:.1f} mL; stored to "
+        f"{config.name}: {', '.join(summary['stored'])}"
+    )
 
 
 def load_state(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -171,10 +242,7 @@ def watch_pass(
         else:
             state["done"][uid] = summary
             processed += 1
-            log(
-                f"{uid}: processed in {summary['seconds']:.1f} s, WT {summary['WT_mL']:.1f} mL; stored to "
-                f"{config.name}: {', '.join(summary['stored'])}"
-            )
+            log(f"{uid}: {describe(config, summary)}")
         save_state(state_path, state)
     return processed, failed
 
