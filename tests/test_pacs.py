@@ -127,8 +127,12 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
         server.stop()
 
 
-def upload_study(orthanc: Orthanc, folder: Path, *, seed: int, drop: str | None = None, **kw) -> str:
-    """Write a tiny DICOM study (without the ``drop`` sequence) and upload it; returns its UID."""
+def upload_study(
+    orthanc: Orthanc, folder: Path, *, seed: int, drop: str | None = None, study_date: str = "", **kw
+) -> str:
+    """Write a tiny DICOM study (without the ``drop`` sequence; of ``study_date`` when given) and
+    upload it; returns its UID."""
+    import pydicom
     from pydicom.uid import generate_uid
 
     images, _ = tiny_volumes(SHAPE, seed=seed)
@@ -136,6 +140,10 @@ def upload_study(orthanc: Orthanc, folder: Path, *, seed: int, drop: str | None 
         images.pop(drop)
     uid = generate_uid()
     files = write_dicom_study(folder, images, brats_affine(SHAPE), study_uid=uid, **kw)
+    for path in (f for series in files.values() for f in series) if study_date else ():
+        ds = pydicom.dcmread(path)
+        ds.StudyDate = ds.SeriesDate = ds.ContentDate = study_date
+        ds.save_as(path, enforce_file_format=True)
     orthanc.upload([f for series in files.values() for f in series])
     return uid
 
@@ -273,6 +281,33 @@ def test_a_study_whose_results_are_on_the_pacs_is_not_stored_twice(
     summary = run_study(orthanc.config(), uid, model=tiny_model, output_dir=tmp_path / "again")
     assert summary["stored"] == [f"{uid}_sr.dcm"]
     assert len(orthanc.instances_of(uid, "SEG")) == 1 and len(orthanc.instances_of(uid, "SR")) == 1
+
+
+def test_watch_since_and_max_studies_take_the_archive_in_slices(
+    orthanc: Orthanc, tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
+    # later than every other test's study (20260101): --since picks these alone
+    old = upload_study(orthanc, tmp_path / "old", seed=50, study_date="20300101")
+    new = upload_study(orthanc, tmp_path / "new", seed=51, study_date="20310615")
+    state = tmp_path / "state.json"
+    argv = [
+        "pacs", "watch", "--host", "127.0.0.1", "--port", str(orthanc.dicom), "--called-ae", ORTHANC_AE,
+        "--calling-ae", OUR_AE, "--output", str(tmp_path / "out"), "--state", str(state), "--once",
+        "--model", str(tiny_model_dir), "--device", "cpu",
+    ]  # fmt: skip
+    assert main([*argv, "--since", "20310101"]) == 0
+    assert set(load_state(state)["done"]) == {new}
+    assert f"{new}: processed" in capsys.readouterr().out
+    (tmp_path / "state.json").unlink()
+    # from 2030 on, one study per pass, oldest first
+    for expected in ([old], [old, new]):
+        assert main([*argv, "--since", "20300101", "--max-studies", "1"]) == 0
+        assert sorted(load_state(state)["done"]) == sorted(expected)
+        assert "1 processed, 0 failed" in capsys.readouterr().out
+    assert len(orthanc.instances_of(new, "SEG")) == 1  # the second run found it already there
+    with pytest.raises(SystemExit):
+        main([*argv, "--since", "2030-01-01"])
+    assert "expected a date YYYYMMDD, found '2030-01-01'" in capsys.readouterr().err
 
 
 def test_orthanc_stopped_and_restarted_mid_watch_loses_nothing(

@@ -38,7 +38,8 @@ def add_pacs(sub: Subparsers) -> None:
         formatter_class=HelpFormatter,
         help="segment every MR study of the PACS once, and keep watching for new ones",
         description="Queries the PACS for MR studies every --interval seconds and runs each new "
-        "StudyInstanceUID once, as pacs run does; --state records the done and failed ones. One line "
+        "StudyInstanceUID once, oldest StudyDate first, as pacs run does (--since and --max-studies "
+        "narrow a pass); --state records the done and failed ones. One line "
         "per study: processed, or failed with the reason. A PACS that cannot be reached is retried, "
         "waiting twice as long each time up to --max-backoff.",
     )
@@ -52,6 +53,21 @@ def add_pacs(sub: Subparsers) -> None:
     watch.add_argument("--interval", type=positive_float, default=60.0, help="seconds between queries")
     watch.add_argument(
         "--max-backoff", type=positive_float, default=900.0, help="longest wait (s) after failed queries"
+    )
+    watch.add_argument(
+        "--since",
+        type=study_date,
+        default="",
+        metavar="YYYYMMDD",
+        help="only studies of this StudyDate or later (default: no limit)",
+    )
+    watch.add_argument(
+        "--max-studies",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="at most N studies per pass, oldest first, so a large archive is taken in slices "
+        "(default: no limit)",
     )
     watch.add_argument(
         "--once", action="store_true", help="one pass, then exit (status 2 when a study or the query failed)"
@@ -99,6 +115,19 @@ def add_to_dicom(sub: Subparsers) -> None:
     p.add_argument("--output", "-o", type=Path, required=True, help="output folder (created if needed)")
     p.add_argument("--patient-id", default=None, help="PatientID and PatientName (default: the study's name)")
     _add_map_arg(p, "say which file is which sequence, as predict --map (default: told from the names)")
+
+
+def study_date(text: str) -> str:
+    """A ``YYYYMMDD`` date (a DICOM DA), checked; argparse's type for ``--since``."""
+    from datetime import datetime
+
+    try:
+        datetime.strptime(text, "%Y%m%d")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYYMMDD, found {text!r}") from None
+    if len(text) != 8:
+        raise argparse.ArgumentTypeError(f"expected a date YYYYMMDD, found {text!r}")
+    return text
 
 
 def _add_pacs_connection_args(p: argparse.ArgumentParser) -> None:

@@ -138,11 +138,20 @@ def _find(config: PacsConfig, query: Any) -> list[Any]:
     return found
 
 
-def find_studies(config: PacsConfig, *, study_uid: str = "", modality: str = "MR") -> list[dict[str, str]]:
+def find_studies(
+    config: PacsConfig, *, study_uid: str = "", modality: str = "MR", since: str = ""
+) -> list[dict[str, str]]:
     """Studies with ``modality`` images (all, or the one ``study_uid``), by a study-level C-FIND.
 
+    Args:
+        config: The PACS.
+        study_uid: One StudyInstanceUID, or ``""`` for all.
+        modality: Studies with images of this modality.
+        since: ``YYYYMMDD``: only studies of that StudyDate or later (a range match); ``""``: no limit.
+
     Returns:
-        One ``{"StudyInstanceUID", "PatientID", "StudyDate", "AccessionNumber"}`` per study.
+        One ``{"StudyInstanceUID", "PatientID", "StudyDate", "AccessionNumber"}`` per study, oldest
+        StudyDate first (then by UID).
     """
     from pydicom.dataset import Dataset
 
@@ -153,7 +162,9 @@ def find_studies(config: PacsConfig, *, study_uid: str = "", modality: str = "MR
     keys = ("StudyInstanceUID", "PatientID", "StudyDate", "AccessionNumber")
     for key in keys[1:]:
         setattr(query, key, "")
-    return [{k: str(ds.get(k, "") or "") for k in keys} for ds in _find(config, query)]
+    query.StudyDate = f"{since}-" if since else ""
+    studies = [{k: str(ds.get(k, "") or "") for k in keys} for ds in _find(config, query)]
+    return sorted(studies, key=lambda s: (s["StudyDate"], s["StudyInstanceUID"]))
 
 
 def find_mr_series(config: PacsConfig, study_uid: str) -> list[dict[str, str]]:

@@ -205,9 +205,11 @@ def watch_pass(
     output_dir: str | Path,
     state_path: str | Path,
     log: Log = print,
+    since: str = "",
+    max_studies: int | None = None,
     **options: Any,
 ) -> tuple[int, int]:
-    """Query the PACS for MR studies and process each one not yet in the state, once.
+    """Query the PACS for MR studies and process each one not yet in the state, once, oldest first.
 
     Args:
         config: The PACS.
@@ -215,6 +217,8 @@ def watch_pass(
         output_dir: As for :func:`run_study`.
         state_path: The state file (:func:`load_state`), written after each study.
         log: Called with one line per study: processed, or failed with the reason.
+        since: ``YYYYMMDD``: only studies of that StudyDate or later; ``""``: no limit.
+        max_studies: At most this many studies in the pass (a large archive in slices); None: no limit.
         **options: For :func:`run_study` (``mapping``, ``harmonise``).
 
     Returns:
@@ -225,9 +229,9 @@ def watch_pass(
             a study (which stays out of the state, to be run in a later pass).
     """
     state = load_state(state_path)
-    studies = find_studies(config)
-    todo = [s["StudyInstanceUID"] for s in studies]
+    todo = [s["StudyInstanceUID"] for s in find_studies(config, since=since)]
     todo = [uid for uid in todo if uid and uid not in state["done"] and uid not in state["failed"]]
+    todo = todo[:max_studies]
     processed = failed = 0
     for uid in todo:
         try:
