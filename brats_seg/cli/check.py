@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StudyError
-from ..types import RawStudy, Study
+from ..types import Study
 from .common import EXIT_BAD_INPUT, EXIT_OK, one_line, resolve_inputs
 
 
@@ -40,15 +40,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _load(src: Any, args: argparse.Namespace, *, batch: bool) -> tuple[Study, str]:
-    """The study as predict would read it (harmonised if need be), and a note on its harmonisation."""
-    from ..files import load_native_study, load_study
-    from ..harmonise import decide, harmonise
+    """The study as predict reads it (:func:`brats_seg.harmonise.load_for_model`, so harmonised when
+    raw: registration and skull stripping can refuse a study too), and a note on its harmonisation."""
+    from ..harmonise import load_for_model
 
-    load = load_study if args.harmonise == "off" else load_native_study
-    raw = load(src, mapping=dict(args.mapping or ()), partial_mapping=batch)
-    reasons = decide(raw, mode=args.harmonise) if isinstance(raw, RawStudy) else []
-    if reasons:  # as predict would: registration and skull stripping can refuse a study too
-        harmonised = harmonise(raw, reasons=reasons)
-        note = f"raw study, harmonised in {harmonised.timings['total']:.1f} s ({'; '.join(reasons)}); "
-        return harmonised.study, note
-    return (raw.to_study() if isinstance(raw, RawStudy) else raw), ""
+    study, harmonised = load_for_model(
+        src, mapping=dict(args.mapping or ()), mode=args.harmonise, partial_mapping=batch
+    )
+    if harmonised is None:
+        return study, ""
+    note = f"raw study, harmonised in {harmonised.timings['total']:.1f} s ({'; '.join(harmonised.reasons)}); "
+    return study, note
