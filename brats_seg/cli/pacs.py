@@ -94,7 +94,7 @@ def _watch(config: PacsConfig, args: argparse.Namespace) -> int:
         get_model=get_model,
         output_dir=args.output,
         state_path=args.state,
-        since=args.since,
+        since=args.since or "",
         max_studies=args.max_studies,
         mapping=dict(args.mapping or ()),
         harmonise=args.harmonise,

@@ -44,34 +44,7 @@ def add_pacs(sub: Subparsers) -> None:
         "waiting twice as long each time up to --max-backoff.",
     )
     _add_pacs_args(watch)
-    watch.add_argument(
-        "--state",
-        type=Path,
-        required=True,
-        help="JSON file of done and failed study UIDs (written atomically)",
-    )
-    watch.add_argument("--interval", type=positive_float, default=60.0, help="seconds between queries")
-    watch.add_argument(
-        "--max-backoff", type=positive_float, default=900.0, help="longest wait (s) after failed queries"
-    )
-    watch.add_argument(
-        "--since",
-        type=study_date,
-        default="",
-        metavar="YYYYMMDD",
-        help="only studies of this StudyDate or later (default: no limit)",
-    )
-    watch.add_argument(
-        "--max-studies",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="at most N studies per pass, oldest first, so a large archive is taken in slices "
-        "(default: no limit)",
-    )
-    watch.add_argument(
-        "--once", action="store_true", help="one pass, then exit (status 2 when a study or the query failed)"
-    )
+    _add_watch_args(watch)
     send = pacs.add_parser(
         "send",
         formatter_class=HelpFormatter,
@@ -115,6 +88,38 @@ def add_to_dicom(sub: Subparsers) -> None:
     p.add_argument("--output", "-o", type=Path, required=True, help="output folder (created if needed)")
     p.add_argument("--patient-id", default=None, help="PatientID and PatientName (default: the study's name)")
     _add_map_arg(p, "say which file is which sequence, as predict --map (default: told from the names)")
+
+
+def _add_watch_args(p: argparse.ArgumentParser) -> None:
+    """What ``pacs watch`` adds to ``pacs run``'s options: the state, the timing and which studies."""
+    p.add_argument(
+        "--state",
+        type=Path,
+        required=True,
+        help="JSON file of done and failed study UIDs (written atomically)",
+    )
+    p.add_argument("--interval", type=positive_float, default=60.0, help="seconds between queries")
+    p.add_argument(
+        "--max-backoff", type=positive_float, default=900.0, help="longest wait (s) after failed queries"
+    )
+    p.add_argument(
+        "--since",
+        type=study_date,
+        default=None,
+        metavar="YYYYMMDD",
+        help="only studies of this StudyDate or later (default: no limit)",
+    )
+    p.add_argument(
+        "--max-studies",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="at most N studies per pass, oldest first, so a large archive is taken in slices "
+        "(default: no limit)",
+    )
+    p.add_argument(
+        "--once", action="store_true", help="one pass, then exit (status 2 when a study or the query failed)"
+    )
 
 
 def study_date(text: str) -> str:
