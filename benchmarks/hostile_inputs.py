@@ -657,6 +657,63 @@ def run_dashboard(app, upload: dict[str, bytes] | None) -> tuple[str, bool]:
     return f"loaded; Predict: ok WT {result.volumes['regions']['WT']['mL']:.1f} mL", False
 
 
+def run_kind(app: object, base: Path, n: int, name: str, kind: tuple) -> dict:
+    """Run one kind through check, predict and the dashboard; its row (printed as a table line)."""
+    expected, what, build = kind
+    with tempfile.TemporaryDirectory(prefix="brats_seg_hostile_") as tmp:
+        path = build(base, Path(tmp) / name)
+        cli_ok = name != "name_300_chars"
+        check = run_cli("check", str(path)) if cli_ok else {"rc": "n/a"}
+        predict = (
+            run_cli("predict", str(path), "--output", str(Path(tmp) / "out"), "--no-tta", "--no-progress")
+            if cli_ok
+            else {"rc": "n/a", "s": 0, "mb": 0, "traceback": False, "last": ""}
+        )
+        page, page_crash = run_dashboard(app, upload_of(path, name))
+    rc = {2: "refuse", 0: "accept"}
+    outcome_ok = all(
+        rc.get(r["rc"], "n/a" if r["rc"] == "n/a" else "crash") in (expected, "n/a") for r in (check, predict)
+    )
+    if expected == "accept" and check["rc"] == 0 and predict["rc"] == 2:
+        outcome_ok = False
+    crash = predict["rc"] in (1, "timeout") or check["rc"] in (1, "timeout") or predict.get("traceback")
+    crash = crash or page_crash
+    page_ok = page.startswith("refused") == (expected == "refuse") or page.startswith("n/a")
+    good = outcome_ok and not crash and page_ok
+    print(
+        f"| {n:02d} | {name}: {what} | {expected} | {check['rc']} | {predict['rc']} | "
+        f"{'yes' if predict.get('traceback') else 'no'} | {predict.get('s', 0)} | {predict.get('mb', 0)} | "
+        f"{page.replace('|', '/')} | {'yes' if good else '**no**'} |",
+        flush=True,
+    )
+    return {
+        "n": n,
+        "kind": name,
+        "what": what,
+        "expected": expected,
+        "check": check,
+        "predict": predict,
+        "dashboard": page,
+        "crash": bool(crash),
+        "as_expected": bool(good),
+    }
+
+
+def summary(rows: list[dict]) -> tuple[int, int, list[str]]:
+    """Print the closing line; returns the crashes, the hangs and the kinds not as expected."""
+    crashes = sum(r["crash"] for r in rows)
+    hangs = sum("timeout" in (r["check"]["rc"], r["predict"]["rc"]) for r in rows)
+    unexpected = [r["kind"] for r in rows if not r["as_expected"]]
+    print(
+        f"\n{len(rows)} kinds: {sum(r['expected'] == 'refuse' for r in rows)} to refuse, "
+        f"{sum(r['expected'] == 'accept' for r in rows)} to accept; crashes {crashes}, hangs {hangs}; "
+        f"not as expected: {unexpected or 'none'}; predict's slowest "
+        f"{max(r['predict'].get('s', 0) for r in rows)} s, "
+        f"highest peak {max(r['predict'].get('mb', 0) for r in rows)} MB"
+    )
+    return crashes, hangs, unexpected
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=None, help="comma-separated kinds (default: all)")
@@ -668,74 +725,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from brats_seg.ui import App
 
-    app = App(
-        synchronous=True, preload_model=False, own_temp_dir=False
-    )  # one kernel for every kind, as a server
+    app = App(synchronous=True, preload_model=False, own_temp_dir=False)  # one kernel for every kind
     chosen = kinds() if args.only is None else {k: v for k, v in kinds().items() if k in args.only.split(",")}
-    rows = []
-    print(
-        "| # | kind | expected | check | predict | traceback | predict s | peak MB | dashboard "
-        "| as expected |"
-    )
+    columns = ("#", "kind", "expected", "check", "predict", "traceback", "predict s", "peak MB", "dashboard")
+    print("| " + " | ".join((*columns, "as expected")) + " |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for n, (name, (expected, what, build)) in enumerate(chosen.items(), start=1):
-        with tempfile.TemporaryDirectory(prefix="brats_seg_hostile_") as tmp:
-            path = build(base, Path(tmp) / name)
-            cli_ok = name != "name_300_chars"
-            check = run_cli("check", str(path)) if cli_ok else {"rc": "n/a"}
-            predict = (
-                run_cli("predict", str(path), "--output", str(Path(tmp) / "out"), "--no-tta", "--no-progress")
-                if cli_ok
-                else {"rc": "n/a", "s": 0, "mb": 0, "traceback": False, "last": ""}
-            )
-            page, page_crash = run_dashboard(app, upload_of(path, name))
-        rc = {2: "refuse", 0: "accept"}
-        outcome_ok = all(
-            rc.get(r["rc"], "n/a" if r["rc"] == "n/a" else "crash") in (expected, "n/a")
-            for r in (check, predict)
-        )
-        if expected == "accept" and check["rc"] == 0 and predict["rc"] == 2:
-            outcome_ok = False
-        crash = (
-            predict["rc"] in (1, "timeout")
-            or check["rc"] in (1, "timeout")
-            or predict.get("traceback")
-            or page_crash
-        )
-        good = (
-            outcome_ok
-            and not crash
-            and (page.startswith("refused") == (expected == "refuse") or page.startswith("n/a"))
-        )
-        row = {
-            "n": n,
-            "kind": name,
-            "what": what,
-            "expected": expected,
-            "check": check,
-            "predict": predict,
-            "dashboard": page,
-            "crash": bool(crash),
-            "as_expected": bool(good),
-        }
-        rows.append(row)
-        print(
-            f"| {n:02d} | {name}: {what} | {expected} | {check['rc']} | {predict['rc']} | "
-            f"{'yes' if predict.get('traceback') else 'no'} | {predict.get('s', 0)} | "
-            f"{predict.get('mb', 0)} | "
-            f"{page.replace('|', '/')} | {'yes' if good else '**no**'} |",
-            flush=True,
-        )
-    crashes = sum(r["crash"] for r in rows)
-    hangs = sum("timeout" in (r["check"]["rc"], r["predict"]["rc"]) for r in rows)
-    unexpected = [r["kind"] for r in rows if not r["as_expected"]]
-    print(
-        f"\n{len(rows)} kinds: {sum(r['expected'] == 'refuse' for r in rows)} to refuse, "
-        f"{sum(r['expected'] == 'accept' for r in rows)} to accept; crashes {crashes}, hangs {hangs}; "
-        f"not as expected: {unexpected or 'none'}; predict's slowest "
-        f"{max(r['predict'].get('s', 0) for r in rows)} s, "
-        f"highest peak {max(r['predict'].get('mb', 0) for r in rows)} MB"
-    )
+    rows = [run_kind(app, base, n, name, kind) for n, (name, kind) in enumerate(chosen.items(), start=1)]
+    crashes, hangs, unexpected = summary(rows)
     if args.output:
         args.output.mkdir(parents=True, exist_ok=True)
         (args.output / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
