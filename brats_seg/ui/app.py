@@ -163,9 +163,7 @@ class App:
         for control in (p.keep_parts, p.quick):
             control.observe(self._guard(self._on_predict_setting), "value")
 
-    # ---------------------------------------------------------------------------------------------
-    # Messages and errors
-    # ---------------------------------------------------------------------------------------------
+    # --- Messages and errors ---
 
     def _guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Wrap a widget callback so no exception escapes to the page as a traceback."""
@@ -179,9 +177,7 @@ class App:
 
         return wrapped
 
-    # ---------------------------------------------------------------------------------------------
-    # Busy state and background work
-    # ---------------------------------------------------------------------------------------------
+    # --- Busy state and background work ---
 
     @property
     def busy(self) -> bool:
@@ -236,9 +232,7 @@ class App:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    # ---------------------------------------------------------------------------------------------
-    # Model
-    # ---------------------------------------------------------------------------------------------
+    # --- Model ---
 
     def _offer_options(self, card: Any) -> None:
         """Show "Quick prediction" for a card that turns test-time flips on, and "Keep every tumour part"
@@ -279,9 +273,7 @@ class App:
         self._model = model
         return model
 
-    # ---------------------------------------------------------------------------------------------
-    # Files
-    # ---------------------------------------------------------------------------------------------
+    # --- Files ---
 
     def _on_upload(self, change: Mapping[str, Any]) -> None:
         files = upload_files(change["new"])
@@ -362,9 +354,7 @@ class App:
     def _say(self, text: str) -> None:
         self.page.progress_label.value = text
 
-    # ---------------------------------------------------------------------------------------------
-    # Example
-    # ---------------------------------------------------------------------------------------------
+    # --- Example ---
 
     def _on_example_click(self, _button: Any) -> None:
         self._start(self._example_job)
@@ -408,9 +398,7 @@ class App:
             "to a folder holding a local copy of the example study and restart the dashboard."
         )
 
-    # ---------------------------------------------------------------------------------------------
-    # Prediction
-    # ---------------------------------------------------------------------------------------------
+    # --- Prediction ---
 
     def _on_predict_click(self, _button: Any) -> None:
         if self.state.study is not None:
