@@ -24,7 +24,11 @@ import torch
 
 from .card import ModelCard, default_model_dir
 from .errors import ModelError
+from .runtime import OpenVinoNetwork, openvino_network, resolve_backend
 from .training.pickled_names import MOVED
+
+#: What runs one member of the ensemble: the torch module, or the OpenVINO network converted from it.
+Network = torch.nn.Module | OpenVinoNetwork
 
 
 @dataclass
@@ -33,13 +37,16 @@ class Model:
 
     Attributes:
         card: The model card.
-        networks: One ``torch.nn.Module`` per exported learner (several = an ensemble, averaged).
+        networks: One network per exported learner (several = an ensemble, averaged): a
+            ``torch.nn.Module``, or a :class:`brats_seg.runtime.OpenVinoNetwork` converted from it.
         directory: The model folder.
+        backend: What runs the networks, ``"torch"`` or ``"openvino"``.
     """
 
     card: ModelCard
-    networks: list[torch.nn.Module]
+    networks: list[Network]
     directory: Path
+    backend: str = "torch"
 
 
 def sha256_of(path: Path) -> str:
@@ -252,16 +259,9 @@ def load_learner_checked(path: Path, expected_sha256: str, *, cpu: bool = True) 
             module that is not importable (fastai surfaces that as a misleading
             ``UnboundLocalError: 'res'``).
     """
+    _check_sha256(path, expected_sha256)
     from fastai.learner import load_learner
 
-    if not path.is_file():
-        raise ModelError(f"exported learner {path} not found; expected the file the model card lists")
-    actual = sha256_of(path)
-    if actual != expected_sha256:
-        raise ModelError(
-            f"refusing to unpickle {path}: expected sha256 {expected_sha256} (recorded in the model card), "
-            f"found {actual}"
-        )
     missing = missing_modules(path)
     if missing:
         raise _unimportable(path, missing)
@@ -294,28 +294,67 @@ def _load_card(path: Path) -> ModelCard:
     return card
 
 
-_CACHE: dict[tuple[str, str], Model] = {}
+_CACHE: dict[tuple[str, str, str], Model] = {}
 _LOCK = threading.Lock()
 
 
-def load_model(directory: str | Path | None = None, *, device: str | torch.device | None = None) -> Model:
+def _check_sha256(path: Path, expected_sha256: str) -> None:
+    """Refuse a missing learner, or one whose sha256 is not the card's (before any use of it)."""
+    if not path.is_file():
+        raise ModelError(f"exported learner {path} not found; expected the file the model card lists")
+    actual = sha256_of(path)
+    if actual != expected_sha256:
+        raise ModelError(
+            f"refusing to unpickle {path}: expected sha256 {expected_sha256} (recorded in the model card), "
+            f"found {actual}"
+        )
+
+
+def _load_network(path: Path, card: ModelCard, device: torch.device, backend: str) -> Network:
+    """One member: the torch module of the checked learner, or its OpenVINO network (converted once)."""
+    sha256 = card.sha256[path.name]
+    shape = {"in_channels": len(card.channels), "roi_size": card.roi_size}
+    if backend == "openvino":
+        _check_sha256(path, sha256)
+        cached = openvino_network(sha256, **shape)
+        if cached is not None:
+            return cached
+    learn = load_learner_checked(path, sha256, cpu=device.type == "cpu")
+    net = learn.model.float().to(device).eval()  # weights may be stored as float16
+    if backend == "openvino":
+        return openvino_network(sha256, net=net, **shape)
+    return net
+
+
+def load_model(
+    directory: str | Path | None = None,
+    *,
+    device: str | torch.device | None = None,
+    backend: str = "torch",
+) -> Model:
     """Load the model folder's card and learner(s), once per process.
 
     Args:
         directory: Folder with ``model.json`` and the exported learner(s); default
             :func:`default_model_dir`.
         device: Where the networks live; default CUDA when available, else CPU.
+        backend: ``"torch"`` (torch modules), ``"openvino"`` (OpenVINO networks, CPU only), ``"auto"``
+            (OpenVINO on the CPU when installed, else torch) or None (``$BRATS_SEG_BACKEND``, default
+            ``auto``); see :func:`brats_seg.runtime.resolve_backend`. OpenVINO networks are converted
+            from the sha256-checked learners once and then read from the cache without unpickling.
 
     Returns:
-        The card and the networks in eval mode (cached per folder and device).
+        The card and the networks in eval mode (cached per folder, device and backend).
 
     Raises:
         ModelError: naming the file, for a missing or invalid ``model.json``, a missing learner file,
             a sha256 that does not match the card, or a learner that refers to unimportable modules.
+        ValueError: for an unknown backend, or OpenVINO asked for where it cannot run.
     """
     directory = Path(directory) if directory is not None else default_model_dir()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    key = (str(directory.resolve()), str(device))
+    backend = resolve_backend(backend, device)
+    key = (str(directory.resolve()), str(device), backend)
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
@@ -324,11 +363,7 @@ def load_model(directory: str | Path | None = None, *, device: str | torch.devic
             raise ModelError(
                 f"model card {directory / 'model.json'}: expected at least one learner file, found none"
             )
-        networks = []
-        for name in card.files:
-            learn = load_learner_checked(directory / name, card.sha256[name], cpu=device.type == "cpu")
-            net = learn.model.float().to(device).eval()  # weights may be stored as float16
-            networks.append(net)
-        model = Model(card=card, networks=networks, directory=directory)
+        networks = [_load_network(directory / name, card, device, backend) for name in card.files]
+        model = Model(card=card, networks=networks, directory=directory, backend=backend)
         _CACHE[key] = model
         return model

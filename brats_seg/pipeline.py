@@ -133,8 +133,7 @@ def _volumes_at(
 
 
 def window_settings(
-    card: ModelCard,
-    networks: int,
+    model: Model,
     *,
     roi_size: list[int] | None = None,
     sw_batch_size: int | None = None,
@@ -145,16 +144,19 @@ def window_settings(
     postprocess: bool = True,
 ) -> dict[str, Any]:
     """The settings :func:`segment` uses (the report's ``settings``): the card's where a knob is None; the
-    device is CUDA when available, else the CPU; with ``postprocess``, the card's post-processing rules."""
+    device is CUDA when available, else the CPU; the backend that runs the model's networks; with
+    ``postprocess``, the card's post-processing rules."""
+    card = model.card
     settings = {
         "roi_size": list(roi_size or card.roi_size),
         "sw_batch_size": int(sw_batch_size or card.sw_batch_size),
         "overlap": float(card.overlap if overlap is None else overlap),
         "mode": mode or card.mode,
         "tta_flips": bool(card.tta_flips if tta_flips is None else tta_flips),
-        "ensemble": networks,
+        "ensemble": len(model.networks),
         "spacing": list(card.spacing),
         "device": str(device or ("cuda" if torch.cuda.is_available() else "cpu")),
+        "backend": model.backend,
     }
     if postprocess:
         settings["postprocess"] = card_postprocess_settings(card)
@@ -187,8 +189,8 @@ def segment(
         volume_thresholds: Decision thresholds at which the volumes are also measured (:func:`volume_range`;
             region-sigmoid cards whose threshold lies strictly between them); ``None`` skips them.
         progress: Called with the fraction done (0..1).
-        harmonised: When ``study`` is ``harmonised.study`` (:func:`brats_seg.harmonise.harmonise`), the
-            labels are also mapped back onto the raw reference's native grid (``Segmentation.native``).
+        harmonised: When ``study`` is ``harmonised.study`` (:func:`brats_seg.harmonise.harmonise`), the labels
+            are also mapped back onto the raw reference's native grid (``Segmentation.native``).
 
     Returns:
         The labels on the study's grid, the settings, each step's seconds and the input warnings.
@@ -198,8 +200,7 @@ def segment(
     """
     card = model.card
     settings = window_settings(
-        card,
-        len(model.networks),
+        model,
         roi_size=roi_size,
         sw_batch_size=sw_batch_size,
         overlap=overlap,

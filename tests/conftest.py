@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +15,10 @@ if str(TESTS_DIR) not in sys.path:  # make ``from helpers import write_tiny_stud
     sys.path.insert(0, str(TESTS_DIR))
 
 from helpers import write_tiny_study  # noqa: E402
+
+# Converted networks (and downloaded examples) go to one cache per test session, shared with the
+# servers and CLI processes the tests start, never to the user's ~/.cache.
+os.environ.setdefault("BRATS_SEG_CACHE", tempfile.mkdtemp(prefix="brats-seg-test-cache-"))
 
 #: The real data beside the project checkout (never copied into the repository).
 SHARED_DATA = (TESTS_DIR.parent / ".." / "shared" / "data").resolve()

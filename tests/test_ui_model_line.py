@@ -108,7 +108,8 @@ def test_model_line_is_a_short_summary_with_the_details_folded(tiny_model_dir: P
     )
     details = match["details"].split("<br>")
     assert (
-        details[0].startswith(f"{len(app.model().networks)} network(s), ") and "CPU thread(s)" in details[0]
+        details[0].startswith(f"{len(app.model().networks)} network(s) on {app.model().backend}, ")
+        and "CPU thread(s)" in details[0]
     )
     assert details[0].count(" mm, window ") == 1
     assert details[1] == f"From {model_dir}"

@@ -70,7 +70,7 @@ def _one(src: Path, args: argparse.Namespace, models: list[Any], log: TextIO) ->
         if not models:  # after the first study loads: a batch of bad input never loads the model
             from ..model import load_model
 
-            models.append(load_model(args.model, device=args.device))
+            models.append(load_model(args.model, device=args.device, backend=args.backend))
         seg = pipeline.segment(study, models[0], harmonised=harmonised)
         seg.write(args.output / name, study, models[0], started=started)
     except (StudyError, ModelError) as e:

@@ -31,7 +31,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.predictions is None and model is None:
         from ..model import load_model
 
-        model = load_model(args.model, device=args.device)
+        model = load_model(args.model, device=args.device, backend=args.backend)
     flips = None if model is None else (bool(model.card.tta_flips) if args.tta is None else args.tta)
     _check_record_key(args, model, flips)
     rows = _score_cases(folders, model, members, args)
@@ -100,7 +100,7 @@ def _cross_validation(
 
     if args.predictions is not None:
         raise StudyError("--cross-validation predicts with the model's members; it cannot read --predictions")
-    model = load_model(args.model, device=args.device)
+    model = load_model(args.model, device=args.device, backend=args.backend)
     members = cross_validation_members(model)
     if wanted is None:
         wanted = set(members) & available

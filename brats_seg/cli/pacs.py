@@ -54,7 +54,7 @@ def _send(config: PacsConfig, args: argparse.Namespace) -> int:
 def _model(args: argparse.Namespace) -> Model:
     from ..model import load_model
 
-    return load_model(args.model, device=args.device)
+    return load_model(args.model, device=args.device, backend=args.backend)
 
 
 def _run(config: PacsConfig, args: argparse.Namespace) -> int:

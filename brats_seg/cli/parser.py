@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..runtime import BACKENDS
 from .common import (
     HelpFormatter,
     device,
@@ -122,6 +123,14 @@ def _add_window_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--device", type=device, default=None, help="torch device (default: cuda when available, else cpu)"
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="what runs the networks: torch, openvino (CPU only; converted once from the checked "
+        "learners and cached), or auto: openvino on the CPU when installed, else torch (default: "
+        "$BRATS_SEG_BACKEND, else auto)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 

@@ -46,7 +46,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if model is None:  # after the first study passed its checks: bad input is refused without this cost
             from ..model import load_model  # torch, MONAI, fastai: seconds and a GB, only for work to do
 
-            model = load_model(args.model, device=args.device)
+            model = load_model(args.model, device=args.device, backend=args.backend)
         seg = _segment(study, model, harmonised, args)
         seg.timings["load"] = round(seconds_loading, 3)
         failures += not _write(study, seg, model, args, started=t0, single=single)

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +18,7 @@ from urllib.request import url2pathname
 
 import pooch
 
+from ..cache import CACHE_ENV, default_cache_dir
 from ..errors import StudyError
 from ..files import find_studies
 from .entries import is_hidden, is_nifti_name
@@ -54,7 +54,6 @@ EXAMPLE_FILES: dict[str, str] = {
 }
 EXAMPLE_DIR_ENV = "BRATS_SEG_EXAMPLE_DIR"
 EXAMPLE_URL_ENV = "BRATS_SEG_EXAMPLE_URL"
-CACHE_ENV = "BRATS_SEG_CACHE"
 
 #: Largest example file accepted from a download (bytes).
 MAX_DOWNLOAD_BYTES = 200 * 1024**2
@@ -77,14 +76,6 @@ class ExampleUnreachable(ExampleError):
         super().__init__(message)
         self.url = url
         self.reason = reason
-
-
-def default_cache_dir() -> Path:
-    """``$BRATS_SEG_CACHE``, else ``$XDG_CACHE_HOME/brats_seg``, else ``~/.cache/brats_seg``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "brats_seg"
 
 
 def unreachable(name: str, url: str, exc: BaseException) -> ExampleUnreachable:

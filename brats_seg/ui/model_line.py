@@ -61,7 +61,7 @@ def load_model(model_dir: Path | None) -> tuple[Any, str]:
     from ..inference import configure_threads
     from ..model import load_model as load
 
-    model = load(model_dir or default_model_dir())
+    model = load(model_dir or default_model_dir(), backend=None)  # $BRATS_SEG_BACKEND, default auto
     try:
         threads = f"{configure_threads()} CPU thread(s)"
     except ValueError as exc:  # a server setting, not the user's fault: say so and go on

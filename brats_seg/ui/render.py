@@ -169,7 +169,8 @@ def model_status_html(model: Any, threads: str) -> str:
     roi = "x".join(str(r) for r in card.roi_size)
     flips = "test-time flips, " if card.tta_flips else ""
     details = [
-        f"{len(model.networks)} network(s), {spacing} mm, window {roi} voxels, {flips}{threads}",
+        f"{len(model.networks)} network(s) on {getattr(model, 'backend', 'torch')}, {spacing} mm, "
+        f"window {roi} voxels, {flips}{threads}",
         f"From {html.escape(str(model.directory))}",
     ]
     if postprocess_text:
