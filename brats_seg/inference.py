@@ -1,10 +1,9 @@
 """Sliding-window inference with MONAI, in MONAI's vocabulary.
 
-``predict`` runs ``monai.inferers.sliding_window_inference`` under ``torch.inference_mode()`` on the
+``predict`` runs MONAI's sliding window (``sliding_window_inference``) under ``torch.inference_mode()`` on the
 GPU when there is one, averages an ensemble of networks, optionally averages test-time flips, and
-reports progress (fraction done) through a callback. A volume that fits in one window (the brain crop of
-the shipped model at 2 mm does) needs no blending: it is padded as MONAI pads it and run once, without
-importing MONAI (seconds of a fresh process), with the same output up to float rounding.
+reports progress (fraction done) through a callback. The windows slide as MONAI's do, in
+:mod:`brats_seg.windows`, without importing MONAI (seconds of a fresh process).
 """
 
 from __future__ import annotations
@@ -14,7 +13,8 @@ import os
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
+
+from .windows import sliding_window, window_starts
 
 ProgressCallback = Callable[[float], None]
 #: A network: from a batch of windows (N, C, X, Y, Z) to logits (N, K, X, Y, Z).
@@ -55,12 +55,9 @@ def configure_threads(threads: int | None = None) -> int:
 
 def count_windows(shape: Sequence[int], roi_size: Sequence[int], overlap: float) -> int:
     """Number of windows MONAI's sliding window visits for one image of ``shape``."""
-    n = 1
-    for size, roi in zip(shape, roi_size, strict=True):
-        size = max(size, roi)
-        interval = max(int(roi * (1 - overlap)), 1)
-        n *= int(math.ceil((size - roi) / interval)) + 1 if size > roi else 1
-    return n
+    return math.prod(
+        len(window_starts(max(size, roi), roi, overlap)) for size, roi in zip(shape, roi_size, strict=True)
+    )
 
 
 FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (4,))
@@ -99,30 +96,11 @@ class WindowProgress:
         return run
 
 
-def pad_to_window(batch: torch.Tensor, roi_size: Sequence[int]) -> tuple[torch.Tensor, tuple[slice, ...]]:
-    """Pad a batch (N, C, X, Y, Z) with zeros up to ``roi_size`` as MONAI's sliding window pads it (the
-    smaller half before), and return it with the slices that cut the original back out."""
-    before, pad = [], []
-    for size, roi in zip(batch.shape[2:], roi_size, strict=True):
-        diff = max(int(roi) - int(size), 0)
-        before.append(diff // 2)
-        pad = [diff // 2, diff - diff // 2, *pad]  # F.pad takes the last axis first
-    crop = tuple(slice(b, b + s) for b, s in zip(before, batch.shape[2:], strict=True))
-    return (F.pad(batch, pad) if any(pad) else batch), (slice(None), slice(None), *crop)
-
-
 def _run_windows(
     inp: torch.Tensor, net: Callable[[torch.Tensor], torch.Tensor], window: dict, device: torch.device
 ) -> torch.Tensor:
-    """Logits of one volume: one padded pass when it fits in one window, else MONAI's sliding window."""
-    if count_windows(inp.shape[2:], window["roi_size"], window["overlap"]) == 1:
-        padded, crop = pad_to_window(inp.to(device), window["roi_size"])
-        return net(padded)[crop].to("cpu")
-    from monai.inferers import sliding_window_inference  # imports all of MONAI: seconds
-
-    return sliding_window_inference(
-        inp.to(device), predictor=net, sw_device=device, device=torch.device("cpu"), **window
-    )
+    """Logits of one volume (1, C, X, Y, Z) over its sliding windows, on the CPU."""
+    return sliding_window(inp.to(device), net, **window)
 
 
 def _as_batch(volume: torch.Tensor, nets: list[Predictor], activation: str) -> torch.Tensor:

@@ -206,30 +206,6 @@ def test_configure_threads_refuses_bad_values(value: str, monkeypatch: pytest.Mo
         inference.configure_threads(0)
 
 
-@pytest.mark.parametrize("shape", [(16, 16, 12), (16, 16, 16), (7, 9, 11), (13, 16, 5)])
-def test_one_window_pass_equals_monai_sliding_window(shape) -> None:
-    """A volume that fits in one window is padded as MONAI pads it and run once, without MONAI."""
-    from monai.inferers import sliding_window_inference
-
-    net = context_net(seed=3)
-    x = volume(shape, seed=5)[None]
-    window = {"roi_size": (16, 16, 16), "sw_batch_size": 1, "overlap": 0.5, "mode": "gaussian"}
-    with torch.inference_mode():
-        ours = inference.predict(x, net, activation="none", device="cpu", **window)
-        monai = sliding_window_inference(x, predictor=net, sw_device="cpu", device="cpu", **window)[0]
-    assert ours.shape == monai.shape == (3, *shape)
-    torch.testing.assert_close(ours, monai, rtol=1e-5, atol=1e-6)
-
-
-def test_pad_to_window_pads_the_smaller_half_first_and_crops_back() -> None:
-    x = torch.arange(2 * 3 * 5 * 4, dtype=torch.float32).reshape(1, 2, 3, 5, 4)
-    padded, crop = inference.pad_to_window(x, (6, 5, 7))
-    assert padded.shape == (1, 2, 6, 5, 7)
-    assert crop == (slice(None), slice(None), slice(1, 4), slice(0, 5), slice(1, 5))
-    torch.testing.assert_close(padded[crop], x)
-    assert padded.sum() == x.sum()
-
-
 def test_predict_takes_any_callable_network() -> None:
     """OpenVINO networks are plain callables from windows to logits, not torch modules."""
     net = context_net(seed=1)
