@@ -61,12 +61,12 @@ def load_model(model_dir: Path | None) -> tuple[Any, str]:
     from ..inference import configure_threads
     from ..model import load_model as load
 
-    model = load(model_dir or default_model_dir(), backend=None)  # $BRATS_SEG_BACKEND, default auto
-    try:
+    try:  # before loading: OpenVINO networks are compiled for the threads in force
         threads = f"{configure_threads()} CPU thread(s)"
     except ValueError as exc:  # a server setting, not the user's fault: say so and go on
         log.warning("%s", exc)
         threads = f'<span style="color:#a00">{html.escape(str(exc))}; using the default threads</span>'
+    model = load(model_dir or default_model_dir(), backend=None)  # $BRATS_SEG_BACKEND, default auto
     return model, model_status_html(model, threads)
 
 
