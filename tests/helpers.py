@@ -216,6 +216,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def kernel_rss_mb(root: Path) -> list[float]:
+    """Resident memory (MB) of each Jupyter kernel running in ``root`` (read from /proc), largest first."""
+    import os
+
+    sizes = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if b"ipykernel" not in (proc / "cmdline").read_bytes() or Path(os.readlink(proc / "cwd")) != root:
+                continue
+            status = (proc / "status").read_text()
+        except OSError:  # gone, or not ours to read
+            continue
+        sizes += [int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmRSS:")]
+    return sorted(sizes, reverse=True)
+
+
 @contextlib.contextmanager
 def voila_server(root: Path, log_dir: Path, *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()):
     """``voila app.ipynb`` on a free loopback port (one torch thread per kernel); yields its address."""

@@ -98,6 +98,11 @@ def _upload_and_predict(page, files: list[str]) -> None:
     page.wait_for_selector(".brats-volumes table", timeout=300_000)
     page.wait_for_selector(".brats-view-axial", timeout=60_000)
     print(f"Predict to overlay: {time.perf_counter() - t1:.1f} s")
+    from helpers import kernel_rss_mb
+
+    print(
+        f"kernels' resident memory after Predict: {', '.join(f'{mb:.0f} MB' for mb in kernel_rss_mb(ROOT))}"
+    )
     # the page brought the review section to the top of the viewport (JavaScript run by Voila)
     page.wait_for_function(REVIEW_AT_TOP, timeout=15_000)
     after_predict = settled_review_top(page)
