@@ -20,7 +20,7 @@ from .postprocess import DEFAULT_REGION_ORDER, apply_postprocess, regions_to_lab
 from .postprocess import postprocess_settings as card_postprocess_settings
 from .report import VOLUME_RANGE_THRESHOLDS, volumes
 from .result import Segmentation
-from .types import LabelMap, Study, brain_mask
+from .types import LabelMap, Study, bounding_box, brain_mask
 
 if TYPE_CHECKING:
     from .harmonise import Harmonised
@@ -59,15 +59,26 @@ def volume_range(
     Raises:
         ValueError: For a card whose output is not region sigmoids, or a threshold outside (0, 1).
     """
+    box = _box(brain)
     decoded = _decode_at(
-        probs,
+        probs[(slice(None), *box)],
         card,
-        brain=brain,
+        brain=np.ascontiguousarray(brain[box]),
         postprocess_settings=postprocess_settings,
         voxel_mm3=like.voxel_volume_mm3,
         thresholds=thresholds,
     )
     return _volumes_at(decoded, card, like=like, thresholds=thresholds)
+
+
+def _box(brain: np.ndarray) -> tuple[slice, ...]:
+    """The brain's bounding box (the whole grid for an empty brain): every label outside it is 0.
+
+    Labels are decided voxel by voxel, then zeroed outside the brain, and the card's post-processing
+    only removes or relabels tumour; so the labels (and their volumes) decoded on the box, with zeros
+    around it, are those decoded on the whole grid.
+    """
+    return bounding_box(brain) or tuple(slice(None) for _ in range(brain.ndim))
 
 
 def _decode_at(
@@ -79,7 +90,11 @@ def _decode_at(
     voxel_mm3: float,
     thresholds: Sequence[float],
 ) -> list[np.ndarray]:
-    """The labels decoded at each threshold as :func:`segment` decodes them at the card's."""
+    """The labels decoded at each threshold as :func:`segment` decodes them at the card's.
+
+    ``probs`` and ``brain`` may be cut to a box holding the brain (:func:`_box`): the labels are then
+    those of the box.
+    """
     if card.output.get("type") != "regions_sigmoid":
         raise ValueError(
             "volume_range: expected a card with region sigmoids, found output type "
@@ -108,7 +123,7 @@ def _finish(
     voxel_mm3: float,
 ) -> np.ndarray:
     """What :func:`segment` does to decoded labels: no tumour outside the brain, then the card's rules."""
-    labels[~brain] = 0  # every sequence is zero there (outside the skull-stripped brain)
+    np.multiply(labels, brain, out=labels)  # every sequence is zero outside the skull-stripped brain
     if postprocess_settings:
         labels = apply_postprocess(labels, voxel_volume_mm3=voxel_mm3, **postprocess_settings)
     return labels
@@ -259,12 +274,19 @@ def _decode(
     settings: dict[str, Any],
     volume_thresholds: Sequence[float] | None,
 ) -> Segmentation:
-    """Labels (and the volume range and uncertain voxels) from the probabilities on the study's grid."""
+    """Labels (and the volume range and uncertain voxels) from the probabilities on the study's grid.
+
+    Decoded within the brain's bounding box (:func:`_box`), zeros around it; the brain mask is
+    computed once, for the labels and the input checks.
+    """
     brain = brain_mask(study)
+    box = _box(brain)
+    probs, inside = full[(slice(None), *box)], np.ascontiguousarray(brain[box])
     voxel_mm3 = float(np.prod(study.spacing))
     rules = settings.get("postprocess")
-    labels = _finish(
-        to_labels(full, card).astype(np.uint8), brain=brain, postprocess_settings=rules, voxel_mm3=voxel_mm3
+    labels = np.zeros(study.shape, dtype=np.uint8)
+    labels[box] = _finish(
+        to_labels(probs, card).astype(np.uint8), brain=inside, postprocess_settings=rules, voxel_mm3=voxel_mm3
     )
     label_map = LabelMap(labels, study.affine.copy(), study.header.copy())
     ranges = uncertain = None
@@ -275,19 +297,20 @@ def _decode(
         and max(volume_thresholds) > cut > min(volume_thresholds)
     ):
         decoded = _decode_at(
-            full,
+            probs,
             card,
-            brain=brain,
+            brain=inside,
             postprocess_settings=rules,
             voxel_mm3=voxel_mm3,
             thresholds=volume_thresholds,
         )
         ranges = _volumes_at(decoded, card, like=label_map, thresholds=volume_thresholds)
-        uncertain = decoded[0] != decoded[-1]
+        uncertain = np.zeros(study.shape, dtype=bool)
+        uncertain[box] = decoded[0] != decoded[-1]
     return Segmentation(
         labels=label_map,
         settings=settings,
-        warnings=quality.check_study(study),
+        warnings=quality.check_study(study, mask=brain),
         volume_range=ranges,
         uncertain=uncertain,
     )

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .card import ModelCard
 from .errors import StudyError
-from .types import Study
+from .types import Study, bounding_box, nonzero_mask
 
 
 @dataclass
@@ -56,9 +56,14 @@ def orientation_transform(affine: np.ndarray, axcodes: str) -> np.ndarray:
 
 def reorient(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
     """Apply an orientation transform to the last three axes of ``array``."""
+    return np.ascontiguousarray(reoriented_view(array, ornt))
+
+
+def reoriented_view(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """:func:`reorient` without the copy: a view of ``array`` (flips and transposes move no data)."""
     lead = array.ndim - 3
     full = np.vstack([[[i, 1] for i in range(lead)], ornt + [lead, 0]]) if lead else ornt
-    return np.ascontiguousarray(nib.orientations.apply_orientation(array, full))
+    return nib.orientations.apply_orientation(array, full)
 
 
 def unreorient(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
@@ -81,14 +86,32 @@ def brain_box(mask: np.ndarray, *, margin: int = 8) -> tuple[tuple[int, int], ..
     Raises:
         StudyError: if the mask is empty.
     """
-    if not mask.any():
+    found = bounding_box(mask)
+    if found is None:
         raise StudyError("all four sequences are zero everywhere: expected a brain with non-zero intensities")
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = np.flatnonzero(mask.any(axis=other))
-        box.append((max(int(idx[0]) - margin, 0), min(int(idx[-1]) + 1 + margin, mask.shape[axis])))
-    return tuple(box)
+    return tuple(
+        (max(s.start - margin, 0), min(s.stop + margin, n)) for s, n in zip(found, mask.shape, strict=True)
+    )
+
+
+def reorient_box(
+    box: tuple[tuple[int, int], ...], ornt: np.ndarray, shape: tuple[int, ...]
+) -> tuple[tuple[int, int], ...]:
+    """Where the box ``box`` of a grid of ``shape`` lies after :func:`reorient` with ``ornt``.
+
+    ``reorient(array, ornt)[box']`` equals ``reorient(array[box], ornt)`` for ``box' = reorient_box(box,
+    ornt, array.shape[-3:])``: flips and transposes move a box, they do not change what it holds.
+    """
+    out: list[tuple[int, int]] = [(0, 0)] * 3
+    for axis, ((start, stop), (new_axis, flip)) in enumerate(zip(box, ornt, strict=True)):
+        n = shape[axis]
+        out[int(new_axis)] = (n - stop, n - start) if flip < 0 else (start, stop)
+    return tuple(out)
+
+
+def reorient_shape(shape: tuple[int, ...], ornt: np.ndarray) -> tuple[int, int, int]:
+    """The shape of a grid of ``shape`` after :func:`reorient` with ``ornt``."""
+    return tuple(int(shape[int(ax)]) for ax in ornt[:, 0].argsort())  # type: ignore[return-value]
 
 
 def normalise(
@@ -131,23 +154,34 @@ def oriented_spacing(study: Study, ornt: np.ndarray) -> tuple[float, ...]:
 
 
 def prepare(study: Study, card: ModelCard) -> Prepared:
-    """Turn a study into the network's input as the card describes it."""
-    image = stack_channels(study, card.channels)
+    """Turn a study into the network's input as the card describes it.
+
+    The brain is cropped on the study's grid and only the crop is reoriented: the same values as
+    reorienting the whole study and cropping it there (:func:`reorient_box`), with copies of the crop
+    instead of the whole field of view.
+    """
+    channels = [np.asarray(study.images[c], dtype=np.float32) for c in card.channels]
     ornt = orientation_transform(study.affine, card.orientation)
-    image = reorient(image, ornt)
     spacing = oriented_spacing(study, ornt)
-    mask = (image != 0).any(axis=0)
-    box = brain_box(mask, margin=card.crop_margin)
-    sl = tuple(slice(a, b) for a, b in box)
-    cropped = image[(slice(None), *sl)]
+    mask = nonzero_mask(channels)
+    stored_box = brain_box(mask, margin=card.crop_margin)
+    box = reorient_box(stored_box, ornt, mask.shape)
+    sl = tuple(slice(a, b) for a, b in stored_box)
+    cropped = np.empty((len(channels), *(b - a for a, b in box)), dtype=np.float32)
+    for c, channel in enumerate(channels):
+        cropped[c] = reoriented_view(channel[sl], ornt)
     norm = card.normalisation
-    cropped = normalise(cropped, mask[sl], clip_percentiles=tuple(norm.get("clip_percentiles", (0.5, 99.5))))
+    cropped = normalise(
+        cropped,
+        np.ascontiguousarray(reoriented_view(mask[sl], ornt)),
+        clip_percentiles=tuple(norm.get("clip_percentiles", (0.5, 99.5))),
+    )
     tensor = torch.from_numpy(cropped)
     tensor = resample(tensor, target_shape(tensor.shape[1:], spacing, card.spacing))
     return Prepared(
         tensor=tensor.contiguous(),
         ornt=ornt,
-        oriented_shape=tuple(image.shape[1:]),
+        oriented_shape=reorient_shape(mask.shape, ornt),
         box=box,
         cropped_shape=tuple(cropped.shape[1:]),
     )
@@ -163,13 +197,14 @@ def restore(probs: torch.Tensor, prepared: Prepared, *, background: np.ndarray |
     """
     probs = resample(probs.float().cpu(), prepared.cropped_shape)
     channels = probs.shape[0]
-    fill = (
-        np.zeros(channels, dtype=np.float32)
-        if background is None
-        else np.asarray(background, dtype=np.float32)
-    )
-    full = np.empty((channels, *prepared.oriented_shape), dtype=np.float32)
-    full[:] = fill[:, None, None, None]
-    sl = tuple(slice(a, b) for a, b in prepared.box)
-    full[(slice(None), *sl)] = probs.numpy()
-    return unreorient(full, prepared.ornt)
+    inverse = _invert_ornt(prepared.ornt)
+    shape = reorient_shape(prepared.oriented_shape, inverse)
+    if background is None:
+        full = np.zeros((channels, *shape), dtype=np.float32)
+    else:
+        full = np.empty((channels, *shape), dtype=np.float32)
+        full[:] = np.asarray(background, dtype=np.float32)[:, None, None, None]
+    # the crop goes back on the study's grid directly, not through a reoriented copy of the whole grid
+    sl = tuple(slice(a, b) for a, b in reorient_box(prepared.box, inverse, prepared.oriented_shape))
+    full[(slice(None), *sl)] = reoriented_view(probs.numpy(), inverse)
+    return full

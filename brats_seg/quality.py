@@ -18,12 +18,13 @@ its brain, which :func:`check_study` reports (``python benchmarks/input_checks.p
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 
 from .files import SEG, study_id
-from .types import MODALITIES, Study, brain_mask
+from .types import MODALITIES, Study, bounding_box, brain_mask
 
 #: Above this fraction of the field of view non-zero, the study still holds skull, scalp or background noise.
 MAX_BRAIN_FRACTION = 0.5
@@ -58,9 +59,10 @@ def uncovered_fraction(image: np.ndarray, mask: np.ndarray) -> float:
     return _uncovered(blank_slices(image, mask), mask)
 
 
-def _uncovered(blank: list[np.ndarray], mask: np.ndarray) -> float:
-    """Fraction of the ``mask`` voxels on the ``blank`` slices of :func:`blank_slices`."""
-    total = int(np.count_nonzero(mask))
+def _uncovered(blank: list[np.ndarray], mask: np.ndarray, total: int | None = None) -> float:
+    """Fraction of the ``mask`` voxels (``total`` of them, counted here when None) on the ``blank``
+    slices of :func:`blank_slices`."""
+    total = int(np.count_nonzero(mask)) if total is None else total
     if total == 0 or not any(b.any() for b in blank):
         return 0.0
     uncovered = blank[0][:, None, None] | blank[1][None, :, None] | blank[2][None, None, :]
@@ -158,23 +160,74 @@ def _continues(longer: str, shorter: str) -> bool:
     return longer == shorter or (longer.startswith(shorter) and longer[len(shorter)] in "_-. ")
 
 
-def check_study(study: Study) -> list[str]:
+def check_study(study: Study, *, mask: np.ndarray | None = None) -> list[str]:
     """Ways in which ``study`` differs from the skull-stripped, 1 mm studies the model was trained on.
 
     Args:
         study: A study that :mod:`brats_seg.files` loaded (so four sequences on one grid, none empty).
+        mask: ``brain_mask(study)`` when the caller has it already (:func:`brats_seg.types.brain_mask`);
+            computed here when None.
 
     Returns:
-        One sentence per finding, naming the study or file, what was found and what was expected;
+        One sentence per finding, naming the study or file, what was found and what the model expects;
         empty when the study looks like a BraTS-preprocessed one.
     """
-    mask = brain_mask(study)
-    warnings = _file_name_warnings(study) + _skull_warnings(study, mask) + _voxel_size_warnings(study, mask)
+    if mask is None:
+        mask = brain_mask(study)
+    brain = _Brain(mask)
+    warnings = _file_name_warnings(study) + _skull_warnings(study, brain) + _voxel_size_warnings(study, brain)
     for modality in MODALITIES:
         image = study.images.get(modality)
         if image is not None:
-            warnings += _sequence_warnings(study, modality, image, mask)
+            warnings += _sequence_warnings(study, modality, image, brain)
     return warnings
+
+
+class _Brain:
+    """The brain mask of a study with what every check asks of it, computed once.
+
+    Every sequence is zero outside the mask (the mask is where any of them is non-zero), so a
+    sequence's slices with signal are found within the mask's bounding box.
+    """
+
+    def __init__(self, mask: np.ndarray) -> None:
+        self.mask = mask
+        self.voxels = int(np.count_nonzero(mask))
+        self.box = bounding_box(mask) if mask.ndim == 3 else None
+        self.slices = _slices_with_signal(mask)
+
+    def blank_slices(self, image: np.ndarray) -> list[np.ndarray]:
+        """:func:`blank_slices` of a sequence of the study (zero outside the mask)."""
+        if self.box is None:
+            return blank_slices(image, self.mask)
+        signal = []
+        for axis, inside in enumerate(_slices_with_signal(image[self.box])):
+            found = np.zeros(self.mask.shape[axis], dtype=bool)
+            found[self.box[axis]] = inside
+            signal.append(found)
+        return [~found & in_mask for found, in_mask in zip(signal, self.slices, strict=True)]
+
+    def one_value(self, image: np.ndarray) -> Any:
+        """The value of ``image`` on every mask voxel when there is one (that of the first voxel in C
+        order, as ``image[mask][0]``), else None; no copy of the brain's values.
+        """
+        if self.box is None:
+            inside = image[self.mask]
+            return inside[0] if inside.size and np.all(inside == inside[0]) else None
+        value = image[_first_voxel(self.mask, self.box[0].start)]
+        if not image[_first_voxel(self.mask, self.box[0].stop - 1, last=True)] == value:
+            return None  # the common case, decided without a pass over the brain
+        differs = np.not_equal(image[self.box], value) & self.mask[self.box]
+        return None if differs.any() else value
+
+
+def _first_voxel(mask: np.ndarray, x: int, *, last: bool = False) -> tuple[int, int, int]:
+    """The first (or last) voxel of ``mask`` in C order on the plane ``x`` (which holds one)."""
+    plane = mask[x]
+    ys = np.flatnonzero(plane.any(axis=1))
+    y = int(ys[-1] if last else ys[0])
+    zs = np.flatnonzero(plane[y])
+    return x, y, int(zs[-1] if last else zs[0])
 
 
 def _file_name_warnings(study: Study) -> list[str]:
@@ -192,9 +245,9 @@ def _file_name_warnings(study: Study) -> list[str]:
     ]
 
 
-def _skull_warnings(study: Study, mask: np.ndarray) -> list[str]:
+def _skull_warnings(study: Study, brain: _Brain) -> list[str]:
     """A warning when too much of the field of view is non-zero for a skull-stripped study."""
-    fraction = float(mask.mean())
+    fraction = brain.voxels / brain.mask.size  # as mask.mean(): both exact counts, one rounding
     if fraction <= MAX_BRAIN_FRACTION:
         return []
     return [
@@ -205,7 +258,7 @@ def _skull_warnings(study: Study, mask: np.ndarray) -> list[str]:
     ]
 
 
-def _voxel_size_warnings(study: Study, mask: np.ndarray) -> list[str]:
+def _voxel_size_warnings(study: Study, brain: _Brain) -> list[str]:
     """Warnings on the voxel size: header vs affine, the brain's volume it implies, thick slices."""
     warnings: list[str] = []
     spacing = tuple(float(s) for s in study.spacing)
@@ -218,7 +271,7 @@ def _voxel_size_warnings(study: Study, mask: np.ndarray) -> list[str]:
             f"mm) disagrees with its affine ({shown} mm); brats-seg uses the affine, as viewers do. "
             "If the affine is wrong, fix the file: sizes and volumes depend on it."
         )
-    brain_ml = float(mask.sum()) * float(np.prod(spacing)) / 1000.0
+    brain_ml = float(brain.voxels) * float(np.prod(spacing)) / 1000.0
     low, high = BRAIN_ML
     if not low <= brain_ml <= high:
         warnings.append(
@@ -235,20 +288,20 @@ def _voxel_size_warnings(study: Study, mask: np.ndarray) -> list[str]:
     return warnings
 
 
-def _sequence_warnings(study: Study, modality: str, image: np.ndarray, mask: np.ndarray) -> list[str]:
+def _sequence_warnings(study: Study, modality: str, image: np.ndarray, brain: _Brain) -> list[str]:
     """A warning when one sequence has no contrast over the brain, or is blank on part of it."""
     source = study.sources.get(modality) or modality
-    inside = image[mask]
-    if inside.size and np.all(inside == inside[0]):
+    value = brain.one_value(image)
+    if value is not None:
         return [
-            f"{source}: the {modality} sequence has one value ({inside[0]:g}) over the whole brain the other "
+            f"{source}: the {modality} sequence has one value ({value:g}) over the whole brain the other "
             f"sequences show: no contrast, so the network sees nothing in it and labels without {modality}."
         ]
-    blank = blank_slices(image, mask)
-    uncovered = _uncovered(blank, mask)
+    blank = brain.blank_slices(image)
+    uncovered = _uncovered(blank, brain.mask, brain.voxels)
     if uncovered <= MAX_UNCOVERED_FRACTION:
         return []
-    where = describe_blank_slices(blank, mask, study.affine)
+    where = describe_blank_slices(blank, brain.mask, study.affine)
     return [
         f"{source}: the {modality} sequence is blank on slices that hold {uncovered:.0%} of the brain the "
         f"other sequences show ({where}; it covers only part of it); the labels there are made without "

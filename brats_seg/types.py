@@ -143,10 +143,33 @@ class RawStudy:
 
 def brain_mask(study: Study) -> np.ndarray:
     """Voxels where any of the four sequences is non-zero (the skull-stripped brain), on the study's grid."""
-    mask = np.zeros(study.shape, dtype=bool)
-    for image in study.images.values():
-        mask |= image != 0
+    return nonzero_mask(list(study.images.values()))
+
+
+def nonzero_mask(images: list[np.ndarray]) -> np.ndarray:
+    """Where any of ``images`` (arrays of one shape) is non-zero, in the memory order of the first.
+
+    One scratch array for all the comparisons, and no mixing of memory orders (images loaded from
+    NIfTI are Fortran-ordered): a pass at memory speed per image.
+    """
+    mask = np.not_equal(images[0], 0)
+    scratch = np.empty_like(mask)
+    for image in images[1:]:
+        mask |= np.not_equal(image, 0, out=scratch)
     return mask
+
+
+def bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """The smallest box (a slice per axis) that holds every non-zero voxel of a 3-D ``mask``; None if none."""
+    across_z = mask.any(axis=2)  # (x, y): two passes over the volume, not three
+    if not across_z.any():
+        return None
+    seen = (across_z.any(axis=1), across_z.any(axis=0), mask.any(axis=(0, 1)))
+    box = []
+    for axis in seen:
+        idx = np.flatnonzero(axis)
+        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    return tuple(box)  # type: ignore[return-value]
 
 
 @dataclass
