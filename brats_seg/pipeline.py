@@ -229,8 +229,7 @@ def segment(
     t1 = time.perf_counter()
     probs = _predict(prepared.tensor, model, settings, progress=progress)
     t2 = time.perf_counter()
-    restored = preprocess.restore(probs, prepared, background=_background(card, probs))
-    result = _decode(restored, study, card, settings=settings, volume_thresholds=volume_thresholds)
+    result = _decode(probs, prepared, study, card, settings=settings, volume_thresholds=volume_thresholds)
     t3 = time.perf_counter()
     steps = {"prepare": t1 - t0, "predict": t2 - t1, "postprocess": t3 - t2, "total": t3 - t0}
     result.timings = {step: round(seconds, 3) for step, seconds in steps.items()}
@@ -267,19 +266,22 @@ def _background(card: ModelCard, probs: np.ndarray) -> np.ndarray | None:
 
 
 def _decode(
-    full: np.ndarray,
+    probs: torch.Tensor,
+    prepared: preprocess.Prepared,
     study: Study,
     card: ModelCard,
     *,
     settings: dict[str, Any],
     volume_thresholds: Sequence[float] | None,
 ) -> Segmentation:
-    """Labels (and the volume range and uncertain voxels) from the probabilities on the study's grid.
+    """Labels (and the volume range and uncertain voxels) from the networks' probabilities, restored onto
+    the study's grid (:func:`brats_seg.preprocess.restore`).
 
-    Decoded within the brain's bounding box (:func:`_box`), zeros around it; the brain mask is
-    computed once, for the labels and the input checks.
+    Decoded within the brain's bounding box (:func:`_box`), zeros around it; the brain mask (as
+    :func:`brats_seg.preprocess.prepare` found it, else computed here) serves the labels and the input checks.
     """
-    brain = brain_mask(study)
+    full = preprocess.restore(probs, prepared, background=_background(card, probs))
+    brain = brain_mask(study) if prepared.brain is None else prepared.brain
     box = _box(brain)
     probs, inside = full[(slice(None), *box)], np.ascontiguousarray(brain[box])
     voxel_mm3 = float(np.prod(study.spacing))

@@ -34,6 +34,8 @@ class Prepared:
         oriented_shape: Shape of the study after reorientation.
         box: Crop box (start, stop) per axis in the reoriented grid.
         cropped_shape: Shape of the crop before resampling.
+        brain: Where any sequence is non-zero, on the study's grid (:func:`brats_seg.types.brain_mask`), when
+            the card reads every sequence of the study; else None.
     """
 
     tensor: torch.Tensor
@@ -41,6 +43,7 @@ class Prepared:
     oriented_shape: tuple[int, int, int]
     box: tuple[tuple[int, int], ...]
     cropped_shape: tuple[int, int, int]
+    brain: np.ndarray | None = None
 
 
 def stack_channels(study: Study, channels: list[str]) -> np.ndarray:
@@ -184,6 +187,7 @@ def prepare(study: Study, card: ModelCard) -> Prepared:
         oriented_shape=reorient_shape(mask.shape, ornt),
         box=box,
         cropped_shape=tuple(cropped.shape[1:]),
+        brain=mask if set(card.channels) == set(study.images) else None,
     )
 
 
