@@ -365,7 +365,7 @@ def load_model(
             )
         networks = [_load_network(directory / name, card, device, backend) for name in card.files]
         for net in networks if backend == "openvino" else []:  # compiled now, not at the first prediction
-            net.compiled(card.roi_size, torch.get_num_threads())
+            net.compiled(torch.get_num_threads())
         model = Model(card=card, networks=networks, directory=directory, backend=backend)
         _CACHE[key] = model
         return model
