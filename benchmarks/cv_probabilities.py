@@ -58,11 +58,6 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
         default=None,
         help="sliding-window size (default: the card's)",
     )
-    p.add_argument(
-        "--fit-window",
-        action="store_true",
-        help="grow the window to the crop where the crop is larger (inference.predict(fit_window=True))",
-    )
     return p, p.parse_args(argv)
 
 
@@ -115,7 +110,6 @@ def case_maps(
                 sw_batch_size=card.sw_batch_size,
                 overlap=card.overlap if args.overlap is None else args.overlap,
                 mode=card.mode,
-                fit_window=args.fit_window,
                 device="cpu",
             )
             if dims:
@@ -140,7 +134,6 @@ def main(argv: list[str] | None = None) -> int:
         "flips": args.flips,
         "overlap": card.overlap if args.overlap is None else args.overlap,
         "roi_size": args.roi_size or card.roi_size,
-        "fit_window": args.fit_window,
         "card": str(args.model[0] / "model.json"),
         "cases": cases,
     }

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .windows import fitted_window, sliding_window, window_starts
+from .windows import sliding_window, window_starts
 
 ProgressCallback = Callable[[float], None]
 #: A network: from a batch of windows (N, C, X, Y, Z) to logits (N, K, X, Y, Z).
@@ -127,7 +127,6 @@ def predict(
     mode: str = "gaussian",
     activation: str = "sigmoid",
     tta_flips: bool = False,
-    fit_window: bool = False,
     device: str | torch.device | None = None,
     progress: ProgressCallback | None = None,
 ) -> torch.Tensor:
@@ -143,9 +142,6 @@ def predict(
         mode: Blending of overlapping windows, ``"gaussian"`` or ``"constant"``.
         activation: ``"sigmoid"`` (region outputs), ``"softmax"`` (class outputs) or ``"none"``.
         tta_flips: Also predict on the volume flipped along each spatial axis and average.
-        fit_window: Grow the window along each axis where the volume is larger, to the volume's size
-            rounded up to a multiple of 16 (:func:`brats_seg.windows.fitted_window`): one pass instead of
-            overlapping windows.
         device: Default CUDA when available, else CPU.
         progress: Called with the fraction done (0..1) after each batch of windows.
 
@@ -159,7 +155,6 @@ def predict(
     x = _as_batch(volume, nets, activation)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     flips = FLIPS if tta_flips else ((),)
-    roi_size = fitted_window(x.shape[2:], roi_size) if fit_window else roi_size
     total = count_windows(x.shape[2:], roi_size, overlap) * len(nets) * len(flips) * x.shape[0]
     counter = WindowProgress(total, progress)
     window = {"roi_size": tuple(roi_size), "sw_batch_size": sw_batch_size, "overlap": overlap, "mode": mode}

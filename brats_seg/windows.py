@@ -19,9 +19,6 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-#: What a grown window's sides are multiples of: the shipped UNet halves the grid four times.
-WINDOW_MULTIPLE = 16
-
 #: Sigma of the Gaussian weights, as a fraction of the window size (MONAI's default ``sigma_scale``).
 SIGMA_SCALE = 0.125
 
@@ -44,17 +41,6 @@ def window_starts(size: int, roi: int, overlap: float) -> list[int]:
     interval = roi if roi == size else max(int(roi * (1 - overlap)), 1)
     count = next(d for d in range(math.ceil(size / interval)) if d * interval + roi >= size) + 1
     return [min(d * interval, size - roi) for d in range(count)]
-
-
-def fitted_window(
-    shape: Sequence[int], roi_size: Sequence[int], *, multiple: int = WINDOW_MULTIPLE
-) -> tuple[int, ...]:
-    """The window grown to cover ``shape`` in one piece: along each axis where the image is larger than
-    the window, its size rounded up to a multiple of ``multiple``; elsewhere the window's size."""
-    return tuple(
-        int(roi) if size <= roi else int(math.ceil(size / multiple) * multiple)
-        for size, roi in zip(shape, roi_size, strict=True)
-    )
 
 
 @functools.lru_cache(maxsize=8)
