@@ -9,7 +9,7 @@ model (its networks already converted, as after a first start), reads the study,
 up, then ``--runs`` times with ``brats_seg.pipeline.segment`` and writes the outputs as
 ``brats-seg predict`` does. Printed per row: the median seconds of each stage (read the study, prepare,
 networks, restore + decode + volume range, write the files) and of the whole prediction (prepare to
-labels), the peak resident memory, the networks' GFLOP per prediction and the GFLOP/s they reached, as a
+labels), the peak resident memory and what stays resident after the predictions, the networks' GFLOP per prediction and the GFLOP/s they reached, as a
 fraction of what one plain 3-D convolution reaches in the same process and backend; then the labels'
 Dice (WT/TC/ET) against the first variant's labels and against the expert's. A last table times
 ``brats-seg predict`` as a fresh process (imports, model load, the whole command).
@@ -83,6 +83,12 @@ def network_gflop(card_path: Path) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def resident_mb() -> float:
+    """This process's resident memory now (MB), from /proc."""
+    status = Path("/proc/self/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")) / 1024
+
+
 def worker(args: argparse.Namespace) -> None:
     """One (variant, threads, case): time the stages and print one JSON line; save the labels."""
     from brats_seg import files, inference, pipeline, preprocess
@@ -115,6 +121,7 @@ def worker(args: argparse.Namespace) -> None:
         "write": statistics.median(write[1:]),
         **median,
         "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_mb": resident_mb(),
         "passes": len(model.networks) * (4 if flips else 1) * windows,
         "conv_gflops": conv_gflops_per_s(backend, args.threads),
     }
@@ -182,7 +189,7 @@ def print_rows(rows: list[dict], gflop_window: float) -> None:
     """The stage table, one row per (case, threads, variant)."""
     print(
         "| case | variant | threads | read | prepare | networks | restore+decode | prediction | write | "
-        "peak MB | passes | GFLOP | GFLOP/s (of one conv's) | Dice WT/TC/ET vs first | vs truth |"
+        "peak / after MB | passes | GFLOP | GFLOP/s (of one conv's) | Dice WT/TC/ET vs first | vs truth |"
     )
     print("|---" * 15 + "|")
     for r in rows:
@@ -190,7 +197,7 @@ def print_rows(rows: list[dict], gflop_window: float) -> None:
         print(
             f"| {r['case']} | {r['variant']} | {r['threads']} | {r['read']:.2f} | {r['prepare']:.2f} | "
             f"{r['predict']:.2f} | {r['postprocess']:.2f} | **{r['total']:.2f}** | {r['write']:.2f} | "
-            f"{r['peak_mb']:.0f} | {r['passes']} | {gflop:.0f} | {gflop / r['predict']:.0f} "
+            f"{r['peak_mb']:.0f} / {r['rss_mb']:.0f} | {r['passes']} | {gflop:.0f} | {gflop / r['predict']:.0f} "
             f"({gflop / r['predict'] / r['conv_gflops']:.0%} of {r['conv_gflops']:.0f}) | {r['vs_first']} | "
             f"{r['vs_truth']} |"
         )
