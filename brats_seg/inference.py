@@ -170,6 +170,7 @@ def predict(
                 if dims:
                     probs = torch.flip(probs, dims)
                 acc = probs if acc is None else acc + probs
+            getattr(net, "release_memory", lambda: None)()  # an OpenVINO network's window buffers
     if progress is not None:
         progress(1.0)
     return (acc / (len(nets) * len(flips)))[0].float().cpu()
