@@ -9,10 +9,11 @@ model (its networks already converted, as after a first start), reads the study,
 up, then ``--runs`` times with ``brats_seg.pipeline.segment`` and writes the outputs as
 ``brats-seg predict`` does. Printed per row: the median seconds of each stage (read the study, prepare,
 networks, restore + decode + volume range, write the files) and of the whole prediction (prepare to
-labels), the peak resident memory and what stays resident after the predictions, the networks' GFLOP per prediction and the GFLOP/s they reached, as a
-fraction of what one plain 3-D convolution reaches in the same process and backend; then the labels'
-Dice (WT/TC/ET) against the first variant's labels and against the expert's. A last table times
-``brats-seg predict`` as a fresh process (imports, model load, the whole command).
+labels), the peak resident memory and what stays resident after the predictions, the networks' GFLOP
+per prediction and the GFLOP/s they reached, as a fraction of what one plain 3-D convolution reaches in
+the same process and backend; then the labels' Dice (WT/TC/ET) against the first variant's labels and
+against the expert's. A last table times ``brats-seg predict`` as a fresh process (imports, model load,
+the whole command).
 """
 
 from __future__ import annotations
@@ -197,7 +198,8 @@ def print_rows(rows: list[dict], gflop_window: float) -> None:
         print(
             f"| {r['case']} | {r['variant']} | {r['threads']} | {r['read']:.2f} | {r['prepare']:.2f} | "
             f"{r['predict']:.2f} | {r['postprocess']:.2f} | **{r['total']:.2f}** | {r['write']:.2f} | "
-            f"{r['peak_mb']:.0f} / {r['rss_mb']:.0f} | {r['passes']} | {gflop:.0f} | {gflop / r['predict']:.0f} "
+            f"{r['peak_mb']:.0f} / {r['rss_mb']:.0f} | {r['passes']} | {gflop:.0f} | "
+            f"{gflop / r['predict']:.0f} "
             f"({gflop / r['predict'] / r['conv_gflops']:.0%} of {r['conv_gflops']:.0f}) | {r['vs_first']} | "
             f"{r['vs_truth']} |"
         )

@@ -414,3 +414,21 @@ def test_compare_scores_pairs_cases_and_gives_the_interval_of_the_mean_change(tm
     assert nan["n"] == 1 and nan["mean"] == 1.0
     with pytest.raises(ValueError, match="no case in common between the two evaluations"):
         compare.paired_change({"x": {"dice_WT": 1.0}}, {"y": {"dice_WT": 1.0}}, "dice_WT")
+
+
+def test_bench_speed_times_each_stage_and_compares_the_backends(
+    tiny_model_dir: Path, tiny_study, capsys
+) -> None:
+    """One row per (variant, threads) with the stage medians, memory, GFLOP/s and the labels' Dice."""
+    bench = _load_script("bench_speed")
+    case = tiny_study(name="Tiny_900", shape=(40, 36, 30), seed=9)["T1"].parent
+    bench.main(
+        ["--cases", str(case), "--model", str(tiny_model_dir), "--variants", "torch-quick", "openvino-quick"]
+        + ["--threads", "1", "--runs", "2", "--cli-runs", "0"]
+    )
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| Tiny_900 |")]
+    assert [row.split(" | ")[1] for row in rows] == ["torch-quick", "openvino-quick"]
+    cells = rows[1].strip("| ").split(" | ")
+    assert float(cells[7].strip("*")) > 0  # the whole prediction's median seconds
+    assert all(float(d) >= 0.99 for d in cells[-2].split("/")), cells[-2]  # OpenVINO's labels against torch's
+    assert cells[-1] != "-"  # the tiny study has a ground truth

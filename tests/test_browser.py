@@ -29,6 +29,11 @@ def voila_url(tmp_path_factory: pytest.TempPathFactory):
         pytest.skip("no bundled model in model/")
     from helpers import voila_server
 
+    from brats_seg.model import load_model
+
+    # Networks converted for the default backend before the server starts, as binder/postBuild does:
+    # the kernels then read them, and the timings below are those of a visitor, not of a first install.
+    load_model(ROOT / "model", device="cpu", backend="auto")
     with voila_server(ROOT, tmp_path_factory.mktemp("voila")) as url:
         yield url
 

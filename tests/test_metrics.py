@@ -423,3 +423,13 @@ def test_scores_of_a_real_case_match_the_hand_written_metrics(brats_case) -> Non
         expected_dice = 2.0 * np.count_nonzero(p & t) / (np.count_nonzero(p) + np.count_nonzero(t))
         assert result[region]["dice"] == pytest.approx(expected_dice, abs=1e-7), region
         assert result[region]["hd95"] == pytest.approx(_hd95_scipy_edt(p, t, spacing), abs=1e-6), region
+
+
+def test_import_in_background_loads_monai_metrics() -> None:
+    import sys
+
+    from brats_seg import metrics
+
+    thread = metrics.import_in_background()
+    thread.join(timeout=120)
+    assert not thread.is_alive() and "monai.metrics" in sys.modules

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import quality, report
+from .. import metrics, quality, report
 from ..card import postprocess_line
 from ..editing import corrected_segmentation, correction_record, corrections_dir, save_for_training
 from ..errors import ModelError, StudyError
@@ -345,6 +345,8 @@ class App:
 
             self.harmonise_panel.show(state.harmonised, registration_png(state.harmonised))
         state.study = study
+        if study.truth is not None:  # its scores need MONAI's metrics: imported while the visitor looks
+            metrics.import_in_background()
         self.views.show_study(study)
         self.messages.info(jobs.loaded_message(study, state.harmonised, origin))
         self.messages.warnings(quality.check_study(study))  # before Predict; Predict shows segment's own
