@@ -218,6 +218,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--cli-cases", nargs="*", type=Path, default=None, help="default: the demo case, --cases[0]"
     )
     p.add_argument("--model", type=Path, default=None, help="model folder (default: the bundled one)")
+    p.add_argument("--cli-only", action="store_true", help="only the fresh-process table")
     p.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--case", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--labels", type=Path, help=argparse.SUPPRESS)
@@ -235,14 +236,34 @@ def main(argv: list[str] | None = None) -> None:
     folder = args.model or default_model_dir()
     load_model(folder, device="cpu", backend="openvino")  # converts the networks once
     with tempfile.TemporaryDirectory() as tmp:
-        rows = measure(args, Path(tmp))
-    print_rows(rows, network_gflop(folder / "model.json"))
-    cli_cases = args.cli_cases if args.cli_cases is not None else [SHARED / "demo" / "BraTS-GLI-00001-000"]
-    cli_cases = cli_cases + ([args.cases[0]] if args.cli_cases is None else [])
-    if args.cli_runs:
-        print("\n| brats-seg predict, fresh process | wall s (median) | report timings s | peak MB |")
-        print("|---|---|---|---|")
-    for case in cli_cases if args.cli_runs else []:
+        rows = [] if args.cli_only else measure(args, Path(tmp))
+        if rows:
+            print_rows(rows, network_gflop(folder / "model.json"))
+        if args.cli_runs:
+            print_cli(args, Path(tmp))
+
+
+def without_truth(case: Path, tmp: Path) -> Path:
+    """A folder of links to the case's four sequences, without its ground truth (as a user's study)."""
+    from brats_seg.files import load_study
+
+    folder = tmp / f"{case.name}-no-truth"
+    folder.mkdir()
+    for modality, name in load_study(case).sources.items():
+        if modality != "SEG":
+            (folder / Path(name).name).symlink_to((case / name).resolve())
+    return folder
+
+
+def print_cli(args: argparse.Namespace, tmp: Path) -> None:
+    """The fresh-process table: the demo case and --cases[0] without their ground truth, then --cases[0]
+    with it (scoring imports MONAI's metrics); or --cli-cases as they are."""
+    cases = args.cli_cases
+    if cases is None:
+        cases = [SHARED / "demo" / "BraTS-GLI-00001-000", without_truth(args.cases[0], tmp), args.cases[0]]
+    print("\n| brats-seg predict, fresh process | wall s (median) | report timings s | peak MB |")
+    print("|---|---|---|---|")
+    for case in cases:
         r = fresh_cli(case, args.model, args.cli_runs)
         print(f"| {case.name} | {r['wall']:.2f} | {r['timings']} | {r['peak_mb']:.0f} |")
 
