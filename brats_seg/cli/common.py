@@ -142,6 +142,23 @@ def device(value: str) -> str:
     return value
 
 
+def add_device_and_backend(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--backend``: where and by what the networks run."""
+    from ..runtime import BACKENDS
+
+    p.add_argument(
+        "--device", type=device, default=None, help="torch device (default: cuda when available, else cpu)"
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="what runs the networks: torch, openvino (CPU only; converted once from the checked "
+        "learners and cached), or auto: openvino on the CPU when installed, else torch (default: "
+        "$BRATS_SEG_BACKEND, else auto)",
+    )
+
+
 def make_output_dir(path: Path) -> None:
     """Create ``--output`` (and its parents), or raise :class:`StudyError` saying why not."""
     try:

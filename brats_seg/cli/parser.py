@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..runtime import BACKENDS
 from .common import (
     HelpFormatter,
+    add_device_and_backend,
     device,
     fraction,
     mapping_item,
@@ -121,17 +121,7 @@ def _add_window_args(p: argparse.ArgumentParser) -> None:
         help="apply the model card's postprocess rules: drop small tumour islands, tiny ET to NCR "
         "(default: on)",
     )
-    p.add_argument(
-        "--device", type=device, default=None, help="torch device (default: cuda when available, else cpu)"
-    )
-    p.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default=None,
-        help="what runs the networks: torch, openvino (CPU only; converted once from the checked "
-        "learners and cached), or auto: openvino on the CPU when installed, else torch (default: "
-        "$BRATS_SEG_BACKEND, else auto)",
-    )
+    add_device_and_backend(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 

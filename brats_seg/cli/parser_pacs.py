@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..runtime import BACKENDS
-from .common import HelpFormatter, device, mapping_item, positive_float, positive_int
+from .common import HelpFormatter, add_device_and_backend, mapping_item, positive_float, positive_int
 
 Subparsers = Any  # argparse's _SubParsersAction, which it does not name publicly
 
@@ -179,17 +178,7 @@ def _add_model_args(p: argparse.ArgumentParser, *, studies: str) -> None:
         default=None,
         help="model folder (default: $BRATS_SEG_MODEL, else the bundled model/)",
     )
-    p.add_argument(
-        "--device", type=device, default=None, help="torch device (default: cuda when available, else cpu)"
-    )
-    p.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default=None,
-        help="what runs the networks: torch, openvino (CPU only; converted once from the checked "
-        "learners and cached), or auto: openvino on the CPU when installed, else torch (default: "
-        "$BRATS_SEG_BACKEND, else auto)",
-    )
+    add_device_and_backend(p)
 
 
 def _add_map_arg(p: argparse.ArgumentParser, help_text: str) -> None:
