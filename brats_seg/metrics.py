@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage, stats
 
 from .postprocess import check_labels, labels_to_regions
-from .types import REGIONS, LabelMap
+from .types import REGIONS, LabelMap, bounding_box
 
 __all__ = [
     "HD95_EMPTY_PENALTY",
@@ -73,6 +73,9 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     from monai.metrics import compute_dice
 
     p, t = _mask_pair(pred, truth, what="dice")
+    if p.ndim == 3:  # voxels outside both masks add nothing: the same sums from the box around them
+        box = bounding_box(p | t) or (slice(0, 1),) * 3
+        p, t = p[box], t[box]
     p_t, t_t = (torch.from_numpy(np.array(m[None, None])) for m in (p, t))  # writable copies for torch
     value = compute_dice(p_t, t_t, include_background=True, ignore_empty=False)
     return float(value.item())
