@@ -224,3 +224,18 @@ def test_evaluate_on_two_local_workers_gives_the_scores_of_a_run_without_them(
     assert len(study_lines(out)) == 3 and "3 studies: 3 scored, 0 failed (" in out
     seq, par = ((tmp_path / r / "scores.csv").read_text().splitlines() for r in ("seq", "dask"))
     assert [line.rsplit(",", 1)[0] for line in seq] == [line.rsplit(",", 1)[0] for line in par]  # but seconds
+
+
+@pytest.mark.parametrize("command", ["predict", "check", "evaluate"])
+def test_help_states_the_cluster_options_and_their_defaults(command: str, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for option, default in [
+        ("--workers N", "(default: no cluster: one study after another in this process)"),
+        ("--scheduler ADDRESS", "(default: no cluster)"),
+        ("--connect-timeout SECONDS", "(default: 10.0)"),
+    ]:
+        after = text.rsplit(option, 1)[1]  # its help, after the usage line
+        assert after[after.index("(default:") :].startswith(default), (option, after)

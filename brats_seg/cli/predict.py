@@ -87,10 +87,8 @@ def predict_study(
         return outcome
     outcome.name = study.name
     if skip_complete and complete(args.output, study.name):
-        outcome.status, outcome.line = (
-            "skipped",
-            f"skipped: complete ({report_path(args.output, study.name)})",
-        )
+        outcome.status = "skipped"
+        outcome.line = f"skipped: complete ({report_path(args.output, study.name)})"
         return outcome
     seconds_loading = time.perf_counter() - started
     from ..model import load_model  # torch, MONAI, fastai: seconds and a GB, only for work to do
@@ -114,13 +112,15 @@ def predict_on_cluster(sources: list[Any], args: argparse.Namespace) -> int:
     from .on_cluster import run_on_cluster
 
     single = len(sources) == 1
-    known = [(src, expected_name(src, args, single=single)) for src in sources]
-    done = [
-        Outcome(name=name, status="skipped", line=f"skipped: complete ({report_path(args.output, name)})")
-        for _src, name in known
-        if name is not None and complete(args.output, name)
-    ]
-    todo = [src for src, name in known if name is None or not complete(args.output, name)]
+    done: list[Outcome] = []
+    todo: list[Any] = []
+    for src in sources:
+        name = expected_name(src, args, single=single)
+        if name is not None and complete(args.output, name):
+            line = f"skipped: complete ({report_path(args.output, name)})"
+            done.append(Outcome(name=name, status="skipped", line=line))
+        else:
+            todo.append(src)
     task = partial(predict_study, args=worker_args(args), single=single, skip_complete=True)
     progress = run_on_cluster(task, todo, args, statuses=("done", "skipped", "failed"), settled=done)
     return EXIT_BAD_INPUT if progress.counts["failed"] else EXIT_OK
