@@ -239,3 +239,29 @@ def test_help_states_the_cluster_options_and_their_defaults(command: str, capsys
     ]:
         after = text.rsplit(option, 1)[1]  # its help, after the usage line
         assert after[after.index("(default:") :].startswith(default), (option, after)
+
+
+def half_or_fail(x: int) -> float:
+    """A task for :func:`brats_seg.cluster.map_unordered`: fails on odd numbers, as a bad study would."""
+    if x % 2:
+        raise RuntimeError(f"odd: {x}")
+    return x / 2
+
+
+@needs_dask
+def test_map_unordered_gives_every_result_and_every_error() -> None:
+    from distributed import Client, LocalCluster
+
+    from brats_seg.cli.on_cluster import failure
+    from brats_seg.cluster import map_unordered
+    from brats_seg.errors import StudyError
+
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        got = {i: (result, error) for i, result, error in map_unordered(client, half_or_fail, [4, 3, 2, 1])}
+    assert {i: r for i, (r, e) in got.items() if e is None} == {0: 2.0, 2: 1.0}
+    assert {i: str(e) for i, (r, e) in got.items() if e is not None} == {1: "odd: 3", 3: "odd: 1"}
+    assert failure("S1", got[1][1]).reason == "internal error: RuntimeError: odd: 3"
+    assert failure("S2", StudyError("S2_t2.nii.gz: truncated")).reason == "S2_t2.nii.gz: truncated"
