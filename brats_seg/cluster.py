@@ -14,6 +14,7 @@ studies' paths visible at the same paths, and ``--output`` writable.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed
+from distributed import comm as dask_comm
 
 from .errors import ClusterError
 
@@ -85,14 +87,33 @@ def connect(
 
 
 def _client_of(scheduler: str, timeout: float) -> Client:
-    """A client of the scheduler at ``scheduler``; :class:`ClusterError` when it does not answer."""
+    """A client of the scheduler at ``scheduler``; :class:`ClusterError` when it does not answer.
+
+    The scheduler is asked who it is first, with a deadline: ``Client(address, timeout=...)`` waits for
+    ever on a port that accepts the connection and then says nothing.
+    """
+    expected = "the address of a running scheduler, e.g. tcp://10.0.0.5:8786 (dask scheduler prints it)"
     try:
+        identity = asyncio.run(asyncio.wait_for(_identity(scheduler, timeout), timeout))
+        if not isinstance(identity, dict) or identity.get("type") != "Scheduler":
+            found = identity.get("type") if isinstance(identity, dict) else type(identity).__name__
+            raise ClusterError(f"--scheduler {scheduler}: expected {expected}, found a {found} there")
         return Client(scheduler, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as e:
         raise ClusterError(
-            f"--scheduler {scheduler}: no Dask scheduler answered within {timeout:g} s ({e}); expected "
-            "the address of a running scheduler, e.g. tcp://10.0.0.5:8786 (dask scheduler prints it)"
+            f"--scheduler {scheduler}: no Dask scheduler answered within {timeout:g} s "
+            f"({type(e).__name__}{': ' * bool(str(e))}{e}); expected {expected}"
         ) from e
+
+
+async def _identity(address: str, timeout: float) -> Any:
+    """What the Dask server at ``address`` says it is (``{"type": "Scheduler", ...}`` for a scheduler)."""
+    comm = await dask_comm.connect(address, timeout=timeout)
+    try:
+        await comm.write({"op": "identity", "reply": True})
+        return await comm.read()
+    finally:
+        comm.abort()
 
 
 def _check_workers(client: Client, where: str, timeout: float) -> None:

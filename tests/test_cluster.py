@@ -151,22 +151,28 @@ def test_bad_cluster_options_exit_2(option: list[str], message: str, tmp_path: P
 
 
 @needs_dask
+@pytest.mark.parametrize("listening", [False, True], ids=["closed port", "silent listener"])
 def test_a_scheduler_that_does_not_answer_is_an_error_not_a_hang(
-    six_studies: Path, tiny_model_dir: Path, tmp_path: Path, capsys
+    listening: bool, six_studies: Path, tiny_model_dir: Path, tmp_path: Path, capsys
 ) -> None:
-    with socket.socket() as s:  # a port nothing listens on once it is closed
+    with socket.socket() as s:  # closed: nothing listens; listening: accepts, never says a word
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    address = f"tcp://127.0.0.1:{port}"
-    started = time.perf_counter()
-    code, _, err = run(
-        capsys, "predict", six_studies, "-o", tmp_path / "out", "--model", tiny_model_dir,
-        "--scheduler", address, "--connect-timeout", "1",
-    )  # fmt: skip
-    assert time.perf_counter() - started < 15
+        if listening:
+            s.listen(8)
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+        if not listening:
+            s.close()
+        started = time.perf_counter()
+        code, _, err = run(
+            capsys, "predict", six_studies, "-o", tmp_path / "out", "--model", tiny_model_dir,
+            "--scheduler", address, "--connect-timeout", "1",
+        )  # fmt: skip
+        assert time.perf_counter() - started < 15
     assert code == 2 and "Traceback" not in err
     (line,) = err.strip().splitlines()
-    assert line.startswith(f"brats-seg predict: error: --scheduler {address}: no Dask scheduler answered")
+    assert line.startswith(
+        f"brats-seg predict: error: --scheduler {address}: no Dask scheduler answered within 1 s"
+    )
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
