@@ -8,6 +8,7 @@ import argparse
 import importlib.util
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -108,6 +109,11 @@ def test_a_rerun_skips_complete_studies_and_retries_the_failed_one(
     )
     assert out.splitlines()[-1].startswith("6 studies: 0 done, 5 skipped, 1 failed (")
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()} == written  # nothing rewritten
+    # with the broken study gone, nothing is left to do: no cluster is even asked (none answers there)
+    shutil.rmtree(six_studies / "Broken_006")
+    code, out, err = run(capsys, *argv[:-2], "--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "1")
+    assert code == 0, out + err
+    assert out.splitlines()[-1].startswith("5 studies: 0 done, 5 skipped, 0 failed (")
 
 
 def test_a_study_without_its_report_is_not_complete(tiny_model_dir: Path, tmp_path: Path) -> None:
