@@ -117,7 +117,10 @@ async def _identity(address: str, timeout: float) -> Any:
 
 
 def _check_workers(client: Client, where: str, timeout: float) -> None:
-    """At least one worker, and every worker can import brats_seg (the tasks run its functions)."""
+    """At least one worker, and every worker imports the brats_seg version of this process (the tasks
+    run its functions)."""
+    from . import __version__
+
     try:
         client.wait_for_workers(1, timeout=timeout)
     except TimeoutError as e:
@@ -126,12 +129,17 @@ def _check_workers(client: Client, where: str, timeout: float) -> None:
             "(start them with: dask worker ADDRESS)"
         ) from e
     try:
-        client.run(_import_package)
+        versions = client.run(_import_package)
     except Exception as e:  # noqa: BLE001 - whatever the worker raised, it cannot run the tasks
         raise ClusterError(
             f"{where}: a Dask worker cannot import brats_seg ({type(e).__name__}: {e}); expected the "
             "package installed on every worker"
         ) from e
+    other = {worker: version for worker, version in versions.items() if version != __version__}
+    if other:
+        raise ClusterError(
+            f"{where}: expected brats-seg {__version__} on every Dask worker (as here), found {other}"
+        )
 
 
 def _import_package() -> str:
