@@ -3,7 +3,9 @@
 ``StudyError`` is raised for problems with the user's files (the CLI maps it to exit code 2, the
 dashboard to an in-page message). ``ModelError`` is raised for a model folder or card that cannot be
 used. ``PacsError`` is raised for a PACS that cannot be reached or does not answer as expected (the
-CLI maps it to exit code 2 too). Messages name the file (or PACS) and say what was expected and found.
+CLI maps it to exit code 2 too). ``ClusterError`` is raised for a Dask cluster that cannot run the
+studies (no scheduler at the address, no worker, workers without this package; exit code 2 too).
+Messages name the file (or PACS) and say what was expected and found.
 """
 
 from __future__ import annotations
@@ -24,3 +26,8 @@ class PacsError(RuntimeError):
 
 class PacsUnreachableError(PacsError):
     """A PACS that did not accept an association (down, unreachable, or refusing us): worth a retry later."""
+
+
+class ClusterError(RuntimeError):
+    """A Dask cluster (``--scheduler``, ``--workers``) that cannot run the studies: names its address and
+    says what was expected vs found."""

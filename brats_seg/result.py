@@ -19,6 +19,7 @@ added there, once. The files of a study named ``<study>``:
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections.abc import Mapping
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from .harmonise import Harmonised
     from .model import Model
 
-__all__ = ["MIME_TYPES", "Segmentation", "mime_type"]
+__all__ = ["MIME_TYPES", "Segmentation", "complete", "mime_type", "report_path", "write_atomic"]
 
 #: The MIME type of each kind of file, by the end of its name (the first that matches).
 MIME_TYPES: dict[str, str] = {
@@ -253,7 +254,11 @@ class Segmentation:
         return (json.dumps(timed.study_report(study, model, scores=scores), indent=2) + "\n").encode()
 
     def write(self, folder: Path, study: Study, model: Model, **options: Any) -> list[Path]:
-        """Write :meth:`files` into ``folder`` (created if needed); returns the paths written, in order.
+        """Write :meth:`files` into ``folder`` (created if needed); returns their paths, in that order.
+
+        Each file is written under a temporary name beside its place and renamed into it, and the report
+        ``<study>_report.json`` is written last: when the report is there, so is every other file of the
+        same call (:func:`complete`), also after a crash or a killed worker.
 
         Args:
             folder: The output folder; files go to ``folder / name`` (``<study>_preprocessed/``: a subfolder).
@@ -261,13 +266,11 @@ class Segmentation:
             model: As for :meth:`files`.
             **options: The keyword options of :meth:`files`.
         """
-        paths = []
-        for name, data in self.files(study, model, **options).items():
-            path = Path(folder) / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-            paths.append(path)
-        return paths
+        files = self.files(study, model, **options)
+        report = f"{study.name}_report.json"
+        for name in [*(n for n in files if n != report), report]:
+            write_atomic(Path(folder) / name, files[name])
+        return [Path(folder) / name for name in files]
 
     def _dicom_seg(self, study: Study, model: Model) -> bytes:
         """``<study>_seg.dcm`` (:func:`brats_seg.files.write_dicom_seg`) of the output labels."""
@@ -287,6 +290,32 @@ class Segmentation:
                 software_version=f"brats-seg {__version__}",
             )
             return path.read_bytes()
+
+
+def report_path(folder: Path, name: str) -> Path:
+    """Where :meth:`Segmentation.write` puts the report of the study ``name``."""
+    return Path(folder) / f"{name}_report.json"
+
+
+def complete(folder: Path, name: str) -> bool:
+    """Whether ``folder`` holds the complete output of the study ``name``: its report, written last.
+
+    :meth:`Segmentation.write` renames each file into place and the report after all the others, so a
+    write that stopped half-way leaves no report. Which options made the files is not compared: a
+    study written without ``--uncertain-map`` counts as complete for a run with it.
+    """
+    return report_path(folder, name).is_file()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` (its folder created if needed) so that ``path`` is whole or absent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _nifti_bytes(name: str, save: Any, *args: Any) -> bytes:

@@ -10,11 +10,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brats_seg import pipeline
+from brats_seg import pipeline, result
 from brats_seg.errors import StudyError
 from brats_seg.files import load_study, save_labels, save_uncertain
 from brats_seg.model import Model, load_model
-from brats_seg.result import Segmentation, mime_type
+from brats_seg.result import Segmentation, complete, mime_type
 from brats_seg.types import Study
 
 
@@ -77,3 +77,33 @@ def test_write_puts_the_files_in_a_folder(segmented, tiny_model: Model, tmp_path
     labels = nib.load(tmp_path / "out" / f"{study.name}_seg.nii.gz")
     np.testing.assert_array_equal(np.asarray(labels.dataobj), seg.labels.array)
     np.testing.assert_allclose(labels.affine, study.affine)
+
+
+def test_write_puts_the_report_last_so_that_it_marks_a_complete_output(
+    segmented, tiny_model: Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study, seg = segmented
+    name, out = study.name, tmp_path / "out"
+    written: list[str] = []
+    real = result.write_atomic
+
+    def recording(path: Path, data: bytes) -> None:
+        written.append(path.name)
+        real(path, data)
+
+    monkeypatch.setattr(result, "write_atomic", recording)
+    paths = seg.write(out, study, tiny_model, uncertain_map=True)
+    assert written[-1] == f"{name}_report.json" and sorted(written) == sorted(p.name for p in paths)
+    assert len(written) == 3 and complete(out, name) and not list(out.glob(".*"))  # no temporary file left
+
+    def stopping(path: Path, data: bytes) -> None:  # a worker killed after the labels were written
+        if not path.name.endswith("_seg.nii.gz"):
+            raise KeyboardInterrupt
+        real(path, data)
+
+    monkeypatch.setattr(result, "write_atomic", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        seg.write(tmp_path / "stopped", study, tiny_model, uncertain_map=True)
+    assert (tmp_path / "stopped" / f"{name}_seg.nii.gz").is_file() and not complete(
+        tmp_path / "stopped", name
+    )

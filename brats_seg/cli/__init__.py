@@ -14,7 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from ..errors import ModelError, PacsError, StudyError
+from ..errors import ClusterError, ModelError, PacsError, StudyError
 from .batch import cmd_batch
 from .check import cmd_check
 from .common import EXIT_BAD_INPUT, EXIT_INTERNAL, one_line
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     try:
         return COMMANDS[args.command](args)
-    except (StudyError, ModelError, PacsError) as e:
+    except (StudyError, ModelError, PacsError, ClusterError) as e:
         print(f"brats-seg {args.command}: error: {one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -12,11 +12,13 @@ import json
 import shlex
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StudyError
-from .common import EXIT_OK, make_output_dir, window_kwargs
+from .common import EXIT_BAD_INPUT, EXIT_OK, make_output_dir, window_kwargs
+from .outcome import Outcome
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -34,7 +36,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model = load_model(args.model, device=args.device, backend=args.backend)
     flips = None if model is None else (bool(model.card.tta_flips) if args.tta is None else args.tta)
     _check_record_key(args, model, flips)
-    rows = _score_cases(folders, model, members, args)
+    if getattr(args, "workers", None) or getattr(args, "scheduler", None):
+        rows, failed = _score_on_cluster(folders, args)
+    else:
+        rows, failed = _score_cases(folders, model, members, args), 0
     with open(args.output / "scores.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -52,6 +57,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.record_as:
         if model is None:
             raise StudyError("--record-as needs predictions made by a model, not read with --predictions")
+        if failed:
+            raise StudyError(
+                f"--record-as {args.record_as}: {failed} case(s) failed, so the summary is not of every case "
+                "asked for; expected all scored (scores.csv and summary.json hold the others)"
+            )
         from ..card import record_scores
 
         command = "brats-seg " + shlex.join(args.argv)
@@ -59,7 +69,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             model.directory / "model.json", summary, cases=meta["cases"], command=command, key=args.record_as
         )
         print(f"recorded as scores.{args.record_as} in {model.directory / 'model.json'}")
-    return EXIT_OK
+    return EXIT_BAD_INPUT if failed else EXIT_OK
 
 
 def _cases_and_model(args: argparse.Namespace) -> tuple[list[Path], Model | None, dict[str, Model]]:
@@ -139,30 +149,79 @@ def _score_cases(
     """One row per case: its name, Dice and HD95 per region and label, and the seconds it took."""
     from tqdm.auto import tqdm
 
+    bar = tqdm(folders, desc="evaluate", disable=args.no_progress, file=sys.stderr)
+    return [score_case(folder, args, model, members) for folder in bar]
+
+
+def score_case(
+    folder: Path, args: argparse.Namespace, model: Model | None, members: dict[str, Model]
+) -> dict[str, Any]:
+    """Predict (or read the prediction of) one case and score it: its row of ``scores.csv``.
+
+    Args:
+        folder: The case folder, with a ground truth.
+        args: The ``evaluate`` options.
+        model: The model; None: read the prediction from ``--predictions``.
+        members: For ``--cross-validation``, the members that held each case out.
+    """
     from .. import metrics
     from ..evaluation import load_prediction
     from ..files import load_study, save_labels
 
-    rows = []
-    for folder in tqdm(folders, desc="evaluate", disable=args.no_progress, file=sys.stderr):
-        study = load_study(folder)
-        t0 = time.perf_counter()
-        if model is not None:
-            from ..pipeline import segment
+    study = load_study(folder)
+    t0 = time.perf_counter()
+    if model is not None:
+        from ..pipeline import segment
 
-            pred = segment(
-                study, members.get(study.name, model), volume_thresholds=None, **window_kwargs(args)
-            ).labels
-            if args.save_predictions:
-                save_labels(pred, args.output / f"{study.name}_seg.nii.gz")
-        else:
-            pred = load_prediction(args.predictions / f"{study.name}_seg.nii.gz", study)
-        seconds = time.perf_counter() - t0
-        row: dict[str, Any] = {"case": study.name}
-        row.update(metrics.flatten_scores(metrics.score(pred, study.truth_map, per_label=True)))
-        row["seconds"] = round(seconds, 2)
-        rows.append(row)
-    return rows
+        pred = segment(
+            study, members.get(study.name, model), volume_thresholds=None, **window_kwargs(args)
+        ).labels
+        if args.save_predictions:
+            save_labels(pred, args.output / f"{study.name}_seg.nii.gz")
+    else:
+        pred = load_prediction(args.predictions / f"{study.name}_seg.nii.gz", study)
+    seconds = time.perf_counter() - t0
+    row: dict[str, Any] = {"case": study.name}
+    row.update(metrics.flatten_scores(metrics.score(pred, study.truth_map, per_label=True)))
+    row["seconds"] = round(seconds, 2)
+    return row
+
+
+def evaluate_case(folder: Path, args: argparse.Namespace) -> Outcome:
+    """:func:`score_case` on a cluster's worker, with the model that worker loaded once (and its
+    cross-validation members); the row comes back as the outcome's ``data``."""
+    model, members = None, {}
+    if args.predictions is None:
+        from ..evaluation import cross_validation_members
+        from ..model import load_model
+
+        model = load_model(args.model, device=args.device, backend=args.backend)  # once per process: cached
+        members = cross_validation_members(model) if args.cross_validation else {}
+    row = score_case(folder, args, model, members)
+    line = f"scored: Dice WT {row['dice_WT']:.3f}, TC {row['dice_TC']:.3f}, ET {row['dice_ET']:.3f}"
+    outcome = Outcome(name=row["case"], status="scored", line=line, seconds=row["seconds"], data=row)
+    outcome.model_id = None if model is None else id(model)
+    return outcome
+
+
+def _score_on_cluster(folders: list[Path], args: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
+    """``evaluate --workers N`` or ``--scheduler ADDRESS``: each case a task; its rows, in the cases'
+    order, and how many cases failed (reported, left out of the scores).
+
+    Raises:
+        StudyError: when no case could be scored.
+    """
+    from .on_cluster import run_on_cluster
+
+    options = argparse.Namespace(**{**vars(args), "no_progress": True, "argv": None})
+    task = partial(evaluate_case, args=options)
+    progress = run_on_cluster(task, folders, args, statuses=("scored", "failed"))
+    rows = {o.data["case"]: o.data for o in progress.outcomes if o.data is not None}
+    if not rows:
+        raise StudyError(f"{args.data_dir}: no case could be scored ({progress.counts['failed']} failed)")
+    order = {folder.name: i for i, folder in enumerate(folders)}
+    ordered = sorted(rows, key=lambda name: order.get(name, len(order)))
+    return [rows[name] for name in ordered], progress.counts["failed"]
 
 
 def select_cases(spec: str | None) -> set[str] | None:

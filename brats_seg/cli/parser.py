@@ -18,6 +18,7 @@ from .common import (
     positive_int,
     study_name,
 )
+from .parser_cluster import add_cluster_args
 from .parser_pacs import add_batch, add_pacs, add_to_dicom
 
 Subparsers = Any  # argparse's _SubParsersAction, which it does not name publicly
@@ -167,6 +168,7 @@ def _add_predict(sub: Subparsers) -> None:
         "sequences and the brain mask on the 1 mm grid the model read, BraTS-named (default: off)",
     )
     _add_window_args(p)
+    add_cluster_args(p)
 
 
 def _add_check(sub: Subparsers) -> None:
@@ -182,6 +184,7 @@ def _add_check(sub: Subparsers) -> None:
         "when every study loads (warnings or not), 2 when one is refused.",
     )
     _add_study_args(p)
+    add_cluster_args(p)
 
 
 def _add_evaluate(sub: Subparsers) -> None:
@@ -226,6 +229,7 @@ def _add_evaluate(sub: Subparsers) -> None:
         "(default: the card is not changed)",
     )
     _add_window_args(p)
+    add_cluster_args(p)
 
 
 def _add_train(sub: Subparsers) -> None:
