@@ -142,6 +142,19 @@ def device(value: str) -> str:
     return value
 
 
+def add_map_arg(p: argparse.ArgumentParser, help_text: str) -> None:
+    """``--map KEY=SEQUENCE``, repeatable (into ``args.mapping``)."""
+    p.add_argument(
+        "--map",
+        action="append",
+        type=mapping_item,
+        default=None,
+        metavar="KEY=SEQUENCE",
+        dest="mapping",
+        help=help_text,
+    )
+
+
 def add_device_and_backend(p: argparse.ArgumentParser) -> None:
     """``--device`` and ``--backend``: where and by what the networks run."""
     from ..runtime import BACKENDS

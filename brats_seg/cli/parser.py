@@ -9,9 +9,9 @@ from typing import Any
 from .common import (
     HelpFormatter,
     add_device_and_backend,
+    add_map_arg,
     device,
     fraction,
-    mapping_item,
     non_negative,
     overlap,
     positive_float,
@@ -60,14 +60,9 @@ def _add_study_args(p: argparse.ArgumentParser) -> None:
         help="a study folder (NIfTI or DICOM), a .zip of one, four NIfTI files, or a folder of "
         "study folders; several folders or zips are a batch",
     )
-    p.add_argument(
-        "--map",
-        action="append",
-        type=mapping_item,
-        default=None,
-        metavar="KEY=SEQUENCE",
-        dest="mapping",
-        help="say which file (NIfTI file name) or DICOM series (description, number or UID) is "
+    add_map_arg(
+        p,
+        "say which file (NIfTI file name) or DICOM series (description, number or UID) is "
         "which sequence: T1, T1CE, T2, FLAIR, SEG or IGNORE; repeat for several; for a folder of "
         "studies, a key applies to the studies that have it (default: told from the names)",
     )

@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import HelpFormatter, add_device_and_backend, mapping_item, positive_float, positive_int
+from .common import (
+    HelpFormatter,
+    add_device_and_backend,
+    add_map_arg,
+    positive_float,
+    positive_int,
+)
 
 Subparsers = Any  # argparse's _SubParsersAction, which it does not name publicly
 
@@ -87,7 +93,7 @@ def add_to_dicom(sub: Subparsers) -> None:
     p.add_argument("study", type=Path, help="a study folder, a .zip of one, or a DICOM folder")
     p.add_argument("--output", "-o", type=Path, required=True, help="output folder (created if needed)")
     p.add_argument("--patient-id", default=None, help="PatientID and PatientName (default: the study's name)")
-    _add_map_arg(p, "say which file is which sequence, as predict --map (default: told from the names)")
+    add_map_arg(p, "say which file is which sequence, as predict --map (default: told from the names)")
 
 
 def _add_watch_args(p: argparse.ArgumentParser) -> None:
@@ -156,7 +162,7 @@ def _add_pacs_args(p: argparse.ArgumentParser) -> None:
     """The PACS, the output folder and the model, for ``pacs run`` and ``pacs watch``."""
     _add_pacs_connection_args(p)
     p.add_argument("--output", "-o", type=Path, required=True, help="output folder (created if needed)")
-    _add_map_arg(
+    add_map_arg(
         p,
         "say which DICOM series (description, number or UID) is which sequence: T1, T1CE, T2, "
         "FLAIR or IGNORE; repeat for several (default: told from the series descriptions)",
@@ -179,16 +185,3 @@ def _add_model_args(p: argparse.ArgumentParser, *, studies: str) -> None:
         help="model folder (default: $BRATS_SEG_MODEL, else the bundled model/)",
     )
     add_device_and_backend(p)
-
-
-def _add_map_arg(p: argparse.ArgumentParser, help_text: str) -> None:
-    """``--map KEY=SEQUENCE``, repeatable."""
-    p.add_argument(
-        "--map",
-        action="append",
-        type=mapping_item,
-        default=None,
-        metavar="KEY=SEQUENCE",
-        dest="mapping",
-        help=help_text,
-    )
