@@ -352,8 +352,7 @@ def kinds() -> dict[str, tuple[str, str, Callable[[Path, Path], Path]]]:
 
 
 def _header_kinds() -> dict[str, tuple[str, str, Callable[[Path, Path], Path]]]:
-    f4 = np.float32
-    return {
+    kinds = {
         "hdr_30000cubed": (
             "refuse",
             "T1 header claims 30000^3 voxels",
@@ -385,6 +384,19 @@ def _header_kinds() -> dict[str, tuple[str, str, Callable[[Path, Path], Path]]]:
             "T1 datatype code RGB24",
             header_bytes_case(70, np.array([128, 24], "<i2").tobytes()),
         ),
+    }
+    for more in (
+        _header_kinds_1,
+        _header_kinds_2,
+    ):
+        kinds.update(more())
+    return kinds
+
+
+def _header_kinds_1() -> dict[str, tuple[str, str, Callable[[Path, Path], Path]]]:
+    """More kinds of :func:`_header_kinds`."""
+    f4 = np.float32
+    return {
         "nan_voxels": (
             "refuse",
             "T1 float32 with NaN voxels",
@@ -428,6 +440,12 @@ def _header_kinds() -> dict[str, tuple[str, str, Callable[[Path, Path], Path]]]:
             "T1 .nii.gz cut in half",
             files_case(lambda f, p: p["T1"].write_bytes(p["T1"].read_bytes()[: p["T1"].stat().st_size // 2])),
         ),
+    }
+
+
+def _header_kinds_2() -> dict[str, tuple[str, str, Callable[[Path, Path], Path]]]:
+    """More kinds of :func:`_header_kinds`."""
+    return {
         "gzip_bomb_2GiB": (
             "refuse",
             "T1 .nii.gz: header then 2 GiB of zeros",
@@ -470,7 +488,7 @@ def _header_kinds() -> dict[str, tuple[str, str, Callable[[Path, Path], Path]]]:
 
 
 def _study_kinds() -> dict[str, tuple[str, str, Callable[[Path, Path], Path]]]:
-    return {
+    kinds = {
         "shape_mismatch": (
             "accept",
             "T1 240x240x154 (harmonised since issue 17)",
@@ -509,6 +527,18 @@ def _study_kinds() -> dict[str, tuple[str, str, Callable[[Path, Path], Path]]]:
             "a float seg with 3.5",
             _seg(lambda a: np.where(a == 4, 3.5, a).astype(np.float32)),
         ),
+    }
+    for more in (
+        _study_kinds_1,
+        _study_kinds_2,
+    ):
+        kinds.update(more())
+    return kinds
+
+
+def _study_kinds_1() -> dict[str, tuple[str, str, Callable[[Path, Path], Path]]]:
+    """More kinds of :func:`_study_kinds`."""
+    return {
         "symlink_etc_passwd": (
             "refuse",
             "T1 is a symlink to /etc/passwd",
@@ -555,6 +585,12 @@ def _study_kinds() -> dict[str, tuple[str, str, Callable[[Path, Path], Path]]]:
             "T1 vox_offset 1e18",
             header_bytes_case(108, np.array([1e18], "<f4").tobytes()),
         ),
+    }
+
+
+def _study_kinds_2() -> dict[str, tuple[str, str, Callable[[Path, Path], Path]]]:
+    """More kinds of :func:`_study_kinds`."""
+    return {
         "vox_offset_0": (
             "refuse",
             "T1 vox_offset 0, data at 352",
